@@ -1,0 +1,1 @@
+"""oodml.train"""
