@@ -73,14 +73,14 @@ class ZipSource:
 def fingerprint_of(labels: list[str] | tuple[str, ...], paths: list[str] | tuple[str, ...]) -> str:
     """sha256 over the sorted (class, relative path) pairs, one 'class<TAB>path' line each."""
     h = hashlib.sha256()
-    for cls, path in sorted(zip(labels, paths)):
+    for cls, path in sorted(zip(labels, paths, strict=True)):
         h.update(f"{cls}\t{path}\n".encode())
     return h.hexdigest()
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """The images of one dataset: ``paths[i]`` (relative to the dataset root) has class ``labels[i]``."""
+    """The images of one dataset: ``paths[i]`` (relative to ``root``) has class ``labels[i]``."""
 
     name: str
     root: Path
@@ -132,11 +132,18 @@ class Manifest:
         return np.array([i for i, c in enumerate(self.labels) if c in wanted], dtype=np.int64)
 
     def read_bytes(self, i: int) -> bytes:
-        return self.source.read(self.paths[i])
+        """Raw bytes of image ``i``; a missing or unreadable file raises a DataError naming it."""
+        try:
+            return self.source.read(self.paths[i])
+        except (OSError, KeyError, zipfile.BadZipFile) as exc:
+            raise DataError(
+                f"cannot read image {Path(self.root) / self.paths[i]}: {exc}; "
+                "restore the file or pass --skip-bad to leave it out"
+            ) from None
 
     def load_image(self, i: int) -> Image.Image:
-        """Decode image ``i`` as RGB; a corrupt file raises a DataError naming it."""
-        return decode_image(self.source.read(self.paths[i]), self.paths[i], self.root)
+        """Decode image ``i`` as RGB; an unreadable or corrupt file raises a DataError naming it."""
+        return decode_image(self.read_bytes(i), self.paths[i], self.root)
 
 
 def decode_image(data: bytes, relpath: str, root: Path | str = "") -> Image.Image:
