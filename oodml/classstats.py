@@ -1,0 +1,396 @@
+"""Per-class feature statistics, incremental pooled Gaussians and distances between class sets.
+
+Two set distances (both Fréchet distances, see :mod:`oodml.frechet`):
+
+* ``samples``: Gaussians over all images of the two class sets (the usual FID).
+* ``class-means``: Gaussians over the class-mean vectors of the two sets, unbiased covariance
+  with ``eps = 1e-8`` added to both diagonals, as the ooDML study computed it.
+
+Fast evaluators for the split ladders, which call the distance thousands of times:
+
+* :class:`MeansDistance` answers class-means distances between index sets in the <= C-1
+  dimensional span of the centred class means (exact, see its docstring).
+* :class:`SamplesDistance` keeps a train and a test :class:`PooledGaussian`; moving or removing
+  a class touches only that class's rows, and :meth:`SamplesDistance.peek` evaluates a
+  candidate move without committing it.
+
+Per-class Gram matrices ``X_c^T X_c`` are computed on demand from that class's rows (centred on
+the global mean for numerical stability) and kept in a small LRU cache; C x D x D is never stored.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+import numpy as np
+
+from oodml.errors import ConfigError
+from oodml.frechet import frechet_distance, frechet_distance_samples
+
+Mode = Literal["class-means", "samples"]
+MODES: tuple[str, ...] = ("class-means", "samples")
+CLASS_MEANS_EPS = 1e-8
+ClassRef = str | int | np.integer
+
+
+class ClassStats:
+    """Counts, means and on-demand Gram matrices of every class of a feature set.
+
+    Build with :meth:`from_features`. ``classes`` is the sorted tuple of class names;
+    ``counts[i]`` and ``means[i]`` (float64) belong to ``classes[i]``. Methods taking classes
+    accept names or integer indices into ``classes``.
+    """
+
+    def __init__(
+        self,
+        features: np.ndarray,
+        classes: tuple,
+        rows: tuple[np.ndarray, ...],
+        gram_cache_bytes: int = 256 * 2**20,
+    ) -> None:
+        self._features = features
+        self.classes = classes
+        self._rows = rows
+        self._index = {c: i for i, c in enumerate(classes)}
+        self.dim = int(features.shape[1])
+        self.center = features.mean(axis=0, dtype=np.float64)
+        self.counts = np.array([len(r) for r in rows], dtype=np.int64)
+        self.sums = np.stack([self._centred(i).sum(axis=0) for i in range(len(classes))])
+        self.means = self.center + self.sums / self.counts[:, None]
+        self._gram_cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._gram_cache_bytes = gram_cache_bytes
+        self._means_distance: dict[float, MeansDistance] = {}
+
+    @classmethod
+    def from_features(
+        cls, features: np.ndarray, labels: Sequence, *, gram_cache_bytes: int = 256 * 2**20
+    ) -> ClassStats:
+        """Statistics of ``features`` (N x D, any float dtype; not copied) grouped by ``labels``
+        (one class name per row)."""
+        features = np.asarray(features)
+        if features.ndim != 2 or features.shape[0] != len(labels):
+            raise ConfigError(
+                f"features of shape {features.shape} do not match {len(labels)} labels; "
+                "pass one label per feature row"
+            )
+        if not np.isfinite(features).all():
+            raise ConfigError("features contain NaN or inf; recompute them (oodml features)")
+        classes = tuple(sorted(set(labels)))
+        index = {c: i for i, c in enumerate(classes)}
+        label_idx = np.fromiter((index[lab] for lab in labels), dtype=np.int64, count=len(labels))
+        order = np.argsort(label_idx, kind="stable")
+        bounds = np.searchsorted(label_idx[order], np.arange(len(classes) + 1))
+        rows = tuple(order[bounds[i] : bounds[i + 1]] for i in range(len(classes)))
+        return cls(features, classes, rows, gram_cache_bytes)
+
+    def index(self, c: ClassRef) -> int:
+        """Integer index of class ``c`` (a name, or an index that is passed through)."""
+        if isinstance(c, (int, np.integer)) and not isinstance(c, bool):
+            if not 0 <= int(c) < len(self.classes):
+                raise ConfigError(f"class index {c} out of range 0..{len(self.classes) - 1}")
+            return int(c)
+        try:
+            return self._index[c]
+        except KeyError:
+            raise ConfigError(f"unknown class {c!r}; it is not in this feature set") from None
+
+    def indices(self, classes: Iterable[ClassRef]) -> np.ndarray:
+        """Integer indices (int64 array) of ``classes``."""
+        return np.array([self.index(c) for c in classes], dtype=np.int64)
+
+    def _centred(self, i: int) -> np.ndarray:
+        return self._features[self._rows[i]].astype(np.float64) - self.center
+
+    def gram(self, c: ClassRef) -> np.ndarray:
+        """X_c^T X_c (D x D float64) of class ``c``'s rows centred on the global mean.
+
+        Read-only: the array may be shared through the cache.
+        """
+        i = self.index(c)
+        g = self._gram_cache.get(i)
+        if g is not None:
+            self._gram_cache.move_to_end(i)
+            return g
+        x = self._centred(i)
+        g = x.T @ x
+        g.flags.writeable = False
+        if g.nbytes <= self._gram_cache_bytes:
+            while (
+                self._gram_cache and (len(self._gram_cache) + 1) * g.nbytes > self._gram_cache_bytes
+            ):
+                self._gram_cache.popitem(last=False)
+            self._gram_cache[i] = g
+        return g
+
+    def pooled(self, classes: Iterable[ClassRef]) -> PooledGaussian:
+        """A :class:`PooledGaussian` over all images of ``classes``."""
+        return PooledGaussian(self, classes)
+
+    def distance(
+        self,
+        a_classes: Iterable[ClassRef],
+        b_classes: Iterable[ClassRef],
+        mode: Mode = "class-means",
+        eps: float | None = None,
+    ) -> float:
+        """Fréchet distance between the class sets ``a_classes`` and ``b_classes``.
+
+        ``mode="class-means"``: Gaussians over the class-mean vectors, eps (default 1e-8)
+        added to both diagonals. ``mode="samples"``: Gaussians over all images of each set,
+        eps (default 0) added to both diagonals.
+        """
+        ia, ib = self.indices(a_classes), self.indices(b_classes)
+        if mode == "class-means":
+            _need(len(ia), len(ib), "classes")
+            e = CLASS_MEANS_EPS if eps is None else eps
+            return frechet_distance_samples(self.means[ia], self.means[ib], eps=e)
+        if mode == "samples":
+            pa, pb = self.pooled(ia), self.pooled(ib)
+            return _pooled_distance(pa.n, pa._sum, pa._gram, pb.n, pb._sum, pb._gram, eps)
+        raise ConfigError(f"unknown distance mode {mode!r}; choose one of: {', '.join(MODES)}")
+
+    def means_distance(self, eps: float = CLASS_MEANS_EPS) -> MeansDistance:
+        """The (cached) fast class-means evaluator over this feature set's class means."""
+        if eps not in self._means_distance:
+            self._means_distance[eps] = MeansDistance(self.means, eps=eps)
+        return self._means_distance[eps]
+
+    def samples_distance(
+        self, train: Iterable[ClassRef], test: Iterable[ClassRef], eps: float = 0.0
+    ) -> SamplesDistance:
+        """A new incremental samples-mode evaluator starting from ``train`` vs ``test``."""
+        return SamplesDistance(self, train, test, eps=eps)
+
+
+def _need(na: int, nb: int, what: str) -> None:
+    if na < 2 or nb < 2:
+        raise ConfigError(
+            f"a Fréchet distance needs at least 2 {what} per side, got {na} and {nb}; "
+            "give each side more classes"
+        )
+
+
+class PooledGaussian:
+    """Mean and unbiased covariance of all images of a changing set of classes.
+
+    ``add(c)`` / ``remove(c)`` update a running count, sum and Gram matrix with that class's
+    statistics only. ``n``, ``mean`` and ``cov`` are read on demand.
+    """
+
+    def __init__(self, stats: ClassStats, classes: Iterable[ClassRef] = ()) -> None:
+        self.stats = stats
+        self.members: set[int] = set()
+        self.n = 0
+        self._sum = np.zeros(stats.dim)
+        self._gram = np.zeros((stats.dim, stats.dim))
+        for c in classes:
+            self.add(c)
+
+    def add(self, c: ClassRef) -> None:
+        """Add class ``c`` (name or index); it must not already be a member."""
+        i = self.stats.index(c)
+        if i in self.members:
+            raise ConfigError(f"class {self.stats.classes[i]!r} is already in this set")
+        self.members.add(i)
+        self.n += int(self.stats.counts[i])
+        self._sum += self.stats.sums[i]
+        self._gram += self.stats.gram(i)
+
+    def remove(self, c: ClassRef) -> None:
+        """Remove member class ``c`` (name or index)."""
+        i = self.stats.index(c)
+        if i not in self.members:
+            raise ConfigError(f"class {self.stats.classes[i]!r} is not in this set")
+        self.members.remove(i)
+        self.n -= int(self.stats.counts[i])
+        self._sum -= self.stats.sums[i]
+        self._gram -= self.stats.gram(i)
+        if not self.members:
+            self._sum[:] = 0.0
+            self._gram[:] = 0.0
+
+    @property
+    def classes(self) -> tuple:
+        """Member class names, sorted."""
+        return tuple(self.stats.classes[i] for i in sorted(self.members))
+
+    @property
+    def mean(self) -> np.ndarray:
+        if self.n == 0:
+            raise ConfigError("the mean of an empty class set is undefined; add a class first")
+        return self.stats.center + self._sum / self.n
+
+    @property
+    def cov(self) -> np.ndarray:
+        _need(self.n, self.n, "images")
+        return _cov(self.n, self._sum, self._gram)
+
+    def copy(self) -> PooledGaussian:
+        out = PooledGaussian.__new__(PooledGaussian)
+        out.stats, out.members, out.n = self.stats, set(self.members), self.n
+        out._sum, out._gram = self._sum.copy(), self._gram.copy()
+        return out
+
+
+def _cov(n: int, s: np.ndarray, g: np.ndarray) -> np.ndarray:
+    cov = g - np.outer(s, s / n)
+    cov /= n - 1
+    cov += cov.T
+    cov *= 0.5
+    return cov
+
+
+def _pooled_distance(
+    na: int,
+    sa: np.ndarray,
+    ga: np.ndarray,
+    nb: int,
+    sb: np.ndarray,
+    gb: np.ndarray,
+    eps: float | None,
+) -> float:
+    _need(na, nb, "images")
+    ca, cb = _cov(na, sa, ga), _cov(nb, sb, gb)
+    if eps:
+        idx = np.diag_indices_from(ca)
+        ca[idx] += eps
+        cb[idx] += eps
+    return frechet_distance(sa / na, ca, sb / nb, cb)
+
+
+class MeansDistance:
+    """Fast exact class-means Fréchet distances between subsets of C fixed class means.
+
+    ``distance(idx_a, idx_b)`` equals the d-dimensional Fréchet distance between the Gaussians
+    (unbiased covariance + eps*I) of ``means[idx_a]`` and ``means[idx_b]``. Why it is exact:
+    every mean difference and covariance column lies in V = span{m_c - m_ref}, dim r <= C-1;
+    on the complement both covariances are eps*I, contributing eps + eps - 2 sqrt(eps*eps) = 0.
+    So the distance is computed on the r-dimensional coordinates ``coords`` (C x r).
+    """
+
+    def __init__(self, means: np.ndarray, eps: float = CLASS_MEANS_EPS) -> None:
+        means = np.asarray(means, dtype=np.float64)
+        if means.ndim != 2 or means.shape[0] < 2:
+            raise ConfigError(f"need at least 2 class means, got shape {means.shape}")
+        if eps < 0:
+            raise ConfigError(f"eps must be >= 0, got {eps}")
+        self.eps = float(eps)
+        centred = means - means.mean(axis=0)
+        u, s, _ = np.linalg.svd(centred, full_matrices=False)
+        tol = (s[0] if s.size else 0.0) * max(centred.shape) * np.finfo(np.float64).eps
+        r = int((s > tol).sum())
+        self.coords = np.ascontiguousarray(u[:, :r] * s[:r])
+        self.rank = r
+
+    def distance(
+        self, idx_a: Sequence[int] | np.ndarray, idx_b: Sequence[int] | np.ndarray
+    ) -> float:
+        """Class-means Fréchet distance between the classes at integer indices ``idx_a`` and
+        ``idx_b`` (each at least 2 classes)."""
+        ia = np.asarray(idx_a, dtype=np.int64)
+        ib = np.asarray(idx_b, dtype=np.int64)
+        _need(ia.size, ib.size, "classes")
+        return frechet_distance_samples(self.coords[ia], self.coords[ib], eps=self.eps)
+
+
+class SamplesDistance:
+    """Incremental samples-mode distance between a train and a test set of classes.
+
+    Every class of ``stats`` is in exactly one of ``train``, ``test`` or ``removed``.
+    ``move(c, to)`` puts class ``c`` on side ``to`` ("train" or "test", from wherever it is),
+    ``remove(c)`` takes it out of both; each touches only that class's statistics.
+    ``distance()`` is the current distance (cached until the next change);
+    ``peek(c, to)`` is the distance after a move (``to=None``: a removal) without applying it;
+    ``copy()`` gives an independent evaluator.
+    """
+
+    def __init__(
+        self,
+        stats: ClassStats,
+        train: Iterable[ClassRef],
+        test: Iterable[ClassRef],
+        eps: float = 0.0,
+    ) -> None:
+        self.stats = stats
+        self.eps = float(eps)
+        self._sides = {"train": PooledGaussian(stats, train), "test": PooledGaussian(stats, test)}
+        if self._sides["train"].members & self._sides["test"].members:
+            raise ConfigError("a class cannot be in both train and test")
+        self._cached: float | None = None
+
+    @property
+    def train(self) -> tuple:
+        return self._sides["train"].classes
+
+    @property
+    def test(self) -> tuple:
+        return self._sides["test"].classes
+
+    @property
+    def removed(self) -> tuple:
+        used = self._sides["train"].members | self._sides["test"].members
+        return tuple(c for i, c in enumerate(self.stats.classes) if i not in used)
+
+    def side_of(self, c: ClassRef) -> str | None:
+        """ "train", "test", or None when class ``c`` is removed."""
+        i = self.stats.index(c)
+        for name, side in self._sides.items():
+            if i in side.members:
+                return name
+        return None
+
+    def _check_side(self, to: str | None) -> None:
+        if to is not None and to not in self._sides:
+            raise ConfigError(f"unknown side {to!r}; choose 'train' or 'test'")
+
+    def move(self, c: ClassRef, to: str) -> None:
+        """Put class ``c`` on side ``to`` ("train" | "test")."""
+        self._check_side(to)
+        if to is None:
+            raise ConfigError("move needs to='train' or to='test'; use remove() to drop a class")
+        src = self.side_of(c)
+        if src == to:
+            return
+        if src is not None:
+            self._sides[src].remove(c)
+        self._sides[to].add(c)
+        self._cached = None
+
+    def remove(self, c: ClassRef) -> None:
+        """Take class ``c`` out of train and test."""
+        src = self.side_of(c)
+        if src is not None:
+            self._sides[src].remove(c)
+            self._cached = None
+
+    def distance(self) -> float:
+        if self._cached is None:
+            a, b = self._sides["train"], self._sides["test"]
+            self._cached = _pooled_distance(a.n, a._sum, a._gram, b.n, b._sum, b._gram, self.eps)
+        return self._cached
+
+    def peek(self, c: ClassRef, to: str | None) -> float:
+        """Distance if class ``c`` were moved to ``to`` (None = removed); nothing changes."""
+        self._check_side(to)
+        i = self.stats.index(c)
+        src = self.side_of(i)
+        if src == to:
+            return self.distance()
+        n_i, s_i, g_i = int(self.stats.counts[i]), self.stats.sums[i], self.stats.gram(i)
+        parts = {}
+        for name, side in self._sides.items():
+            n, s, g = side.n, side._sum, side._gram
+            if name == src:
+                n, s, g = n - n_i, s - s_i, g - g_i
+            elif name == to:
+                n, s, g = n + n_i, s + s_i, g + g_i
+            parts[name] = (n, s, g)
+        return _pooled_distance(*parts["train"], *parts["test"], self.eps)
+
+    def copy(self) -> SamplesDistance:
+        out = SamplesDistance.__new__(SamplesDistance)
+        out.stats, out.eps, out._cached = self.stats, self.eps, self._cached
+        out._sides = {k: v.copy() for k, v in self._sides.items()}
+        return out
