@@ -1,1 +1,188 @@
-"""oodml.metrics"""
+"""Retrieval metrics: Recall@k, NMI, mAP@R, R-Precision and mAP@1000.
+
+One exact kNN search (k = the most any requested metric needs) feeds every retrieval
+metric; NMI clusters the query embeddings with faiss k-means (one cluster per class).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from oodml.errors import ConfigError
+from oodml.metrics import retrieval
+from oodml.metrics.clustering import kmeans_assign, nmi
+from oodml.metrics.knn import check_device, check_distance, knn, prepare
+from oodml.registry import Registry
+
+DEFAULT_METRICS: tuple[str, ...] = (
+    "recall@1", "recall@2", "recall@4", "recall@8", "nmi", "map@r", "r_precision", "map@1000",
+)
+
+
+@dataclass(frozen=True)
+class RetrievalMetric:
+    """A per-query score from the hit matrix; ``depth(max_rel)`` is how many neighbours it needs."""
+
+    per_query: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    depth: Callable[[int], int]
+
+
+@dataclass(frozen=True)
+class ClusteringMetric:
+    """A score from true labels and k-means cluster assignments."""
+
+    score: Callable[[np.ndarray, np.ndarray], float]
+
+
+METRICS: Registry[RetrievalMetric | ClusteringMetric] = Registry("metric")
+
+
+def _recall(k: int) -> RetrievalMetric:
+    return RetrievalMetric(lambda h, r: retrieval.recall_at_k(h, r, k), lambda _m: k)
+
+
+def _map_at(k: int) -> RetrievalMetric:
+    return RetrievalMetric(lambda h, r: retrieval.map_at_k(h, r, k), lambda _m: k)
+
+
+for _k in (1, 2, 4, 8, 16, 32):
+    METRICS.add(f"recall@{_k}", _recall(_k))
+METRICS.add("map@r", RetrievalMetric(retrieval.map_at_r, lambda m: m))
+METRICS.add("r_precision", RetrievalMetric(retrieval.r_precision, lambda m: m))
+METRICS.add("map@1000", _map_at(1000))
+METRICS.add("nmi", ClusteringMetric(nmi))
+
+
+def _encode(q_labels: np.ndarray, g_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    both = np.concatenate([np.asarray(q_labels).ravel(), np.asarray(g_labels).ravel()])
+    codes = np.unique(both, return_inverse=True)[1].ravel().astype(np.int64)
+    return codes[: len(q_labels)], codes[len(q_labels) :]
+
+
+def _check_lengths(emb: np.ndarray, labels: np.ndarray, what: str) -> None:
+    if len(emb) != len(labels):
+        raise ConfigError(f"{what}: {len(emb)} embeddings but {len(labels)} labels")
+    if len(emb) == 0:
+        raise ConfigError(f"{what}: no embeddings to evaluate")
+
+
+def _evaluate(
+    q: np.ndarray, ql: np.ndarray, g: np.ndarray | None, gl: np.ndarray,
+    exclude: np.ndarray | None, metrics: Sequence[str], distance: str, device: str,
+    seed: int, backend: str, chunk: int,
+) -> dict[str, float]:
+    specs = {name: METRICS.get(name) for name in metrics}
+    ql, gl = _encode(ql, gl)
+    n_rel = np.bincount(gl, minlength=int(max(ql.max(), gl.max())) + 1)[ql]
+    if exclude is not None:
+        n_rel = n_rel - ((exclude >= 0) & (gl[np.maximum(exclude, 0)] == ql))
+    out: dict[str, float] = {}
+    ret = {n: s for n, s in specs.items() if isinstance(s, RetrievalMetric)}
+    if ret:
+        valid = n_rel > 0
+        available = len(gl) - (1 if exclude is not None else 0)
+        max_rel = int(n_rel.max())
+        depth = min(max(s.depth(max_rel) for s in ret.values()), available)
+        sums = dict.fromkeys(ret, 0.0)
+        if valid.any() and depth > 0:
+            _, idx = knn(
+                q, depth, g, distance=distance, exclude=None if g is None else exclude,
+                backend=backend, device=device, chunk=chunk,
+            )
+            for s in range(0, len(q), chunk):
+                sl = slice(s, s + chunk)
+                keep = valid[sl]
+                hits = (gl[idx[sl]] == ql[sl, None])[keep]
+                rel = n_rel[sl][keep]
+                for name, spec in ret.items():
+                    sums[name] += float(spec.per_query(hits, rel).sum())
+        n_valid = int(valid.sum())
+        for name in ret:
+            out[name] = sums[name] / n_valid if n_valid else float("nan")
+    for name, spec in specs.items():
+        if isinstance(spec, ClusteringMetric):
+            x = prepare(q, distance)
+            assign = kmeans_assign(x, len(np.unique(ql)), seed=seed, device=device)
+            out[name] = spec.score(ql, assign)
+    return {name: out[name] for name in metrics}
+
+
+def evaluate_query_gallery(
+    q_emb: np.ndarray,
+    q_labels: np.ndarray,
+    g_emb: np.ndarray,
+    g_labels: np.ndarray,
+    *,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    distance: str = "cosine",
+    device: str = "cpu",
+    seed: int = 0,
+    exclude: np.ndarray | None = None,
+    backend: str = "auto",
+    chunk: int = 4096,
+) -> dict[str, float]:
+    """Metrics for separate query and gallery sets (few-shot episodes).
+
+    ``exclude[i]`` is a gallery index never returned for query i (-1: none), for when a
+    query also sits in the gallery. R counts gallery items of the query's class (minus the
+    excluded one); queries with R = 0 are left out of retrieval metrics (NaN if all are).
+    NMI clusters the queries into as many clusters as they have classes.
+    """
+    _check_lengths(q_emb, q_labels, "query")
+    _check_lengths(g_emb, g_labels, "gallery")
+    check_distance(distance)
+    check_device(device)
+    ex = None if exclude is None else np.asarray(exclude, dtype=np.int64)
+    if ex is not None and (ex < 0).all():
+        ex = None
+    return _evaluate(
+        np.asarray(q_emb), np.asarray(q_labels), np.asarray(g_emb), np.asarray(g_labels),
+        ex, metrics, distance, device, seed, backend, chunk,
+    )
+
+
+def evaluate_embeddings(
+    emb: np.ndarray,
+    labels: np.ndarray,
+    *,
+    query_idx: np.ndarray | None = None,
+    gallery_idx: np.ndarray | None = None,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    distance: str = "cosine",
+    device: str = "cpu",
+    seed: int = 0,
+    backend: str = "auto",
+    chunk: int = 4096,
+) -> dict[str, float]:
+    """Metrics for one embedded test set, keyed by the results-table metric names.
+
+    Default: the usual DML protocol, every item is a query against all the others (its own
+    row is excluded by index, so duplicates still count). ``query_idx`` / ``gallery_idx``
+    pick rows for each role (default: all rows); a row in both is never its own neighbour.
+    """
+    emb, labels = np.asarray(emb), np.asarray(labels)
+    _check_lengths(emb, labels, "embeddings")
+    check_distance(distance)
+    check_device(device)
+    if query_idx is None and gallery_idx is None:
+        return _evaluate(
+            emb, labels, None, labels, np.arange(len(emb)), metrics, distance, device, seed,
+            backend, chunk,
+        )
+    qi = np.arange(len(emb)) if query_idx is None else np.asarray(query_idx, dtype=np.int64)
+    gi = np.arange(len(emb)) if gallery_idx is None else np.asarray(gallery_idx, dtype=np.int64)
+    pos = np.full(len(emb), -1, dtype=np.int64)
+    pos[gi] = np.arange(len(gi))
+    return evaluate_query_gallery(
+        emb[qi], labels[qi], emb[gi], labels[gi], metrics=metrics, distance=distance,
+        device=device, seed=seed, exclude=pos[qi], backend=backend, chunk=chunk,
+    )
+
+
+__all__ = [
+    "DEFAULT_METRICS", "METRICS", "RetrievalMetric", "ClusteringMetric", "evaluate_embeddings",
+    "evaluate_query_gallery", "knn", "nmi", "kmeans_assign",
+]
