@@ -1,0 +1,499 @@
+"""Split files: a ladder of train/test class splits as versioned, checksummed, deterministic JSON.
+
+Canonical form (what the ``sha256`` field covers): the document without ``sha256``, dumped with
+sorted keys, ``separators=(",", ":")`` and UTF-8. Every float (distances, parameters) is rounded to
+``FLOAT_DIGITS`` significant digits and written as the ``repr`` of the rounded float, so a file
+survives load -> save byte for byte. The file on disk is the same document plus ``sha256``,
+dumped with sorted keys and ``indent=1`` and a trailing newline.
+
+Unknown metadata (an imported ooDML pickle without ``--dataset``) is ``null``: the dataset
+fingerprint, the per-class image counts, the extractor's weights and the seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from oodml import __version__
+from oodml.errors import SplitFileError
+from oodml.fileio import atomic_write_bytes
+
+SCHEMA = "oodml-splits/1"
+FLOAT_DIGITS = 12
+
+Episodes = dict[int, list[dict[str, list[str]]]]
+
+
+@dataclass(frozen=True)
+class Split:
+    """One rung of the ladder; ``id`` counts from 1 (easiest) upwards.
+
+    ``distance`` is kept rounded to FLOAT_DIGITS significant digits, the value the file stores.
+    """
+
+    id: int
+    distance: float
+    is_start: bool
+    train: tuple[str, ...]
+    test: tuple[str, ...]
+    removed: tuple[str, ...] = ()
+    val_train: tuple[str, ...] = ()
+    val: tuple[str, ...] = ()
+    episodes: Episodes = field(default_factory=dict)
+    episodes_skipped: dict[int, tuple[str, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "distance", round_float(float(self.distance)))
+
+
+@dataclass(frozen=True)
+class SplitFile:
+    """A ladder plus everything needed to reproduce and check it against a dataset."""
+
+    dataset_name: str
+    dataset_fingerprint: str | None
+    class_counts: dict[str, int] | None
+    extractor: str
+    weights_sha256: str | None
+    distance_mode: str
+    procedure: str
+    params: dict[str, Any]
+    seed: int | None
+    ladder: list[Split]
+    oodml_version: str = __version__
+    selection: dict[str, Any] = field(default_factory=dict)
+    subsplits: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def sha256(self) -> str:
+        """sha256 of the canonical form (see the module docstring)."""
+        return hashlib.sha256(canonical_bytes(to_document(self))).hexdigest()
+
+    def split(self, split_id: int) -> Split:
+        for s in self.ladder:
+            if s.id == split_id:
+                return s
+        ids = ", ".join(str(s.id) for s in self.ladder)
+        raise SplitFileError(f"split id {split_id} is not in the ladder; choose one of: {ids}")
+
+    def check_against(self, manifest: Any) -> None:
+        """Raise SplitFileError unless this file was made for exactly ``manifest``'s images."""
+        if self.dataset_fingerprint is None:
+            unknown = sorted(set(all_classes(self)).difference(manifest.class_counts))
+            if unknown:
+                raise SplitFileError(
+                    f"split file names {len(unknown)} class(es) not in dataset "
+                    f"{manifest.name!r} at {manifest.root}: {unknown[:5]}"
+                )
+            return
+        if self.dataset_fingerprint != manifest.fingerprint:
+            raise SplitFileError(
+                f"split file is for dataset {self.dataset_name!r} with fingerprint "
+                f"{self.dataset_fingerprint[:12]}..., but {manifest.root} has "
+                f"{manifest.fingerprint[:12]}... ({len(manifest.classes)} classes, "
+                f"{len(manifest)} images); use the dataset version the file was made for "
+                "or regenerate the split file"
+            )
+
+
+def all_classes(sf: SplitFile) -> list[str]:
+    """Every class named anywhere in the ladder, sorted."""
+    names: set[str] = set()
+    for s in sf.ladder:
+        names.update(s.train, s.test, s.removed)
+    return sorted(names)
+
+
+def round_float(x: float) -> float:
+    """Round to FLOAT_DIGITS significant digits (the stored value)."""
+    return float(f"{x:.{FLOAT_DIGITS}g}")
+
+
+def _canon(obj: Any, where: str) -> Any:
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            raise SplitFileError(f"cannot write {where}: {obj} is not a finite number")
+        return round_float(obj)
+    if isinstance(obj, Mapping):
+        return {str(k): _canon(v, f"{where}.{k}") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_canon(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if hasattr(obj, "item"):  # numpy scalars
+        return _canon(obj.item(), where)
+    raise SplitFileError(f"cannot write {where}: unsupported value of type {type(obj).__name__}")
+
+
+def _split_document(s: Split) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "distance": s.distance,
+        "is_start": s.is_start,
+        "train": list(s.train),
+        "test": list(s.test),
+        "removed": list(s.removed),
+        "val_train": list(s.val_train),
+        "val": list(s.val),
+        "episodes": {str(k): v for k, v in sorted(s.episodes.items())},
+        "episodes_skipped": {str(k): list(v) for k, v in sorted(s.episodes_skipped.items())},
+    }
+
+
+def to_document(sf: SplitFile) -> dict[str, Any]:
+    """The JSON document without ``sha256``, floats rounded."""
+    doc = {
+        "schema": SCHEMA,
+        "oodml_version": sf.oodml_version,
+        "dataset": {
+            "name": sf.dataset_name,
+            "fingerprint": sf.dataset_fingerprint,
+            "class_counts": sf.class_counts,
+        },
+        "extractor": {"name": sf.extractor, "weights_sha256": sf.weights_sha256},
+        "distance_mode": sf.distance_mode,
+        "procedure": {"name": sf.procedure, "params": sf.params},
+        "selection": sf.selection,
+        "subsplits": sf.subsplits,
+        "seed": sf.seed,
+        "ladder": [_split_document(s) for s in sf.ladder],
+    }
+    return _canon(doc, "split file")
+
+
+def canonical_bytes(doc: Mapping[str, Any]) -> bytes:
+    return json.dumps(
+        doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def dumps(sf: SplitFile) -> bytes:
+    """The exact bytes ``save_splitfile`` writes."""
+    doc = to_document(sf)
+    doc["sha256"] = hashlib.sha256(canonical_bytes(doc)).hexdigest()
+    text = json.dumps(doc, sort_keys=True, indent=1, ensure_ascii=False, allow_nan=False)
+    return (text + "\n").encode("utf-8")
+
+
+def save_splitfile(sf: SplitFile, path: str | os.PathLike) -> Path:
+    """Validate, then write atomically; the same SplitFile always gives the same bytes."""
+    data = dumps(sf)
+    loads(data, str(path))
+    return atomic_write_bytes(path, data)
+
+
+def load_splitfile(path: str | os.PathLike) -> SplitFile:
+    """Read and validate a split file; any problem raises a one-line SplitFileError."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise SplitFileError(f"split file {p} does not exist; check the path") from None
+    except OSError as exc:
+        raise SplitFileError(f"cannot read split file {p}: {exc.strerror}") from None
+    return loads(data, str(p))
+
+
+def loads(data: bytes, name: str = "<split file>") -> SplitFile:
+    """Parse and validate split-file bytes (``name`` appears in error messages)."""
+    try:
+        doc = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise SplitFileError(f"{name} is not valid UTF-8 JSON ({exc}); regenerate it") from None
+    return from_document(doc, name)
+
+
+def _reject_constant(token: str) -> float:
+    raise ValueError(f"non-finite number {token}")
+
+
+def path_problem(path: Any) -> str | None:
+    """Why ``path`` is not a safe '/'-separated path inside the dataset root, or None."""
+    if not isinstance(path, str) or not path:
+        return "is not a non-empty string"
+    if "\\" in path or "\x00" in path:
+        return "contains a backslash or NUL"
+    if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
+        return "is absolute"
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        return "has an empty, '.' or '..' component (it would escape the dataset root)"
+    return None
+
+
+class _Reader:
+    """Typed field access that names the file and the field in every error."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def fail(self, where: str, what: str) -> SplitFileError:
+        return SplitFileError(f"{self.name}: {where} {what}; regenerate or fix the split file")
+
+    def get(self, obj: Any, key: str, where: str, types: type | tuple[type, ...]) -> Any:
+        if not isinstance(obj, dict):
+            raise self.fail(where or "document", "is not a JSON object")
+        if key not in obj:
+            raise self.fail(f"{where}.{key}" if where else key, "is missing")
+        value = obj[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in _tuple(types)):
+            field_name = f"{where}.{key}" if where else key
+            raise self.fail(field_name, f"has the wrong type ({value!r:.40})")
+        return value
+
+    def names(self, obj: Any, key: str, where: str) -> tuple[str, ...]:
+        values = self.get(obj, key, where, list)
+        if not all(isinstance(v, str) and v for v in values):
+            raise self.fail(f"{where}.{key}", "must be a list of non-empty strings")
+        seen: set[str] = set()
+        for v in values:
+            if v in seen:
+                raise self.fail(f"{where}.{key}", f"lists class {v!r} twice (duplicated class)")
+            seen.add(v)
+        return tuple(values)
+
+
+def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def _int_key(r: _Reader, key: str, where: str) -> int:
+    try:
+        value = int(key)
+    except ValueError:
+        raise r.fail(where, f"has key {key!r}, which is not a shot count") from None
+    if value <= 0 or str(value) != key:
+        raise r.fail(where, f"has key {key!r}, which is not a positive shot count")
+    return value
+
+
+def _read_episodes(
+    r: _Reader, obj: Any, where: str, test: tuple[str, ...]
+) -> tuple[Episodes, dict[int, tuple[str, ...]]]:
+    raw = r.get(obj, "episodes", where, dict)
+    episodes: Episodes = {}
+    test_set = set(test)
+    for key, eps in raw.items():
+        shots = _int_key(r, key, f"{where}.episodes")
+        if not isinstance(eps, list):
+            raise r.fail(f"{where}.episodes.{key}", "must be a list of episodes")
+        out: list[dict[str, list[str]]] = []
+        for e, ep in enumerate(eps):
+            ew = f"{where}.episodes.{key}[{e}]"
+            if not isinstance(ep, dict):
+                raise r.fail(ew, "must map class names to support image paths")
+            for cls, paths in ep.items():
+                if cls not in test_set:
+                    raise r.fail(ew, f"has support images for {cls!r}, which is not a test class")
+                if not isinstance(paths, list):
+                    raise r.fail(f"{ew}.{cls}", "must be a list of image paths")
+                for p in paths:
+                    why = path_problem(p)
+                    if why:
+                        raise r.fail(f"{ew}.{cls}", f"image path {p!r:.80} {why}")
+                if len(set(paths)) != len(paths):
+                    raise r.fail(f"{ew}.{cls}", "lists an image twice")
+            out.append({cls: list(paths) for cls, paths in ep.items()})
+        episodes[shots] = out
+    raw_skipped = r.get(obj, "episodes_skipped", where, dict)
+    skipped: dict[int, tuple[str, ...]] = {}
+    for key in raw_skipped:
+        shots = _int_key(r, key, f"{where}.episodes_skipped")
+        skipped[shots] = r.names(raw_skipped, key, f"{where}.episodes_skipped")
+        if not test_set.issuperset(skipped[shots]):
+            raise r.fail(f"{where}.episodes_skipped.{key}", "names a class that is no test class")
+    return episodes, skipped
+
+
+def _read_split(r: _Reader, obj: Any, index: int, known: set[str] | None) -> Split:
+    where = f"ladder[{index}]"
+    split_id = r.get(obj, "id", where, int)
+    distance = r.get(obj, "distance", where, (int, float))
+    is_start = r.get(obj, "is_start", where, bool)
+    lists = {k: r.names(obj, k, where) for k in ("train", "test", "removed", "val_train", "val")}
+    if known is not None:
+        for k, names in lists.items():
+            unknown = [c for c in names if c not in known]
+            if unknown:
+                raise r.fail(f"{where}.{k}", f"names unknown class {unknown[0]!r} (not in dataset)")
+    sides = ("train", "test", "removed")
+    for i, a in enumerate(sides):
+        for b in sides[i + 1 :]:
+            both = sorted(set(lists[a]).intersection(lists[b]))
+            if both:
+                raise r.fail(where, f"puts class {both[0]!r} in both {a} and {b}")
+    if set(lists["val_train"]).intersection(lists["val"]):
+        raise r.fail(where, "has a class in both val_train and val")
+    if not set(lists["train"]).issuperset(lists["val_train"] + lists["val"]):
+        raise r.fail(where, "has a validation class that is not a train class")
+    episodes, skipped = _read_episodes(r, obj, where, lists["test"])
+    return Split(
+        id=split_id,
+        distance=float(distance),
+        is_start=is_start,
+        episodes=episodes,
+        episodes_skipped=skipped,
+        **lists,
+    )
+
+
+def from_document(doc: Any, name: str = "<split file>") -> SplitFile:
+    """Validate a parsed document (schema, checksum, classes, paths) and build the SplitFile."""
+    r = _Reader(name)
+    if not isinstance(doc, dict):
+        raise r.fail("document", "is not a JSON object")
+    schema = r.get(doc, "schema", "", str)
+    if schema != SCHEMA:
+        raise SplitFileError(
+            f"{name}: unknown schema version {schema!r} (this oodml reads {SCHEMA!r}); "
+            "upgrade oodml or regenerate the file"
+        )
+    stored_sha = r.get(doc, "sha256", "", str)
+    body = {k: v for k, v in doc.items() if k != "sha256"}
+    if hashlib.sha256(canonical_bytes(body)).hexdigest() != stored_sha:
+        raise SplitFileError(
+            f"{name}: checksum mismatch (the file was edited by hand or damaged); "
+            "regenerate it with `oodml splits generate` instead of editing it"
+        )
+    dataset = r.get(doc, "dataset", "", dict)
+    counts = r.get(dataset, "class_counts", "dataset", (dict, type(None)))
+    if counts is not None and not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts.values()
+    ):
+        raise r.fail("dataset.class_counts", "must map class names to image counts")
+    extractor = r.get(doc, "extractor", "", dict)
+    procedure = r.get(doc, "procedure", "", dict)
+    ladder_raw = r.get(doc, "ladder", "", list)
+    known = set(counts) if counts is not None else None
+    ladder = [_read_split(r, s, i, known) for i, s in enumerate(ladder_raw)]
+    ids = [s.id for s in ladder]
+    if ids != list(range(1, len(ladder) + 1)):
+        raise r.fail("ladder", f"ids must be 1..{len(ladder)} in order, got {ids}")
+    if sum(s.is_start for s in ladder) > 1:
+        raise r.fail("ladder", "marks more than one split as the start")
+    seed = r.get(doc, "seed", "", (int, type(None)))
+    sf = SplitFile(
+        dataset_name=r.get(dataset, "name", "dataset", str),
+        dataset_fingerprint=r.get(dataset, "fingerprint", "dataset", (str, type(None))),
+        class_counts=counts,
+        extractor=r.get(extractor, "name", "extractor", str),
+        weights_sha256=r.get(extractor, "weights_sha256", "extractor", (str, type(None))),
+        distance_mode=r.get(doc, "distance_mode", "", str),
+        procedure=r.get(procedure, "name", "procedure", str),
+        params=r.get(procedure, "params", "procedure", dict),
+        seed=seed,
+        ladder=ladder,
+        oodml_version=r.get(doc, "oodml_version", "", str),
+        selection=r.get(doc, "selection", "", dict),
+        subsplits=r.get(doc, "subsplits", "", dict),
+    )
+    return sf
+
+
+def distances_of(sf: SplitFile) -> list[float]:
+    return [s.distance for s in sf.ladder]
+
+
+def is_strictly_increasing(values: Iterable[float]) -> bool:
+    v = list(values)
+    return all(a < b for a, b in zip(v[:-1], v[1:], strict=True))
+
+
+def verify(sf: SplitFile, manifest: Any, features: Any = None, *, rtol: float = 1e-4) -> list[str]:
+    """Every problem of ``sf`` against ``manifest`` (and ``features``), one line each; [] if sound.
+
+    Checks the dataset fingerprint and class counts, that every class and episode image exists
+    with the right class, the validation partition and support-set sizes, and, given a FeatureSet,
+    that its extractor matches and that each distance recomputed from it agrees within ``rtol``.
+    """
+    problems: list[str] = []
+    if sf.dataset_fingerprint is not None and sf.dataset_fingerprint != manifest.fingerprint:
+        problems.append(
+            f"dataset fingerprint {manifest.fingerprint[:12]}... of {manifest.root} differs from "
+            f"the split file's {sf.dataset_fingerprint[:12]}..."
+        )
+    counts = manifest.class_counts
+    for cls, n in sorted((sf.class_counts or {}).items()):
+        if counts.get(cls, 0) != n:
+            has = counts.get(cls, "no")
+            problems.append(f"class {cls!r}: split file says {n} images, dataset has {has}")
+    label_of = dict(zip(manifest.paths, manifest.labels, strict=True))
+    for s in sf.ladder:
+        problems.extend(_verify_split(s, counts, label_of))
+    if features is not None:
+        problems.extend(_verify_distances(sf, manifest, features, rtol))
+    return problems
+
+
+def _verify_split(s: Split, counts: Mapping[str, int], label_of: Mapping[str, str]) -> list[str]:
+    out: list[str] = []
+    where = f"split {s.id}"
+    missing = [c for c in (*s.train, *s.test, *s.removed) if c not in counts]
+    if missing:
+        out.append(f"{where}: {len(missing)} class(es) not in the dataset, e.g. {missing[0]!r}")
+    if (s.val_train or s.val) and set(s.val_train) | set(s.val) != set(s.train):
+        out.append(f"{where}: val_train and val do not add up to the train classes")
+    absent: list[str] = []
+    wrong: list[str] = []
+    for shots, eps in sorted(s.episodes.items()):
+        expected = set(s.test).difference(s.episodes_skipped.get(shots, ()))
+        for e, ep in enumerate(eps):
+            if set(ep) != expected:
+                out.append(f"{where}: {shots}-shot episode {e} does not cover the test classes")
+            bad = [c for c, paths in ep.items() if len(paths) != shots]
+            if bad:
+                out.append(
+                    f"{where}: {shots}-shot episode {e} has {len(bad)} support set(s) "
+                    f"of the wrong size, e.g. {bad[0]!r}"
+                )
+            for cls, paths in ep.items():
+                for p in paths:
+                    if p not in label_of:
+                        absent.append(p)
+                    elif label_of[p] != cls:
+                        wrong.append(p)
+    if absent:
+        out.append(
+            f"{where}: {len(absent)} episode image(s) not in the dataset, e.g. {absent[0]!r}"
+        )
+    if wrong:
+        out.append(f"{where}: {len(wrong)} episode image(s) of another class, e.g. {wrong[0]!r}")
+    return out
+
+
+def _verify_distances(sf: SplitFile, manifest: Any, features: Any, rtol: float) -> list[str]:
+    from oodml.classstats import ClassStats
+
+    if features.fingerprint != manifest.fingerprint:
+        return ["features were computed for another dataset version; recompute them"]
+    if features.extractor != sf.extractor:
+        return [
+            f"features come from extractor {features.extractor!r}, split file used "
+            f"{sf.extractor!r}; distances not checked"
+        ]
+    out: list[str] = []
+    if sf.weights_sha256 is not None and features.weights_sha256 != sf.weights_sha256:
+        out.append(
+            f"extractor weights sha256 {str(features.weights_sha256)[:12]}... differ from "
+            f"the split file's {sf.weights_sha256[:12]}...; distances not checked"
+        )
+        return out
+    stats = ClassStats.from_features(features.features, features.labels)
+    for s in sf.ladder:
+        if not s.train or not s.test:
+            continue
+        d = float(stats.distance(list(s.train), list(s.test), mode=sf.distance_mode))
+        if not math.isclose(d, s.distance, rel_tol=rtol, abs_tol=1e-9):
+            out.append(
+                f"split {s.id}: recomputed distance {d:.6g} differs from stored {s.distance:.6g}"
+            )
+    return out
