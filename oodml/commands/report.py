@@ -1,7 +1,72 @@
-"""CLI commands: report (placeholder until implemented)."""
+"""CLI command: ``oodml report`` turns results tables (and a split file) into a report folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+STAGES = 7
+
+
+def report(
+    results: list[Path] = typer.Argument(
+        ..., help="Results tables (.parquet/.csv, or folders holding results.parquet) from "
+        "`oodml evaluate` / `oodml fewshot`, all made with the same split file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Report folder to write, e.g. reports/NAME."),
+    splits: Path | None = typer.Option(
+        None, "--splits", help="Split file the results were made with: adds the ladder plot, "
+        "the starting split for Kendall tau and (with --root) the embedding view."),
+    metrics: str | None = typer.Option(
+        None, "--metrics", help="Comma-separated metrics to plot and tabulate "
+        "(default: all in the results), e.g. recall@1,map@r,nmi."),
+    rank_metric: str = typer.Option("recall@1", "--rank-metric",
+                                    help="Metric that ranks methods in the rank table."),
+    root: Path | None = typer.Option(
+        None, "--root", help="Dataset root (folder or zip) for the embedding view's class means; "
+        "needs --splits."),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="Dataset loader name (default: the split file's dataset)."),
+    features_cache: Path | None = typer.Option(
+        None, "--features-cache", help="Feature cache folder (default: $OODML_CACHE or "
+        "~/.cache/oodml)."),
+    weights: Path | None = typer.Option(None, "--weights",
+                                        help="Extractor weights file, if not the default."),
+    title: str | None = typer.Option(None, "--title", help="Page title of index.html."),
+) -> None:
+    """Write progression/ladder/embedding plots, summary and rank tables, and index.html."""
+    from oodml.report.build import build_report, class_means_from_features
+    from oodml.splits.splitfile import load_splitfile
+
+    console = Console(stderr=True)
+    sf = load_splitfile(splits) if splits is not None else None
+    means, skipped = None, None
+    if root is not None and sf is None:
+        skipped = "--root given without --splits: the view needs the split file's classes"
+    elif root is not None:
+        means = class_means_from_features(sf, root, dataset=dataset, cache_dir=features_cache,
+                                          weights=weights)
+    elif sf is not None:
+        skipped = "no dataset root given (pass --root to read class means from the feature cache)"
+    wanted = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("report", total=STAGES)
+
+        def step(what: str) -> None:
+            progress.update(task, description=what)
+            progress.advance(task)
+
+        outputs = build_report(results, out, splitfile=sf, metrics=wanted,
+                               rank_metric=rank_metric, class_means=means,
+                               embedding_skipped=skipped, title=title, step=step)
+    for note in outputs.notes:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    console.print(f"wrote {len(outputs.files)} files; open {out / 'index.html'}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the main app."""
+    """Add ``oodml report`` to the main app."""
+    app.command("report")(report)

@@ -1,0 +1,183 @@
+"""Assemble a report folder: figures (PNG + PDF), Markdown/CSV tables and ``index.html``.
+
+The core (tables, figures) is pure; this module reads inputs, calls it, and writes files
+atomically. Outputs are byte-reproducible for the same inputs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from oodml import __version__
+from oodml.fileio import atomic_write_text
+from oodml.report.embedding import embedding_figure
+from oodml.report.html import Section, render_page
+from oodml.report.progression import progression_figure
+from oodml.report.results import ResultsError, load_results, select_metrics, validate
+from oodml.report.style import save_png_pdf
+from oodml.report.tables import (
+    label_series,
+    rank_table,
+    series_order,
+    summary_table,
+    to_markdown,
+)
+
+ClassMeans = tuple[Sequence[str], np.ndarray]
+SPREAD_NOTE = ("Spread is over seeds: std is the sample standard deviation (ddof=1) of each "
+               "per-seed statistic; bands in the progression plot are mean ± that std.")
+AUC_NOTE = ("AUC: area under metric vs distance, distances normalised to [0, 1] over the "
+            "ladder's range (trapezoid rule); rel_drop = (easiest - hardest) / easiest.")
+
+
+@dataclass
+class ReportOutputs:
+    """What a report build wrote, and the notes it shows the reader."""
+
+    out_dir: Path
+    files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def class_means_from_features(splitfile, root: str | os.PathLike, *, dataset: str | None = None,
+                              cache_dir: str | os.PathLike | None = None,
+                              weights: str | os.PathLike | None = None,
+                              progress: bool = True) -> ClassMeans:
+    """Per-class mean features of the split file's dataset, via the feature cache."""
+    from oodml.data import load_dataset
+    from oodml.features import get_features
+
+    manifest = load_dataset(dataset or splitfile.dataset_name, root)
+    splitfile.check_against(manifest)
+    fs = get_features(manifest, splitfile.extractor, cache_dir=cache_dir, weights=weights,
+                      progress=progress)
+    if splitfile.weights_sha256 and fs.weights_sha256 != splitfile.weights_sha256:
+        raise ResultsError(f"features were computed with weights {fs.weights_sha256[:12]}… but "
+                           f"the split file used {splitfile.weights_sha256[:12]}…; pass --weights")
+    return fs.class_means()
+
+
+def _write_table(table: pd.DataFrame, stem: Path, heading: str, notes: Sequence[str]) -> list[Path]:
+    csv = atomic_write_text(stem.with_suffix(".csv"),
+                            table.to_csv(index=False, lineterminator="\n", float_format="%.10g"))
+    lines = [f"# {heading}", "", *[f"- {n}" for n in notes], "", to_markdown(table)]
+    md = atomic_write_text(stem.with_suffix(".md"), "\n".join(lines))
+    return [csv, md]
+
+
+def _ladder_figure(splitfile) -> Figure:
+    from oodml.splits.plot import plot_ladder
+
+    return plot_ladder(splitfile)
+
+
+def build_report(results: Sequence[str | os.PathLike] | pd.DataFrame, out_dir: str | os.PathLike,
+                 *, splitfile=None, metrics: Sequence[str] | None = None,
+                 rank_metric: str = "recall@1", class_means: ClassMeans | None = None,
+                 embedding_skipped: str | None = None, title: str | None = None,
+                 step: Callable[[str], None] | None = None) -> ReportOutputs:
+    """Write the full report for ``results`` (paths or a results DataFrame) into ``out_dir``.
+
+    ``splitfile`` (a loaded SplitFile) adds the ladder plot, the starting split and the
+    embedding view (which also needs ``class_means``); without them the page says what was
+    skipped and why. ``step`` is called with a short description before each stage.
+    """
+    def tick(what: str) -> None:
+        if step is not None:
+            step(what)
+
+    out = Path(out_dir)
+    sha = splitfile.sha256 if splitfile is not None else None
+    tick("reading results")
+    if isinstance(results, pd.DataFrame):
+        df = validate(results, splitfile_sha256=sha)
+    else:
+        df = load_results(results, splitfile_sha256=sha)
+    mets = select_metrics(df, metrics)
+    if rank_metric not in set(df["metric"]):
+        raise ResultsError(f"rank metric {rank_metric!r} is not in the results; choose one of "
+                           f"{', '.join(select_metrics(df, None))} with --rank-metric")
+    df = label_series(df[df["metric"].isin([*mets, rank_metric])])
+    if splitfile is not None:
+        known = {s.id: s.distance for s in splitfile.ladder}
+        unknown = sorted(set(df["split_id"]) - set(known))
+        if unknown:
+            raise ResultsError(f"results name split(s) {unknown} that the split file lacks")
+    start = next((s.id for s in splitfile.ladder if s.is_start), None) if splitfile else None
+    report = ReportOutputs(out_dir=out)
+    sections: list[Section] = []
+
+    tick("progression plot")
+    fig = progression_figure(df, mets, start_split=start)
+    png, pdf = save_png_pdf(fig, out / "progression")
+    report.files += [png, pdf]
+    sections.append(Section("Progression", "Each metric against the train-test Fréchet "
+                            "distance of the split; solid: zero-shot, dashed: few-shot.",
+                            image=png, notes=[SPREAD_NOTE], links=[pdf]))
+
+    tick("summary table")
+    summary = summary_table(df, mets)
+    single = sorted(summary.loc[summary["n_seeds"] == 1, "series"].unique())
+    if single:
+        report.notes.append(f"single seed (no band, no std): {', '.join(single)}")
+    report.files += _write_table(summary, out / "summary", "Summary",
+                                 [SPREAD_NOTE, AUC_NOTE, *report.notes])
+    sections.append(Section("Summary", AUC_NOTE, table=summary, notes=list(report.notes),
+                            links=[out / "summary.csv", out / "summary.md"]))
+
+    tick("rank table")
+    ranks = rank_table(df, rank_metric, start_split=start)
+    report.notes += ranks.notes
+    rank_text = (f"Rank of each zero-shot method at every split by {rank_metric} (1 = best, "
+                 "seed means, ties averaged) and Kendall tau-b between each split's ranking "
+                 f"and the starting split's (split {ranks.start_split}).")
+    report.files += _write_table(ranks.table, out / "ranks", "Ranks", [rank_text, *ranks.notes])
+    sections.append(Section("Ranks", rank_text, table=ranks.table, notes=ranks.notes,
+                            links=[out / "ranks.csv", out / "ranks.md"]))
+
+    tick("ladder plot")
+    if splitfile is not None:
+        png, pdf = save_png_pdf(_ladder_figure(splitfile), out / "ladder")
+        report.files += [png, pdf]
+        sections.append(Section("Ladder", "Distance of each split and its class counts.",
+                                image=png, links=[pdf]))
+    else:
+        note = "ladder plot skipped: no split file given (pass --splits)"
+        report.notes.append(note)
+        sections.append(Section("Ladder", notes=[note]))
+
+    tick("embedding view")
+    if splitfile is not None and class_means is not None:
+        classes, means = class_means
+        png, pdf = save_png_pdf(embedding_figure(classes, means, splitfile.ladder),
+                                out / "embedding")
+        report.files += [png, pdf]
+        sections.append(Section("Embedding view", "2-D PCA of the per-class mean features; "
+                                "one projection shared by all panels.", image=png, links=[pdf]))
+    else:
+        why = embedding_skipped or ("no split file given (pass --splits)" if splitfile is None
+                                    else "no class means (pass --root to read the features)")
+        note = f"embedding view skipped: {why}"
+        report.notes.append(note)
+        sections.append(Section("Embedding view", notes=[note]))
+
+    tick("index.html")
+    meta = [
+        ("dataset", ", ".join(sorted(df["dataset"].unique()))),
+        ("split file sha256", str(df["splitfile_sha256"].iloc[0])),
+        ("methods", ", ".join(series_order(df))),
+        ("seeds", ", ".join(str(s) for s in sorted(df["seed"].unique()))),
+        ("metrics", ", ".join(mets)),
+        ("splits", str(df["split_id"].nunique())),
+        ("generated by", f"oodml {__version__}"),
+    ]
+    page = render_page(title or f"oodml report: {out.name}", meta, sections, out)
+    report.files.append(atomic_write_text(out / "index.html", page))
+    return report

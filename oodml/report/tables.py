@@ -1,0 +1,259 @@
+"""Summary and rank tables over a validated results table (pure pandas/numpy, no I/O).
+
+Spread is always over seeds: the sample standard deviation (ddof=1) of the per-seed
+statistic. Each statistic (value at the easiest/hardest split, relative drop, AUC) is
+computed per seed first, then averaged, so the reported std is the std of that statistic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from oodml.report.results import ResultsError
+
+SUMMARY_COLUMNS = (
+    "series", "method", "protocol", "shots", "metric", "n_seeds", "n_splits",
+    "easiest_split", "easiest_value", "easiest_std",
+    "hardest_split", "hardest_value", "hardest_std",
+    "rel_drop", "rel_drop_std", "auc", "auc_std", "notes",
+)
+
+
+def _config_tag(config: str) -> str:
+    return hashlib.sha256(config.encode("utf-8")).hexdigest()[:8]
+
+
+def label_series(df: pd.DataFrame) -> pd.DataFrame:
+    """Add ``base`` (method, plus a config hash when a method has several configs) and
+    ``series`` (base, plus "(k-shot)" for few-shot rows) columns."""
+    n_cfg = df.groupby("method")["config"].nunique()
+    multi = set(n_cfg[n_cfg > 1].index)
+    base = [f"{m} #{_config_tag(c)}" if m in multi else m
+            for m, c in zip(df["method"], df["config"], strict=True)]
+    series = [b if p == "zeroshot" else f"{b} ({k}-shot)"
+              for b, p, k in zip(base, df["protocol"], df["shots"], strict=True)]
+    return df.assign(base=base, series=series)
+
+
+def series_order(df: pd.DataFrame) -> list[str]:
+    """Series in display order: by base name, zero-shot first, then increasing shots."""
+    keys = df[["base", "protocol", "shots", "series"]].drop_duplicates()
+    keys = keys.assign(fs=(keys["protocol"] == "fewshot").astype(int))
+    return list(keys.sort_values(["base", "fs", "shots"])["series"])
+
+
+def split_axis(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per split present: split_id, distance, sorted easiest (smallest distance) first."""
+    s = df.groupby("split_id", as_index=False)["distance"].first()
+    return s.sort_values(["distance", "split_id"], kind="mergesort").reset_index(drop=True)
+
+
+def normalised_distance(distance: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Map distances to [0, 1] over the ladder's range [lo, hi]."""
+    if not hi > lo:
+        raise ValueError("distance range is empty: need two splits with different distances")
+    return (np.asarray(distance, dtype=np.float64) - lo) / (hi - lo)
+
+
+def trapezoid_auc(x: np.ndarray, y: np.ndarray) -> float:
+    """Area under y(x) by the trapezoid rule; x must be sorted ascending."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0))
+
+
+def seed_matrix(df: pd.DataFrame, series: str, metric: str) -> pd.DataFrame:
+    """Values of one series and metric as a (split_id x seed) frame, rows easiest first.
+
+    Raises when a seed lacks a split the other seeds have: averaging ragged seeds would
+    mix different ladders into one curve.
+    """
+    sub = df[(df["series"] == series) & (df["metric"] == metric)]
+    mat = sub.pivot(index="split_id", columns="seed", values="value")
+    if mat.isna().any().any():
+        seed = mat.columns[mat.isna().any()][0]
+        lacking = [int(s) for s in mat.index[mat[seed].isna()]]
+        raise ResultsError(f"{series} {metric}: seed {seed} lacks split(s) {lacking} that other "
+                           "seeds have; finish those runs or drop the seed")
+    order = split_axis(sub)["split_id"]
+    return mat.loc[list(order)]
+
+
+def _mean_std(values: np.ndarray) -> tuple[float, float]:
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return float(values.mean()), float("nan")
+    return float(values.mean()), float(values.std(ddof=1))
+
+
+def curve(df: pd.DataFrame, series: str, metric: str) -> pd.DataFrame:
+    """Mean and seed std per split for one series: columns split_id, distance, mean, std, n."""
+    mat = seed_matrix(df, series, metric)
+    dist = df.groupby("split_id")["distance"].first()
+    stats = [_mean_std(row) for row in mat.to_numpy()]
+    return pd.DataFrame({
+        "split_id": mat.index.astype("int64"),
+        "distance": dist.loc[mat.index].to_numpy(),
+        "mean": [m for m, _ in stats],
+        "std": [s for _, s in stats],
+        "n": mat.shape[1],
+    })
+
+
+def summary_table(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Per series and metric: easiest/hardest value, relative drop, normalised AUC, seed stds.
+
+    ``df`` must carry the ``series`` column (see ``label_series``). Distances are normalised
+    with the range over all splits in the table, so AUCs of series covering the whole ladder
+    are comparable; a series covering fewer splits is flagged in ``notes``.
+    """
+    axis = split_axis(df)
+    lo, hi = float(axis["distance"].iloc[0]), float(axis["distance"].iloc[-1])
+    n_total = len(axis)
+    rows = []
+    for series in series_order(df):
+        first = df[df["series"] == series].iloc[0]
+        for metric in metrics:
+            sub = df[(df["series"] == series) & (df["metric"] == metric)]
+            if sub.empty:
+                continue
+            mat = seed_matrix(df, series, metric)
+            vals = mat.to_numpy()
+            dist = df.groupby("split_id")["distance"].first().loc[mat.index].to_numpy()
+            notes = []
+            n_seeds = vals.shape[1]
+            if n_seeds == 1:
+                notes.append("single seed: no std")
+            if len(mat) < n_total:
+                notes.append(f"covers {len(mat)} of {n_total} splits")
+            easy, hard = vals[0], vals[-1]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                drop = np.where(easy != 0, (easy - hard) / easy, np.nan)
+            if np.isnan(drop).any():
+                notes.append("easiest value is 0: no relative drop")
+            if hi > lo and len(mat) > 1:
+                x = normalised_distance(dist, lo, hi)
+                auc = np.array([trapezoid_auc(x, vals[:, j]) for j in range(n_seeds)])
+            else:
+                auc = np.full(n_seeds, np.nan)
+                notes.append("one split: no AUC")
+            e_m, e_s = _mean_std(easy)
+            h_m, h_s = _mean_std(hard)
+            d_m, d_s = _mean_std(drop)
+            a_m, a_s = _mean_std(auc)
+            rows.append({
+                "series": series, "method": first["method"], "protocol": first["protocol"],
+                "shots": int(first["shots"]), "metric": metric, "n_seeds": n_seeds,
+                "n_splits": len(mat),
+                "easiest_split": int(mat.index[0]), "easiest_value": e_m, "easiest_std": e_s,
+                "hardest_split": int(mat.index[-1]), "hardest_value": h_m, "hardest_std": h_s,
+                "rel_drop": d_m, "rel_drop_std": d_s, "auc": a_m, "auc_std": a_s,
+                "notes": "; ".join(notes),
+            })
+    return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+
+
+def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
+    """Kendall's tau-b between two score vectors (ties in either count against neither side).
+
+    NaN when fewer than two items or when either vector is constant.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape:
+        raise ValueError("kendall_tau needs two vectors of the same length")
+    n = len(x)
+    if n < 2:
+        return float("nan")
+    i, j = np.triu_indices(n, k=1)
+    sx = np.sign(x[i] - x[j])
+    sy = np.sign(y[i] - y[j])
+    n0 = len(i)
+    denom = np.sqrt(float(n0 - np.sum(sx == 0)) * float(n0 - np.sum(sy == 0)))
+    if denom == 0:
+        return float("nan")
+    return float(np.sum(sx * sy) / denom)
+
+
+@dataclass(frozen=True)
+class RankTable:
+    """Ranks of zero-shot series per split (1 = best) and Kendall tau vs the starting split."""
+
+    metric: str
+    start_split: int
+    table: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+def rank_table(df: pd.DataFrame, metric: str, start_split: int | None = None) -> RankTable:
+    """Rank zero-shot series at every split by ``metric`` (higher is better, seed means).
+
+    ``start_split`` is the ladder's starting split (``is_start`` in the split file); when it
+    is None or has no results, the split with the smallest id is used and a note says so.
+    Ties get the average rank; tau is tau-b over the series present at both splits.
+    """
+    zs = df[(df["protocol"] == "zeroshot") & (df["metric"] == metric)]
+    if zs.empty:
+        raise ResultsError(f"no zero-shot results for rank metric {metric!r}; "
+                           "choose another with --rank-metric")
+    notes: list[str] = []
+    names = series_order(zs)
+    means = pd.DataFrame({s: curve(zs, s, metric).set_index("split_id")["mean"] for s in names})
+    axis = split_axis(zs)
+    means = means.loc[list(axis["split_id"])]
+    present = set(int(s) for s in axis["split_id"])
+    if start_split is None:
+        start = min(present)
+        notes.append(f"no split file: starting split taken as the smallest id ({start})")
+    elif start_split not in present:
+        start = min(present)
+        notes.append(f"starting split {start_split} has no {metric} results; "
+                     f"using split {start} instead")
+    else:
+        start = int(start_split)
+    ranks = means.rank(axis=1, ascending=False, method="average")
+    taus = []
+    ref = means.loc[start]
+    for sid in means.index:
+        row = means.loc[sid]
+        ok = (ref.notna() & row.notna()).to_numpy()
+        taus.append(kendall_tau(ref.to_numpy()[ok], row.to_numpy()[ok]))
+    if len(names) < 2:
+        notes.append("fewer than two methods: Kendall tau undefined")
+    table = pd.DataFrame({
+        "split_id": means.index.astype("int64"),
+        "distance": axis["distance"].to_numpy(),
+        "is_start": [int(s) == start for s in means.index],
+    })
+    for s in names:
+        table[f"rank {s}"] = ranks[s].to_numpy()
+    table["kendall_tau_vs_start"] = taus
+    return RankTable(metric=metric, start_split=start, table=table, notes=notes)
+
+
+def format_cell(v: object, column: str = "") -> str:
+    """A table cell as text: floats with 4 decimals (ranks as short numbers), NaN as an en
+    dash, booleans as yes/blank."""
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else ""
+    if isinstance(v, (float, np.floating)):
+        if np.isnan(v):
+            return "–"
+        return f"{v:g}" if column.startswith("rank ") else f"{v:.4f}"
+    return str(v)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table formatted with ``format_cell``."""
+    cols = [str(c) for c in table.columns]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    body = [line([format_cell(v, c) for v, c in zip(row, cols, strict=True)])
+            for row in table.itertuples(index=False, name=None)]
+    return "\n".join([line(cols), line(["---"] * len(cols)), *body]) + "\n"
