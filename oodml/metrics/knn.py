@@ -31,7 +31,9 @@ def check_device(device: str) -> None:
     if not device.startswith("cuda"):
         raise ConfigError(f"unknown device {device!r}; use 'cpu' or 'cuda[:N]'")
     if not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+        raise ConfigError(
+            f"device {device!r} requested but CUDA is not available; use --device cpu"
+        )
 
 
 def prepare(x: np.ndarray, distance: str) -> np.ndarray:
@@ -46,6 +48,14 @@ def prepare(x: np.ndarray, distance: str) -> np.ndarray:
         norms = np.linalg.norm(x, axis=1, keepdims=True)
         np.divide(x, norms, out=x, where=norms > 0)
     return x
+
+
+def _centre(q: np.ndarray, g: np.ndarray, self_mode: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Shift both sets by the gallery mean: distances are unchanged but the float32
+    expansion |a|^2 + |b|^2 - 2ab loses far less precision to cancellation."""
+    mu = g.mean(axis=0, dtype=np.float64)
+    gc = (g - mu).astype(np.float32)
+    return (gc, gc) if self_mode else ((q - mu).astype(np.float32), gc)
 
 
 def _faiss_gpu_ok(device: str) -> bool:
@@ -199,6 +209,8 @@ def knn(
     g = q if self_mode else prepare(gallery, distance)
     if q.shape[1] != g.shape[1]:
         raise ConfigError(f"query dim {q.shape[1]} != gallery dim {g.shape[1]}")
+    if distance == "euclidean":
+        q, g = _centre(q, g, self_mode)
     if self_mode:
         exclude = np.arange(len(q), dtype=np.int64)
     elif exclude is not None:

@@ -1,0 +1,242 @@
+"""Retrieval metrics: hand-computed cases, self-match exclusion, and pytorch-metric-learning."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+from sklearn.metrics import normalized_mutual_info_score
+
+from oodml.errors import ConfigError
+from oodml.metrics import (
+    DEFAULT_METRICS,
+    METRICS,
+    evaluate_embeddings,
+    evaluate_query_gallery,
+    kmeans_assign,
+    knn,
+    nmi,
+)
+
+# Six points on a line: class A at 0, 1, 5 and class B at 2.4, 6, 7.5 (no tied distances).
+# Ranked hits per query (same class = 1), R = 2 for every query:
+#   0: [1,0,1,0,0]  1: [1,0,1,0,0]  5: [0,0,0,1,1]
+#   2.4: [0,0,0,1,1]  6: [0,1,1,0,0]  7.5: [1,0,1,0,0]
+LINE = np.array([0.0, 1.0, 5.0, 2.4, 6.0, 7.5])
+LINE_LABELS = np.array(["A", "A", "A", "B", "B", "B"])
+LINE_EXPECTED = {
+    "recall@1": 3 / 6,
+    "recall@2": 4 / 6,
+    "recall@4": 1.0,
+    "recall@8": 1.0,
+    "r_precision": (0.5 + 0.5 + 0 + 0 + 0.5 + 0.5) / 6,
+    "map@r": (1 / 2 + 1 / 2 + 0 + 0 + (1 / 2) / 2 + 1 / 2) / 6,
+    # K = 5 neighbours, AP normalised by min(R, K) = 2.
+    "map@1000": (3 * (1 + 2 / 3) / 2 + 2 * (1 / 4 + 2 / 5) / 2 + (1 / 2 + 2 / 3) / 2) / 6,
+}
+RETRIEVAL = ("recall@1", "recall@2", "recall@4", "recall@8", "r_precision", "map@r", "map@1000")
+
+
+def clustered(n_classes: int, dim: int, seed: int, noise: float = 1.5) -> tuple[np.ndarray, ...]:
+    """Gaussian blobs with uneven class sizes (2 to 9 per class)."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(2, 10, n_classes)
+    labels = np.repeat(np.arange(n_classes), sizes)
+    centers = rng.standard_normal((n_classes, dim)).astype(np.float32)
+    x = centers[labels] + noise * rng.standard_normal((len(labels), dim)).astype(np.float32)
+    return x, labels
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_hand_computed_line_euclidean(backend: str) -> None:
+    emb = np.stack([LINE, np.zeros(6)], axis=1)
+    got = evaluate_embeddings(emb, LINE_LABELS, metrics=RETRIEVAL, distance="euclidean",
+                              backend=backend)
+    assert got == pytest.approx(LINE_EXPECTED, abs=1e-12)
+
+
+def test_hand_computed_cosine_uses_angles_and_ignores_length() -> None:
+    angles = np.deg2rad(LINE * 10)
+    scale = np.array([1.0, 3.0, 0.2, 7.0, 1.5, 0.9])
+    emb = np.stack([np.cos(angles), np.sin(angles)], axis=1) * scale[:, None]
+    got = evaluate_embeddings(emb, LINE_LABELS, metrics=RETRIEVAL, distance="cosine")
+    assert got == pytest.approx(LINE_EXPECTED, abs=1e-12)
+    euclid = evaluate_embeddings(emb, LINE_LABELS, metrics=["recall@1"], distance="euclidean")
+    assert euclid["recall@1"] != LINE_EXPECTED["recall@1"]
+
+
+def test_nmi_hand_computed_and_limits() -> None:
+    t, p = [0, 0, 1, 1], [0, 0, 0, 1]
+    mi = 0.5 * math.log(4 / 3) + 0.25 * math.log(2 / 3) + 0.25 * math.log(2)
+    h_t = math.log(2)
+    h_p = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    assert nmi(t, p) == pytest.approx(mi / ((h_t + h_p) / 2), rel=1e-12)
+    assert nmi(["a", "a", "b", "b"], [5, 5, 2, 2]) == pytest.approx(1.0, rel=1e-12)
+    assert nmi([0, 0, 1, 1], [0, 1, 0, 1]) == 0.0
+    assert nmi([3, 3, 3], [1, 1, 1]) == 1.0
+    assert nmi([0, 0, 0, 0], [0, 1, 2, 3]) == 0.0
+
+
+def test_nmi_matches_sklearn_on_random_assignments() -> None:
+    rng = np.random.default_rng(3)
+    for n_true, n_pred in [(5, 5), (40, 17), (2, 60)]:
+        t, p = rng.integers(0, n_true, 500), rng.integers(0, n_pred, 500)
+        p[:250] = t[:250]
+        assert nmi(t, p) == pytest.approx(normalized_mutual_info_score(t, p), rel=1e-10)
+
+
+def test_kmeans_is_seeded_and_finds_separated_clusters() -> None:
+    x, labels = clustered(12, 16, seed=5, noise=0.05)
+    a = kmeans_assign(x, 12, seed=7)
+    assert np.array_equal(a, kmeans_assign(x, 12, seed=7))
+    got = evaluate_embeddings(x, labels, metrics=["nmi", "recall@1"], distance="euclidean", seed=7)
+    assert got == {"nmi": nmi(labels, a), "recall@1": 1.0}
+    # One k-means run (as in pytorch-metric-learning) may merge blobs, but never most of them.
+    assert got["nmi"] > 0.7
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_self_match_excluded_by_index_with_duplicates(backend: str) -> None:
+    x = np.zeros((10, 4), dtype=np.float32)
+    for k in (3, 9):
+        _, idx = knn(x, k, distance="euclidean", backend=backend, chunk=4)
+        for i, row in enumerate(idx):
+            assert i not in row and len(set(row.tolist())) == k
+    # Rows 0 and 1 coincide but differ in class: 1 must be 0's first neighbour and vice versa.
+    emb = np.array([[0, 0], [0, 0], [3, 0], [3.2, 0], [9, 0]], dtype=np.float32)
+    labels = np.array([0, 1, 0, 0, 1])
+    _, idx = knn(emb, 1, distance="euclidean", backend=backend)
+    assert idx[:2, 0].tolist() == [1, 0]
+    got = evaluate_embeddings(emb, labels, metrics=["recall@1"], distance="euclidean",
+                              backend=backend)
+    assert got["recall@1"] == pytest.approx(2 / 5)  # rows 2 and 3 find each other
+
+
+def test_query_gallery_protocol_hand_computed() -> None:
+    gallery = np.array([[0.0], [10.0]])
+    g_labels = np.array(["A", "B"])
+    queries = np.array([[6.0], [9.0], [3.0]])
+    q_labels = np.array(["A", "B", "C"])  # C has no gallery item: left out of retrieval
+    got = evaluate_query_gallery(queries, q_labels, gallery, g_labels, distance="euclidean",
+                                 metrics=("recall@1", "recall@2", "r_precision", "map@r",
+                                          "map@1000"))
+    assert got == pytest.approx({"recall@1": 0.5, "recall@2": 1.0, "r_precision": 0.5,
+                                 "map@r": 0.5, "map@1000": (0.5 + 1.0) / 2})
+
+
+def test_index_split_equals_query_gallery_call_and_self_protocol() -> None:
+    x, labels = clustered(20, 8, seed=2)
+    both = evaluate_embeddings(x, labels, query_idx=np.arange(len(x)),
+                               gallery_idx=np.arange(len(x)), distance="euclidean", seed=4)
+    assert both == pytest.approx(evaluate_embeddings(x, labels, distance="euclidean", seed=4))
+    qi, gi = np.arange(0, len(x), 2), np.arange(1, len(x), 2)
+    split = evaluate_embeddings(x, labels, query_idx=qi, gallery_idx=gi, seed=4)
+    direct = evaluate_query_gallery(x[qi], labels[qi], x[gi], labels[gi], seed=4)
+    assert split == pytest.approx(direct)
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_torch_and_faiss_backends_agree(distance: str) -> None:
+    x, labels = clustered(30, 24, seed=11)
+    a_s, a_i = knn(x, 12, distance=distance, backend="torch", chunk=37)
+    b_s, b_i = knn(x, 12, distance=distance, backend="faiss", chunk=50)
+    np.testing.assert_allclose(a_s, b_s, atol=1e-4)
+    assert (a_i == b_i).mean() > 0.99
+    g = x[::3] + 0.1
+    a_s, _ = knn(x, 5, g, distance=distance, backend="torch", chunk=16)
+    b_s, _ = knn(x, 5, g, distance=distance, backend="faiss", chunk=16)
+    np.testing.assert_allclose(a_s, b_s, atol=1e-4)
+
+
+def pml_accuracy(q, ql, g=None, gl=None, k=None) -> dict[str, float]:
+    calc = AccuracyCalculator(
+        include=("precision_at_1", "r_precision", "mean_average_precision_at_r", "NMI",
+                 "mean_average_precision"),
+        k=k, device=torch.device("cpu"),
+    )
+    if g is None:
+        return calc.get_accuracy(q, ql)
+    return calc.get_accuracy(q, ql, g, gl, ref_includes_query=False)
+
+
+def assert_matches_pml(ours: dict[str, float], ref: dict[str, float]) -> None:
+    assert ours["recall@1"] == pytest.approx(ref["precision_at_1"], abs=1e-12)
+    assert ours["r_precision"] == pytest.approx(ref["r_precision"], abs=1e-12)
+    assert ours["map@r"] == pytest.approx(ref["mean_average_precision_at_r"], abs=1e-12)
+    assert ours["map@1000"] == pytest.approx(ref["mean_average_precision"], abs=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_agrees_with_pytorch_metric_learning_self_protocol(backend: str) -> None:
+    x, labels = clustered(60, 32, seed=1)
+    ours = evaluate_embeddings(x, labels, distance="euclidean", seed=1234, backend=backend)
+    ref = pml_accuracy(x, labels)
+    assert_matches_pml(ours, ref)
+    assert ours["nmi"] == pytest.approx(ref["NMI"], abs=1e-9)  # same faiss k-means, same seed
+    assert 0.1 < ours["recall@1"] < 0.9
+
+
+def test_agrees_with_pytorch_metric_learning_query_gallery_cosine() -> None:
+    x, labels = clustered(40, 16, seed=8)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    rng = np.random.default_rng(0)
+    is_q = rng.random(len(x)) < 0.4
+    ours = evaluate_query_gallery(x[is_q], labels[is_q], x[~is_q], labels[~is_q],
+                                  distance="cosine")
+    ref = pml_accuracy(x[is_q], labels[is_q], x[~is_q], labels[~is_q])
+    assert_matches_pml(ours, ref)
+
+
+def test_agrees_with_pytorch_metric_learning_on_omniglot_pixels(omniglot_zip: Path) -> None:
+    from oodml.data import load_dataset
+
+    manifest = load_dataset("omniglot", omniglot_zip)
+    rows = manifest.indices_of(manifest.classes[:30])
+    pixels = np.stack([
+        np.asarray(manifest.load_image(int(i)).convert("L").resize((16, 16)), dtype=np.float32)
+        for i in rows
+    ]).reshape(len(rows), -1) / 255.0
+    # A fixed random projection breaks the exact distance ties of near-binary pixels,
+    # whose order among equals is arbitrary in any kNN implementation.
+    proj = np.random.default_rng(0).standard_normal((pixels.shape[1], 64)).astype(np.float32)
+    emb = pixels @ proj
+    labels = np.asarray(manifest.labels)[rows]
+    ours = evaluate_embeddings(emb, labels, distance="euclidean", seed=1234)
+    codes = np.unique(labels, return_inverse=True)[1]
+    ref = pml_accuracy(emb, codes)
+    assert_matches_pml(ours, ref)
+    assert ours["nmi"] == pytest.approx(ref["NMI"], abs=1e-9)
+
+
+def test_map_at_1000_cuts_at_1000_neighbours() -> None:
+    # One class of 1201 identical points and 10 far away: R = 1200 > K = 1000, AP@1000 = 1.
+    x = np.concatenate([np.zeros((1201, 2)), np.full((10, 2), 9.0)]).astype(np.float32)
+    labels = np.array([0] * 1201 + [1] * 10)
+    got = evaluate_embeddings(x, labels, metrics=["map@1000", "map@r"], distance="euclidean")
+    assert got["map@1000"] == pytest.approx(1.0)
+    assert got["map@r"] == pytest.approx(1.0)
+
+
+def test_default_names_registered_and_bad_input_is_clear() -> None:
+    assert set(DEFAULT_METRICS) <= set(METRICS.names())
+    x, labels = clustered(5, 4, seed=0)
+    with pytest.raises(ConfigError, match="unknown metric 'recall@3'"):
+        evaluate_embeddings(x, labels, metrics=["recall@3"])
+    with pytest.raises(ConfigError, match="unknown distance"):
+        evaluate_embeddings(x, labels, distance="manhattan")
+    with pytest.raises(ConfigError, match="labels"):
+        evaluate_embeddings(x, labels[:-1])
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            evaluate_embeddings(x, labels, device="cuda")
+
+
+def test_byte_identical_results_for_same_inputs() -> None:
+    x, labels = clustered(25, 8, seed=9)
+    a = evaluate_embeddings(x, labels, seed=3)
+    b = evaluate_embeddings(x.copy(), labels.copy(), seed=3)
+    assert repr(a) == repr(b)
