@@ -28,3 +28,23 @@ def oodml_data() -> Path:
 @pytest.fixture(scope="session")
 def omniglot_zip(oodml_data: Path) -> Path:
     return oodml_data / "omniglot" / "images_background_small1.zip"
+
+
+@pytest.fixture(scope="session")
+def omniglot_features_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A feature cache folder shared by the whole test session (pass it as --cache)."""
+    return tmp_path_factory.mktemp("omniglot_features_cache")
+
+
+@pytest.fixture(scope="session")
+def omniglot_features(omniglot_zip: Path, omniglot_features_cache: Path):
+    """(manifest, FeatureSet) of the Omniglot subset with efficientnet-lite0, extracted once per
+    test session into ``omniglot_features_cache``."""
+    from oodml.data import load_dataset
+    from oodml.features import get_features
+
+    manifest = load_dataset("omniglot", omniglot_zip)
+    features = get_features(
+        manifest, "efficientnet-lite0", cache_dir=omniglot_features_cache, progress=False
+    )
+    return manifest, features
