@@ -1,0 +1,178 @@
+"""Parsing ``key=value,...`` argument strings against a constructor signature, and import paths.
+
+Used for ``--loss-args``/``--miner-args`` so a typo or a wrong type fails before training with
+a message listing the accepted arguments.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from oodml.errors import ConfigError
+
+_SIMPLE = (bool, int, float, str, type(None))
+_NAMED_TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def parse_kv(text: str | None, what: str = "arguments") -> dict[str, Any]:
+    """Parse ``'alpha=2,beta=50.0,name=x'`` into ``{'alpha': 2, 'beta': 50.0, 'name': 'x'}``.
+
+    Values are Python literals when they parse as one (numbers, True/False/None, quoted
+    strings, tuples in brackets), else plain strings.
+    """
+    if not text or not text.strip():
+        return {}
+    out: dict[str, Any] = {}
+    for part in _split_top_level(text):
+        if "=" not in part:
+            raise ConfigError(
+                f"bad {what} {part!r} in {text!r}: write key=value pairs joined by ','"
+            )
+        key, raw = (s.strip() for s in part.split("=", 1))
+        if not key.isidentifier():
+            raise ConfigError(f"bad {what} name {key!r} in {text!r}: must be an identifier")
+        if key in out:
+            raise ConfigError(f"{what} {key!r} given twice in {text!r}")
+        out[key] = _literal(raw)
+    return out
+
+
+def _split_top_level(text: str) -> list[str]:
+    parts, depth, cur = [], 0, []
+    for ch in text:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _literal(raw: str) -> Any:
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "none":
+        return None
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+
+
+def check_args(
+    target: Callable[..., Any],
+    args: Mapping[str, Any],
+    *,
+    what: str,
+    reserved: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Check ``args`` against ``target``'s signature: known names, values of the annotated or
+    default type (ints widen to floats). Returns the (possibly converted) arguments."""
+    params = accepted_params(target, reserved)
+    out: dict[str, Any] = {}
+    for key, value in args.items():
+        if key not in params:
+            valid = ", ".join(_describe(p) for p in params.values()) or "(none)"
+            raise ConfigError(f"{what} has no argument {key!r}; valid arguments: {valid}")
+        out[key] = _coerce(params[key], value, what)
+    return out
+
+
+def accepted_params(
+    target: Callable[..., Any], reserved: Iterable[str] = ()
+) -> dict[str, inspect.Parameter]:
+    """The keyword parameters a user may set: the constructor's own, plus the simple-typed
+    ones of base classes it forwards ``*args``/``**kwargs`` to (minus ``self`` and ``reserved``).
+    """
+    skip = set(reserved) | {"self"}
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    out: dict[str, inspect.Parameter] = {}
+    if inspect.isclass(target):
+        inits = [c.__init__ for c in target.__mro__ if "__init__" in vars(c)]
+    else:
+        inits = [target]
+    for depth, init in enumerate(inits):
+        try:
+            sig = inspect.signature(init)
+        except (TypeError, ValueError):
+            break
+        for name, p in sig.parameters.items():
+            if p.kind not in kinds or name in skip or name in out:
+                continue
+            if depth == 0 or isinstance(p.default, (bool, int, float, str)):
+                out[name] = p
+        passes_on = any(
+            p.kind in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+            for p in sig.parameters.values()
+        )
+        if not passes_on:
+            break
+    return out
+
+
+def _describe(p: inspect.Parameter) -> str:
+    if p.default is inspect.Parameter.empty:
+        return f"{p.name} (required)"
+    return f"{p.name}={p.default!r}"
+
+
+def _expected_types(p: inspect.Parameter) -> tuple[type, ...] | None:
+    ann = p.annotation
+    if isinstance(ann, str):
+        ann = _NAMED_TYPES.get(ann, inspect.Parameter.empty)
+    if ann is not inspect.Parameter.empty:
+        origin = typing.get_origin(ann)
+        members = typing.get_args(ann) if origin in (typing.Union, types.UnionType) else (ann,)
+        simple = tuple(t for t in members if isinstance(t, type) and t in _SIMPLE)
+        if simple:
+            return simple
+    default = p.default
+    if default is inspect.Parameter.empty or default is None:
+        return None
+    if isinstance(default, _SIMPLE):
+        return (type(default),)
+    return None
+
+
+def _coerce(p: inspect.Parameter, value: Any, what: str) -> Any:
+    expected = _expected_types(p)
+    if expected is None or value is None:
+        return value
+    is_bool = isinstance(value, bool)
+    if isinstance(value, expected) and (not is_bool or bool in expected):
+        return value
+    if float in expected and isinstance(value, int) and not is_bool:
+        return float(value)
+    names = " or ".join(t.__name__ for t in expected)
+    raise ConfigError(
+        f"{what} argument {p.name}={value!r} has type {type(value).__name__}; expected {names}"
+    )
+
+
+def import_object(path: str, what: str = "object") -> Any:
+    """Import ``'package.module:Name'``; errors name the path and the expected form."""
+    if ":" not in path:
+        raise ConfigError(f"{what} {path!r} is not an import path; write 'package.module:Name'")
+    mod_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import module {mod_name!r} for {what} {path!r}: {exc}") from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"module {mod_name!r} has no {attr!r} (from {what} {path!r})")
+        obj = getattr(obj, part)
+    return obj

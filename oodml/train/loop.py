@@ -1,0 +1,290 @@
+"""The training loop: optimiser, LR schedule, seeding, AMP/channels-last on CUDA, per-epoch
+checkpoints (atomic; loaded with ``weights_only=True``) and resume, and batched embedding.
+
+Inputs come from an ``Inputs`` object: ``TensorInputs`` (precomputed features, head-only) or
+``oodml.train.images.ImageInputs`` (decoded, augmented images, full backbone).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from rich.progress import Progress
+from torch import nn
+
+from oodml.errors import ConfigError
+from oodml.fileio import atomic_write
+from oodml.train.samplers import BatchSampler
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("none", "cosine", "step")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that shapes optimisation (not the data or the method)."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    schedule: str = "none"
+    step_size: int = 10
+    gamma: float = 0.1
+    loss_lr_mult: float = 1.0
+    sampler: str = "m-per-class"
+    m: int = 4
+    amp: bool = False
+    channels_last: bool = False
+    num_workers: int = 0
+    eval_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"
+            )
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(
+                f"unknown LR schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}"
+            )
+        if self.epochs < 0:
+            raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
+        if self.lr <= 0:
+            raise ConfigError(f"learning rate must be positive, got {self.lr}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Inputs(Protocol):
+    """Model inputs addressed by position; ``labels`` are ints in [0, num_classes)."""
+
+    labels: np.ndarray
+
+    def train_batches(
+        self, sampler: BatchSampler, epoch: int, device: torch.device
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def eval_batches(self, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]: ...
+
+
+class TensorInputs:
+    """Precomputed backbone features held in memory (head-only training)."""
+
+    def __init__(self, features: np.ndarray | torch.Tensor, labels: np.ndarray) -> None:
+        self.features = torch.as_tensor(np.asarray(features, dtype=np.float32))
+        self.labels = np.asarray(labels, dtype=np.int64)
+        if len(self.features) != len(self.labels):
+            raise ValueError("features and labels differ in length")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def train_batches(
+        self, sampler: BatchSampler, epoch: int, device: torch.device
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        labels = torch.as_tensor(self.labels)
+        for idx in sampler.batches(epoch):
+            t = torch.as_tensor(idx)
+            yield self.features[t].to(device), labels[t].to(device)
+
+    def eval_batches(self, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
+        for start in range(0, len(self.features), batch_size):
+            yield self.features[start : start + batch_size].to(device)
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed python, numpy and torch (all devices); ask torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def resolve_device(device: str) -> torch.device:
+    """'cpu', 'cuda', 'cuda:N' or 'auto'; CUDA asked for but absent is a ConfigError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device {device!r} requested but CUDA is not available; use --device cpu"
+        )
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from None
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module, loss_fn: nn.Module) -> torch.optim.Optimizer:
+    """One optimiser over the model and the loss's own parameters (proxies, classifier)."""
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.lr}]
+    loss_params = [p for p in loss_fn.parameters() if p.requires_grad]
+    if loss_params:
+        groups.append({"params": loss_params, "lr": cfg.lr * cfg.loss_lr_mult})
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(
+    cfg: TrainConfig, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """Stepped once per epoch."""
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    return None
+
+
+@dataclass
+class TrainResult:
+    epochs_run: int
+    epoch_losses: list[float]
+    resumed_from: int = 0
+
+
+def state_tag(parts: dict[str, Any]) -> str:
+    """A short hash of a JSON-able description; a checkpoint is resumed only on equal tags."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    atomic_write(path, lambda p: torch.save(state, p))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot read checkpoint {path}: {exc}; delete it to start over"
+        ) from None
+
+
+def train(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    miner: nn.Module | None,
+    inputs: Inputs,
+    sampler: BatchSampler,
+    cfg: TrainConfig,
+    *,
+    device: torch.device,
+    checkpoint: Path | None = None,
+    tag: str = "",
+    progress: Progress | None = None,
+    description: str = "train",
+) -> TrainResult:
+    """Train ``model`` and ``loss_fn`` for ``cfg.epochs`` epochs, checkpointing each epoch to
+    ``checkpoint`` and resuming from it when its ``tag`` matches."""
+    model.to(device)
+    loss_fn.to(device)
+    cuda = device.type == "cuda"
+    if cfg.channels_last and cuda:
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(cfg, model, loss_fn)
+    scheduler = make_scheduler(cfg, optimizer)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and cuda)
+    start, losses = 0, []
+    if checkpoint is not None and checkpoint.is_file():
+        state = load_checkpoint(checkpoint)
+        if state.get("tag") == tag:
+            model.load_state_dict(state["model"])
+            loss_fn.load_state_dict(state["loss"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None and state.get("scheduler"):
+                scheduler.load_state_dict(state["scheduler"])
+            if state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["torch_rng"])
+            start, losses = int(state["epoch"]), list(state["epoch_losses"])
+    resumed_from = start
+    task = None
+    if progress is not None:
+        task = progress.add_task(description, total=cfg.epochs, completed=start)
+    for epoch in range(start, cfg.epochs):
+        model.train()
+        loss_fn.train()
+        total, count = 0.0, 0
+        for x, y in inputs.train_batches(sampler, epoch, device):
+            if cfg.channels_last and cuda and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, enabled=cfg.amp and cuda):
+                emb = model(x)
+            emb = emb.float()
+            tuples = miner(emb, y) if miner is not None else None
+            loss = loss_fn(emb, y, tuples) if tuples is not None else loss_fn(emb, y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total += float(loss.detach())
+            count += 1
+        if scheduler is not None:
+            scheduler.step()
+        losses.append(total / max(count, 1))
+        if checkpoint is not None:
+            save_checkpoint(
+                checkpoint,
+                {
+                    "tag": tag,
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "loss": loss_fn.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else {},
+                    "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+                    "torch_rng": torch.get_rng_state(),
+                    "epoch_losses": losses,
+                },
+            )
+        if task is not None and progress is not None:
+            progress.update(task, advance=1, description=f"{description} loss {losses[-1]:.4f}")
+    if task is not None and progress is not None:
+        progress.remove_task(task)
+    return TrainResult(cfg.epochs, losses, resumed_from)
+
+
+@torch.no_grad()
+def embed(
+    model: nn.Module,
+    inputs: Inputs,
+    *,
+    device: torch.device,
+    batch_size: int = 256,
+    amp: bool = False,
+    channels_last: bool = False,
+) -> np.ndarray:
+    """L2-normalised embeddings (float32 N x dim) of all inputs, in order."""
+    model.to(device).eval()
+    cuda = device.type == "cuda"
+    out = []
+    for x in inputs.eval_batches(batch_size, device):
+        if channels_last and cuda and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, enabled=amp and cuda):
+            out.append(model(x).float().cpu())
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(out).numpy()

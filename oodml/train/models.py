@@ -1,0 +1,176 @@
+"""Embedding models: a backbone plus a linear (or small MLP) head with L2-normalised output.
+
+Backbones: ``resnet50`` (torchvision, frozen BatchNorm as in the ooDML study),
+``efficientnet-lite0`` (the architecture and offline weights of ``oodml.features``, BatchNorm
+frozen too: DML batches are small), or any torchvision classification model by name.
+Weights: ``"imagenet"`` (torch hub cache, never downloaded), a state-dict file, or ``None`` for
+random init. In head-only mode the model is the head alone, fed precomputed backbone features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from oodml.errors import ConfigError
+from oodml.registry import Registry
+
+
+class EmbeddingHead(nn.Module):
+    """Linear map (``hidden == 0``) or one-hidden-layer MLP to ``dim``, then L2 normalisation."""
+
+    def __init__(self, in_dim: int, dim: int = 128, hidden: int = 0) -> None:
+        super().__init__()
+        self.in_dim, self.dim, self.hidden = in_dim, dim, hidden
+        if hidden > 0:
+            self.net: nn.Module = nn.Sequential(
+                nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim)
+            )
+        else:
+            self.net = nn.Linear(in_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(x).float(), dim=1)
+
+
+class EmbeddingModel(nn.Module):
+    """Backbone (pooled features) followed by an ``EmbeddingHead``."""
+
+    def __init__(self, backbone: nn.Module, head: EmbeddingHead, frozen_bn: bool = False) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.frozen_bn = frozen_bn
+        if frozen_bn:
+            freeze_batchnorm(backbone)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.backbone(x), 1))
+
+    def train(self, mode: bool = True) -> EmbeddingModel:
+        super().train(mode)
+        if self.frozen_bn:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+
+def freeze_batchnorm(module: nn.Module) -> None:
+    """Fix BatchNorm statistics and affine parameters (kept in eval mode by EmbeddingModel)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+
+
+BackboneBuilder = Callable[[str | None], tuple[nn.Module, int]]
+BACKBONES: Registry[BackboneBuilder] = Registry("backbone")
+FROZEN_BN = {"resnet50", "efficientnet-lite0"}
+
+
+def _strip_classifier(model: nn.Module) -> tuple[nn.Module, int]:
+    """Replace the last Linear layer by Identity; returns the model and its feature size."""
+    last = None
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Linear):
+            last = (name, mod)
+    if last is None:
+        raise ConfigError(f"cannot find a classifier layer in {type(model).__name__}")
+    name, linear = last
+    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+    setattr(parent, name.rpartition(".")[2], nn.Identity())
+    return model, linear.in_features
+
+
+def _hub_weights_file(arch: str) -> Path:
+    """The first of torchvision's ImageNet weight files for ``arch`` found in the hub cache."""
+    try:
+        enum = torchvision.models.get_model_weights(arch)
+    except (ValueError, AttributeError, KeyError):
+        raise ConfigError(f"torchvision has no ImageNet weights for {arch!r}") from None
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    files = [cache / w.url.rsplit("/", 1)[-1] for w in enum]
+    return next((f for f in files if f.is_file()), files[0])
+
+
+def load_state(model: nn.Module, weights: str | None, arch: str) -> None:
+    """Load ``weights``: None = random init, 'imagenet' = torch hub cache, else a file."""
+    if weights is None or weights == "random":
+        return
+    path = _hub_weights_file(arch) if weights == "imagenet" else Path(weights)
+    if not path.is_file():
+        raise ConfigError(
+            f"weights file {path} for backbone {arch!r} not found; put the file there, pass "
+            "--weights PATH, or use --weights random (nothing is downloaded)"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    bad = [k for k in missing if "fc." not in k and "classifier" not in k and "head" not in k]
+    if bad:
+        raise ConfigError(f"weights {path} do not fit backbone {arch!r}: missing {bad[:3]}")
+
+
+def _torchvision_backbone(arch: str, weights: str | None) -> tuple[nn.Module, int]:
+    if arch not in torchvision.models.list_models(module=torchvision.models):
+        raise ConfigError(
+            f"unknown backbone {arch!r}; choose one of: {', '.join(BACKBONES.names())} "
+            "or a torchvision classification model name (e.g. resnet18, convnext_tiny)"
+        )
+    model = torchvision.models.get_model(arch, weights=None)
+    load_state(model, weights, arch)
+    return _strip_classifier(model)
+
+
+@BACKBONES.register("resnet50")
+def _resnet50(weights: str | None) -> tuple[nn.Module, int]:
+    return _torchvision_backbone("resnet50", weights)
+
+
+@BACKBONES.register("efficientnet-lite0")
+def _efficientnet_lite0(weights: str | None) -> tuple[nn.Module, int]:
+    from oodml.features.efficientnet_lite import FEATURE_DIM, EfficientNetLite0
+    from oodml.features.extractors import EXTRACTORS, load_strict
+
+    net = EfficientNetLite0()
+    if weights not in (None, "random"):
+        spec = EXTRACTORS.get("efficientnet-lite0")
+        load_strict(net, spec.locate_weights(None if weights == "imagenet" else weights))
+    net._fc = nn.Identity()
+    return net, FEATURE_DIM
+
+
+def build_backbone(name: str, weights: str | None = "imagenet") -> tuple[nn.Module, int]:
+    """A pooled-feature backbone and its output size."""
+    if name in BACKBONES:
+        return BACKBONES.get(name)(weights)
+    return _torchvision_backbone(name, weights)
+
+
+def build_model(
+    backbone: str | None,
+    *,
+    in_dim: int | None = None,
+    dim: int = 128,
+    hidden: int = 0,
+    weights: str | None = "imagenet",
+) -> nn.Module:
+    """Head-only (``backbone=None``, needs ``in_dim``) or backbone + head."""
+    if backbone is None:
+        if in_dim is None:
+            raise ValueError("head-only model needs in_dim")
+        return EmbeddingHead(in_dim, dim, hidden)
+    net, out_dim = build_backbone(backbone, weights)
+    return EmbeddingModel(net, EmbeddingHead(out_dim, dim, hidden), frozen_bn=backbone in FROZEN_BN)
+
+
+def head_of(model: nn.Module) -> EmbeddingHead:
+    return model if isinstance(model, EmbeddingHead) else model.head  # type: ignore[return-value]

@@ -1,0 +1,409 @@
+"""Train and evaluate one method on every (split, seed) of a ladder, resumably.
+
+Python API (used by ``oodml evaluate`` and the sweep engine):
+
+- ``RunSpec``: a frozen dataclass holding everything that defines one (method, split, seed)
+  run: split file, dataset root/name, loss (+args), miner (+args), backbone or head-only
+  (``backbone=None``) with its extractor, head size, ``TrainConfig``, metrics, device, and
+  the results folder.
+- ``run_key(spec) -> str``: ``'<method>/zeroshot/split<ID>_seed<S>'``, the run's identity.
+- ``run_one(spec, progress=None) -> list[dict]``: trains and evaluates the run (or returns the
+  stored rows when it already finished) and writes ``RESULTS_DIR/runs/<key>.json`` atomically.
+- ``merge_results(results_dir) -> DataFrame``: rebuilds ``results.parquet``/``results.csv``
+  from the run files (never duplicates, never loses a finished run).
+- ``check_specs(specs)``: every error that can be found before training (fingerprint, names,
+  arguments, sampler vs. data, device), raised before any run starts.
+- ``run_ladder(specs)``: check, run each spec, merge; prints one summary line per run.
+
+Per-epoch checkpoints live in ``RESULTS_DIR/checkpoints/<key>.pt``; a killed run restarts from
+its last finished epoch; few-shot adaptation reuses the final checkpoint.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+
+from oodml.data import load_dataset
+from oodml.data.manifest import Manifest
+from oodml.errors import ConfigError
+from oodml.metrics import DEFAULT_METRICS, evaluate_embeddings
+from oodml.splits.splitfile import Split, SplitFile, load_splitfile
+from oodml.train.loop import (
+    Inputs,
+    TensorInputs,
+    TrainConfig,
+    embed,
+    resolve_device,
+    seed_everything,
+    state_tag,
+    train,
+)
+from oodml.train.losses import build_loss, loss_info, resolve_loss_args
+from oodml.train.miners import build_miner, resolve_miner_args
+from oodml.train.models import build_model
+from oodml.train.results import config_json, finished_rows, merge_results, write_run
+from oodml.train.samplers import build_sampler
+
+__all__ = [
+    "RunSpec",
+    "check_specs",
+    "merge_results",
+    "run_key",
+    "run_ladder",
+    "run_one",
+    "trained_model",
+]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One (method, split, seed) training run; ``backbone=None`` means head-only."""
+
+    splitfile: str
+    root: str
+    split_id: int
+    seed: int
+    loss: str
+    results_dir: str
+    loss_args: dict[str, Any] = field(default_factory=dict)
+    miner: str | None = None
+    miner_args: dict[str, Any] = field(default_factory=dict)
+    method: str | None = None
+    dataset: str | None = None
+    backbone: str | None = None
+    extractor: str | None = None
+    weights: str | None = "imagenet"
+    embed_dim: int = 128
+    hidden: int = 0
+    image_size: int = 224
+    train: TrainConfig = field(default_factory=TrainConfig)
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    distance: str = "cosine"
+    device: str = "cpu"
+    cache_dir: str | None = None
+    checkpoints: bool = True
+
+    @property
+    def head_only(self) -> bool:
+        return self.backbone is None
+
+
+def method_name(spec: RunSpec) -> str:
+    """``spec.method`` or ``loss[+miner]``, made safe for file names."""
+    name = spec.method or (spec.loss + (f"+{spec.miner}" if spec.miner else ""))
+    return re.sub(r"[^A-Za-z0-9._+=-]", "_", name)
+
+
+def run_key(spec: RunSpec) -> str:
+    return f"{method_name(spec)}/zeroshot/split{spec.split_id:03d}_seed{spec.seed}"
+
+
+def method_config(spec: RunSpec) -> dict[str, Any]:
+    """What defines the method (the ``config`` column): no split, seed, paths or device."""
+    return {
+        "loss": spec.loss,
+        "loss_args": resolve_loss_args(spec.loss, spec.loss_args),
+        "miner": spec.miner,
+        "miner_args": resolve_miner_args(spec.miner, spec.miner_args) if spec.miner else {},
+        "backbone": spec.backbone,
+        "head_only": spec.head_only,
+        "extractor": spec.extractor if spec.head_only else None,
+        "weights": None if spec.head_only else spec.weights,
+        "embed_dim": spec.embed_dim,
+        "hidden": spec.hidden,
+        "image_size": None if spec.head_only else spec.image_size,
+        "train": spec.train.to_dict(),
+        "distance": spec.distance,
+    }
+
+
+@lru_cache(maxsize=8)
+def _splitfile(path: str) -> SplitFile:
+    return load_splitfile(path)
+
+
+@lru_cache(maxsize=4)
+def _manifest(dataset: str, root: str) -> Manifest:
+    return load_dataset(dataset, root)
+
+
+@lru_cache(maxsize=4)
+def _features(dataset: str, root: str, extractor: str, cache_dir: str | None) -> np.ndarray:
+    from oodml.features import get_features
+
+    fs = get_features(_manifest(dataset, root), extractor, cache_dir=cache_dir, progress=True)
+    return np.ascontiguousarray(fs.features, dtype=np.float32)
+
+
+def resolve(spec: RunSpec) -> tuple[RunSpec, SplitFile, Manifest, Split]:
+    """Fill defaults from the split file (dataset name, extractor) and check the dataset."""
+    sf = _splitfile(str(spec.splitfile))
+    spec = replace(
+        spec,
+        dataset=spec.dataset or sf.dataset_name,
+        extractor=(spec.extractor or sf.extractor) if spec.head_only else spec.extractor,
+    )
+    manifest = _manifest(spec.dataset, str(spec.root))
+    sf.check_against(manifest)
+    return spec, sf, manifest, sf.split(spec.split_id)
+
+
+def class_labels(manifest: Manifest, indices: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """Integer label per image: position of its class in sorted ``classes``."""
+    pos = {c: i for i, c in enumerate(sorted(classes))}
+    return np.array([pos[manifest.labels[i]] for i in indices], dtype=np.int64)
+
+
+def make_inputs(
+    spec: RunSpec, manifest: Manifest, indices: np.ndarray, labels: np.ndarray
+) -> Inputs:
+    if spec.head_only:
+        assert spec.extractor is not None
+        feats = _features(spec.dataset or "", str(spec.root), spec.extractor, spec.cache_dir)
+        return TensorInputs(feats[indices], labels)
+    from oodml.train.images import ImageInputs
+
+    return ImageInputs(
+        manifest,
+        indices,
+        labels,
+        backbone=spec.backbone or "",
+        size=spec.image_size,
+        num_workers=spec.train.num_workers,
+        seed=spec.seed,
+    )
+
+
+def _input_dim(spec: RunSpec) -> int | None:
+    if not spec.head_only:
+        return None
+    assert spec.extractor is not None
+    return _features(spec.dataset or "", str(spec.root), spec.extractor, spec.cache_dir).shape[1]
+
+
+def checkpoint_path(spec: RunSpec, key: str | None = None) -> Path:
+    return Path(spec.results_dir) / "checkpoints" / f"{key or run_key(spec)}.pt"
+
+
+def check_specs(specs: Sequence[RunSpec]) -> None:
+    """Raise every error that can be found without training, before any run starts."""
+    for spec in specs:
+        resolve_device(spec.device)
+        spec, _, manifest, split = resolve(spec)
+        info = loss_info(spec.loss)
+        build_loss(
+            spec.loss,
+            num_classes=max(len(split.train), 2),
+            embedding_size=spec.embed_dim,
+            args=spec.loss_args,
+        )
+        build_miner(spec.miner, spec.miner_args)
+        if spec.miner and not info.uses_miner:
+            raise ConfigError(f"loss {spec.loss!r} does not use a miner; drop --miner")
+        if info.equal_class_counts and spec.train.sampler != "m-per-class":
+            raise ConfigError(f"loss {spec.loss!r} needs --sampler m-per-class")
+        idx = manifest.indices_of(split.train)
+        build_sampler(
+            spec.train.sampler,
+            class_labels(manifest, idx, split.train),
+            spec.train.batch_size,
+            spec.seed,
+            spec.train.m,
+        )
+        config_json(method_config(spec))
+
+
+def trained_model(
+    spec: RunSpec, progress: Progress | None = None
+) -> tuple[nn.Module, RunSpec, SplitFile, Manifest, Split, int]:
+    """Train (or resume / reload from the checkpoint) the model of ``spec`` on its split's
+    train classes; returns the model and the resolved context and epochs run."""
+    spec, sf, manifest, split = resolve(spec)
+    device = resolve_device(spec.device)
+    seed_everything(spec.seed)
+    idx = manifest.indices_of(split.train)
+    labels = class_labels(manifest, idx, split.train)
+    inputs = make_inputs(spec, manifest, idx, labels)
+    model = build_model(
+        spec.backbone,
+        in_dim=_input_dim(spec),
+        dim=spec.embed_dim,
+        hidden=spec.hidden,
+        weights=spec.weights,
+    )
+    loss_fn = build_loss(
+        spec.loss, num_classes=len(split.train), embedding_size=spec.embed_dim, args=spec.loss_args
+    )
+    miner = build_miner(spec.miner, spec.miner_args)
+    sampler = build_sampler(
+        spec.train.sampler, labels, spec.train.batch_size, spec.seed, spec.train.m
+    )
+    tag = state_tag(
+        {"config": method_config(spec), "split": split.id, "seed": spec.seed, "sf": sf.sha256}
+    )
+    result = train(
+        model,
+        loss_fn,
+        miner,
+        inputs,
+        sampler,
+        spec.train,
+        device=device,
+        checkpoint=checkpoint_path(spec) if spec.checkpoints else None,
+        tag=tag,
+        progress=progress,
+        description=f"split {split.id} seed {spec.seed}",
+    )
+    return model, spec, sf, manifest, split, result.epochs_run
+
+
+def embed_classes(
+    spec: RunSpec, model: nn.Module, manifest: Manifest, indices: np.ndarray, classes: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings and integer labels of manifest images ``indices``."""
+    labels = class_labels(manifest, indices, classes)
+    inputs = make_inputs(spec, manifest, indices, labels)
+    emb = embed(
+        model,
+        inputs,
+        device=resolve_device(spec.device),
+        batch_size=spec.train.eval_batch_size,
+        amp=spec.train.amp,
+        channels_last=spec.train.channels_last,
+    )
+    return emb, labels
+
+
+def device_label(device: str) -> str:
+    d = resolve_device(device)
+    if d.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(d)})"
+    return d.type
+
+
+def base_row(spec: RunSpec, sf: SplitFile, split: Split, config: str) -> dict[str, Any]:
+    return {
+        "splitfile_sha256": sf.sha256,
+        "dataset": spec.dataset,
+        "split_id": split.id,
+        "distance": split.distance,
+        "method": method_name(spec),
+        "config": config,
+        "seed": spec.seed,
+        "device": device_label(spec.device),
+    }
+
+
+def run_one(spec: RunSpec, progress: Progress | None = None) -> list[dict[str, Any]]:
+    """Train on the split's train classes, evaluate on its test classes, record the rows.
+
+    A run that already finished (its run file exists) is not repeated: its rows are returned.
+    """
+    resolved, sf, manifest, split = resolve(spec)
+    config = config_json(method_config(resolved))
+    done = finished_rows(spec.results_dir, run_key(spec), config)
+    if done is not None:
+        return done
+    start = time.perf_counter()
+    model, resolved, sf, manifest, split, epochs = trained_model(spec, progress)
+    idx = manifest.indices_of(split.test)
+    emb, labels = embed_classes(resolved, model, manifest, idx, split.test)
+    scores = evaluate_embeddings(
+        emb, labels, metrics=resolved.metrics, distance=resolved.distance, seed=resolved.seed
+    )
+    wall = time.perf_counter() - start
+    base = base_row(resolved, sf, split, config)
+    rows = [
+        {
+            **base,
+            "protocol": "zeroshot",
+            "shots": 0,
+            "metric": metric,
+            "value": float(value),
+            "std": float("nan"),
+            "n_episodes": 0,
+            "wall_time_s": wall,
+            "epochs": epochs,
+        }
+        for metric, value in scores.items()
+    ]
+    write_run(spec.results_dir, run_key(spec), config, rows)
+    return rows
+
+
+def make_progress(console: Console | None = None) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def summary_line(spec: RunSpec, rows: list[dict[str, Any]]) -> str:
+    vals = {r["metric"]: r["value"] for r in rows if r["protocol"] == "zeroshot"}
+    shown = ", ".join(f"{m} {vals[m]:.4f}" for m in ("recall@1", "map@r") if m in vals)
+    wall = rows[0]["wall_time_s"] if rows else 0.0
+    return (
+        f"{method_name(spec)} split {spec.split_id} (distance {rows[0]['distance']:.4g}) "
+        f"seed {spec.seed}: {shown} [{wall:.1f}s]"
+        if rows
+        else f"{method_name(spec)} split {spec.split_id} seed {spec.seed}: no rows"
+    )
+
+
+def run_ladder(
+    specs: Sequence[RunSpec], *, console: Console | None = None, show_progress: bool = True
+) -> list[dict[str, Any]]:
+    """Check all specs, run the unfinished ones (finished ones are skipped), merge the table."""
+    console = console or Console(stderr=True)
+    check_specs(specs)
+    rows: list[dict[str, Any]] = []
+    results_dirs = sorted({s.results_dir for s in specs})
+    with make_progress(console) if show_progress else _NullContext() as progress:
+        overall = progress.add_task("runs", total=len(specs)) if progress is not None else None
+        for spec in specs:
+            skipped = _is_finished(spec)
+            out = run_one(spec, progress)
+            rows.extend(out)
+            tag = "skipped (finished)" if skipped else "done"
+            console.print(f"{summary_line(spec, out)} {tag}", highlight=False, soft_wrap=True)
+            if progress is not None and overall is not None:
+                progress.advance(overall)
+            merge_results(spec.results_dir)
+    for d in results_dirs:
+        merge_results(d)
+    return rows
+
+
+def _is_finished(spec: RunSpec) -> bool:
+    from oodml.train.results import run_path
+
+    return run_path(spec.results_dir, run_key(spec)).is_file()
+
+
+class _NullContext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def spec_dict(spec: RunSpec) -> dict[str, Any]:
+    """A JSON-able view of a spec (for logs and sweeps)."""
+    return asdict(spec)
