@@ -1,0 +1,218 @@
+"""Batched feature extraction over a manifest, with a cache in front of it.
+
+Decoding and preprocessing run in DataLoader worker processes; the network runs in the main
+process under ``torch.inference_mode`` (optionally with CUDA autocast).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader, Dataset
+
+from oodml.data.manifest import Manifest
+from oodml.errors import ConfigError, DataError
+from oodml.features.cache import CacheMiss, default_cache_dir, load_features, save_features
+from oodml.features.extractors import EXTRACTORS, Collate, Extractor, Transform, sha256_file
+from oodml.features.featureset import FeatureSet
+
+
+class ManifestImages(Dataset):
+    """Decoded, preprocessed image ``i`` of a manifest; a decode failure is returned as its
+    message (worker exceptions would otherwise arrive wrapped in a traceback)."""
+
+    def __init__(self, manifest: Manifest, transform: Transform) -> None:
+        self.manifest = manifest
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def __getitem__(self, i: int) -> torch.Tensor | str:
+        try:
+            return self.transform(self.manifest.load_image(i))
+        except DataError as exc:
+            return str(exc)
+        except OSError as exc:
+            return f"cannot read image {Path(self.manifest.root) / self.manifest.paths[i]}: {exc}"
+
+
+class _CollateOrError:
+    """Batch collation that passes the first per-image error message through unchanged."""
+
+    def __init__(self, collate: Collate) -> None:
+        self.collate = collate
+
+    def __call__(self, items: list[torch.Tensor | str]) -> torch.Tensor | str:
+        for item in items:
+            if isinstance(item, str):
+                return item
+        return self.collate(items)  # type: ignore[arg-type]
+
+
+def resolve_device(device: str) -> torch.device:
+    """Check that ``device`` exists here; a missing GPU is a one-line error, not a crash."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}; use cpu or cuda") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {device!r} requested but CUDA is not available; use --device cpu"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {device!r} requested but only {torch.cuda.device_count()} GPU(s) exist"
+            )
+    elif dev.type != "cpu":
+        raise ConfigError(f"unsupported device {device!r}; use cpu or cuda")
+    return dev
+
+
+def default_workers() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+def check_run_options(
+    device: str, batch_size: int, num_workers: int | None
+) -> tuple[torch.device, int]:
+    """Validate the run options up front: the device and the worker count to use."""
+    if batch_size < 1:
+        raise ConfigError(f"batch size {batch_size} must be at least 1")
+    workers = default_workers() if num_workers is None else num_workers
+    if workers < 0:
+        raise ConfigError(f"--workers {workers} must be 0 or more")
+    return resolve_device(device), workers
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def iter_batches(
+    manifest: Manifest,
+    transform: Transform,
+    collate: Collate,
+    *,
+    batch_size: int,
+    num_workers: int,
+    pin_memory: bool,
+) -> Iterator[torch.Tensor]:
+    """Preprocessed batches in manifest order; an undecodable image raises a DataError."""
+    loader = DataLoader(
+        ManifestImages(manifest, transform),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_CollateOrError(collate),
+        pin_memory=pin_memory,
+    )
+    for batch in loader:
+        if isinstance(batch, str):
+            raise DataError(batch)
+        yield batch
+
+
+def compute_features(
+    manifest: Manifest,
+    extractor: Extractor,
+    *,
+    device: str = "cpu",
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    amp: bool = False,
+    progress: bool = True,
+) -> np.ndarray:
+    """Run ``extractor`` over every image of ``manifest``: float32 array, N x dim."""
+    dev, workers = check_run_options(device, batch_size, num_workers)
+    model = extractor.model.to(dev).eval()
+    out = np.empty((len(manifest), extractor.dim), dtype=np.float32)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.float16)
+        if amp and dev.type == "cuda"
+        else contextlib.nullcontext()
+    )
+    batches = iter_batches(
+        manifest,
+        extractor.transform,
+        extractor.collate,
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=dev.type == "cuda",
+    )
+    start = 0
+    with _progress(progress) as bar, torch.inference_mode(), autocast:
+        task = bar.add_task(f"{extractor.name} features", total=len(manifest))
+        for batch in batches:
+            feats = model(batch.to(dev, non_blocking=True))
+            n = feats.shape[0]
+            out[start : start + n] = feats.float().cpu().numpy()
+            start += n
+            bar.advance(task, n)
+    return out
+
+
+def get_features(
+    manifest: Manifest,
+    extractor: str,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    device: str = "cpu",
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    weights: str | os.PathLike | None = None,
+    amp: bool = False,
+    progress: bool = True,
+) -> FeatureSet:
+    """Features of every manifest image from the cache, or computed and then cached.
+
+    The cache key is (dataset fingerprint, extractor, weights sha256); an unusable entry is
+    recomputed with a warning.
+    """
+    check_run_options(device, batch_size, num_workers)
+    spec = EXTRACTORS.get(extractor)
+    weights_path = spec.locate_weights(weights)
+    weights_sha = sha256_file(weights_path)
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    try:
+        return load_features(
+            root, manifest.fingerprint, spec.name, weights_sha, manifest.labels, manifest.paths
+        )
+    except CacheMiss as miss:
+        if "no cache entry" not in str(miss):
+            warnings.warn(f"{miss}; recomputing", RuntimeWarning, stacklevel=2)
+    net = spec.build(weights_path)
+    features = compute_features(
+        manifest,
+        net,
+        device=device,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        amp=amp,
+        progress=progress,
+    )
+    fs = FeatureSet(
+        features=features,
+        labels=manifest.labels,
+        paths=manifest.paths,
+        extractor=spec.name,
+        weights_sha256=net.weights_sha256,
+        fingerprint=manifest.fingerprint,
+    )
+    save_features(fs, root)
+    return fs

