@@ -21,7 +21,6 @@ from oodml.report.embedding import embedding_figure
 from oodml.report.html import Section, render_page
 from oodml.report.progression import progression_figure
 from oodml.report.results import ResultsError, load_results, select_metrics, validate
-from oodml.report.style import save_png_pdf
 from oodml.report.tables import (
     label_series,
     rank_table,
@@ -29,6 +28,7 @@ from oodml.report.tables import (
     summary_table,
     to_markdown,
 )
+from oodml.splits.plot import plot_ladder, save_figure
 
 ClassMeans = tuple[Sequence[str], np.ndarray]
 SPREAD_NOTE = ("Spread is over seeds: std is the sample standard deviation (ddof=1) of each "
@@ -72,10 +72,9 @@ def _write_table(table: pd.DataFrame, stem: Path, heading: str, notes: Sequence[
     return [csv, md]
 
 
-def _ladder_figure(splitfile) -> Figure:
-    from oodml.splits.plot import plot_ladder
-
-    return plot_ladder(splitfile)
+def _save(fig: Figure, stem: Path) -> tuple[Path, Path]:
+    png, pdf = save_figure(fig, stem.with_suffix(".png"), pdf=True)
+    return png, pdf
 
 
 def build_report(results: Sequence[str | os.PathLike] | pd.DataFrame, out_dir: str | os.PathLike,
@@ -116,7 +115,7 @@ def build_report(results: Sequence[str | os.PathLike] | pd.DataFrame, out_dir: s
 
     tick("progression plot")
     fig = progression_figure(df, mets, start_split=start)
-    png, pdf = save_png_pdf(fig, out / "progression")
+    png, pdf = _save(fig, out / "progression")
     report.files += [png, pdf]
     sections.append(Section("Progression", "Each metric against the train-test Fréchet "
                             "distance of the split; solid: zero-shot, dashed: few-shot.",
@@ -144,7 +143,7 @@ def build_report(results: Sequence[str | os.PathLike] | pd.DataFrame, out_dir: s
 
     tick("ladder plot")
     if splitfile is not None:
-        png, pdf = save_png_pdf(_ladder_figure(splitfile), out / "ladder")
+        png, pdf = _save(plot_ladder(splitfile), out / "ladder")
         report.files += [png, pdf]
         sections.append(Section("Ladder", "Distance of each split and its class counts.",
                                 image=png, links=[pdf]))
@@ -156,7 +155,7 @@ def build_report(results: Sequence[str | os.PathLike] | pd.DataFrame, out_dir: s
     tick("embedding view")
     if splitfile is not None and class_means is not None:
         classes, means = class_means
-        png, pdf = save_png_pdf(embedding_figure(classes, means, splitfile.ladder),
+        png, pdf = _save(embedding_figure(classes, means, splitfile.ladder),
                                 out / "embedding")
         report.files += [png, pdf]
         sections.append(Section("Embedding view", "2-D PCA of the per-class mean features; "

@@ -1,4 +1,4 @@
-"""Shared look of report figures: greyscale-safe colours, markers, metric labels, saving.
+"""Shared look of report figures: greyscale-safe colours, markers, metric labels.
 
 Colours follow the Okabe-Ito palette ordered by lightness, and every series also gets its
 own marker, so lines stay distinguishable when printed in greyscale.
@@ -6,19 +6,10 @@ own marker, so lines stay distinguishable when printed in greyscale.
 
 from __future__ import annotations
 
-import io
-import os
-from pathlib import Path
-
-from matplotlib.figure import Figure
-
-from oodml.fileio import atomic_write_bytes
-
 COLOURS = ("#000000", "#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7",
            "#F0E442")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 FEWSHOT_DASHES = ((0, (5, 2)), (0, (2, 1.5)), (0, (7, 2, 1.5, 2)), (0, (4, 1, 1, 1, 1, 1)))
-DPI = 150
 DISTANCE_LABEL = "Fréchet distance (train vs test)"
 GREY = "#9a9a9a"
 
@@ -45,19 +36,3 @@ def style_for(index: int) -> tuple[str, str]:
     marker = MARKERS[(index + index // len(COLOURS)) % len(MARKERS)]
     return colour, marker
 
-
-def figure_bytes(fig: Figure, fmt: str) -> bytes:
-    """Render a figure to PNG (150 dpi) or PDF bytes with fixed metadata (byte-reproducible)."""
-    buf = io.BytesIO()
-    metadata = {"Software": None} if fmt == "png" else {"CreationDate": None, "Creator": None,
-                                                        "Producer": None}
-    fig.savefig(buf, format=fmt, dpi=DPI, metadata=metadata)
-    return buf.getvalue()
-
-
-def save_png_pdf(fig: Figure, stem: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``stem.png`` and ``stem.pdf`` atomically; returns both paths."""
-    stem = Path(stem)
-    png = atomic_write_bytes(stem.with_suffix(".png"), figure_bytes(fig, "png"))
-    pdf = atomic_write_bytes(stem.with_suffix(".pdf"), figure_bytes(fig, "pdf"))
-    return png, pdf
