@@ -1,0 +1,223 @@
+"""Few-shot adaptation on a ladder split (the ooDML study's protocol).
+
+For every episode of the split file (shots -> episodes -> class -> support images): copy the
+model trained on the split's train classes, fine-tune it on the support images of the test
+classes (by default only the embedding head, on frozen backbone features), embed the query
+images (every other image of the episode's classes) and evaluate them with the usual DML
+protocol among themselves: each query retrieves from the other queries, self-match excluded.
+Support images are in neither role, so the score measures generalisation to unseen images of
+classes seen only through their few support examples. Each shot count yields one row per
+metric: mean and (population, ddof=0) std over episodes, ``protocol="fewshot"``.
+
+API: ``FewshotConfig``, ``fewshot_key(spec, shots)``, ``run_fewshot(spec, cfg) -> rows``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from rich.progress import Progress
+from torch import nn
+
+from oodml.data.manifest import Manifest
+from oodml.errors import ConfigError, SplitFileError
+from oodml.metrics import evaluate_embeddings
+from oodml.splits.splitfile import Split
+from oodml.train.loop import TensorInputs, embed, resolve_device, seed_everything, train
+from oodml.train.losses import build_loss
+from oodml.train.miners import build_miner
+from oodml.train.models import EmbeddingModel, head_of
+from oodml.train.results import config_json, finished_rows, write_run
+from oodml.train.runner import (
+    RunSpec,
+    _features,
+    base_row,
+    class_labels,
+    embed_classes,
+    make_inputs,
+    method_config,
+    method_name,
+    resolve,
+    trained_model,
+)
+from oodml.train.samplers import MPerClassBatchSampler
+
+TUNE = ("head", "all")
+
+
+@dataclass(frozen=True)
+class FewshotConfig:
+    """Fine-tuning settings; ``lr=None`` reuses the training LR, ``max_episodes=None`` all."""
+
+    shots: tuple[int, ...] = (2, 5)
+    epochs: int = 20
+    lr: float | None = None
+    tune: str = "head"
+    max_episodes: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.tune not in TUNE:
+            raise ConfigError(f"unknown --tune {self.tune!r}; choose one of: {', '.join(TUNE)}")
+        if not self.shots or min(self.shots) < 1:
+            raise ConfigError(f"--shots must be positive integers, got {self.shots}")
+
+
+def fewshot_key(spec: RunSpec, shots: int) -> str:
+    return f"{method_name(spec)}/fewshot/split{spec.split_id:03d}_seed{spec.seed}_shots{shots}"
+
+
+def fewshot_config(spec: RunSpec, cfg: FewshotConfig) -> str:
+    ft = {"epochs": cfg.epochs, "lr": cfg.lr, "tune": cfg.tune, "max_episodes": cfg.max_episodes}
+    return config_json({**method_config(spec), "fewshot": ft})
+
+
+def check_fewshot(spec: RunSpec, cfg: FewshotConfig) -> None:
+    """Every shot count must have episodes in the split (SplitFileError listing those it has)."""
+    _, sf, _, split = resolve(spec)
+    for shots in cfg.shots:
+        if not split.episodes.get(shots):
+            have = ", ".join(str(s) for s in sorted(split.episodes)) or "none"
+            raise SplitFileError(
+                f"split {split.id} of {spec.splitfile} has no {shots}-shot episodes "
+                f"(it has: {have}); choose --shots from those"
+            )
+
+
+def episode_indices(
+    manifest: Manifest, split: Split, episode: dict[str, list[str]]
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Support and query image indices of one episode, and its classes (sorted)."""
+    pos = {p: i for i, p in enumerate(manifest.paths)}
+    classes = sorted(episode)
+    try:
+        support = np.array(sorted(pos[p] for c in classes for p in episode[c]), dtype=np.int64)
+    except KeyError as exc:
+        raise SplitFileError(
+            f"episode image {exc.args[0]!r} of split {split.id} is not in the dataset"
+        ) from None
+    taken = set(support.tolist())
+    query = np.array([i for i in manifest.indices_of(classes) if i not in taken], dtype=np.int64)
+    return support, query, classes
+
+
+def _frozen_features(
+    spec: RunSpec, model: nn.Module, manifest: Manifest, indices: np.ndarray
+) -> np.ndarray:
+    """Backbone features (head inputs) of the images: cached ones in head-only mode."""
+    if spec.head_only:
+        assert spec.extractor is not None
+        return _features(spec.dataset or "", str(spec.root), spec.extractor, spec.cache_dir)[
+            indices
+        ]
+    assert isinstance(model, EmbeddingModel)
+    inputs = make_inputs(spec, manifest, indices, np.zeros(len(indices), dtype=np.int64))
+    return embed(
+        model.backbone,
+        inputs,
+        device=resolve_device(spec.device),
+        batch_size=spec.train.eval_batch_size,
+        amp=spec.train.amp,
+    ).reshape(len(indices), -1)
+
+
+def _adapt_episode(
+    spec: RunSpec,
+    cfg: FewshotConfig,
+    base: nn.Module,
+    manifest: Manifest,
+    split: Split,
+    episode: dict[str, list[str]],
+    shots: int,
+    episode_seed: int,
+) -> dict[str, float]:
+    support, query, classes = episode_indices(manifest, split, episode)
+    seed_everything(episode_seed)
+    device = resolve_device(spec.device)
+    model = copy.deepcopy(base)
+    y = class_labels(manifest, support, classes)
+    m = shots
+    batch = m * min(max(spec.train.batch_size // m, 2), len(classes))
+    if len(classes) < 2:
+        raise SplitFileError(f"an episode of split {split.id} has fewer than 2 classes")
+    sampler = MPerClassBatchSampler(y, batch, episode_seed, m=m)
+    loss_fn = build_loss(
+        spec.loss, num_classes=len(classes), embedding_size=spec.embed_dim, args=spec.loss_args
+    )
+    ft_train = replace(
+        spec.train, epochs=cfg.epochs, lr=cfg.lr or spec.train.lr, schedule="none", batch_size=batch
+    )
+    miner = build_miner(spec.miner, spec.miner_args)
+    if cfg.tune == "head" or spec.head_only:
+        head = head_of(model)
+        feats = _frozen_features(spec, model, manifest, support)
+        train(head, loss_fn, miner, TensorInputs(feats, y), sampler, ft_train, device=device)
+        q_in = TensorInputs(
+            _frozen_features(spec, model, manifest, query), class_labels(manifest, query, classes)
+        )
+        emb = embed(head, q_in, device=device, batch_size=spec.train.eval_batch_size)
+        q_labels = q_in.labels
+    else:
+        inputs = make_inputs(spec, manifest, support, y)
+        train(model, loss_fn, miner, inputs, sampler, ft_train, device=device)
+        emb, q_labels = embed_classes(spec, model, manifest, query, classes)
+    return evaluate_embeddings(
+        emb, q_labels, metrics=spec.metrics, distance=spec.distance, seed=spec.seed
+    )
+
+
+def run_fewshot(
+    spec: RunSpec, cfg: FewshotConfig, progress: Progress | None = None
+) -> list[dict[str, Any]]:
+    """Few-shot rows for every shot count of ``cfg`` (finished shot counts are not redone)."""
+    check_fewshot(spec, cfg)
+    resolved, sf, manifest, split = resolve(spec)
+    config = fewshot_config(resolved, cfg)
+    rows: list[dict[str, Any]] = []
+    todo = []
+    for shots in cfg.shots:
+        done = finished_rows(spec.results_dir, fewshot_key(spec, shots), config)
+        if done is None:
+            todo.append(shots)
+        else:
+            rows.extend(done)
+    if not todo:
+        return rows
+    base, resolved, sf, manifest, split, epochs = trained_model(spec, progress)
+    for shots in todo:
+        start = time.perf_counter()
+        episodes = split.episodes[shots][: cfg.max_episodes]
+        task = (
+            progress.add_task(f"{shots}-shot episodes", total=len(episodes)) if progress else None
+        )
+        scores = []
+        for e, episode in enumerate(episodes):
+            seed = resolved.seed * 1_000_003 + shots * 1009 + e
+            scores.append(
+                _adapt_episode(resolved, cfg, base, manifest, split, episode, shots, seed)
+            )
+            if progress is not None and task is not None:
+                progress.advance(task)
+        if progress is not None and task is not None:
+            progress.remove_task(task)
+        wall = time.perf_counter() - start
+        shot_rows = [
+            {
+                **base_row(resolved, sf, split, config),
+                "protocol": "fewshot",
+                "shots": shots,
+                "metric": metric,
+                "value": float(np.mean([s[metric] for s in scores])),
+                "std": float(np.std([s[metric] for s in scores])),
+                "n_episodes": len(scores),
+                "wall_time_s": wall,
+                "epochs": epochs,
+            }
+            for metric in scores[0]
+        ]
+        write_run(spec.results_dir, fewshot_key(spec, shots), config, shot_rows)
+        rows.extend(shot_rows)
+    return rows
