@@ -279,3 +279,27 @@ def test_cli_summary_and_cache(omniglot_zip, tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "unknown extractor 'vgg'" in err and "efficientnet-lite0" in err
+
+
+_INHERITED: dict[str, ZipSource] = {}
+
+
+def _digest_inherited(paths: tuple[str, ...]) -> list[str]:
+    import hashlib
+
+    return [hashlib.sha256(_INHERITED["source"].read(p)).hexdigest() for p in paths]
+
+
+def test_zip_source_opened_in_parent_is_safe_in_forked_workers(omniglot_zip):
+    """Forked DataLoader workers must not share the parent's zip handle (shared file offset)."""
+    import multiprocessing
+
+    manifest = omniglot_manifest(omniglot_zip, n_classes=136, per_class=20)
+    _INHERITED["source"] = manifest.source
+    expected = _digest_inherited(manifest.paths)
+    try:
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            results = pool.map(_digest_inherited, [manifest.paths] * 6, chunksize=1)
+    finally:
+        _INHERITED.clear()
+    assert all(r == expected for r in results)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -47,10 +48,13 @@ class ZipSource:
         self.zip_path = Path(zip_path)
         self.prefix = prefix
         self._zf: zipfile.ZipFile | None = None
+        self._pid = os.getpid()
 
     def _zip(self) -> zipfile.ZipFile:
-        if self._zf is None:
+        # A handle inherited through fork shares its file offset with the parent: reopen.
+        if self._zf is None or self._pid != os.getpid():
             self._zf = zipfile.ZipFile(self.zip_path)
+            self._pid = os.getpid()
         return self._zf
 
     def read(self, relpath: str) -> bytes:
@@ -64,7 +68,7 @@ class ZipSource:
         return True
 
     def __getstate__(self) -> dict:
-        return {"zip_path": self.zip_path, "prefix": self.prefix, "_zf": None}
+        return {"zip_path": self.zip_path, "prefix": self.prefix, "_zf": None, "_pid": None}
 
     def __repr__(self) -> str:
         return f"ZipSource({str(self.zip_path)!r}, prefix={self.prefix!r})"
