@@ -78,8 +78,9 @@ def check_args(
     what: str,
     reserved: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """Check ``args`` against ``target``'s signature: known names, values of the annotated or
-    default type (ints widen to floats). Returns the (possibly converted) arguments."""
+    """Check ``args`` against ``target``'s signature: known names, values of the annotated type
+    (strict) or of the default's kind (bool, str, or number: an unannotated int default accepts
+    floats too). Returns the (possibly converted) arguments."""
     params = accepted_params(target, reserved)
     out: dict[str, Any] = {}
     for key, value in args.items():
@@ -141,6 +142,10 @@ def _expected_types(p: inspect.Parameter) -> tuple[type, ...] | None:
     default = p.default
     if default is inspect.Parameter.empty or default is None:
         return None
+    if isinstance(default, bool):
+        return (bool,)
+    if isinstance(default, (int, float)):
+        return (float,)  # unannotated numeric defaults: pml writes alpha=2 for a float
     if isinstance(default, _SIMPLE):
         return (type(default),)
     return None
@@ -154,7 +159,7 @@ def _coerce(p: inspect.Parameter, value: Any, what: str) -> Any:
     if isinstance(value, expected) and (not is_bool or bool in expected):
         return value
     if float in expected and isinstance(value, int) and not is_bool:
-        return float(value)
+        return value if int in expected or isinstance(p.default, int) else float(value)
     names = " or ".join(t.__name__ for t in expected)
     raise ConfigError(
         f"{what} argument {p.name}={value!r} has type {type(value).__name__}; expected {names}"
