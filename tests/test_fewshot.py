@@ -1,0 +1,164 @@
+"""Few-shot adaptation: episode construction, mean/std over episodes, resume, errors, real data."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from oodml.cli import app
+from oodml.errors import ConfigError, SplitFileError
+from oodml.metrics import DEFAULT_METRICS
+from oodml.splits.splitfile import load_splitfile
+from oodml.train.fewshot import (
+    FewshotConfig,
+    _adapt_episode,
+    episode_indices,
+    fewshot_key,
+    run_fewshot,
+)
+from oodml.train.loop import TrainConfig
+from oodml.train.results import run_path
+from oodml.train.runner import RunSpec, resolve, run_key, run_one, trained_model
+from oodml.train.synthetic import make_synthetic_study
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    return make_synthetic_study(
+        tmp_path_factory.mktemp("fewshot"), n_splits=1, shots=(2, 5), n_episodes=3
+    )
+
+
+def spec_for(study, out: Path, **kw) -> RunSpec:
+    return RunSpec(
+        splitfile=str(study.splitfile),
+        root=str(study.root),
+        split_id=1,
+        seed=kw.pop("seed", 0),
+        loss=kw.pop("loss", "proxyanchor"),
+        results_dir=str(out),
+        cache_dir=str(study.cache_dir),
+        train=TrainConfig(epochs=2, batch_size=16, m=4),
+        **kw,
+    )
+
+
+def test_episode_support_and_query_partition_the_episode_classes(study):
+    _, sf, manifest, split = resolve(spec_for(study, Path("unused")))
+    episode = split.episodes[5][0]
+    support, query, classes = episode_indices(manifest, split, episode)
+    assert classes == sorted(split.test)
+    assert len(support) == 5 * len(classes)
+    assert not set(support.tolist()) & set(query.tolist())
+    all_test = set(manifest.indices_of(split.test).tolist())
+    assert set(support.tolist()) | set(query.tolist()) == all_test
+    assert {manifest.paths[i] for i in support} == {p for c in classes for p in episode[c]}
+
+
+def test_rows_are_mean_and_std_over_episodes(study, tmp_path):
+    spec = spec_for(study, tmp_path)
+    cfg = FewshotConfig(shots=(2, 5), epochs=3)
+    rows = run_fewshot(spec, cfg)
+    assert {(r["shots"], r["metric"]) for r in rows} == {
+        (s, m) for s in (2, 5) for m in DEFAULT_METRICS
+    }
+    # by hand: adapt every 2-shot episode separately with the same seeds
+    base, resolved, _, manifest, split, _ = trained_model(spec)
+    per_episode = [
+        _adapt_episode(
+            resolved, cfg, base, manifest, split, ep, 2, resolved.seed * 1_000_003 + 2 * 1009 + e
+        )
+        for e, ep in enumerate(split.episodes[2])
+    ]
+    for r in rows:
+        assert r["protocol"] == "fewshot" and r["n_episodes"] == 3 and r["epochs"] == 2
+        if r["shots"] == 2:
+            vals = [s[r["metric"]] for s in per_episode]
+            assert r["value"] == pytest.approx(np.mean(vals), abs=1e-9)
+            assert r["std"] == pytest.approx(np.std(vals), abs=1e-9)
+    assert any(r["std"] > 0 for r in rows)  # episodes really differ
+
+
+def test_fewshot_reuses_the_zeroshot_model_and_resumes(study, tmp_path):
+    spec = spec_for(study, tmp_path, loss="multisimilarity")
+    run_one(spec)
+    ckpt = tmp_path / "checkpoints" / f"{run_key(spec)}.pt"
+    stamp = ckpt.stat().st_mtime_ns
+    cfg = FewshotConfig(shots=(2,), epochs=2, max_episodes=2)
+    first = run_fewshot(spec, cfg)
+    assert ckpt.stat().st_mtime_ns == stamp  # the trained model was reloaded, not retrained
+    assert run_path(tmp_path, fewshot_key(spec, 2)).is_file()
+    again = run_fewshot(spec, cfg)
+    assert [r["value"] for r in first] == [r["value"] for r in again]
+    assert first[0]["n_episodes"] == 2
+
+
+def test_fewshot_errors(study, tmp_path):
+    with pytest.raises(SplitFileError, match="no 10-shot episodes .*has: 2, 5"):
+        run_fewshot(spec_for(study, tmp_path), FewshotConfig(shots=(10,)))
+    with pytest.raises(ConfigError, match="unknown --tune"):
+        FewshotConfig(tune="backbone")
+    with pytest.raises(ConfigError, match="positive"):
+        FewshotConfig(shots=(0,))
+
+
+def test_cli_fewshot_writes_fewshot_rows(study, tmp_path):
+    out = tmp_path / "cli"
+    args = [
+        "fewshot",
+        str(study.splitfile),
+        "--root",
+        str(study.root),
+        "--cache",
+        str(study.cache_dir),
+        "--loss",
+        "softmax",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--shots",
+        "5",
+        "--ft-epochs",
+        "2",
+        "--max-episodes",
+        "2",
+        "--out",
+        str(out),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    df = pd.read_csv(out / "results.csv")
+    assert set(df["protocol"]) == {"fewshot"} and set(df["shots"]) == {5}
+    assert (df["n_episodes"] == 2).all() and not df["std"].isna().any()
+
+
+OMNIGLOT_SPLITS = REPO / "splits" / "omniglot_small1_efficientnet-lite0_class-means_greedy.json"
+
+
+def test_real_omniglot_fewshot(omniglot_zip, omniglot_features, omniglot_features_cache):
+    assert OMNIGLOT_SPLITS.is_file(), f"published split file missing: {OMNIGLOT_SPLITS}"
+    sf = load_splitfile(OMNIGLOT_SPLITS)
+    split = sf.ladder[0]
+    shots = min(split.episodes)
+    spec = RunSpec(
+        splitfile=str(OMNIGLOT_SPLITS),
+        root=str(omniglot_zip),
+        split_id=split.id,
+        seed=0,
+        loss="proxyanchor",
+        results_dir=str(omniglot_features_cache / "fewshot"),
+        cache_dir=str(omniglot_features_cache),
+        train=TrainConfig(epochs=2, batch_size=32, m=4),
+    )
+    rows = run_fewshot(spec, FewshotConfig(shots=(shots,), epochs=2, max_episodes=2))
+    vals = {r["metric"]: r for r in rows}
+    assert vals["recall@1"]["n_episodes"] == 2
+    assert 0.05 < vals["recall@1"]["value"] <= 1.0 and not math.isnan(vals["map@r"]["std"])
