@@ -262,8 +262,8 @@ def test_report_folder_html_embeds_every_image(tmp_path):
     import base64
     assert sorted(base64.b64decode(u) for u in uris) == sorted(
         (out / p).read_bytes() for p in pngs)
-    for png in pngs:
-        assert Image.open(out / png).info["dpi"] == pytest.approx((150, 150), abs=0.05)  # stored per metre
+    for png in pngs:  # PNG stores dots per metre, so 150 dpi reads back as 150.01
+        assert Image.open(out / png).info["dpi"] == pytest.approx((150, 150), abs=0.05)
     assert "src=\"http" not in page and "<script" not in page
     ranks = pd.read_csv(out / "ranks.csv")
     assert list(ranks["is_start"]) == [False, True, False]
