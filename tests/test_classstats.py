@@ -1,0 +1,215 @@
+"""Class statistics: pooled Gaussians, incremental updates, the two set distances."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pytorch_fid.fid_score import calculate_frechet_distance as pfid
+
+from oodml.classstats import ClassStats, MeansDistance, PooledGaussian
+from oodml.data import load_dataset
+from oodml.errors import ConfigError
+from oodml.frechet import fit_gaussian, frechet_distance, trace_sqrt_product
+
+
+def make_data(seed: int, n: int = 400, d: int = 24, c: int = 10):
+    rng = np.random.default_rng(seed)
+    lab_idx = np.concatenate([np.arange(c), np.arange(c), rng.integers(0, c, n - 2 * c)])
+    rng.shuffle(lab_idx)
+    offsets = rng.standard_normal((c, d)) * 2 + 50.0
+    x = (rng.standard_normal((n, d)) + offsets[lab_idx]).astype(np.float32)
+    labels = [f"cls{i:02d}" for i in lab_idx]
+    return x, labels
+
+
+def rows_of(x: np.ndarray, labels: list[str], classes) -> np.ndarray:
+    return x[np.isin(labels, list(classes))].astype(np.float64)
+
+
+def naive_class_means(means: np.ndarray, ia, ib, eps: float) -> float:
+    """The d-dimensional definition: unbiased covariance of the means + eps*I on both sides."""
+    m1, s1 = fit_gaussian(means[ia])
+    m2, s2 = fit_gaussian(means[ib])
+    eye = np.eye(means.shape[1]) * eps
+    diff = m1 - m2
+    tr = np.trace(s1) + np.trace(s2) + 2 * eps * means.shape[1]
+    return float(diff @ diff + tr) - 2 * trace_sqrt_product(s1 + eye, s2 + eye, "svd")
+
+
+def test_from_features_counts_and_means() -> None:
+    x, labels = make_data(0)
+    st_ = ClassStats.from_features(x, labels)
+    assert st_.classes == tuple(sorted(set(labels)))
+    for i, c in enumerate(st_.classes):
+        r = rows_of(x, labels, [c])
+        assert st_.counts[i] == len(r)
+        np.testing.assert_allclose(st_.means[i], r.mean(0), rtol=1e-12)
+        np.testing.assert_allclose(st_.gram(c), (r - st_.center).T @ (r - st_.center), rtol=1e-10)
+    assert st_.means.dtype == np.float64
+
+
+def test_pooled_equals_direct_fit() -> None:
+    x, labels = make_data(1)
+    st_ = ClassStats.from_features(x, labels)
+    chosen = ["cls01", "cls04", "cls07"]
+    p = st_.pooled(chosen)
+    mu, sigma = fit_gaussian(rows_of(x, labels, chosen))
+    assert p.n == len(rows_of(x, labels, chosen))
+    np.testing.assert_allclose(p.mean, mu, rtol=1e-12)
+    np.testing.assert_allclose(p.cov, sigma, rtol=1e-9, atol=1e-12)
+    assert p.classes == tuple(chosen)
+
+
+@settings(max_examples=30, deadline=None)
+@given(ops=st.lists(st.integers(0, 9), min_size=1, max_size=40), cache=st.sampled_from([0, 5000]))
+def test_incremental_equals_recomputation(ops: list[int], cache: int) -> None:
+    x, labels = make_data(2)
+    st_ = ClassStats.from_features(x, labels, gram_cache_bytes=cache)
+    p = PooledGaussian(st_)
+    members: set[int] = set()
+    for i in ops:
+        if i in members:
+            p.remove(i)
+            members.remove(i)
+        else:
+            p.add(st_.classes[i])
+            members.add(i)
+    assert p.members == members
+    if len(members) >= 1:
+        r = rows_of(x, labels, [st_.classes[i] for i in members])
+        assert p.n == len(r)
+        np.testing.assert_allclose(p.mean, r.mean(0), rtol=1e-11)
+        if len(r) >= 2:
+            np.testing.assert_allclose(p.cov, np.cov(r, rowvar=False), rtol=1e-8, atol=1e-10)
+    else:
+        assert p.n == 0
+        with pytest.raises(ConfigError):
+            _ = p.mean
+
+
+def test_samples_distance_equals_usual_fid() -> None:
+    x, labels = make_data(3, n=1200, d=20)
+    st_ = ClassStats.from_features(x, labels)
+    a, b = st_.classes[:4], st_.classes[4:]
+    m1, s1 = fit_gaussian(rows_of(x, labels, a))
+    m2, s2 = fit_gaussian(rows_of(x, labels, b))
+    want = pfid(m1, s1, m2, s2)
+    assert st_.distance(a, b, mode="samples") == pytest.approx(want, rel=1e-6)
+    assert st_.distance(a, b, mode="samples") == pytest.approx(
+        frechet_distance(m1, s1, m2, s2), rel=1e-9
+    )
+
+
+@pytest.mark.parametrize("eps", [1e-8, 1e-4])
+def test_class_means_three_routes_agree(eps: float) -> None:
+    rng = np.random.default_rng(4)
+    c, d = 30, 160
+    labels = [f"k{i:02d}" for i in range(c) for _ in range(3)]
+    x = rng.standard_normal((3 * c, d)) * rng.uniform(0.1, 2, d) + 7.0
+    st_ = ClassStats.from_features(x, labels)
+    md = st_.means_distance(eps)
+    assert md.rank == c - 1
+    for trial in range(3):
+        perm = rng.permutation(c)
+        ia, ib = np.sort(perm[: 5 + 6 * trial]), np.sort(perm[5 + 6 * trial :])
+        want = naive_class_means(st_.means, ia, ib, eps)
+        fast = md.distance(ia, ib)
+        via_stats = st_.distance([st_.classes[i] for i in ia], ib, mode="class-means", eps=eps)
+        assert fast == pytest.approx(want, rel=1e-10)
+        assert via_stats == pytest.approx(want, rel=1e-10)
+
+
+def test_class_means_default_eps_matches_pytorch_fid() -> None:
+    rng = np.random.default_rng(5)
+    means = rng.standard_normal((30, 64)) * 0.5
+    labels = [i for i in range(30) for _ in range(2)]
+    x = np.repeat(means, 2, axis=0) + rng.standard_normal((60, 64)) * 0.01
+    st_ = ClassStats.from_features(x, labels)
+    ia, ib = np.arange(12), np.arange(12, 30)
+    m1, s1 = fit_gaussian(st_.means[ia])
+    m2, s2 = fit_gaussian(st_.means[ib])
+    eye = np.eye(64) * 1e-8
+    want = pfid(m1, s1 + eye, m2, s2 + eye)
+    assert st_.distance(ia, ib) == pytest.approx(want, rel=1e-6)
+    assert MeansDistance(st_.means).distance(ia, ib) == pytest.approx(want, rel=1e-6)
+
+
+def test_samples_evaluator_moves_and_peeks() -> None:
+    x, labels = make_data(6, n=900, d=16, c=12)
+    st_ = ClassStats.from_features(x, labels)
+    sd = st_.samples_distance(st_.classes[:6], st_.classes[6:])
+    rng = np.random.default_rng(0)
+    for _ in range(15):
+        c = st_.classes[int(rng.integers(0, 12))]
+        to = [None, "train", "test"][int(rng.integers(0, 3))]
+        tr, te = set(sd.train) - {c}, set(sd.test) - {c}
+        if to == "train":
+            tr.add(c)
+        elif to == "test":
+            te.add(c)
+        if len(tr) < 1 or len(te) < 1:
+            continue
+        expected = st_.distance(sorted(tr), sorted(te), mode="samples")
+        before = sd.distance()
+        assert sd.peek(c, to) == pytest.approx(expected, rel=1e-9)
+        assert sd.distance() == before
+        snapshot = sd.copy()
+        if to is None:
+            sd.remove(c)
+        else:
+            sd.move(c, to)
+        assert sd.distance() == pytest.approx(expected, rel=1e-9)
+        assert snapshot.distance() == before
+        assert set(sd.train) == tr and set(sd.test) == te
+        assert set(sd.removed) == set(st_.classes) - tr - te
+        assert sd.side_of(c) == to
+
+
+def test_real_omniglot_pixels(omniglot_zip) -> None:
+    manifest = load_dataset("omniglot", omniglot_zip)
+    idx = manifest.indices_of(manifest.classes[:24])
+    feats = []
+    for i in idx:
+        img = np.asarray(manifest.load_image(int(i)).convert("L"), dtype=np.float64) / 255.0
+        feats.append(img[:98, :98].reshape(14, 7, 14, 7).mean((1, 3)).ravel())
+    x = np.array(feats, dtype=np.float32)
+    labels = [manifest.labels[int(i)] for i in idx]
+    st_ = ClassStats.from_features(x, labels)
+    assert len(st_.classes) == 24 and st_.counts.sum() == len(idx)
+    a, b = st_.classes[:12], st_.classes[12:]
+    ia, ib = st_.indices(a), st_.indices(b)
+    eye = np.eye(x.shape[1]) * 1e-8
+    m1, s1 = fit_gaussian(st_.means[ia])
+    m2, s2 = fit_gaussian(st_.means[ib])
+    want = pfid(m1, s1 + eye, m2, s2 + eye)
+    assert st_.distance(a, b, mode="class-means") == pytest.approx(want, rel=1e-6)
+    assert st_.means_distance().distance(ia, ib) == pytest.approx(want, rel=1e-6)
+    m1, s1 = fit_gaussian(rows_of(x, labels, a))
+    m2, s2 = fit_gaussian(rows_of(x, labels, b))
+    assert st_.distance(a, b, mode="samples") == pytest.approx(pfid(m1, s1, m2, s2), rel=1e-6)
+
+
+def test_bad_inputs() -> None:
+    x, labels = make_data(7)
+    st_ = ClassStats.from_features(x, labels)
+    with pytest.raises(ConfigError, match="unknown class"):
+        st_.distance(["nope", "cls01"], ["cls02", "cls03"])
+    with pytest.raises(ConfigError, match="at least 2"):
+        st_.distance(["cls00"], ["cls02", "cls03"])
+    with pytest.raises(ConfigError, match="mode"):
+        st_.distance(["cls00", "cls01"], ["cls02", "cls03"], mode="pixels")
+    with pytest.raises(ConfigError, match="labels"):
+        ClassStats.from_features(x, labels[:-1])
+    bad = x.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ConfigError, match="NaN"):
+        ClassStats.from_features(bad, labels)
+    p = st_.pooled(["cls00"])
+    with pytest.raises(ConfigError):
+        p.add("cls00")
+    with pytest.raises(ConfigError):
+        p.remove("cls01")
+    with pytest.raises(ConfigError):
+        st_.samples_distance(["cls00", "cls01"], ["cls01", "cls02"])
