@@ -1,0 +1,429 @@
+"""Ladder walks over integer class indices: the published ooDML procedure and our greedy one.
+
+Pure functions: class vectors (C x D, used only to rank candidates), a split-distance callable
+over index lists, and the starting index lists in; a list of :class:`RawStep` out. Names, modes
+and the public dataclasses live in :mod:`oodml.splits.ladder`.
+
+Ranking (both procedures), for the current train list X and test list Y of class vectors with
+means mu_train and mu_test (Euclidean norms):
+
+* train position p: a_p = |x_p - mu_test| - |x_p - mu_train|  (small: looks like a test class)
+* test position q:  b_q = |y_q - mu_train| - |y_q - mu_test|  (small: looks like a train class)
+
+Moving the smallest-scored classes across makes the split harder; the easier direction uses
+the reversed orders.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+SplitDistance = Callable[[Sequence[int], Sequence[int]], float]
+Progress = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class RawStep:
+    """One recorded split: class indices in the order the state holds them."""
+
+    index: int
+    phase: str
+    train: tuple[int, ...]
+    test: tuple[int, ...]
+    removed: tuple[int, ...]
+    distance: float
+
+
+def scores(vectors: np.ndarray, train: Sequence[int], test: Sequence[int]):
+    """(a, b): the ranking scores of the train and test positions (see the module docstring)."""
+    x, y = vectors[list(train)], vectors[list(test)]
+    mu_train, mu_test = x.mean(axis=0), y.mean(axis=0)
+    a = np.linalg.norm(x - mu_test, axis=1) - np.linalg.norm(x - mu_train, axis=1)
+    b = np.linalg.norm(y - mu_train, axis=1) - np.linalg.norm(y - mu_test, axis=1)
+    return a, b
+
+
+def _recent(history: list[int], h: int) -> list[int]:
+    return history[max(0, len(history) - h) :] if h > 0 else []
+
+
+def oodml_pick(
+    order_a: np.ndarray,
+    order_b: np.ndarray,
+    k: int,
+    hist_a: list[int],
+    hist_b: list[int],
+    history: int,
+) -> tuple[int | None, int | None]:
+    """The k-th swap's (train position, test position), as published.
+
+    Walks both orders from offset k in lockstep (so at most min(len) - k entries of each are
+    seen) and takes, independently per side, the first position not among that side's last
+    ``history`` picks; each pick is appended to its side's history as soon as it is made.
+    A side with no admissible position returns None.
+    """
+    pa: int | None = None
+    pb: int | None = None
+    for j in range(k, min(len(order_a), len(order_b))):
+        if pa is None and int(order_a[j]) not in _recent(hist_a, history):
+            pa = int(order_a[j])
+            hist_a.append(pa)
+        if pb is None and int(order_b[j]) not in _recent(hist_b, history):
+            pb = int(order_b[j])
+            hist_b.append(pb)
+        if pa is not None and pb is not None:
+            break
+    return pa, pb
+
+
+def _orders(vectors, train, test, reverse: bool) -> tuple[np.ndarray, np.ndarray]:
+    a, b = scores(vectors, train, test)
+    oa, ob = np.argsort(a, kind="stable"), np.argsort(b, kind="stable")
+    return (oa[::-1], ob[::-1]) if reverse else (oa, ob)
+
+
+def _oodml_swaps(vectors, train, test, s, history, hist_a, hist_b, reverse):
+    """Make the s picks of one iteration and exchange them in place; returns the picks."""
+    order_a, order_b = _orders(vectors, train, test, reverse)
+    picks_a, picks_b = [], []
+    for k in range(s):
+        pa, pb = oodml_pick(order_a, order_b, k, hist_a, hist_b, history)
+        if pa is None or pb is None:
+            continue
+        train[pa], test[pb] = test[pb], train[pa]
+        picks_a.append(pa)
+        picks_b.append(pb)
+    return picks_a, picks_b
+
+
+def oodml_swap_walk(
+    vectors: np.ndarray,
+    dist: SplitDistance,
+    train: list[int],
+    test: list[int],
+    *,
+    iterations: int,
+    swaps_per_iter: int,
+    history: int,
+    reverse: bool,
+    phase: str,
+    tick: Progress | None = None,
+) -> list[RawStep]:
+    """The published swap phase: iteration i records the split under key +-i*s, then swaps.
+
+    ``train`` and ``test`` are updated in place to the final state (after the last
+    iteration's swaps, which is not recorded here).
+    """
+    hist_a: list[int] = []
+    hist_b: list[int] = []
+    sign = -1 if reverse else 1
+    out = []
+    for i in range(iterations):
+        d = dist(train, test)
+        out.append(RawStep(sign * i * swaps_per_iter, phase, tuple(train), tuple(test), (), d))
+        _oodml_swaps(vectors, train, test, swaps_per_iter, history, hist_a, hist_b, reverse)
+        if tick:
+            tick()
+    return out
+
+
+def oodml_removal_walk(
+    vectors: np.ndarray,
+    dist: SplitDistance,
+    train: list[int],
+    test: list[int],
+    *,
+    iterations: int,
+    swaps_per_iter: int,
+    history: int,
+    first_index: int,
+    tick: Progress | None = None,
+) -> list[RawStep]:
+    """The published removal phase, from one consistent state (fresh pick histories).
+
+    Each iteration records the split, makes and applies the s picks, and computes the distance
+    after. As published (and as issue 3 words it): if that distance is NOT LOWER than before
+    (after >= before), the swaps are undone and the picked entries are deleted from both lists
+    instead (each position once, highest first); if it is lower, the swaps are kept. So removal
+    happens exactly when the swapped classes would have raised (or kept) the distance, and
+    iterations where the swaps lowered it keep the lower split: the phase alternates.
+
+    Guards the published script lacks: a pick that finds no admissible position is skipped,
+    and the phase stops early instead of leaving a side with fewer than 2 classes.
+    """
+    hist_a: list[int] = []
+    hist_b: list[int] = []
+    removed: list[int] = []
+    out = []
+    before = dist(train, test)
+    for i in range(iterations):
+        out.append(
+            RawStep(
+                first_index + i * swaps_per_iter,
+                "removal",
+                tuple(train),
+                tuple(test),
+                tuple(removed),
+                before,
+            )
+        )
+        old_train, old_test = list(train), list(test)
+        picks_a, picks_b = _oodml_swaps(
+            vectors, train, test, swaps_per_iter, history, hist_a, hist_b, False
+        )
+        after = dist(train, test)
+        if after >= before:
+            train[:], test[:] = old_train, old_test
+            if min(len(train) - len(set(picks_a)), len(test) - len(set(picks_b))) < 2:
+                break
+            for side, picks in ((train, picks_a), (test, picks_b)):
+                for p in sorted(set(picks), reverse=True):
+                    removed.append(side.pop(p))
+            after = dist(train, test)
+        before = after
+        if tick:
+            tick()
+    return out
+
+
+OODML_DEFAULTS: dict = {
+    "iterations": 25,
+    "swaps_per_iter": 2,
+    "history": 5,
+    "removal_iterations": None,
+    "easier_iterations": None,
+    "easier_history": None,
+}
+
+
+def oodml_total(params: dict) -> int:
+    """Number of progress ticks :func:`oodml_procedure` makes."""
+    n = params["iterations"]
+    easier = or_default(params["easier_iterations"], n)
+    return n + easier + or_default(params["removal_iterations"], n + 10)
+
+
+def or_default(value, default):
+    """``value``, or ``default`` when it is None."""
+    return default if value is None else value
+
+
+def oodml_procedure(
+    vectors: np.ndarray,
+    dist: SplitDistance,
+    train: Sequence[int],
+    test: Sequence[int],
+    params: dict,
+    tick: Progress | None = None,
+) -> list[RawStep]:
+    """Easier swaps, harder swaps, then removal from the final harder state, as published.
+
+    Defaults: N = 25 iterations, s = 2 swaps per iteration, history H = 5; the easier walk uses
+    N iterations and H unless ``easier_iterations`` / ``easier_history`` say otherwise (the study
+    used N - 10 and 30 for CUB200); removal runs N + 10 iterations unless
+    ``removal_iterations`` is set. Keys: easier -i*s, harder +i*s, removal N*s + i*s.
+    """
+    n, s, h = params["iterations"], params["swaps_per_iter"], params["history"]
+    easy = oodml_swap_walk(
+        vectors,
+        dist,
+        list(train),
+        list(test),
+        iterations=or_default(params["easier_iterations"], n),
+        swaps_per_iter=s,
+        history=or_default(params["easier_history"], h),
+        reverse=True,
+        phase="easier",
+        tick=tick,
+    )
+    tr, te = list(train), list(test)
+    hard = oodml_swap_walk(
+        vectors,
+        dist,
+        tr,
+        te,
+        iterations=n,
+        swaps_per_iter=s,
+        history=h,
+        reverse=False,
+        phase="harder",
+        tick=tick,
+    )
+    removal = oodml_removal_walk(
+        vectors,
+        dist,
+        tr,
+        te,
+        iterations=or_default(params["removal_iterations"], n + 10),
+        swaps_per_iter=s,
+        history=h,
+        first_index=n * s,
+        tick=tick,
+    )
+    d0 = hard[0].distance if hard else dist(list(train), list(test))
+    start = RawStep(0, "start", tuple(train), tuple(test), (), d0)
+    return [*reversed(easy[1:]), start, *hard[1:], *removal]
+
+
+GREEDY_DEFAULTS: dict = {
+    "candidates": None,
+    "verify": 3,
+    "removal_candidates": None,
+    "max_steps": 200,
+    "min_fraction": 0.25,
+    "max_removed_fraction": 0.4,
+    "removal": True,
+}
+
+Screen = Callable[[list[list[int]], list[list[int]]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class _Move:
+    train: list[int]
+    test: list[int]
+    gone: int | None
+    tie: tuple[str, str]
+
+
+def _ranked(score: np.ndarray, side: Sequence[int], names: Sequence[str], reverse: bool):
+    """Positions of ``side`` by ascending score (descending if ``reverse``), ties by name."""
+    key = -score if reverse else score
+    return sorted(range(len(side)), key=lambda p: (key[p], names[side[p]]))
+
+
+def _best_move(
+    moves: list[_Move], dist: SplitDistance, cur: float, sign: float,
+    screen: Screen | None, verify: int,
+) -> tuple[_Move, float] | None:
+    """The move of largest gain sign * (d - cur) > 0, or None.
+
+    Without ``screen`` every move's exact distance decides. With ``screen`` (a cheap batched
+    estimate, e.g. the eps-free low-rank distance) moves are ordered by their estimate and the
+    first of the top ``verify`` whose exact distance strictly improves is taken.
+    """
+    if not moves:
+        return None
+    if screen is None:
+        est = np.array([dist(m.train, m.test) for m in moves])
+    else:
+        est = np.empty(len(moves))
+        for shape in {(len(m.train), len(m.test)) for m in moves}:
+            group = [i for i, m in enumerate(moves) if (len(m.train), len(m.test)) == shape]
+            est[group] = screen([moves[i].train for i in group], [moves[i].test for i in group])
+    order = sorted(range(len(moves)), key=lambda i: (-sign * est[i], moves[i].tie))
+    for i in order if screen is None else order[:verify]:
+        d = float(est[i]) if screen is None else dist(moves[i].train, moves[i].test)
+        if sign * (d - cur) > 0:
+            return moves[i], d
+        if screen is None:
+            return None
+    return None
+
+
+def greedy_walk(
+    vectors: np.ndarray,
+    names: Sequence[str],
+    dist: SplitDistance,
+    train: list[int],
+    test: list[int],
+    *,
+    easier: bool,
+    candidates: int,
+    verify: int,
+    removal_candidates: int,
+    max_steps: int,
+    min_train: int,
+    min_test: int,
+    max_removed: int,
+    screen: Screen | None = None,
+    tick: Progress | None = None,
+) -> list[RawStep]:
+    """Best-improvement walk; returns the steps after the start (each strictly better).
+
+    Per step: rank both sides as the ooDML procedure does, take the top ``candidates``
+    positions of each and consider every train x test swap among them; apply the one with the
+    largest gain (higher distance; lower when ``easier``) if the gain is > 0 (see
+    :func:`_best_move` for the optional screening). Otherwise, while fewer than
+    ``max_removed`` classes are removed, consider removing each candidate alone (never going
+    below ``min_train`` / ``min_test`` classes) the same way. Stop when nothing improves or
+    after ``max_steps`` steps. Ties go to the smaller class names, so the walk is deterministic.
+    """
+    sign = -1.0 if easier else 1.0
+    phase = "easier" if easier else "harder"
+    cur = dist(train, test)
+    removed: list[int] = []
+    out: list[RawStep] = []
+    for n in range(1, max_steps + 1):
+        a, b = scores(vectors, train, test)
+        rank_a, rank_b = _ranked(a, train, names, easier), _ranked(b, test, names, easier)
+        cand_a, cand_b = rank_a[:candidates], rank_b[:candidates]
+        swaps = []
+        for pa in cand_a:
+            for pb in cand_b:
+                tr, te = list(train), list(test)
+                tr[pa], te[pb] = test[pb], train[pa]
+                swaps.append(_Move(tr, te, None, (names[train[pa]], names[test[pb]])))
+        best = _best_move(swaps, dist, cur, sign, screen, verify)
+        if best is None and len(removed) < max_removed:
+            drops = []
+            for which, side, ranked, floor in ((0, train, rank_a, min_train),
+                                               (1, test, rank_b, min_test)):
+                for p in ranked[:removal_candidates] if len(side) > floor else []:
+                    lists = [list(train), list(test)]
+                    lists[which].pop(p)
+                    drops.append(_Move(lists[0], lists[1], side[p], (names[side[p]], "")))
+            best = _best_move(drops, dist, cur, sign, screen, verify)
+        if best is None:
+            break
+        move, cur = best
+        train[:], test[:] = move.train, move.test
+        if move.gone is not None:
+            removed.append(move.gone)
+        out.append(
+            RawStep(
+                -n if easier else n,
+                phase if move.gone is None else "removal",
+                tuple(train),
+                tuple(test),
+                tuple(removed),
+                cur,
+            )
+        )
+        if tick:
+            tick()
+    return out
+
+
+def greedy_procedure(
+    vectors: np.ndarray,
+    names: Sequence[str],
+    dist: SplitDistance,
+    train: Sequence[int],
+    test: Sequence[int],
+    params: dict,
+    tick: Progress | None = None,
+    screen: Screen | None = None,
+) -> list[RawStep]:
+    """Start, greedy easier walk (swaps only), greedy harder walk (swaps, then removals)."""
+    common = {
+        "candidates": params["candidates"],
+        "verify": params["verify"],
+        "removal_candidates": params["removal_candidates"],
+        "max_steps": params["max_steps"],
+        "min_train": max(2, math.ceil(params["min_fraction"] * len(train))),
+        "min_test": max(2, math.ceil(params["min_fraction"] * len(test))),
+        "screen": screen,
+        "tick": tick,
+    }
+    budget = math.floor(params["max_removed_fraction"] * (len(train) + len(test)))
+    start = RawStep(0, "start", tuple(train), tuple(test), (), dist(list(train), list(test)))
+    easy = greedy_walk(vectors, names, dist, list(train), list(test), easier=True,
+                       max_removed=0, **common)
+    hard = greedy_walk(vectors, names, dist, list(train), list(test), easier=False,
+                       max_removed=budget if params["removal"] else 0, **common)
+    return [*reversed(easy), start, *hard]
