@@ -15,7 +15,7 @@ import pytest
 from oodml.data import load_dataset
 from oodml.data.manifest import Manifest
 from oodml.errors import ConfigError, SplitFileError
-from oodml.splits.generate import build_split, start_split
+from oodml.splits.generate import build_split, start_classes
 from oodml.splits.splitfile import (
     SCHEMA,
     SplitFile,
@@ -35,7 +35,7 @@ def manifest(omniglot_zip: Path) -> Manifest:
 
 def make_splitfile(manifest: Manifest, seed: int = 0, episodes: int = 3) -> SplitFile:
     """A three-rung ladder built by hand: start split, then classes swapped, then removed."""
-    train, test = start_split(manifest, seed)
+    train, test = start_classes(manifest, "auto", seed)
     rungs = [
         (train, test, ()),
         (train[2:] + test[:2], test[2:] + train[:2], ()),
@@ -277,9 +277,14 @@ def test_episodes_support_query_and_skip_rule(manifest: Manifest) -> None:
     assert max(counts.values()) < 4
 
 
-def test_start_split_uses_default_or_seeded_halves(manifest: Manifest) -> None:
-    assert start_split(manifest, 0) == (manifest.default_train, manifest.default_test)
-    no_default = replace(manifest, default_train=(), default_test=())
-    tr, te = start_split(no_default, 1)
+def test_start_classes_default_or_seeded_halves(manifest: Manifest) -> None:
+    default = (manifest.default_train, manifest.default_test)
+    assert start_classes(manifest, "auto", 0) == start_classes(manifest, "default", 7) == default
+    tr, te = start_classes(manifest, "random", 1)
     assert set(tr).isdisjoint(te) and len(tr) == len(te) == 68
-    assert start_split(no_default, 1) == (tr, te) != start_split(no_default, 2)
+    assert (tr, te) != default
+    assert start_classes(manifest, "random", 1) == (tr, te) != start_classes(manifest, "random", 2)
+    no_default = replace(manifest, default_train=(), default_test=())
+    assert start_classes(no_default, "auto", 1) == (tr, te)
+    with pytest.raises(ConfigError, match="unknown start 'middle'"):
+        start_classes(manifest, "middle", 0)
