@@ -298,13 +298,14 @@ def _ranked(score: np.ndarray, side: Sequence[int], names: Sequence[str], revers
 
 def _best_move(
     moves: list[_Move], dist: SplitDistance, cur: float, sign: float,
-    screen: Screen | None, verify: int,
+    screen: Screen | None, verify: int, base: float | None,
 ) -> tuple[_Move, float] | None:
     """The move of largest gain sign * (d - cur) > 0, or None.
 
     Without ``screen`` every move's exact distance decides. With ``screen`` (a cheap batched
-    estimate, e.g. the eps-free low-rank distance) moves are ordered by their estimate and the
-    first of the top ``verify`` whose exact distance strictly improves is taken.
+    estimate, e.g. the eps-free low-rank distance; ``base`` is its value for the current split)
+    moves are ordered by their estimate, and the first of the top ``verify`` with an estimated
+    gain > 0 whose exact distance strictly improves is taken.
     """
     if not moves:
         return None
@@ -316,7 +317,9 @@ def _best_move(
             group = [i for i, m in enumerate(moves) if (len(m.train), len(m.test)) == shape]
             est[group] = screen([moves[i].train for i in group], [moves[i].test for i in group])
     order = sorted(range(len(moves)), key=lambda i: (-sign * est[i], moves[i].tie))
-    for i in order if screen is None else order[:verify]:
+    if screen is not None:
+        order = [i for i in order[:verify] if sign * (est[i] - base) > 0]
+    for i in order:
         d = float(est[i]) if screen is None else dist(moves[i].train, moves[i].test)
         if sign * (d - cur) > 0:
             return moves[i], d
@@ -368,7 +371,8 @@ def greedy_walk(
                 tr, te = list(train), list(test)
                 tr[pa], te[pb] = test[pb], train[pa]
                 swaps.append(_Move(tr, te, None, (names[train[pa]], names[test[pb]])))
-        best = _best_move(swaps, dist, cur, sign, screen, verify)
+        base = float(screen([list(train)], [list(test)])[0]) if screen else None
+        best = _best_move(swaps, dist, cur, sign, screen, verify, base)
         if best is None and len(removed) < max_removed:
             drops = []
             for which, side, ranked, floor in ((0, train, rank_a, min_train),
@@ -377,7 +381,7 @@ def greedy_walk(
                     lists = [list(train), list(test)]
                     lists[which].pop(p)
                     drops.append(_Move(lists[0], lists[1], side[p], (names[side[p]], "")))
-            best = _best_move(drops, dist, cur, sign, screen, verify)
+            best = _best_move(drops, dist, cur, sign, screen, verify, base)
         if best is None:
             break
         move, cur = best
