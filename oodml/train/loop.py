@@ -12,6 +12,7 @@ import json
 import os
 import random
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -105,6 +106,22 @@ class TensorInputs:
             yield self.features[start : start + batch_size].to(device)
 
 
+@contextmanager
+def cpu_threads_for(inputs: Inputs, device: torch.device) -> Iterator[None]:
+    """Head-only work on the CPU runs single-threaded: its matrices are tiny, so extra threads
+    only add synchronisation (10x slower on a busy 2-core machine), and one thread makes the
+    floating-point results independent of the core count."""
+    if not (isinstance(inputs, TensorInputs) and device.type == "cpu"):
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     """Seed python, numpy and torch (all devices); ask torch for deterministic kernels."""
     random.seed(seed)
@@ -196,6 +213,36 @@ def train(
 ) -> TrainResult:
     """Train ``model`` and ``loss_fn`` for ``cfg.epochs`` epochs, checkpointing each epoch to
     ``checkpoint`` and resuming from it when its ``tag`` matches."""
+    with cpu_threads_for(inputs, device):
+        return _train(
+            model,
+            loss_fn,
+            miner,
+            inputs,
+            sampler,
+            cfg,
+            device=device,
+            checkpoint=checkpoint,
+            tag=tag,
+            progress=progress,
+            description=description,
+        )
+
+
+def _train(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    miner: nn.Module | None,
+    inputs: Inputs,
+    sampler: BatchSampler,
+    cfg: TrainConfig,
+    *,
+    device: torch.device,
+    checkpoint: Path | None,
+    tag: str,
+    progress: Progress | None,
+    description: str,
+) -> TrainResult:
     model.to(device)
     loss_fn.to(device)
     cuda = device.type == "cuda"
@@ -280,11 +327,12 @@ def embed(
     model.to(device).eval()
     cuda = device.type == "cuda"
     out = []
-    for x in inputs.eval_batches(batch_size, device):
-        if channels_last and cuda and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, enabled=amp and cuda):
-            out.append(model(x).float().cpu())
+    with cpu_threads_for(inputs, device):
+        for x in inputs.eval_batches(batch_size, device):
+            if channels_last and cuda and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, enabled=amp and cuda):
+                out.append(model(x).float().cpu())
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(out).numpy()
