@@ -213,3 +213,91 @@ def test_bad_inputs() -> None:
         p.remove("cls01")
     with pytest.raises(ConfigError):
         st_.samples_distance(["cls00", "cls01"], ["cls01", "cls02"])
+
+
+@pytest.fixture(scope="module")
+def tiny_folders(omniglot_zip, tmp_path_factory):
+    """6 Omniglot classes x 4 images as ds/<class>/<png>, and d1, d2: 3 classes each, flat."""
+    import zipfile
+
+    base = tmp_path_factory.mktemp("fid")
+    with zipfile.ZipFile(omniglot_zip) as zf:
+        names = sorted(n for n in zf.namelist() if n.endswith(".png"))
+        by_class: dict[str, list[str]] = {}
+        for n in names:
+            by_class.setdefault("_".join(n.split("/")[-3:-1]), []).append(n)
+        for k, cls in enumerate(sorted(by_class)[:6]):
+            for n in by_class[cls][:4]:
+                for target in (base / "ds" / cls, base / ("d1" if k < 3 else "d2")):
+                    target.mkdir(parents=True, exist_ok=True)
+                    (target / n.rsplit("/", 1)[1]).write_bytes(zf.read(n))
+    return base
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    from oodml.cli import main
+
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def printed_value(out: str) -> float:
+    return float(out.strip().splitlines()[-1].rsplit(":", 1)[1])
+
+
+def test_cli_dataset_modes_match_api(tiny_folders, capsys) -> None:
+    from oodml.data import load_dataset
+    from oodml.features import get_features
+
+    root, cache = tiny_folders / "ds", tiny_folders / "cache"
+    classes = sorted(p.name for p in root.iterdir())
+    (tiny_folders / "b.txt").write_text("# side B\n" + "\n".join(classes[3:]) + "\n\n")
+    common = ["fid", "--dataset", "imagefolder", "--root", str(root), "--cache", str(cache)]
+    common += [
+        "--workers",
+        "0",
+        "--a",
+        ",".join(classes[:3]),
+        "--b-file",
+        str(tiny_folders / "b.txt"),
+    ]
+    values = {}
+    for mode in ("class-means", "samples"):
+        code, out, err = run_cli([*common, "--mode", mode], capsys)
+        assert code == 0, err
+        values[mode] = printed_value(out)
+    fs = get_features(load_dataset("imagefolder", root), "efficientnet-lite0", cache_dir=cache)
+    st_ = ClassStats.from_features(fs.features, fs.labels)
+    for mode, got in values.items():
+        assert got == pytest.approx(st_.distance(classes[:3], classes[3:], mode=mode), rel=1e-8)
+    code, _, err = run_cli([*common[:-4], "--a", "nope,x", "--b", classes[0]], capsys)
+    assert code == 2 and "not in dataset" in err
+    code, _, err = run_cli([*common, "--mode", "pixels"], capsys)
+    assert code == 2 and "--mode" in err
+
+
+def test_cli_two_folders_match_api(tiny_folders, capsys) -> None:
+    from oodml.commands.fid import folder_manifest
+    from oodml.features import get_features
+    from oodml.frechet import frechet_distance_samples
+
+    d1, d2, cache = tiny_folders / "d1", tiny_folders / "d2", tiny_folders / "cache"
+    code, out, err = run_cli(
+        ["fid", str(d1), str(d2), "--cache", str(cache), "--workers", "0"], capsys
+    )
+    assert code == 0, err
+    x1, x2 = (
+        get_features(folder_manifest(d), "efficientnet-lite0", cache_dir=cache).features
+        for d in (d1, d2)
+    )
+    assert printed_value(out) == pytest.approx(frechet_distance_samples(x1, x2), rel=1e-8)
+    assert printed_value(out) > 0
+    code, _, err = run_cli(["fid", str(d1)], capsys)
+    assert code == 2 and "two image folders" in err
+    code, _, err = run_cli(["fid", str(d1), str(d2), "--mode", "class-means"], capsys)
+    assert code == 2 and "samples" in err
