@@ -25,9 +25,10 @@ from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import numpy as np
+import scipy.linalg as sla
 
 from oodml.errors import ConfigError
-from oodml.frechet import frechet_distance, frechet_distance_samples
+from oodml.frechet import blas_threads_for, frechet_distance, frechet_distance_samples
 
 Mode = Literal["class-means", "samples"]
 MODES: tuple[str, ...] = ("class-means", "samples")
@@ -267,7 +268,9 @@ class MeansDistance:
     (unbiased covariance + eps*I) of ``means[idx_a]`` and ``means[idx_b]``. Why it is exact:
     every mean difference and covariance column lies in V = span{m_c - m_ref}, dim r <= C-1;
     on the complement both covariances are eps*I, contributing eps + eps - 2 sqrt(eps*eps) = 0.
-    So the distance is computed on the r-dimensional coordinates ``coords`` (C x r).
+    So the distance is computed on r-dimensional coordinates ``coords`` (C x r) with the same
+    inner products as the centred means (from the eigendecomposition of their C x C Gram
+    matrix; the distance depends on the points only through these inner products).
     """
 
     def __init__(self, means: np.ndarray, eps: float = CLASS_MEANS_EPS) -> None:
@@ -278,10 +281,13 @@ class MeansDistance:
             raise ConfigError(f"eps must be >= 0, got {eps}")
         self.eps = float(eps)
         centred = means - means.mean(axis=0)
-        u, s, _ = np.linalg.svd(centred, full_matrices=False)
-        tol = (s[0] if s.size else 0.0) * max(centred.shape) * np.finfo(np.float64).eps
-        r = int((s > tol).sum())
-        self.coords = np.ascontiguousarray(u[:, :r] * s[:r])
+        gram = centred @ centred.T
+        with blas_threads_for(gram.shape[0]):
+            lam, u = sla.eigh(gram, check_finite=False, driver="evd")
+        lam, u = lam[::-1], u[:, ::-1]
+        tol = max(float(lam[0]), 0.0) * gram.shape[0] * np.finfo(np.float64).eps
+        r = int((lam > tol).sum())
+        self.coords = np.ascontiguousarray(u[:, :r] * np.sqrt(lam[:r]))
         self.rank = r
 
     def distance(
