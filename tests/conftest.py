@@ -32,7 +32,13 @@ def omniglot_zip(oodml_data: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def omniglot_features_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A feature cache folder shared by the whole test session (pass it as --cache)."""
+    """A feature cache folder shared by the whole test session (pass it as --cache).
+
+    Set ``OODML_TEST_FEATURE_CACHE`` to a persistent folder to reuse features across sessions.
+    """
+    persistent = os.environ.get("OODML_TEST_FEATURE_CACHE")
+    if persistent:
+        return Path(persistent)
     return tmp_path_factory.mktemp("omniglot_features_cache")
 
 

@@ -1,0 +1,210 @@
+"""`oodml splits` end to end on the real Omniglot subset with efficientnet-lite0 features."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import zipfile
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import pytest
+
+from oodml.classstats import ClassStats
+from oodml.cli import main
+from oodml.splits.splitfile import is_strictly_increasing, load_splitfile, verify
+
+COMMANDS = ("generate", "show", "verify", "import-oodml", "export-oodml", "plot")
+
+
+def run(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    try:
+        main(["splits", *map(str, args)])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def generated(
+    omniglot_features, omniglot_features_cache: Path, omniglot_zip: Path, tmp_path_factory
+) -> dict[str, Path]:
+    """Greedy and oodml ladders generated through the CLI (features already cached)."""
+    out = tmp_path_factory.mktemp("cli")
+    files = {}
+    for procedure in ("greedy", "oodml"):
+        files[procedure] = out / f"{procedure}.json"
+        main(
+            [
+                "splits",
+                "generate",
+                "omniglot",
+                "--root",
+                str(omniglot_zip),
+                "--extractor",
+                "efficientnet-lite0",
+                "--mode",
+                "class-means",
+                "--procedure",
+                procedure,
+                "--levels",
+                "5",
+                "--episodes",
+                "2",
+                "--cache",
+                str(omniglot_features_cache),
+                "-o",
+                str(files[procedure]),
+            ]
+        )
+    return files
+
+
+def test_help_for_every_command(capsys: pytest.CaptureFixture) -> None:
+    for command in COMMANDS:
+        code, out, _ = run(capsys, command, "--help")
+        assert code == 0 and "Usage" in out and "--" in out
+
+
+def test_generate_is_deterministic_and_sound(
+    generated: dict[str, Path],
+    omniglot_features,
+    omniglot_features_cache: Path,
+    omniglot_zip: Path,
+    capsys: pytest.CaptureFixture,
+    tmp_path: Path,
+) -> None:
+    manifest, features = omniglot_features
+    again = tmp_path / "again.json"
+    code, out, _ = run(
+        capsys,
+        "generate",
+        "omniglot",
+        "--root",
+        omniglot_zip,
+        "--procedure",
+        "greedy",
+        "--levels",
+        "5",
+        "--episodes",
+        "2",
+        "--cache",
+        omniglot_features_cache,
+        "-o",
+        again,
+    )
+    assert code == 0 and "start" in out and "#removed" in out
+    assert again.read_bytes() == generated["greedy"].read_bytes()
+    stats = ClassStats.from_features(features.features, features.labels)
+    for procedure, path in generated.items():
+        sf = load_splitfile(path)
+        assert sf.procedure == procedure and len(sf.ladder) == 5
+        assert sf.dataset_fingerprint == manifest.fingerprint
+        assert sf.weights_sha256 == features.weights_sha256
+        assert is_strictly_increasing(s.distance for s in sf.ladder)
+        assert sum(s.is_start for s in sf.ladder) == 1
+        start = next(s for s in sf.ladder if s.is_start)
+        assert set(start.train) == set(manifest.default_train)
+        for s in sf.ladder:
+            assert set(s.train) | set(s.test) | set(s.removed) == set(manifest.classes)
+            d = stats.distance(s.train, s.test, mode="class-means")
+            assert d == pytest.approx(s.distance, rel=1e-6)
+            assert sorted(s.episodes) == [2, 5, 10] and all(
+                len(e) == 2 for e in s.episodes.values()
+            )
+        assert verify(sf, manifest, features) == []
+
+
+def test_show_and_verify_ok(
+    generated: dict[str, Path],
+    omniglot_features_cache: Path,
+    omniglot_zip: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    sf = load_splitfile(generated["greedy"])
+    code, out, _ = run(capsys, "show", generated["greedy"])
+    assert code == 0
+    for s in sf.ladder:
+        assert f"{s.distance:.4f}" in out
+    code, out, _ = run(
+        capsys,
+        "verify",
+        generated["greedy"],
+        "--root",
+        omniglot_zip,
+        "--cache",
+        omniglot_features_cache,
+    )
+    assert code == 0 and "OK (5 splits)" in out
+
+
+def test_verify_lists_every_problem(
+    generated: dict[str, Path],
+    omniglot_zip: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    with zipfile.ZipFile(omniglot_zip) as zf:
+        zf.extractall(tmp_path)
+    root = next(p for p in tmp_path.iterdir() if p.is_dir())
+    sf = load_splitfile(generated["greedy"])
+    gone = sf.ladder[0].train[0]
+    shutil.rmtree(root / gone)
+    image = sf.ladder[-1].episodes[2][0][sf.ladder[-1].test[-1]][0]
+    (root / image).unlink()
+    code, out, _ = run(capsys, "verify", generated["greedy"], "--root", root, "--no-distances")
+    assert code == 1
+    problems = [line for line in out.splitlines() if line.startswith("problem:")]
+    assert any("fingerprint" in p for p in problems)
+    assert any(gone in p and "dataset has no" in p for p in problems)
+    assert any("episode image(s) not in the dataset" in p for p in problems)
+    assert f"{len(problems)} problem(s)" in out and len(problems) >= 3 + len(sf.ladder) - 1
+
+
+def test_hand_edited_file_is_one_line_error(
+    generated: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    edited = tmp_path / "edited.json"
+    text = generated["greedy"].read_text()
+    edited.write_text(text.replace('"is_start": true', '"is_start": false', 1))
+    code, _, err = run(capsys, "show", edited)
+    assert code == 2 and "checksum mismatch" in err and err.count("\n") == 1
+
+
+def test_export_import_round_trip(
+    generated: dict[str, Path],
+    omniglot_zip: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    sf = load_splitfile(generated["oodml"])
+    pkl = tmp_path / "ladder.pkl"
+    assert run(capsys, "export-oodml", generated["oodml"], "-o", pkl, "--basenames")[0] == 0
+    assert sorted(pickle.loads(pkl.read_bytes())) == [1, 2, 3, 4, 5]
+    back = tmp_path / "back.json"
+    code, out, _ = run(
+        capsys, "import-oodml", pkl, "-o", back, "--dataset", "omniglot", "--root", omniglot_zip
+    )
+    assert code == 0 and "start" in out
+    imported = load_splitfile(back)
+    assert imported.dataset_fingerprint == sf.dataset_fingerprint
+    for a, b in zip(sf.ladder, imported.ladder, strict=True):
+        assert (a.train, a.test, a.removed, a.is_start) == (b.train, b.test, b.removed, b.is_start)
+        assert (a.distance, a.val, a.episodes) == (b.distance, b.val, b.episodes)
+    code, _, err = run(capsys, "import-oodml", pkl, "-o", back, "--dataset", "omniglot")
+    assert code == 2 and "--dataset and --root go together" in err
+
+
+def test_plot_writes_png_and_pdf(
+    generated: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    png = tmp_path / "ladder.png"
+    code, out, _ = run(capsys, "plot", generated["greedy"], "-o", png, "--pdf")
+    assert code == 0 and "ladder.pdf" in out
+    img = mpimg.imread(png)
+    assert img.shape[1] == 7 * 150 and img.shape[0] == round(5.2 * 150)
+    assert img[..., :3].std() > 0.05
+    assert png.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
