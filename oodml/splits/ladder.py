@@ -14,12 +14,16 @@ Procedures (details in :mod:`oodml.splits.procedures`):
   swaps with history H=5, easier walk on the reversed orders, then N+10 removal iterations
   from one consistent final state). Its distances plateau and oscillate, and its removal
   phase alternates up and down, so the trajectory is not monotone.
-* ``greedy`` (our default) ranks candidates the same way, but evaluates the exact distance of
-  every swap among the top ``candidates`` train x test classes and applies the best one only
-  if it strictly raises the distance (strictly lowers it for the easier walk); when no swap
-  helps it removes the single candidate class with the largest gain, keeping at least
-  ``min_fraction`` of each side. Every step is strictly better than the last, so the whole
-  trajectory is strictly increasing along its index.
+* ``greedy`` (our default) ranks candidates the same way, considers every swap among the top
+  ``candidates`` (5) train x test classes and applies the one with the largest distance gain,
+  only if it strictly raises the distance (strictly lowers it on the easier walk). When no swap
+  helps it removes the single class (among the top ``removal_candidates``, 15, per side) with
+  the largest gain, keeping at least ``min_fraction`` (25%) of each side and removing at most
+  ``max_removed_fraction`` (40%) of all classes; swaps are tried again after each removal.
+  In class-means mode candidates are ranked by a batched eps-free low-rank estimate and the
+  best ``verify`` (3) are checked with the exact distance; in samples mode every candidate
+  gets the exact incremental distance (``candidates`` defaults to 2 there). Every step is
+  strictly better than the last, so the trajectory is strictly increasing along its index.
 """
 
 from __future__ import annotations
