@@ -4,7 +4,8 @@
 (2) 100 vs 100 class means in 2048-d (class-means mode, eps=1e-8 on both diagonals):
     ``MeansDistance.distance`` and ``ClassStats.distance`` vs pytorch-fid on the same covariances.
 
-Usage: python benchmarks/bench_frechet.py [--dim 2048] [--repeats 3]
+Usage: python benchmarks/bench_frechet.py [--dim 2048] [--repeats 3] [--blas-threads N]
+(--blas-threads applies to both sides; on a busy shared machine 1 thread is the steadier.)
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import numpy as np
 from pytorch_fid.fid_score import calculate_frechet_distance as pfid
@@ -85,9 +87,16 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=2048)
     ap.add_argument("--classes", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--blas-threads", type=int, default=None)
     args = ap.parse_args()
-    full_rank(args.dim, args.repeats)
-    class_means(args.dim, args.classes, args.repeats)
+    limit = nullcontext()
+    if args.blas_threads:
+        from threadpoolctl import threadpool_limits
+
+        limit = threadpool_limits(args.blas_threads)
+    with limit:
+        full_rank(args.dim, args.repeats)
+        class_means(args.dim, args.classes, args.repeats)
 
 
 if __name__ == "__main__":
