@@ -151,6 +151,55 @@ def test_efficientnet_lite0_real_weights_separate_classes(omniglot_zip):
     assert dist[same].mean() < dist[differ].mean()
 
 
+def tf_same_conv(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """TensorFlow SAME padding written out: total pad max((ceil(n/s)-1)s + k - n, 0) per axis,
+    the odd pixel on the bottom/right."""
+    k, s = conv.kernel_size[0], conv.stride[0]
+    pads = [max((-(-n // s) - 1) * s + k - n, 0) for n in x.shape[-2:]]
+    x = torch.nn.functional.pad(
+        x, [pads[1] // 2, pads[1] - pads[1] // 2, pads[0] // 2, pads[0] - pads[0] // 2]
+    )
+    return torch.nn.functional.conv2d(x, conv.weight, conv.bias, s, 0, 1, conv.groups)
+
+
+@pytest.mark.parametrize(
+    "kernel,stride,size", [(3, 1, 17), (5, 1, 16), (1, 1, 9), (3, 2, 16), (5, 2, 15), (3, 2, 15)]
+)
+def test_same_conv_matches_tensorflow_padding(kernel: int, stride: int, size: int) -> None:
+    from oodml.features.efficientnet_lite import SameConv2d
+
+    torch.manual_seed(kernel * 10 + stride)
+    conv = SameConv2d(6, 6, kernel, stride, groups=3)
+    x = torch.randn(2, 6, size, size + 1)
+    torch.testing.assert_close(conv(x), tf_same_conv(conv, x), rtol=1e-5, atol=1e-6)
+    assert conv(x).shape[-2:] == (-(-size // stride), -(-(size + 1) // stride))
+
+
+def test_fused_inference_model_equals_the_loaded_network(omniglot_zip):
+    """BatchNorm folded into the convolutions + channels-last (the extraction path) gives the
+    loaded network's features, and leaves the loaded network untouched."""
+    from oodml.features.extract import inference_model, iter_batches
+
+    net = load_extractor("efficientnet-lite0")
+    before = {k: v.clone() for k, v in net.model.state_dict().items()}
+    fast = inference_model(net.model, torch.device("cpu"))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.model.modules())
+    manifest = omniglot_manifest(omniglot_zip, n_classes=3, per_class=2, stride=40)
+    (batch,) = iter_batches(
+        manifest, net.transform, net.collate, batch_size=6, num_workers=0, pin_memory=False
+    )
+    with torch.inference_mode():
+        want = net.model(batch)
+        got = fast(batch.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert want.abs().max() > 1.0
+    for k, v in net.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    features = compute_features(manifest, net, num_workers=0, progress=False)
+    np.testing.assert_allclose(features, want.numpy(), rtol=1e-4, atol=1e-4)
+
+
 def test_wrong_weights_file_is_a_clear_error(tmp_path):
     spec = EXTRACTORS.get("efficientnet-lite0")
     state = torch.load(spec.locate_weights(), map_location="cpu", weights_only=True)

@@ -88,14 +88,31 @@ def test_pure_mean_shift() -> None:
     seed=st.integers(0, 2**32 - 1),
 )
 def test_diagonal_closed_form(a: list[float], seed: int) -> None:
+    """sum (sqrt a_i - sqrt b_i)^2 plus the mean term, to float64 accuracy.
+
+    An eigenvalue below d * eps * ||S|| cannot be told from rounding noise of an exact zero, so
+    it counts as 0; each such eigenvalue changes the result by at most
+    2 sqrt(d eps ||S1|| ||S2||), which is the absolute tolerance (about 1e-7 for these sizes,
+    against relative 1e-9 everywhere else).
+    """
     rng = np.random.default_rng(seed)
     a_ = np.array(a)
     b_ = rng.uniform(0.0, 50.0, a_.size) * (rng.random(a_.size) > 0.2)
     mu1, mu2 = rng.standard_normal(a_.size), rng.standard_normal(a_.size)
     want = float(((mu1 - mu2) ** 2).sum() + ((np.sqrt(a_) - np.sqrt(b_)) ** 2).sum())
     got = frechet_distance(mu1, np.diag(a_), mu2, np.diag(b_))
+    d, eps = a_.size, np.finfo(np.float64).eps
+    noise = 2 * d * np.sqrt(d * eps * a_.max() * b_.max())
     assert not np.isnan(got)
-    assert got == pytest.approx(want, rel=1e-9, abs=1e-9)
+    assert got == pytest.approx(want, rel=1e-9, abs=1e-9 + noise)
+
+
+def test_diagonal_eigenvalue_at_the_noise_floor() -> None:
+    """The case hypothesis found: a = (0, 1, eps); the eps direction is dropped as noise."""
+    a_, b_ = np.array([0.0, 1.0, 2.220446049250313e-16]), np.array([3.0, 0.5, 8.0])
+    want = float(((np.sqrt(a_) - np.sqrt(b_)) ** 2).sum())
+    got = frechet_distance(np.zeros(3), np.diag(a_), np.zeros(3), np.diag(b_))
+    assert abs(got - want) <= 2 * np.sqrt(2.220446049250313e-16 * 8.0) + 1e-12
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -208,3 +208,15 @@ def test_plot_writes_png_and_pdf(
     assert img.shape[1] == 7 * 150 and img.shape[0] == round(5.2 * 150)
     assert img[..., :3].std() > 0.05
     assert png.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_published_omniglot_files_verify(omniglot_features) -> None:
+    manifest, features = omniglot_features
+    published = sorted((Path(__file__).resolve().parents[1] / "splits").glob("omniglot_*.json"))
+    assert len(published) >= 2
+    readme = (published[0].parent / "README.md").read_text()
+    for path in published:
+        sf = load_splitfile(path)
+        assert path.name in readme and sf.dataset_fingerprint in readme
+        assert verify(sf, manifest, features) == []
+        assert is_strictly_increasing(s.distance for s in sf.ladder)

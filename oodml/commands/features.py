@@ -23,7 +23,9 @@ def features(
     weights: Path | None = typer.Option(
         None, "--weights", help="Weights file (state dict); default: built-in or torch hub cache."
     ),
-    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per batch."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, help="Images per batch (default: 64 on CUDA, 8 on CPU)."
+    ),
     workers: int | None = typer.Option(
         None, "--workers", min=0, help="Decoding worker processes (default: min(4, CPUs))."
     ),

@@ -79,7 +79,9 @@ def fid(
         help="Feature cache folder (dataset default: $OODML_CACHE or ~/.cache/oodml; "
         "folders: not cached unless given).",
     ),
-    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per batch."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, help="Images per batch (default: 64 on CUDA, 8 on CPU)."
+    ),
     workers: int | None = typer.Option(None, "--workers", min=0, help="Decoding processes."),
 ) -> None:
     """Fréchet distance between two image folders, or between two class lists of a dataset."""

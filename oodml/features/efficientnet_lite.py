@@ -8,11 +8,13 @@ TensorFlow "SAME" padding, which the ported weights were trained with.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
@@ -31,21 +33,36 @@ FEATURE_DIM = 1280
 
 
 class SameConv2d(nn.Conv2d):
-    """Conv2d with TensorFlow "SAME" padding (extra pixel on the bottom/right when odd)."""
+    """Conv2d with TensorFlow "SAME" padding (extra pixel on the bottom/right when odd).
+
+    With stride 1 and an odd kernel SAME padding is symmetric, so it is the convolution's own
+    zero padding (no padded copy of the input); strided convolutions pad explicitly.
+    """
 
     def __init__(
         self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1
     ) -> None:
-        super().__init__(in_ch, out_ch, kernel, stride, padding=0, groups=groups, bias=False)
+        static = stride == 1 and kernel % 2 == 1
+        super().__init__(
+            in_ch,
+            out_ch,
+            kernel,
+            stride,
+            padding=kernel // 2 if static else 0,
+            groups=groups,
+            bias=False,
+        )
+        self.static_padding = static
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ih, iw = x.shape[-2:]
-        k, s = self.kernel_size[0], self.stride[0]
-        pad_h = max((math.ceil(ih / s) - 1) * s + k - ih, 0)
-        pad_w = max((math.ceil(iw / s) - 1) * s + k - iw, 0)
-        if pad_h or pad_w:
-            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
-        return F.conv2d(x, self.weight, None, self.stride, 0, 1, self.groups)
+        if not self.static_padding:
+            ih, iw = x.shape[-2:]
+            k, s = self.kernel_size[0], self.stride[0]
+            pad_h = max((math.ceil(ih / s) - 1) * s + k - ih, 0)
+            pad_w = max((math.ceil(iw / s) - 1) * s + k - iw, 0)
+            if pad_h or pad_w:
+                x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return self._conv_forward(x, self.weight, self.bias)
 
 
 def _bn(ch: int) -> nn.BatchNorm2d:
@@ -71,8 +88,8 @@ class MBConv(nn.Module):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         x = inputs
         if self.has_expand:
-            x = F.relu6(self._bn0(self._expand_conv(x)))
-        x = F.relu6(self._bn1(self._depthwise_conv(x)))
+            x = F.relu6(self._bn0(self._expand_conv(x)), inplace=True)
+        x = F.relu6(self._bn1(self._depthwise_conv(x)), inplace=True)
         x = self._bn2(self._project_conv(x))
         return x + inputs if self.skip else x
 
@@ -100,13 +117,35 @@ class EfficientNetLite0(nn.Module):
         self._fc = nn.Linear(FEATURE_DIM, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu6(self._bn0(self._conv_stem(x)))
+        x = F.relu6(self._bn0(self._conv_stem(x)), inplace=True)
         for block in self._blocks:
             x = block(x)
-        return F.relu6(self._bn1(self._conv_head(x)))
+        return F.relu6(self._bn1(self._conv_head(x)), inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x).mean(dim=(2, 3))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self._fc(self.forward(x))
+
+    def fused_for_inference(self) -> EfficientNetLite0:
+        """An eval-only copy with every BatchNorm folded into the convolution before it (one
+        pass over each activation instead of two; same function up to float rounding)."""
+        net = copy.deepcopy(self).eval()
+        _fold(net, "_conv_stem", "_bn0")
+        _fold(net, "_conv_head", "_bn1")
+        for block in net._blocks:
+            if block.has_expand:
+                _fold(block, "_expand_conv", "_bn0")
+            _fold(block, "_depthwise_conv", "_bn1")
+            _fold(block, "_project_conv", "_bn2")
+        return net
+
+
+def _fold(module: nn.Module, conv_name: str, bn_name: str) -> None:
+    setattr(
+        module,
+        conv_name,
+        fuse_conv_bn_eval(getattr(module, conv_name), getattr(module, bn_name)),
+    )
+    setattr(module, bn_name, nn.Identity())

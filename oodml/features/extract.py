@@ -7,6 +7,7 @@ process under ``torch.inference_mode`` (optionally with CUDA autocast).
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import warnings
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from oodml.data.manifest import Manifest
@@ -77,20 +79,41 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+CPU_BATCH = 8
+CUDA_BATCH = 64
+
+
 def default_workers() -> int:
     return min(4, os.cpu_count() or 1)
 
 
+def default_batch_size(device: torch.device) -> int:
+    """64 images on a GPU; 8 on a CPU, where larger batches overflow the caches and run the
+    network up to 2x slower per image."""
+    return CUDA_BATCH if device.type == "cuda" else CPU_BATCH
+
+
 def check_run_options(
-    device: str, batch_size: int, num_workers: int | None
-) -> tuple[torch.device, int]:
-    """Validate the run options up front: the device and the worker count to use."""
-    if batch_size < 1:
-        raise ConfigError(f"batch size {batch_size} must be at least 1")
+    device: str, batch_size: int | None, num_workers: int | None
+) -> tuple[torch.device, int, int]:
+    """Validate the run options up front: the device, batch size and worker count to use."""
+    dev = resolve_device(device)
+    batch = default_batch_size(dev) if batch_size is None else batch_size
+    if batch < 1:
+        raise ConfigError(f"batch size {batch} must be at least 1")
     workers = default_workers() if num_workers is None else num_workers
     if workers < 0:
         raise ConfigError(f"--workers {workers} must be 0 or more")
-    return resolve_device(device), workers
+    return dev, batch, workers
+
+
+def inference_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` made ready for fast eval-only forward passes on ``device``: BatchNorm folded
+    into convolutions where the network offers it (``fused_for_inference``), channels-last
+    memory layout (oneDNN on CPU, tensor cores on GPU). The caller's module is not changed."""
+    fuse = getattr(model, "fused_for_inference", None)
+    net = fuse() if callable(fuse) else copy.deepcopy(model)
+    return net.to(device).eval().to(memory_format=torch.channels_last)
 
 
 def _progress(enabled: bool) -> Progress:
@@ -133,14 +156,16 @@ def compute_features(
     extractor: Extractor,
     *,
     device: str = "cpu",
-    batch_size: int = 64,
+    batch_size: int | None = None,
     num_workers: int | None = None,
     amp: bool = False,
     progress: bool = True,
 ) -> np.ndarray:
-    """Run ``extractor`` over every image of ``manifest``: float32 array, N x dim."""
-    dev, workers = check_run_options(device, batch_size, num_workers)
-    model = extractor.model.to(dev).eval()
+    """Run ``extractor`` over every image of ``manifest``: float32 array, N x dim.
+
+    ``batch_size`` None: 64 on CUDA, 8 on CPU."""
+    dev, batch_size, workers = check_run_options(device, batch_size, num_workers)
+    model = inference_model(extractor.model, dev)
     out = np.empty((len(manifest), extractor.dim), dtype=np.float32)
     autocast = (
         torch.autocast("cuda", dtype=torch.float16)
@@ -159,7 +184,8 @@ def compute_features(
     with _progress(progress) as bar, torch.inference_mode(), autocast:
         task = bar.add_task(f"{extractor.name} features", total=len(manifest))
         for batch in batches:
-            feats = model(batch.to(dev, non_blocking=True))
+            x = batch.to(dev, non_blocking=True)
+            feats = model(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x)
             n = feats.shape[0]
             out[start : start + n] = feats.float().cpu().numpy()
             start += n
@@ -173,7 +199,7 @@ def get_features(
     *,
     cache_dir: str | os.PathLike | None = None,
     device: str = "cpu",
-    batch_size: int = 64,
+    batch_size: int | None = None,
     num_workers: int | None = None,
     weights: str | os.PathLike | None = None,
     amp: bool = False,
