@@ -217,6 +217,6 @@ def test_published_omniglot_files_verify(omniglot_features) -> None:
     readme = (published[0].parent / "README.md").read_text()
     for path in published:
         sf = load_splitfile(path)
-        assert path.name in readme and sf.dataset_fingerprint in readme
+        assert path.name in readme and sf.dataset_fingerprint in readme and sf.sha256 in readme
         assert verify(sf, manifest, features) == []
         assert is_strictly_increasing(s.distance for s in sf.ladder)
