@@ -14,35 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 from oodml.errors import OodmlError
+from oodml.train.results import COLUMNS
+from oodml.train.results import METRICS as METRIC_ORDER
 
-COLUMNS = (
-    "splitfile_sha256",
-    "dataset",
-    "split_id",
-    "distance",
-    "method",
-    "config",
-    "seed",
-    "protocol",
-    "shots",
-    "metric",
-    "value",
-    "std",
-    "n_episodes",
-    "wall_time_s",
-    "device",
-    "epochs",
-)
-METRIC_ORDER = (
-    "recall@1",
-    "recall@2",
-    "recall@4",
-    "recall@8",
-    "nmi",
-    "map@r",
-    "r_precision",
-    "map@1000",
-)
 RUN_KEY = ("method", "config", "protocol", "shots", "split_id", "seed", "metric")
 _STR_COLUMNS = ("splitfile_sha256", "dataset", "method", "config", "protocol", "metric", "device")
 
