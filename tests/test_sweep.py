@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -213,3 +214,68 @@ def test_ray_retries_a_killed_worker_without_losing_or_duplicating_rows(
     assert set(zip(df["method"], df["split_id"], strict=True)) == {
         (m, s) for m in ("multisimilarity", "triplet-semihard") for s in (1, 3)
     }
+
+
+def test_rerun_after_a_config_or_ladder_change_is_refused_not_skipped(
+    tmp_path, ladder_file, omniglot_zip, omniglot_features_cache
+):
+    """A finished run is skipped only when its config and split file are the same: otherwise
+    the old rows would be merged silently with (or instead of) the new ones."""
+    from oodml.splits.splitfile import load_splitfile, save_splitfile
+
+    path = write_config(tmp_path / "s.toml", ladder_file, omniglot_zip, tmp_path / "out",
+                        omniglot_features_cache)
+    text = path.read_text().replace("splits = [1, 3]", "splits = [1]")
+    path.write_text(text)
+    first = run_sweep(load_config(path), retries=0)
+    assert first.state.done == 2
+    assert run_sweep(load_config(path), retries=0).state.skipped == 2
+
+    path.write_text(text.replace("epochs = 1", "epochs = 2"))
+    with pytest.raises(ConfigError, match="different config"):
+        run_sweep(load_config(path), retries=0)
+
+    sf = load_splitfile(ladder_file)
+    other = tmp_path / "other.json"  # another ladder: same classes, another content sha256
+    save_splitfile(dataclasses.replace(sf, seed=sf.seed + 1), other)
+    assert load_splitfile(other).sha256 != load_splitfile(ladder_file).sha256
+    path.write_text(text.replace(str(ladder_file), str(other)))
+    with pytest.raises(ConfigError, match="measured on split file"):
+        plan(load_config(path))
+    assert len(pd.read_parquet(tmp_path / "out" / "results.parquet")) == 2 * 2
+
+
+def test_gpu_runs_on_ray_are_checked_by_the_cluster_not_this_machine(
+    tmp_path, ladder_file, omniglot_zip, omniglot_features_cache
+):
+    import torch
+
+    cfg = load_config(write_config(tmp_path / "s.toml", ladder_file, omniglot_zip,
+                                   tmp_path / "out", omniglot_features_cache))
+    specs = plan(cfg, gpus_per_run=1, backend="ray")
+    assert {s.device for s in specs} == {"cuda"}
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            plan(cfg, gpus_per_run=1, backend="local")
+
+
+def test_eta_counts_parallel_workers_once(monkeypatch):
+    from oodml.sweep import engine
+
+    state = engine.SweepState(total=10, done=4, running=4, started_at=100.0)
+    monkeypatch.setattr(engine.time, "monotonic", lambda: 160.0)
+    assert state.eta_seconds() == pytest.approx(60.0 / 4 * 6)
+    assert "ETA 1m30s" in state.line() and "left 6" in state.line()
+    assert engine.SweepState(total=3).eta_seconds() is None
+    assert engine.SweepState(total=3, skipped=3).eta_seconds() == 0.0
+
+
+def test_ray_errors_are_one_line(monkeypatch):
+    from oodml.sweep import ray_backend
+
+    assert ray_backend._error_line(ValueError("always bad\nsecond line")) == (
+        "ValueError: always bad"
+    )
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ConfigError, match=r"pip install 'oodml\[dist\]'"):
+        ray_backend.import_ray()

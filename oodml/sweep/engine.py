@@ -38,11 +38,14 @@ class SweepState:
         return self.total - self.skipped - self.done - len(self.failed)
 
     def eta_seconds(self) -> float | None:
-        """Mean seconds per finished task times the tasks left, spread over the workers busy now."""
+        """Wall seconds per finished task so far (already shared among the parallel workers)
+        times the tasks left."""
+        if self.left == 0:
+            return 0.0
         if self.done == 0:
             return None
         per_task = (time.monotonic() - self.started_at) / self.done
-        return per_task * self.left / max(1, self.running) if self.left else 0.0
+        return per_task * self.left
 
     def line(self) -> str:
         eta = self.eta_seconds()

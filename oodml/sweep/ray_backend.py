@@ -46,10 +46,16 @@ class RayBackend:
         if ray.is_initialized():
             return False
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
-        if self.address:
-            ray.init(address=self.address, **kwargs)
-        else:
+        if not self.address:
             ray.init(num_cpus=self.num_cpus or os.cpu_count() or 1, **kwargs)
+            return True
+        try:
+            ray.init(address=self.address, **kwargs)
+        except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot connect to the Ray cluster at --address {self.address}: "
+                f"{_first_line(exc)}; start it with `ray start --head` or check the address"
+            ) from None
         return True
 
     def _slots(self, ray) -> int:
@@ -111,11 +117,15 @@ class RayBackend:
                 ray.shutdown()
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0].strip() if lines else type(exc).__name__
+
+
 def _error_line(exc: BaseException) -> str:
-    """The root error of a Ray failure on one line (Ray wraps it with a long traceback)."""
+    """The root error of a Ray failure on one line (Ray wraps it with a long traceback; the
+    cause, when Ray kept it, is the task's own exception)."""
     cause = getattr(exc, "cause", None)
     if isinstance(cause, BaseException):
         exc = cause
-    text = str(exc).strip().splitlines()
-    last = text[-1] if text else ""
-    return f"{type(exc).__name__}: {last}"[:500]
+    return f"{type(exc).__name__}: {_first_line(exc)}"[:500]

@@ -30,16 +30,30 @@ class SweepOutcome:
     specs: list[RunSpec]
 
 
-def plan(cfg: SweepConfig, gpus_per_run: float = 0.0) -> list[RunSpec]:
-    """The checked grid; every error that can be found before training is raised here."""
+def plan(cfg: SweepConfig, gpus_per_run: float = 0.0, backend: str = "local") -> list[RunSpec]:
+    """The checked grid; every error that can be found before training is raised here.
+
+    With GPUs per run the runs train on ``cuda``; on Ray the GPUs are the workers', so this
+    machine (often a CPU-only head node) needs none: the Ray backend checks the cluster has
+    them instead."""
     sf = load_splitfile(cfg.splitfile)
     specs = expand(cfg, [s.id for s in sf.ladder])
     if gpus_per_run > 0:
         specs = [
             dataclasses.replace(s, device="cuda") if s.device == "cpu" else s for s in specs
         ]
-    check_specs(specs)
+    check_specs(specs, check_device=not (backend == "ray" and gpus_per_run > 0))
     return specs
+
+
+class _StateLine:
+    """The live progress line, redrawn every second so the ETA moves during long runs."""
+
+    def __init__(self) -> None:
+        self.state: SweepState | None = None
+
+    def __rich__(self) -> Text:
+        return Text(self.state.line() if self.state else "starting sweep")
 
 
 def make_backend(
@@ -71,14 +85,16 @@ def run_sweep(
     if retries < 0:
         raise ConfigError(f"--retries must be >= 0, got {retries}")
     console = console or Console(stderr=True)
-    specs = plan(cfg, gpus_per_run)
+    specs = plan(cfg, gpus_per_run, backend)
     threads = max(1, int(cpus_per_run))
     tasks = [Task(run_key(s), (s, threads)) for s in specs]
     runner = make_backend(backend, address, cpus_per_run, gpus_per_run, num_cpus)
-    with Live(Text("starting sweep"), console=console, transient=False, auto_refresh=False) as live:
+    line = _StateLine()
+    with Live(line, console=console, transient=False, refresh_per_second=1) as live:
 
         def show(state: SweepState) -> None:
-            live.update(Text(state.line()), refresh=True)
+            line.state = state
+            live.refresh()
 
         state = run_tasks(tasks, execute_run, is_finished, runner, retries=retries, on_update=show)
     for key, n in sorted(state.retried.items()):

@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from oodml.train.results import run_path
-from oodml.train.runner import RunSpec, run_key, run_one
+from oodml.train.runner import RunSpec, run_one
+from oodml.train.runner import is_finished as run_is_finished
 
 
 def execute_run(item: tuple[RunSpec, int]) -> int:
@@ -19,5 +19,6 @@ def execute_run(item: tuple[RunSpec, int]) -> int:
 
 
 def is_finished(item: tuple[RunSpec, Any]) -> bool:
-    spec = item[0]
-    return run_path(spec.results_dir, run_key(spec)).is_file()
+    """Finished before with the same config and split file (else a ConfigError, see
+    :func:`oodml.train.runner.is_finished`)."""
+    return run_is_finished(item[0])

@@ -179,7 +179,7 @@ def run_fewshot(
     rows: list[dict[str, Any]] = []
     todo = []
     for shots in cfg.shots:
-        done = finished_rows(spec.results_dir, fewshot_key(spec, shots), config)
+        done = finished_rows(spec.results_dir, fewshot_key(spec, shots), config, sf.sha256)
         if done is None:
             todo.append(shots)
         else:

@@ -96,9 +96,12 @@ def read_run(path: Path) -> dict[str, Any]:
         ) from None
 
 
-def finished_rows(results_dir: str | Path, key: str, config: str) -> list[dict[str, Any]] | None:
+def finished_rows(
+    results_dir: str | Path, key: str, config: str, splitfile_sha256: str | None = None
+) -> list[dict[str, Any]] | None:
     """Rows of a finished run, or None when it has not finished. A finished run under the same
-    key with another config is an error: rename the method or use another results folder."""
+    key with another config, or measured on another split file (when ``splitfile_sha256`` is
+    given), is an error: its rows must not be mixed with the new ones."""
     path = run_path(results_dir, key)
     if not path.is_file():
         return None
@@ -108,7 +111,15 @@ def finished_rows(results_dir: str | Path, key: str, config: str) -> list[dict[s
             f"{path} holds run {key!r} with a different config; name this method differently "
             "(--method NAME) or use another --out folder"
         )
-    return list(doc["rows"])
+    rows = list(doc["rows"])
+    if splitfile_sha256 is not None:
+        other = sorted({r["splitfile_sha256"] for r in rows} - {splitfile_sha256})
+        if other:
+            raise ConfigError(
+                f"{path} holds run {key!r} measured on split file {other[0][:12]}, not on "
+                f"{splitfile_sha256[:12]}; use another --out folder or delete that run file"
+            )
+    return rows
 
 
 def _metric_rank(name: str) -> tuple[int, str]:

@@ -197,10 +197,15 @@ def checkpoint_path(spec: RunSpec, key: str | None = None) -> Path:
     return Path(spec.results_dir) / "checkpoints" / f"{key or run_key(spec)}.pt"
 
 
-def check_specs(specs: Sequence[RunSpec]) -> None:
-    """Raise every error that can be found without training, before any run starts."""
+def check_specs(specs: Sequence[RunSpec], *, check_device: bool = True) -> None:
+    """Raise every error that can be found without training, before any run starts, including
+    a finished run in the results folder with another config or split file.
+
+    ``check_device=False`` leaves the device to the machine that runs the spec (a Ray driver
+    without a GPU submitting runs to GPU workers)."""
     for spec in specs:
-        resolve_device(spec.device)
+        if check_device:
+            resolve_device(spec.device)
         spec, _, manifest, split = resolve(spec)
         info = loss_info(spec.loss)
         build_loss(
@@ -222,7 +227,7 @@ def check_specs(specs: Sequence[RunSpec]) -> None:
             spec.seed,
             spec.train.m,
         )
-        config_json(method_config(spec))
+        is_finished(spec)
 
 
 def trained_model(
@@ -313,7 +318,7 @@ def run_one(spec: RunSpec, progress: Progress | None = None) -> list[dict[str, A
     """
     resolved, sf, manifest, split = resolve(spec)
     config = config_json(method_config(resolved))
-    done = finished_rows(spec.results_dir, run_key(spec), config)
+    done = finished_rows(spec.results_dir, run_key(spec), config, sf.sha256)
     if done is not None:
         return done
     start = time.perf_counter()
@@ -377,7 +382,7 @@ def run_ladder(
     with make_progress(console) if show_progress else _NullContext() as progress:
         overall = progress.add_task("runs", total=len(specs)) if progress is not None else None
         for spec in specs:
-            skipped = _is_finished(spec)
+            skipped = is_finished(spec)
             out = run_one(spec, progress)
             rows.extend(out)
             tag = "skipped (finished)" if skipped else "done"
@@ -390,10 +395,12 @@ def run_ladder(
     return rows
 
 
-def _is_finished(spec: RunSpec) -> bool:
-    from oodml.train.results import run_path
-
-    return run_path(spec.results_dir, run_key(spec)).is_file()
+def is_finished(spec: RunSpec) -> bool:
+    """Whether the run of ``spec`` has finished before with the same config and split file (a
+    finished run with another config or split file is a ConfigError, not a skip)."""
+    resolved, sf, _, _ = resolve(spec)
+    config = config_json(method_config(resolved))
+    return finished_rows(spec.results_dir, run_key(spec), config, sf.sha256) is not None
 
 
 class _NullContext:
