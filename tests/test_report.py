@@ -180,7 +180,7 @@ def test_progression_one_line_per_method_and_dashed_fewshot():
         assert lines["A"].get_color() == lines["A (5-shot)"].get_color()
         assert lines["A"].get_color() != lines["B"].get_color()
         assert lines["A"].get_marker() != lines["B"].get_marker()
-        assert ax.get_xlabel() == "Fréchet distance (train vs test)"
+        assert ax.get_xlabel() == "Fréchet distance, train vs test (squared feature units)"
         assert ax.get_legend() is None  # the legend lives outside the data area
         assert len(ax.collections) == 3  # one ±std band per series (two seeds)
     np.testing.assert_allclose(axes[0].get_lines()[0].get_ydata(), [0.7, 0.55, 0.3])
@@ -353,3 +353,47 @@ def test_config_variants_are_separate_series():
     lab = labelled(pd.concat([df, df2]))
     names = sorted(lab["series"].unique())
     assert len(names) == 3 and names[2] == "B" and all(n.startswith("A #") for n in names[:2])
+
+
+def test_gaps_in_the_results_are_said_and_partial_series_get_no_auc(tmp_path):
+    """A method without a metric, or without the hardest split, must not give a silently
+    shorter curve or an AUC over part of the range that ranks it wrongly."""
+    df = results_frame()
+    df = df[~((df["method"] == "B") & (df["metric"] == "nmi"))]
+    extra = [_row("C", split, seed, metric, v)
+             for split, v in {1: 0.9, 2: 0.8}.items() for seed in (0, 1)
+             for metric in ("recall@1", "nmi")]
+    df = pd.concat([df, pd.DataFrame(extra)], ignore_index=True)
+    out = tmp_path / "rep"
+    rep = build_report(df, out)
+    joined = "\n".join(rep.notes)
+    assert "B: no nmi results" in joined
+    assert "C: no results on split(s) [3] for recall@1, nmi" in joined
+    assert "split 3: ranks 2 of 3 methods" in joined
+    summary = pd.read_csv(out / "summary.csv").set_index(["series", "metric"])
+    assert math.isnan(summary.loc[("C", "recall@1"), "auc"])
+    assert "covers 2 of 3 splits" in summary.loc[("C", "recall@1"), "notes"]
+    assert summary.loc[("A", "recall@1"), "auc"] > 0 and ("B", "nmi") not in summary.index
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "B: no nmi results" in page and "split 3: ranks 2 of 3" in page
+
+
+def test_rebuild_removes_views_it_no_longer_writes_and_files_are_world_readable(tmp_path):
+    import os
+    import stat
+
+    csv = tmp_path / "r.csv"
+    results_frame().assign(splitfile_sha256=splitfile().sha256).to_csv(csv, index=False)
+    out = tmp_path / "rep"
+    build_report([csv], out, splitfile=splitfile(), class_means=(
+        [f"c{i}" for i in range(8)], np.random.default_rng(0).standard_normal((8, 5))))
+    assert (out / "ladder.png").is_file() and (out / "embedding.pdf").is_file()
+    build_report([csv], out)
+    assert not (out / "ladder.png").exists() and not (out / "embedding.pdf").exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = stat.S_IMODE((out / "index.html").stat().st_mode)
+    assert mode == 0o666 & ~umask
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ResultsError, match="is a file"):
+        build_report([csv], tmp_path / "afile")

@@ -38,10 +38,12 @@ def report(
 ) -> None:
     """Write progression/ladder/embedding plots, summary and rank tables, and index.html."""
     from oodml.report.build import build_report, class_means_from_features
+    from oodml.report.results import load_results
     from oodml.splits.splitfile import load_splitfile
 
     console = Console(stderr=True)
     sf = load_splitfile(splits) if splits is not None else None
+    table = load_results(results, splitfile_sha256=sf.sha256 if sf is not None else None)
     means, skipped = None, None
     if root is not None and sf is None:
         skipped = "--root given without --splits: the view needs the split file's classes"
@@ -59,7 +61,7 @@ def report(
             progress.update(task, description=what)
             progress.advance(task)
 
-        outputs = build_report(results, out, splitfile=sf, metrics=wanted,
+        outputs = build_report(table, out, splitfile=sf, metrics=wanted,
                                rank_metric=rank_metric, class_means=means,
                                embedding_skipped=skipped, title=title, step=step)
     for note in outputs.notes:

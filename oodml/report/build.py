@@ -21,7 +21,9 @@ from oodml.report.embedding import embedding_figure
 from oodml.report.html import Section, render_page
 from oodml.report.progression import progression_figure
 from oodml.report.results import ResultsError, load_results, select_metrics, validate
+from oodml.report.style import DISTANCE_LABEL, distance_label
 from oodml.report.tables import (
+    coverage_notes,
     label_series,
     rank_table,
     series_order,
@@ -31,6 +33,9 @@ from oodml.report.tables import (
 from oodml.splits.plot import plot_ladder, save_figure
 
 ClassMeans = tuple[Sequence[str], np.ndarray]
+# Files a report writes only with --splits / --root: removed when a rebuild leaves them out, so
+# a folder never shows a view from an earlier build beside the new one.
+OPTIONAL_OUTPUTS = ("ladder.png", "ladder.pdf", "embedding.png", "embedding.pdf")
 SPREAD_NOTE = ("Spread is over seeds: std is the sample standard deviation (ddof=1) of each "
                "per-seed statistic; bands in the progression plot are mean ± that std.")
 AUC_NOTE = ("AUC: area under metric vs distance, distances normalised to [0, 1] over the "
@@ -93,6 +98,8 @@ def build_report(results: Sequence[str | os.PathLike] | pd.DataFrame, out_dir: s
             step(what)
 
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ResultsError(f"--out {out} is a file; pass a folder for the report")
     sha = splitfile.sha256 if splitfile is not None else None
     tick("reading results")
     if isinstance(results, pd.DataFrame):
@@ -114,12 +121,16 @@ def build_report(results: Sequence[str | os.PathLike] | pd.DataFrame, out_dir: s
     sections: list[Section] = []
 
     tick("progression plot")
-    fig = progression_figure(df, mets, start_split=start)
+    x_label = (distance_label(splitfile.distance_mode, splitfile.extractor)
+               if splitfile is not None else DISTANCE_LABEL)
+    fig = progression_figure(df, mets, start_split=start, x_label=x_label)
     png, pdf = _save(fig, out / "progression")
     report.files += [png, pdf]
     sections.append(Section("Progression", "Each metric against the train-test Fréchet "
                             "distance of the split; solid: zero-shot, dashed: few-shot.",
                             image=png, notes=[SPREAD_NOTE], links=[pdf]))
+
+    report.notes += coverage_notes(df, mets)
 
     tick("summary table")
     summary = summary_table(df, mets)
@@ -179,4 +190,8 @@ def build_report(results: Sequence[str | os.PathLike] | pd.DataFrame, out_dir: s
     ]
     page = render_page(title or f"oodml report: {out.name}", meta, sections, out)
     report.files.append(atomic_write_text(out / "index.html", page))
+    for name in OPTIONAL_OUTPUTS:
+        stale = out / name
+        if stale not in report.files and stale.is_file():
+            stale.unlink()
     return report

@@ -45,7 +45,7 @@ def _split_ticks(ax, axis: pd.DataFrame, start_split: int | None) -> None:
 
 
 def progression_figure(df: pd.DataFrame, metrics: Sequence[str], *,
-                       start_split: int | None = None) -> Figure:
+                       start_split: int | None = None, x_label: str = DISTANCE_LABEL) -> Figure:
     """One subplot per metric; ``df`` is a validated table with ``series``/``base`` columns."""
     if not metrics:
         raise ValueError("progression_figure needs at least one metric")
@@ -68,7 +68,7 @@ def progression_figure(df: pd.DataFrame, metrics: Sequence[str], *,
                 sd = c["std"].to_numpy()
                 alpha = 0.15 if st["linestyle"] == "-" else 0.07
                 ax.fill_between(x, y - sd, y + sd, color=st["color"], alpha=alpha, linewidth=0)
-        ax.set_xlabel(DISTANCE_LABEL)
+        ax.set_xlabel(x_label)
         ax.set_ylabel(metric_label(metric))
         ax.grid(True, alpha=0.3)
         _split_ticks(ax, axis, start_split)

@@ -10,7 +10,7 @@ COLOURS = ("#000000", "#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#C
            "#F0E442")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 FEWSHOT_DASHES = ((0, (5, 2)), (0, (2, 1.5)), (0, (7, 2, 1.5, 2)), (0, (4, 1, 1, 1, 1, 1)))
-DISTANCE_LABEL = "Fréchet distance (train vs test)"
+DISTANCE_LABEL = "Fréchet distance, train vs test (squared feature units)"
 GREY = "#9a9a9a"
 
 _METRIC_NAMES = {
@@ -36,3 +36,11 @@ def style_for(index: int) -> tuple[str, str]:
     marker = MARKERS[(index + index // len(COLOURS)) % len(MARKERS)]
     return colour, marker
 
+
+
+def distance_label(mode: str | None = None, extractor: str | None = None) -> str:
+    """Axis label of the split distance; names the distance mode and extractor when known."""
+    if mode is None:
+        return DISTANCE_LABEL
+    of = f" of {extractor} features" if extractor else ""
+    return f"Fréchet distance, {mode}{of} (squared feature units)"

@@ -109,7 +109,8 @@ def summary_table(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
 
     ``df`` must carry the ``series`` column (see ``label_series``). Distances are normalised
     with the range over all splits in the table, so AUCs of series covering the whole ladder
-    are comparable; a series covering fewer splits is flagged in ``notes``.
+    are comparable; a series covering fewer splits gets no AUC (NaN, said in ``notes``), since
+    an area over part of the range would rank it wrongly.
     """
     axis = split_axis(df)
     lo, hi = float(axis["distance"].iloc[0]), float(axis["distance"].iloc[-1])
@@ -128,19 +129,21 @@ def summary_table(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
             n_seeds = vals.shape[1]
             if n_seeds == 1:
                 notes.append("single seed: no std")
-            if len(mat) < n_total:
-                notes.append(f"covers {len(mat)} of {n_total} splits")
+            partial = len(mat) < n_total
+            if partial:
+                notes.append(f"covers {len(mat)} of {n_total} splits: no AUC")
             easy, hard = vals[0], vals[-1]
             with np.errstate(divide="ignore", invalid="ignore"):
                 drop = np.where(easy != 0, (easy - hard) / easy, np.nan)
             if np.isnan(drop).any():
                 notes.append("easiest value is 0: no relative drop")
-            if hi > lo and len(mat) > 1:
+            if hi > lo and len(mat) > 1 and not partial:
                 x = normalised_distance(dist, lo, hi)
                 auc = np.array([trapezoid_auc(x, vals[:, j]) for j in range(n_seeds)])
             else:
                 auc = np.full(n_seeds, np.nan)
-                notes.append("one split: no AUC")
+                if not partial:
+                    notes.append("one split: no AUC")
             e_m, e_s = _mean_std(easy)
             h_m, h_s = _mean_std(hard)
             d_m, d_s = _mean_std(drop)
@@ -155,6 +158,29 @@ def summary_table(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
                 "notes": "; ".join(notes),
             })
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+
+
+def coverage_notes(df: pd.DataFrame, metrics: list[str]) -> list[str]:
+    """What the figures and tables cannot show for lack of results, one line per gap: a series
+    without some metric, or with fewer splits than the table holds."""
+    all_splits = sorted(int(s) for s in df["split_id"].unique())
+    notes = []
+    for series in series_order(df):
+        sub = df[df["series"] == series]
+        missing = [m for m in metrics if m not in set(sub["metric"])]
+        if missing:
+            notes.append(f"{series}: no {', '.join(missing)} results (absent from those "
+                         "panels and summary rows)")
+        lacking = {}
+        for metric in metrics:
+            have = set(int(s) for s in sub.loc[sub["metric"] == metric, "split_id"])
+            if have and len(have) < len(all_splits):
+                lacking[metric] = [s for s in all_splits if s not in have]
+        for gap in sorted({tuple(v) for v in lacking.values()}):
+            which = [m for m, v in lacking.items() if tuple(v) == gap]
+            notes.append(f"{series}: no results on split(s) {list(gap)} for {', '.join(which)} "
+                         "(shorter curve, no AUC)")
+    return notes
 
 
 def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
@@ -224,6 +250,11 @@ def rank_table(df: pd.DataFrame, metric: str, start_split: int | None = None) ->
         taus.append(kendall_tau(ref.to_numpy()[ok], row.to_numpy()[ok]))
     if len(names) < 2:
         notes.append("fewer than two methods: Kendall tau undefined")
+    for sid in means.index:
+        n = int(means.loc[sid].notna().sum())
+        if n < len(names):
+            notes.append(f"split {sid}: ranks {n} of {len(names)} methods (the others have no "
+                         f"{metric} results there); tau over the methods present at both splits")
     table = pd.DataFrame({
         "split_id": means.index.astype("int64"),
         "distance": axis["distance"].to_numpy(),
