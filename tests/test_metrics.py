@@ -35,8 +35,9 @@ LINE_EXPECTED = {
     "recall@8": 1.0,
     "r_precision": (0.5 + 0.5 + 0 + 0 + 0.5 + 0.5) / 6,
     "map@r": (1 / 2 + 1 / 2 + 0 + 0 + (1 / 2) / 2 + 1 / 2) / 6,
-    # K = 5 neighbours, AP normalised by min(R, K) = 2.
-    "map@1000": (3 * (1 + 2 / 3) / 2 + 2 * (1 / 4 + 2 / 5) / 2 + (1 / 2 + 2 / 3) / 2) / 6,
+    # K = 5 neighbours; as in the ooDML study, AP divided by the class size counting the
+    # query itself (3), so a perfect ranking would score 2/3.
+    "map@1000": (3 * (1 + 2 / 3) / 3 + 2 * (1 / 4 + 2 / 5) / 3 + (1 / 2 + 2 / 3) / 3) / 6,
 }
 RETRIEVAL = ("recall@1", "recall@2", "recall@4", "recall@8", "r_precision", "map@r", "map@1000")
 
@@ -167,7 +168,23 @@ def assert_matches_pml(ours: dict[str, float], ref: dict[str, float]) -> None:
     assert ours["recall@1"] == pytest.approx(ref["precision_at_1"], abs=1e-12)
     assert ours["r_precision"] == pytest.approx(ref["r_precision"], abs=1e-12)
     assert ours["map@r"] == pytest.approx(ref["mean_average_precision_at_r"], abs=1e-12)
-    assert ours["map@1000"] == pytest.approx(ref["mean_average_precision"], abs=1e-12)
+
+
+def study_map_at_1000(x: np.ndarray, labels: np.ndarray) -> float:
+    """The ooDML study's mAP@1000, written from its definition: rank all other items by
+    Euclidean distance, keep the first 1000, sum precision@j at every same-class rank j and
+    divide by the query's class frequency in the whole set (the query counted)."""
+    x = np.asarray(x, dtype=np.float64)
+    d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    _, freq = np.unique(labels, return_counts=True)
+    size = dict(zip(np.unique(labels), freq, strict=True))
+    aps = []
+    for i in range(len(x)):
+        order = [j for j in np.argsort(d[i], kind="stable") if j != i][:1000]
+        hit = labels[order] == labels[i]
+        prec = np.cumsum(hit) / np.arange(1, len(order) + 1)
+        aps.append((prec * hit).sum() / size[labels[i]])
+    return float(np.mean(aps))
 
 
 @pytest.mark.parametrize("backend", ["faiss", "torch"])
@@ -178,6 +195,7 @@ def test_agrees_with_pytorch_metric_learning_self_protocol(backend: str) -> None
     assert_matches_pml(ours, ref)
     assert ours["nmi"] == pytest.approx(ref["NMI"], abs=1e-9)  # same faiss k-means, same seed
     assert 0.1 < ours["recall@1"] < 0.9
+    assert ours["map@1000"] == pytest.approx(study_map_at_1000(x, labels), abs=1e-12)
 
 
 def test_agrees_with_pytorch_metric_learning_query_gallery_cosine() -> None:
@@ -210,15 +228,24 @@ def test_agrees_with_pytorch_metric_learning_on_omniglot_pixels(omniglot_zip: Pa
     ref = pml_accuracy(emb, codes)
     assert_matches_pml(ours, ref)
     assert ours["nmi"] == pytest.approx(ref["NMI"], abs=1e-9)
+    assert ours["map@1000"] == pytest.approx(study_map_at_1000(emb, labels), abs=1e-9)
 
 
 def test_map_at_1000_cuts_at_1000_neighbours() -> None:
-    # One class of 1201 identical points and 10 far away: R = 1200 > K = 1000, AP@1000 = 1.
+    # One class of 1201 identical points and 10 far away. Class 0: the first 1000 neighbours
+    # are all hits (sum of precisions 1000), divided by its frequency 1201; class 1: 9 hits
+    # of 9, divided by 10. mAP@R is 1 for both.
     x = np.concatenate([np.zeros((1201, 2)), np.full((10, 2), 9.0)]).astype(np.float32)
     labels = np.array([0] * 1201 + [1] * 10)
     got = evaluate_embeddings(x, labels, metrics=["map@1000", "map@r"], distance="euclidean")
-    assert got["map@1000"] == pytest.approx(1.0)
+    assert got["map@1000"] == pytest.approx((1201 * 1000 / 1201 + 10 * 9 / 10) / 1211)
     assert got["map@r"] == pytest.approx(1.0)
+    # separate query and gallery sets: the query is not in the gallery, so a perfect ranking
+    # of a class smaller than 1000 scores 1
+    q, g = np.zeros((3, 2), np.float32), np.concatenate([np.zeros((5, 2)), np.ones((4, 2))])
+    got = evaluate_query_gallery(q, np.zeros(3), g.astype(np.float32), np.array([0] * 5 + [1] * 4),
+                                 metrics=["map@1000"], distance="euclidean")
+    assert got["map@1000"] == pytest.approx(1.0)
 
 
 def test_default_names_registered_and_bad_input_is_clear() -> None:

@@ -24,9 +24,11 @@ DEFAULT_METRICS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class RetrievalMetric:
-    """A per-query score from the hit matrix; ``depth(max_rel)`` is how many neighbours it needs."""
+    """A per-query score from the hit matrix ``per_query(hits, n_rel, class_size)``;
+    ``depth(max_rel)`` is how many neighbours it needs. ``n_rel`` excludes the query itself,
+    ``class_size`` counts it when it sits in the gallery."""
 
-    per_query: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    per_query: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
     depth: Callable[[int], int]
 
 
@@ -41,17 +43,19 @@ METRICS: Registry[RetrievalMetric | ClusteringMetric] = Registry("metric")
 
 
 def _recall(k: int) -> RetrievalMetric:
-    return RetrievalMetric(lambda h, r: retrieval.recall_at_k(h, r, k), lambda _m: k)
+    return RetrievalMetric(lambda h, r, _n: retrieval.recall_at_k(h, r, k), lambda _m: k)
 
 
 def _map_at(k: int) -> RetrievalMetric:
-    return RetrievalMetric(lambda h, r: retrieval.map_at_k(h, r, k), lambda _m: k)
+    return RetrievalMetric(lambda h, r, n: retrieval.map_at_k(h, r, k, n), lambda _m: k)
 
 
 for _k in (1, 2, 4, 8, 16, 32):
     METRICS.add(f"recall@{_k}", _recall(_k))
-METRICS.add("map@r", RetrievalMetric(retrieval.map_at_r, lambda m: m))
-METRICS.add("r_precision", RetrievalMetric(retrieval.r_precision, lambda m: m))
+METRICS.add("map@r", RetrievalMetric(lambda h, r, _n: retrieval.map_at_r(h, r), lambda m: m))
+METRICS.add(
+    "r_precision", RetrievalMetric(lambda h, r, _n: retrieval.r_precision(h, r), lambda m: m)
+)
 METRICS.add("map@1000", _map_at(1000))
 METRICS.add("nmi", ClusteringMetric(nmi))
 
@@ -76,7 +80,7 @@ def _evaluate(
 ) -> dict[str, float]:
     specs = {name: METRICS.get(name) for name in metrics}
     ql, gl = _encode(ql, gl)
-    n_rel = np.bincount(gl, minlength=int(max(ql.max(), gl.max())) + 1)[ql]
+    n_rel = class_size = np.bincount(gl, minlength=int(max(ql.max(), gl.max())) + 1)[ql]
     if exclude is not None:
         n_rel = n_rel - ((exclude >= 0) & (gl[np.maximum(exclude, 0)] == ql))
     out: dict[str, float] = {}
@@ -96,9 +100,9 @@ def _evaluate(
                 sl = slice(s, s + chunk)
                 keep = valid[sl]
                 hits = (gl[idx[sl]] == ql[sl, None])[keep]
-                rel = n_rel[sl][keep]
+                rel, size = n_rel[sl][keep], class_size[sl][keep]
                 for name, spec in ret.items():
-                    sums[name] += float(spec.per_query(hits, rel).sum())
+                    sums[name] += float(spec.per_query(hits, rel, size).sum())
         n_valid = int(valid.sum())
         for name in ret:
             out[name] = sums[name] / n_valid if n_valid else float("nan")

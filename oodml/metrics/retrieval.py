@@ -2,7 +2,8 @@
 
 Every function takes ``hits`` (bool, queries x K, column j says whether the j-th nearest
 neighbour shares the query's class) and ``n_rel`` (int per query: how many same-class
-items the gallery holds, the query itself excluded), and returns one float64 per query.
+items the gallery holds, the query itself excluded), and returns one float64 per query;
+``map_at_k`` also takes the class size counting the query (the study's normalisation).
 Queries with ``n_rel == 0`` are dropped by the caller, as in pytorch-metric-learning.
 """
 
@@ -39,13 +40,14 @@ def map_at_r(hits: np.ndarray, n_rel: np.ndarray) -> np.ndarray:
     return average_precision_at(hits, n_rel, n_rel)
 
 
-def map_at_k(hits: np.ndarray, n_rel: np.ndarray, k: int) -> np.ndarray:
-    """mAP@K as in the ooDML study's mAP@1000.
+def map_at_k(hits: np.ndarray, n_rel: np.ndarray, k: int, class_size: np.ndarray) -> np.ndarray:
+    """mAP@K exactly as the ooDML study computes its mAP@1000.
 
-    AP over the first K neighbours (K capped by the gallery size):
-    sum_{j<=K, rank j relevant} precision@j / min(R, K). With K >= R this is
-    pytorch-metric-learning's ``mean_average_precision`` at k=K; with K < R it is
-    normalised by K so that a perfect ranking still scores 1.
+    sum_{j<=K, rank j relevant} precision@j / class_size, where ``class_size`` counts the
+    gallery items of the query's class including the query itself when it sits in the gallery
+    (the study divides by the class frequency of the whole test set and does not cap it at K).
+    So in the usual protocol a perfect ranking scores (n_c - 1) / n_c, and a class larger than
+    K + 1 cannot reach 1; values are comparable with the study's published mAP@1000.
     """
     k = min(k, hits.shape[1])
-    return average_precision_at(hits[:, :k], np.full(len(hits), k), np.minimum(n_rel, k))
+    return average_precision_at(hits[:, :k], np.full(len(hits), k), class_size)
