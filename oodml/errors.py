@@ -15,3 +15,7 @@ class SplitFileError(OodmlError):
 
 class ConfigError(OodmlError):
     """Bad command-line or config values (unknown names, wrong argument types)."""
+
+
+class TrainingError(OodmlError):
+    """Training that cannot go on (the loss diverged to NaN or inf)."""

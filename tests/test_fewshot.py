@@ -107,6 +107,12 @@ def test_fewshot_errors(study, tmp_path):
         FewshotConfig(tune="backbone")
     with pytest.raises(ConfigError, match="positive"):
         FewshotConfig(shots=(0,))
+    for kw, msg in [(dict(max_episodes=0), "--max-episodes"), (dict(max_episodes=-1), "at least"),
+                    (dict(lr=0.0), "--ft-lr"), (dict(epochs=0), "--ft-epochs")]:
+        with pytest.raises(ConfigError, match=msg):
+            FewshotConfig(**kw)
+    with pytest.raises(ConfigError, match="--tune all .* --head-only"):
+        run_fewshot(spec_for(study, tmp_path), FewshotConfig(tune="all"))
 
 
 def test_cli_fewshot_writes_fewshot_rows(study, tmp_path):

@@ -154,6 +154,8 @@ def test_errors_come_before_any_training(study, tmp_path):
         (dict(train=TrainConfig(batch_size=18, m=4)), "cannot hold m=4"),
         (dict(train=TrainConfig(batch_size=22, m=11)), "fewer than m=11 images"),
         (dict(device="cuda:7"), "CUDA is not available"),
+        (dict(metrics=("recall@1", "recall@3")), "unknown metric 'recall@3'"),
+        (dict(distance="manhattan"), "unknown distance 'manhattan'"),
     ]
     for kw, msg in bad:
         specs = [spec_for(study, out, 1, 0), spec_for(study, out, 2, 0, **kw)]
@@ -235,3 +237,25 @@ def test_real_omniglot_ladder_head_only(omniglot_zip, omniglot_features, omniglo
     assert 1.0 / n_test < vals["recall@1"] <= 1.0  # far above chance
     assert vals["recall@1"] <= vals["recall@8"] and 0 < vals["map@r"] <= vals["recall@1"]
     assert rows[0]["distance"] == sf.split(hardest).distance
+
+
+def test_bad_head_sizes_are_refused_when_the_spec_is_made(study, tmp_path):
+    for kw, msg in [(dict(embed_dim=0), "--embed-dim"), (dict(hidden=-5), "--hidden")]:
+        with pytest.raises(ConfigError, match=msg):
+            spec_for(study, tmp_path / "out", **kw)
+
+
+def test_a_finished_run_is_not_reused_for_other_metrics(study, tmp_path):
+    out = tmp_path / "out"
+    run_one(spec_for(study, out, metrics=("recall@1",)))
+    with pytest.raises(ConfigError, match="different config"):
+        run_one(spec_for(study, out, metrics=("recall@1", "map@r")))
+
+
+def test_a_diverging_loss_is_a_one_line_error(study, tmp_path):
+    from oodml.errors import TrainingError
+
+    spec = spec_for(study, tmp_path / "out", loss="softmax",
+                    train=TrainConfig(epochs=2, batch_size=16, m=4, optimizer="sgd", lr=1e38))
+    with pytest.raises(TrainingError, match="loss became .* lower --lr"):
+        run_one(spec)

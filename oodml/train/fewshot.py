@@ -41,6 +41,7 @@ from oodml.train.runner import (
     make_inputs,
     method_config,
     method_name,
+    metrics_device,
     resolve,
     trained_model,
 )
@@ -64,6 +65,12 @@ class FewshotConfig:
             raise ConfigError(f"unknown --tune {self.tune!r}; choose one of: {', '.join(TUNE)}")
         if not self.shots or min(self.shots) < 1:
             raise ConfigError(f"--shots must be positive integers, got {self.shots}")
+        if self.epochs < 1:
+            raise ConfigError(f"--ft-epochs must be at least 1, got {self.epochs}")
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"--ft-lr must be positive, got {self.lr}")
+        if self.max_episodes is not None and self.max_episodes < 1:
+            raise ConfigError(f"--max-episodes must be at least 1, got {self.max_episodes}")
 
 
 def fewshot_key(spec: RunSpec, shots: int) -> str:
@@ -76,7 +83,11 @@ def fewshot_config(spec: RunSpec, cfg: FewshotConfig) -> str:
 
 
 def check_fewshot(spec: RunSpec, cfg: FewshotConfig) -> None:
-    """Every shot count must have episodes in the split (SplitFileError listing those it has)."""
+    """Every shot count must have episodes in the split (SplitFileError listing those it has);
+    ``--tune all`` needs a backbone to tune."""
+    if cfg.tune == "all" and spec.head_only:
+        raise ConfigError("--tune all fine-tunes the backbone, but --head-only has none; "
+                          "use --tune head or give --backbone NAME")
     _, sf, _, split = resolve(spec)
     for shots in cfg.shots:
         if not split.episodes.get(shots):
@@ -148,7 +159,11 @@ def _adapt_episode(
         spec.loss, num_classes=len(classes), embedding_size=spec.embed_dim, args=spec.loss_args
     )
     ft_train = replace(
-        spec.train, epochs=cfg.epochs, lr=cfg.lr or spec.train.lr, schedule="none", batch_size=batch
+        spec.train,
+        epochs=cfg.epochs,
+        lr=spec.train.lr if cfg.lr is None else cfg.lr,
+        schedule="none",
+        batch_size=batch,
     )
     miner = build_miner(spec.miner, spec.miner_args)
     if cfg.tune == "head" or spec.head_only:
@@ -165,7 +180,8 @@ def _adapt_episode(
         train(model, loss_fn, miner, inputs, sampler, ft_train, device=device)
         emb, q_labels = embed_classes(spec, model, manifest, query, classes)
     return evaluate_embeddings(
-        emb, q_labels, metrics=spec.metrics, distance=spec.distance, seed=spec.seed
+        emb, q_labels, metrics=spec.metrics, distance=spec.distance, seed=spec.seed,
+        device=metrics_device(spec),
     )
 
 

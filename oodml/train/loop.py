@@ -22,7 +22,7 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
-from oodml.errors import ConfigError
+from oodml.errors import ConfigError, TrainingError
 from oodml.fileio import atomic_write
 from oodml.train.samplers import BatchSampler
 
@@ -263,6 +263,8 @@ def _train(
             if state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
             torch.set_rng_state(state["torch_rng"])
+            if cuda and state.get("cuda_rng"):
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
             start, losses = int(state["epoch"]), list(state["epoch_losses"])
     resumed_from = start
     task = None
@@ -281,7 +283,10 @@ def _train(
             tuples = miner(emb, y) if miner is not None else None
             loss = loss_fn(emb, y, tuples) if tuples is not None else loss_fn(emb, y)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch + 1}")
+                raise TrainingError(
+                    f"{description}: loss became {float(loss)} at epoch {epoch + 1}; "
+                    "lower --lr (or --loss-lr-mult), or try --optimizer adam"
+                )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -303,6 +308,7 @@ def _train(
                     "scheduler": scheduler.state_dict() if scheduler is not None else {},
                     "scaler": scaler.state_dict() if scaler.is_enabled() else {},
                     "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if cuda else [],
                     "epoch_losses": losses,
                 },
             )

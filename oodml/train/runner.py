@@ -38,7 +38,8 @@ from torch import nn
 from oodml.data import load_dataset
 from oodml.data.manifest import Manifest
 from oodml.errors import ConfigError
-from oodml.metrics import DEFAULT_METRICS, evaluate_embeddings
+from oodml.metrics import DEFAULT_METRICS, METRICS, evaluate_embeddings
+from oodml.metrics.knn import check_distance
 from oodml.splits.splitfile import Split, SplitFile, load_splitfile
 from oodml.train.loop import (
     Inputs,
@@ -95,6 +96,14 @@ class RunSpec:
     cache_dir: str | None = None
     checkpoints: bool = True
 
+    def __post_init__(self) -> None:
+        if self.embed_dim < 1:
+            raise ConfigError(f"--embed-dim must be at least 1, got {self.embed_dim}")
+        if self.hidden < 0:
+            raise ConfigError(f"--hidden must be 0 (linear head) or more, got {self.hidden}")
+        if self.image_size < 32:
+            raise ConfigError(f"--image-size must be at least 32, got {self.image_size}")
+
     @property
     def head_only(self) -> bool:
         return self.backbone is None
@@ -111,7 +120,9 @@ def run_key(spec: RunSpec) -> str:
 
 
 def method_config(spec: RunSpec) -> dict[str, Any]:
-    """What defines the method (the ``config`` column): no split, seed, paths or device."""
+    """What defines the method and its measurement (the ``config`` column): no split, seed,
+    paths or device. The metric list is part of it, so a finished run is never reused for a
+    request with other metrics."""
     return {
         "loss": spec.loss,
         "loss_args": resolve_loss_args(spec.loss, spec.loss_args),
@@ -126,7 +137,13 @@ def method_config(spec: RunSpec) -> dict[str, Any]:
         "image_size": None if spec.head_only else spec.image_size,
         "train": spec.train.to_dict(),
         "distance": spec.distance,
+        "metrics": list(spec.metrics),
     }
+
+
+def metrics_device(spec: RunSpec) -> str:
+    """Where the kNN search and k-means run: the run's GPU when it trains on one."""
+    return str(resolve_device(spec.device))
 
 
 @lru_cache(maxsize=8)
@@ -206,6 +223,9 @@ def check_specs(specs: Sequence[RunSpec], *, check_device: bool = True) -> None:
     for spec in specs:
         if check_device:
             resolve_device(spec.device)
+        check_distance(spec.distance)
+        for name in spec.metrics:
+            METRICS.get(name)
         spec, _, manifest, split = resolve(spec)
         info = loss_info(spec.loss)
         build_loss(
@@ -326,7 +346,8 @@ def run_one(spec: RunSpec, progress: Progress | None = None) -> list[dict[str, A
     idx = manifest.indices_of(split.test)
     emb, labels = embed_classes(resolved, model, manifest, idx, split.test)
     scores = evaluate_embeddings(
-        emb, labels, metrics=resolved.metrics, distance=resolved.distance, seed=resolved.seed
+        emb, labels, metrics=resolved.metrics, distance=resolved.distance, seed=resolved.seed,
+        device=metrics_device(resolved),
     )
     wall = time.perf_counter() - start
     base = base_row(resolved, sf, split, config)
