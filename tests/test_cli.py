@@ -1,0 +1,49 @@
+"""The `oodml` entry point: usage errors and user errors are one message and exit 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from oodml import __version__
+from oodml.cli import COMMAND_MODULES, main
+
+
+def run(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("features", "--bogus"), "No such option: --bogus"),
+        (("features",), "Missing argument"),
+        (("splits", "show"), "Missing argument"),
+        (("nosuchcommand",), "No such command"),
+        (("evaluate", "x.json", "--root", "r", "--loss", "triplet", "--epochs", "many"),
+         "Invalid value for '--epochs'"),
+    ],
+)
+def test_usage_errors_are_a_message_and_exit_2(capsys, args, needle) -> None:
+    code, _, err = run(capsys, *args)
+    assert code == 2 and needle in err and "Traceback" not in err
+
+
+def test_user_errors_are_one_red_line(capsys, tmp_path) -> None:
+    code, _, err = run(capsys, "splits", "show", str(tmp_path / "missing.json"))
+    assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
+    assert "missing.json" in err
+
+
+def test_version_and_every_command_has_help(capsys) -> None:
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and __version__ in out
+    for name in ("features", "fid", "splits", "evaluate", "fewshot", "losses", "report", "sweep"):
+        code, out, _ = run(capsys, name, "--help")
+        assert code == 0 and "Usage" in out, name
+    assert len(COMMAND_MODULES) == 6
