@@ -270,7 +270,8 @@ class MeansDistance:
     on the complement both covariances are eps*I, contributing eps + eps - 2 sqrt(eps*eps) = 0.
     So the distance is computed on r-dimensional coordinates ``coords`` (C x r) with the same
     inner products as the centred means (from the eigendecomposition of their C x C Gram
-    matrix; the distance depends on the points only through these inner products).
+    matrix; the distance depends on the points only through these inner products). With more
+    classes than dimensions (C > D) the centred means are used as they are (r = D).
     """
 
     def __init__(self, means: np.ndarray, eps: float = CLASS_MEANS_EPS) -> None:
@@ -281,6 +282,13 @@ class MeansDistance:
             raise ConfigError(f"eps must be >= 0, got {eps}")
         self.eps = float(eps)
         centred = means - means.mean(axis=0)
+        c, d = centred.shape
+        if c > d:
+            # More classes than dimensions (SOP: ~22k classes): the centred means themselves are
+            # the coordinates; a C x C Gram matrix would be gigabytes and its eigh O(C^3).
+            self.coords = np.ascontiguousarray(centred)
+            self.rank = d
+            return
         gram = centred @ centred.T
         with blas_threads_for(gram.shape[0]):
             lam, u = sla.eigh(gram, check_finite=False, driver="evd")

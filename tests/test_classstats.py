@@ -121,6 +121,22 @@ def test_class_means_three_routes_agree(eps: float) -> None:
         assert via_stats == pytest.approx(want, rel=1e-10)
 
 
+def test_class_means_with_more_classes_than_dimensions() -> None:
+    """SOP-like C > D: the centred means are the coordinates (no C x C Gram matrix)."""
+    rng = np.random.default_rng(14)
+    c, d = 90, 12
+    labels = [f"k{i:02d}" for i in range(c) for _ in range(2)]
+    x = rng.standard_normal((2 * c, d)) * rng.uniform(0.5, 2, d) + 3.0
+    st_ = ClassStats.from_features(x, labels)
+    md = st_.means_distance(1e-8)
+    assert md.coords.shape == (c, d) and md.rank == d
+    for trial in range(3):
+        perm = rng.permutation(c)
+        ia, ib = np.sort(perm[: 20 + 15 * trial]), np.sort(perm[20 + 15 * trial :])
+        want = naive_class_means(st_.means, ia, ib, 1e-8)
+        assert md.distance(ia, ib) == pytest.approx(want, rel=1e-10)
+
+
 def test_class_means_default_eps_matches_pytorch_fid() -> None:
     rng = np.random.default_rng(5)
     means = rng.standard_normal((30, 64)) * 0.5

@@ -238,6 +238,14 @@ def test_verify_checks_distances_against_features(saved: Path, manifest: Manifes
         feats, manifest.labels, manifest.paths, "resnet50", "cd" * 32, manifest.fingerprint
     )
     assert "extractor 'resnet50'" in verify(fixed, manifest, other)[0]
+    # a ladder generated with another eps is checked with that eps
+    wide = [stats.distance(s.train, s.test, mode="class-means", eps=0.5) for s in sf.ladder]
+    with_eps = replace(
+        sf,
+        params={**sf.params, "eps": 0.5},
+        ladder=[replace(s, distance=d) for s, d in zip(sf.ladder, wide, strict=True)],
+    )
+    assert abs(wide[0] - true[0]) > 0.01 * true[0] and verify(with_eps, manifest, fs) == []
 
 
 def test_train_val_split_sizes_disjoint_seeded() -> None:

@@ -199,6 +199,16 @@ def split_distance(
     raise ConfigError(f"unknown distance mode {mode!r}; choose one of: {', '.join(MODES)}")
 
 
+SCREEN_MAX_CLASSES = 2000
+
+
+def screen_fits(stats: ClassStats) -> bool:
+    """Whether the batched screen below is affordable: it holds a C x C Gram matrix and one
+    n1 x n1 eigenproblem per candidate, fine for CUB200/CARS196-sized ladders, not for SOP's
+    ~22k classes, where greedy ranks candidates by their exact distances instead."""
+    return len(stats.classes) <= SCREEN_MAX_CLASSES
+
+
 def means_screen(stats: ClassStats) -> P.Screen:
     """Batched estimate of class-means distances for greedy's candidate ranking.
 
@@ -362,7 +372,7 @@ def run_procedure(
             progress(done, total)
 
     with _single_blas_thread() if mode == "class-means" else nullcontext():
-        screen = means_screen(stats) if mode == "class-means" else None
+        screen = means_screen(stats) if mode == "class-means" and screen_fits(stats) else None
         raw = proc.run(stats.means, stats.classes, dist, tr, te, full, tick, screen)
     if progress:
         progress(total, total)

@@ -491,7 +491,11 @@ def _verify_distances(sf: SplitFile, manifest: Any, features: Any, rtol: float) 
     for s in sf.ladder:
         if not s.train or not s.test:
             continue
-        d = float(stats.distance(list(s.train), list(s.test), mode=sf.distance_mode))
+        d = float(
+            stats.distance(
+                list(s.train), list(s.test), mode=sf.distance_mode, eps=sf.params.get("eps")
+            )
+        )
         if not math.isclose(d, s.distance, rel_tol=rtol, abs_tol=1e-9):
             out.append(
                 f"split {s.id}: recomputed distance {d:.6g} differs from stored {s.distance:.6g}"
