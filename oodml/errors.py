@@ -19,3 +19,7 @@ class ConfigError(OodmlError):
 
 class TrainingError(OodmlError):
     """Training that cannot go on (the loss diverged to NaN or inf)."""
+
+
+class OutputError(OodmlError):
+    """An output file or folder that cannot be written."""

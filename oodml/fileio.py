@@ -8,6 +8,8 @@ from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
+from oodml.errors import OutputError
+
 _FILE_MODE = 0o666
 
 
@@ -27,17 +29,65 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     the usual permissions of a new file (0666 less the umask), not mkstemp's owner-only 0600.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}; choose a writable "
+                          "location") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
         os.chmod(tmp_path, _FILE_MODE & ~_umask())
         os.replace(tmp_path, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+    return path
+
+
+def _creatable(folder: Path) -> Path | None:
+    """The nearest existing ancestor of ``folder`` (itself included) if files can be created
+    there (tried with a temporary file, removed at once: permission bits say nothing for root
+    or on read-only mounts); None otherwise."""
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            return None
+        probe = probe.parent
+    if not probe.is_dir():
+        return None
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError:
+        return None
+    return probe
+
+
+def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
+    """Fail early, before long work, when the file ``path`` could not be written (its folder
+    can neither be written nor created, or the path is a folder). Creates nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{what} {path} is a folder; give a file name")
+    if _creatable(path.parent) is None:
+        raise OutputError(f"cannot write {what} {path}: its folder is not writable")
+    return path
+
+
+def check_writable_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Like :func:`check_writable` for a folder that will hold outputs. Creates nothing."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{what} {path} is a file; give a folder")
+    if _creatable(path) is None:
+        raise OutputError(f"cannot write to {what} {path}: it cannot be created or written")
     return path
 
 

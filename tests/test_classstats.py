@@ -316,4 +316,34 @@ def test_cli_two_folders_match_api(tiny_folders, capsys) -> None:
     code, _, err = run_cli(["fid", str(d1)], capsys)
     assert code == 2 and "two image folders" in err
     code, _, err = run_cli(["fid", str(d1), str(d2), "--mode", "class-means"], capsys)
-    assert code == 2 and "samples" in err
+    assert code == 2 and "no class folders found" in err
+
+
+def test_cli_class_means_of_two_class_folders_equals_the_dataset_route(
+    tiny_folders, tmp_path, capsys
+) -> None:
+    """Two folders of class subfolders in class-means mode give the class-means distance of the
+    same classes named as two lists of one dataset; --skip-bad leaves a corrupt image out."""
+    import shutil
+
+    classes = sorted(p.name for p in (tiny_folders / "ds").iterdir())
+    for side, names in (("A", classes[:3]), ("B", classes[3:])):
+        for c in names:
+            shutil.copytree(tiny_folders / "ds" / c, tmp_path / side / c)
+    cache = tmp_path / "cache"
+    common = ["--mode", "class-means", "--cache", str(cache), "--workers", "0"]
+    code, out, err = run_cli(["fid", str(tmp_path / "A"), str(tmp_path / "B"), *common], capsys)
+    assert code == 0, err
+    assert "[3 classes]" in out
+    code, ref, err = run_cli(
+        ["fid", "--dataset", "imagefolder", "--root", str(tiny_folders / "ds"),
+         "--a", ",".join(classes[:3]), "--b", ",".join(classes[3:]), *common], capsys)
+    assert code == 0, err
+    assert printed_value(out) == pytest.approx(printed_value(ref), rel=1e-5)
+    (tmp_path / "B" / classes[3] / "broken.png").write_bytes(b"not a png")
+    code, _, err = run_cli(["fid", str(tmp_path / "A"), str(tmp_path / "B"), *common], capsys)
+    assert code == 2 and "broken.png" in err
+    code, out, err = run_cli(
+        ["fid", str(tmp_path / "A"), str(tmp_path / "B"), *common, "--skip-bad"], capsys)
+    assert code == 0 and "skipped unreadable image" in err and "broken.png" in err
+    assert printed_value(out) == pytest.approx(printed_value(ref), rel=1e-5)

@@ -47,3 +47,38 @@ def test_version_and_every_command_has_help(capsys) -> None:
         code, out, _ = run(capsys, name, "--help")
         assert code == 0 and "Usage" in out, name
     assert len(COMMAND_MODULES) == 6
+
+
+def test_unwritable_outputs_fail_before_any_work(capsys, tmp_path, omniglot_zip) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    cache = tmp_path / "cache"
+    code, _, err = run(capsys, "splits", "generate", "omniglot", "--root", str(omniglot_zip),
+                       "--cache", str(cache), "-o", str(blocker / "ladder.json"))
+    assert code == 2 and "cannot write split file" in err and "ladder.json" in err
+    assert not cache.exists()  # failed before extracting anything
+    code, _, err = run(capsys, "report", str(tmp_path), "--out", str(blocker))
+    assert code == 2 and "is a file" in err
+
+
+def test_atomic_write_errors_are_output_errors(tmp_path) -> None:
+    from oodml.errors import OutputError
+    from oodml.fileio import atomic_write_text
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="cannot write"):
+        atomic_write_text(blocker / "sub" / "f.txt", "data")
+
+    def failing(path):
+        path.write_text("half")
+        raise OSError(28, "No space left on device")
+
+    from oodml.fileio import atomic_write
+
+    target = tmp_path / "kept.txt"
+    target.write_text("old")
+    with pytest.raises(OutputError, match="No space left"):
+        atomic_write(target, failing)
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "a-file", "kept.txt"]

@@ -7,7 +7,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from oodml.commands.common import SKIP_BAD
 from oodml.errors import ConfigError
+from oodml.fileio import check_writable_dir
 
 SPLITFILE = typer.Argument(..., help="Split file (JSON ladder) from `oodml splits generate`.")
 ROOT = typer.Option(..., "--root", help="Dataset root (folder or zip) the split file refers to.")
@@ -87,6 +89,7 @@ def build_specs(**o: object) -> list:
     if o["backbone"] and o["head_only"]:
         raise ConfigError("give either --backbone NAME or --head-only, not both")
     sf = load_splitfile(o["splitfile"])
+    check_writable_dir(o["out"], "results folder")
     split_ids = parse_ints(o["splits"], "--splits") or [s.id for s in sf.ladder]
     for sid in split_ids:
         sf.split(sid)
@@ -132,6 +135,7 @@ def build_specs(**o: object) -> list:
             device=o["device"],
             cache_dir=str(o["cache"]) if o["cache"] else None,
             checkpoints=not o["no_checkpoints"],
+            skip_bad=o["skip_bad"],
         )
         for sid in split_ids
         for seed in seeds
@@ -174,6 +178,7 @@ def evaluate(
     distance: str = DISTANCE,
     out: Path = OUT,
     no_checkpoints: bool = NO_CKPT,
+    skip_bad: bool = SKIP_BAD,
 ) -> None:
     """Train one model per (split, seed) on the split's train classes and evaluate retrieval on
     its test classes; rows go to OUT/results.parquet and .csv. Finished runs are skipped, so a
@@ -222,6 +227,7 @@ def fewshot(
     distance: str = DISTANCE,
     out: Path = OUT,
     no_checkpoints: bool = NO_CKPT,
+    skip_bad: bool = SKIP_BAD,
     shots: str = typer.Option("2,5", "--shots", help="Comma-separated shot counts."),
     ft_epochs: int = typer.Option(20, "--ft-epochs", help="Fine-tuning epochs per episode."),
     ft_lr: float | None = typer.Option(None, "--ft-lr", help="Fine-tuning LR (default: --lr)."),

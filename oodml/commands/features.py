@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from oodml.commands.common import EXTRACT_DEVICE, SKIP_BAD, report_skipped
+
 
 def features(
     dataset: str = typer.Argument(..., help="Dataset name (e.g. omniglot, imagefolder, cub200)."),
@@ -19,7 +21,7 @@ def features(
     cache: Path | None = typer.Option(
         None, "--cache", help="Cache folder (default: $OODML_CACHE or ~/.cache/oodml)."
     ),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda (cuda:N)."),
+    device: str = EXTRACT_DEVICE,
     weights: Path | None = typer.Option(
         None, "--weights", help="Weights file (state dict); default: built-in or torch hub cache."
     ),
@@ -30,9 +32,7 @@ def features(
         None, "--workers", min=0, help="Decoding worker processes (default: min(4, CPUs))."
     ),
     amp: bool = typer.Option(False, "--amp", help="Mixed precision (CUDA only)."),
-    skip_bad: bool = typer.Option(
-        False, "--skip-bad", help="Leave out images that cannot be decoded (listed)."
-    ),
+    skip_bad: bool = SKIP_BAD,
 ) -> None:
     """Compute the pooled features of every image of DATASET, or read them from the cache."""
     from oodml.data import load_dataset
@@ -40,8 +40,7 @@ def features(
 
     started = time.perf_counter()
     manifest = load_dataset(dataset, root, skip_bad=skip_bad)
-    for path in manifest.skipped:
-        typer.echo(f"skipped unreadable image {path}", err=True)
+    report_skipped(manifest)
     cache_dir = cache if cache is not None else default_cache_dir()
     fs = get_features(
         manifest,

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import typer
 
+from oodml.classstats import CLASS_MEANS_EPS
+from oodml.commands.common import EXTRACT_DEVICE, SKIP_BAD, report_skipped
 from oodml.errors import ConfigError
 
 MODE_HELP = (
     "samples: Gaussians over all images of each side (the usual FID); "
-    "class-means: Gaussians over the class-mean features (ooDML), eps=1e-8 on the diagonals."
+    "class-means: Gaussians over the class-mean features (ooDML), eps=1e-8 on the diagonals; "
+    "for two folders, their subfolders are the classes."
 )
 
 
@@ -72,7 +75,7 @@ def fid(
         "efficientnet-lite0", "--extractor", help="efficientnet-lite0, inception or resnet50."
     ),
     weights: Path | None = typer.Option(None, "--weights", help="Extractor weights file."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda (cuda:N)."),
+    device: str = EXTRACT_DEVICE,
     cache: Path | None = typer.Option(
         None,
         "--cache",
@@ -83,8 +86,11 @@ def fid(
         None, "--batch-size", min=1, help="Images per batch (default: 64 on CUDA, 8 on CPU)."
     ),
     workers: int | None = typer.Option(None, "--workers", min=0, help="Decoding processes."),
+    skip_bad: bool = SKIP_BAD,
 ) -> None:
-    """Fréchet distance between two image folders, or between two class lists of a dataset."""
+    """Fréchet distance between two image folders, or between two class lists of a dataset.
+
+    With --mode class-means each folder's subfolders are its classes."""
     from oodml.classstats import MODES
 
     if mode not in MODES:
@@ -97,7 +103,7 @@ def fid(
         weights=weights,
     )
     if dataset is None:
-        value, text = _folders(folders or [], mode, eps, cache, run)
+        value, text = _folders(folders or [], mode, eps, cache, run, skip_bad)
     else:
         if folders:
             raise ConfigError("give either two folders or --dataset, not both")
@@ -105,35 +111,78 @@ def fid(
             raise ConfigError("--dataset needs --root PATH (dataset folder or zip)")
         side_a = parse_classes(a, a_file, "--a")
         side_b = parse_classes(b, b_file, "--b")
-        value, text = _dataset(dataset, root, side_a, side_b, mode, eps, cache, run)
+        value, text = _dataset(dataset, root, side_a, side_b, mode, eps, cache, run, skip_bad)
     typer.echo(f"{text}: {value:.10g}")
 
 
-def _folders(folders: list[Path], mode: str, eps, cache, run: dict) -> tuple[float, str]:
+def _folders(
+    folders: list[Path], mode: str, eps, cache, run: dict, skip_bad: bool
+) -> tuple[float, str]:
+    from oodml.classstats import ClassStats
     from oodml.features import get_features
     from oodml.frechet import frechet_distance_samples
 
     if len(folders) != 2:
         raise ConfigError(f"give exactly two image folders (got {len(folders)}) or --dataset")
-    if mode != "samples":
-        raise ConfigError("two folders have no classes: use --mode samples (or --dataset)")
     with tempfile.TemporaryDirectory(prefix="oodml-fid-") as tmp:
         where = cache if cache is not None else Path(tmp)
-        feats = [get_features(folder_manifest(f), cache_dir=where, **run) for f in folders]
-    x1, x2 = (f.features for f in feats)
-    value = frechet_distance_samples(x1, x2, eps=eps or 0.0)
-    text = f"samples FID ({run['extractor']}) {folders[0]} [{len(x1)}] vs {folders[1]} [{len(x2)}]"
+        if mode == "samples":
+            manifests = [folder_manifest(f) for f in folders]
+        else:
+            manifests = [class_folders(f, skip_bad) for f in folders]
+        feats = [get_features(m, cache_dir=where, **run) for m in manifests]
+    if mode == "samples":
+        x1, x2 = (f.features for f in feats)
+        value = frechet_distance_samples(x1, x2, eps=eps or 0.0)
+        n1, n2 = len(x1), len(x2)
+    else:
+        means = [ClassStats.from_features(f.features, f.labels).means for f in feats]
+        n1, n2 = (len(m) for m in means)
+        if min(n1, n2) < 2:
+            raise ConfigError(
+                f"class-means needs at least 2 class subfolders per folder, got {n1} and {n2}"
+            )
+        value = frechet_distance_samples(
+            means[0], means[1], eps=CLASS_MEANS_EPS if eps is None else eps
+        )
+    unit = "images" if mode == "samples" else "classes"
+    text = (
+        f"{mode} FID ({run['extractor']}) {folders[0]} [{n1} {unit}] vs "
+        f"{folders[1]} [{n2} {unit}]"
+    )
     return value, text
 
 
+def class_folders(folder: Path, skip_bad: bool):
+    """``folder/<class>/<image>`` as a dataset whose class names carry the folder's absolute
+    path, so two folders with the same class names never share a feature-cache entry."""
+    from dataclasses import replace
+
+    from oodml.data import load_dataset
+
+    manifest = load_dataset("imagefolder", folder, skip_bad=skip_bad)
+    report_skipped(manifest)
+    root = Path(manifest.root).resolve().as_posix()
+    return replace(manifest, labels=tuple(f"{root}::{c}" for c in manifest.labels))
+
+
 def _dataset(
-    name: str, root: Path, side_a: list[str], side_b: list[str], mode: str, eps, cache, run: dict
+    name: str,
+    root: Path,
+    side_a: list[str],
+    side_b: list[str],
+    mode: str,
+    eps,
+    cache,
+    run: dict,
+    skip_bad: bool,
 ) -> tuple[float, str]:
     from oodml.classstats import ClassStats
     from oodml.data import load_dataset
     from oodml.features import default_cache_dir, get_features
 
-    manifest = load_dataset(name, root)
+    manifest = load_dataset(name, root, skip_bad=skip_bad)
+    report_skipped(manifest)
     unknown = sorted(set(side_a + side_b).difference(manifest.class_counts))
     if unknown:
         raise ConfigError(

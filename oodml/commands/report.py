@@ -37,11 +37,13 @@ def report(
     title: str | None = typer.Option(None, "--title", help="Page title of index.html."),
 ) -> None:
     """Write progression/ladder/embedding plots, summary and rank tables, and index.html."""
+    from oodml.fileio import check_writable_dir
     from oodml.report.build import build_report, class_means_from_features
     from oodml.report.results import load_results
     from oodml.splits.splitfile import load_splitfile
 
     console = Console(stderr=True)
+    check_writable_dir(out, "report folder")
     sf = load_splitfile(splits) if splits is not None else None
     table = load_results(results, splitfile_sha256=sf.sha256 if sf is not None else None)
     means, skipped = None, None

@@ -10,7 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from oodml.commands.common import EXTRACT_DEVICE, SKIP_BAD, report_skipped
 from oodml.errors import ConfigError
+from oodml.fileio import check_writable
 
 splits_app = typer.Typer(
     name="splits",
@@ -113,8 +115,9 @@ def generate(
     shots: str = typer.Option("2,5,10", "--shots", help="Few-shot support sizes."),
     episodes: int = typer.Option(10, "--episodes", help="Few-shot episodes per shot count."),
     cache: Path | None = typer.Option(None, "--cache", help=CACHE_HELP),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda for feature extraction."),
+    device: str = EXTRACT_DEVICE,
     weights: Path | None = typer.Option(None, "--weights", help="Extractor weights file."),
+    skip_bad: bool = SKIP_BAD,
 ) -> None:
     """Walk a ladder of ever harder train/test splits of DATASET and write its split file."""
     from rich.progress import Progress
@@ -123,7 +126,9 @@ def generate(
     from oodml.splits.generate import generate_splitfile
     from oodml.splits.splitfile import save_splitfile
 
-    manifest = load_dataset(dataset, root)
+    check_writable(output, "split file")
+    manifest = load_dataset(dataset, root, skip_bad=skip_bad)
+    report_skipped(manifest)
     fs = _features(manifest, extractor, cache, device, weights)
     console = Console()
     with Progress(console=console, transient=True) as bar:
@@ -171,8 +176,9 @@ def verify(
         True, "--distances/--no-distances", help="Recompute distances from features."
     ),
     cache: Path | None = typer.Option(None, "--cache", help=CACHE_HELP),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda for feature extraction."),
+    device: str = EXTRACT_DEVICE,
     weights: Path | None = typer.Option(None, "--weights", help="Extractor weights file."),
+    skip_bad: bool = SKIP_BAD,
 ) -> None:
     """Check a split file against the dataset at --root; list every problem, exit 1 if any."""
     from oodml.data import load_dataset
@@ -180,7 +186,8 @@ def verify(
     from oodml.splits.splitfile import verify as verify_splitfile
 
     sf = load_splitfile(path)
-    manifest = load_dataset(dataset or sf.dataset_name, root)
+    manifest = load_dataset(dataset or sf.dataset_name, root, skip_bad=skip_bad)
+    report_skipped(manifest)
     console = Console()
     features = None
     if distances and sf.extractor == "unknown":

@@ -24,6 +24,7 @@ from oodml.errors import ConfigError, DataError
 from oodml.features.cache import CacheMiss, default_cache_dir, load_features, save_features
 from oodml.features.extractors import EXTRACTORS, Collate, Extractor, Transform, sha256_file
 from oodml.features.featureset import FeatureSet
+from oodml.fileio import check_writable_dir
 
 
 class ManifestImages(Dataset):
@@ -60,11 +61,14 @@ class _CollateOrError:
 
 
 def resolve_device(device: str) -> torch.device:
-    """Check that ``device`` exists here; a missing GPU is a one-line error, not a crash."""
+    """Check that ``device`` exists here; a missing GPU is a one-line error, not a crash.
+    ``auto`` is the first GPU when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise ConfigError(f"unknown device {device!r}; use cpu or cuda") from None
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(
@@ -75,7 +79,7 @@ def resolve_device(device: str) -> torch.device:
                 f"device {device!r} requested but only {torch.cuda.device_count()} GPU(s) exist"
             )
     elif dev.type != "cpu":
-        raise ConfigError(f"unsupported device {device!r}; use cpu or cuda")
+        raise ConfigError(f"unsupported device {device!r}; use cpu, cuda, cuda:N or auto")
     return dev
 
 
@@ -222,6 +226,7 @@ def get_features(
     except CacheMiss as miss:
         if "no cache entry" not in str(miss):
             warnings.warn(f"{miss}; recomputing", RuntimeWarning, stacklevel=2)
+    check_writable_dir(root, "feature cache")
     net = spec.build(weights_path)
     features = compute_features(
         manifest,

@@ -40,7 +40,7 @@ else:  # pragma: no cover
 _TOP_KEYS = {
     "splitfile", "root", "dataset", "results", "seeds", "splits", "methods", "train",
     "backbone", "extractor", "weights", "embed_dim", "hidden", "image_size", "metrics",
-    "distance", "device", "cache_dir", "checkpoints",
+    "distance", "device", "cache_dir", "checkpoints", "skip_bad",
 }  # fmt: skip
 _METHOD_KEYS = {"name", "loss", "loss_args", "miner", "miner_args", "train", "embed_dim", "hidden"}
 _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}

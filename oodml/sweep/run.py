@@ -12,6 +12,7 @@ from rich.live import Live
 from rich.text import Text
 
 from oodml.errors import ConfigError
+from oodml.fileio import check_writable_dir
 from oodml.splits.splitfile import load_splitfile
 from oodml.sweep.config import SweepConfig, expand
 from oodml.sweep.engine import LocalBackend, SweepState, Task, run_tasks
@@ -37,6 +38,7 @@ def plan(cfg: SweepConfig, gpus_per_run: float = 0.0, backend: str = "local") ->
     machine (often a CPU-only head node) needs none: the Ray backend checks the cluster has
     them instead."""
     sf = load_splitfile(cfg.splitfile)
+    check_writable_dir(cfg.results, "results folder")
     specs = expand(cfg, [s.id for s in sf.ladder])
     if gpus_per_run > 0:
         specs = [

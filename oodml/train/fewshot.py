@@ -34,7 +34,6 @@ from oodml.train.models import EmbeddingModel, head_of
 from oodml.train.results import config_json, finished_rows, write_run
 from oodml.train.runner import (
     RunSpec,
-    _features,
     base_row,
     class_labels,
     embed_classes,
@@ -43,6 +42,7 @@ from oodml.train.runner import (
     method_name,
     metrics_device,
     resolve,
+    spec_features,
     trained_model,
 )
 from oodml.train.samplers import MPerClassBatchSampler
@@ -120,10 +120,7 @@ def _frozen_features(
 ) -> np.ndarray:
     """Backbone features (head inputs) of the images: cached ones in head-only mode."""
     if spec.head_only:
-        assert spec.extractor is not None
-        return _features(spec.dataset or "", str(spec.root), spec.extractor, spec.cache_dir)[
-            indices
-        ]
+        return spec_features(spec)[indices]
     assert isinstance(model, EmbeddingModel)
     inputs = make_inputs(spec, manifest, indices, np.zeros(len(indices), dtype=np.int64))
     return embed(

@@ -95,6 +95,7 @@ class RunSpec:
     device: str = "cpu"
     cache_dir: str | None = None
     checkpoints: bool = True
+    skip_bad: bool = False
 
     def __post_init__(self) -> None:
         if self.embed_dim < 1:
@@ -152,16 +153,27 @@ def _splitfile(path: str) -> SplitFile:
 
 
 @lru_cache(maxsize=4)
-def _manifest(dataset: str, root: str) -> Manifest:
-    return load_dataset(dataset, root)
+def _manifest(dataset: str, root: str, skip_bad: bool = False) -> Manifest:
+    return load_dataset(dataset, root, skip_bad=skip_bad)
 
 
 @lru_cache(maxsize=4)
-def _features(dataset: str, root: str, extractor: str, cache_dir: str | None) -> np.ndarray:
+def _features(
+    dataset: str, root: str, extractor: str, cache_dir: str | None, skip_bad: bool = False
+) -> np.ndarray:
     from oodml.features import get_features
 
-    fs = get_features(_manifest(dataset, root), extractor, cache_dir=cache_dir, progress=True)
+    manifest = _manifest(dataset, root, skip_bad)
+    fs = get_features(manifest, extractor, cache_dir=cache_dir, progress=True)
     return np.ascontiguousarray(fs.features, dtype=np.float32)
+
+
+def spec_features(spec: RunSpec) -> np.ndarray:
+    """The cached backbone features (float32, one row per manifest image) of a head-only spec."""
+    assert spec.extractor is not None
+    return _features(
+        spec.dataset or "", str(spec.root), spec.extractor, spec.cache_dir, spec.skip_bad
+    )
 
 
 def resolve(spec: RunSpec) -> tuple[RunSpec, SplitFile, Manifest, Split]:
@@ -172,7 +184,7 @@ def resolve(spec: RunSpec) -> tuple[RunSpec, SplitFile, Manifest, Split]:
         dataset=spec.dataset or sf.dataset_name,
         extractor=(spec.extractor or sf.extractor) if spec.head_only else spec.extractor,
     )
-    manifest = _manifest(spec.dataset, str(spec.root))
+    manifest = _manifest(spec.dataset, str(spec.root), spec.skip_bad)
     sf.check_against(manifest)
     return spec, sf, manifest, sf.split(spec.split_id)
 
@@ -188,7 +200,7 @@ def make_inputs(
 ) -> Inputs:
     if spec.head_only:
         assert spec.extractor is not None
-        feats = _features(spec.dataset or "", str(spec.root), spec.extractor, spec.cache_dir)
+        feats = spec_features(spec)
         return TensorInputs(feats[indices], labels)
     from oodml.train.images import ImageInputs
 
@@ -207,7 +219,7 @@ def _input_dim(spec: RunSpec) -> int | None:
     if not spec.head_only:
         return None
     assert spec.extractor is not None
-    return _features(spec.dataset or "", str(spec.root), spec.extractor, spec.cache_dir).shape[1]
+    return spec_features(spec).shape[1]
 
 
 def checkpoint_path(spec: RunSpec, key: str | None = None) -> Path:
