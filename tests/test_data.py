@@ -206,6 +206,15 @@ def test_sop_malformed_row(tmp_path: Path) -> None:
         load_dataset("sop", tmp_path)
 
 
+@pytest.mark.parametrize("bad", ["../outside/1.JPG", "/etc/passwd", "sofa_final/../../x.JPG"])
+def test_sop_path_escaping_the_root(tmp_path: Path, bad: str) -> None:
+    write_sop(tmp_path, False)
+    info = tmp_path / "Ebay_test.txt"
+    info.write_text(info.read_text() + f"99 9 9 {bad}\n")
+    with pytest.raises(DataError, match=rf"{info}:\d+: image path .* restore the file"):
+        load_dataset("sop", tmp_path)
+
+
 def test_sop_missing_header(tmp_path: Path) -> None:
     write_sop(tmp_path, False)
     info = tmp_path / "Ebay_train.txt"

@@ -174,6 +174,29 @@ def test_hand_edited_file_is_one_line_error(
     assert code == 2 and "checksum mismatch" in err and err.count("\n") == 1
 
 
+def test_verify_reports_a_hand_edit_and_goes_on_checking(
+    generated: dict[str, Path], omniglot_zip: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """verify lists the checksum mismatch and what the edit broke: a class dropped from a split
+    and distances no longer increasing."""
+    import json
+
+    doc = json.loads(generated["greedy"].read_text())
+    lost = doc["ladder"][1]["train"].pop()
+    doc["ladder"][1]["val_train"] = [c for c in doc["ladder"][1]["val_train"] if c != lost]
+    doc["ladder"][1]["val"] = [c for c in doc["ladder"][1]["val"] if c != lost]
+    doc["ladder"][2]["distance"] = doc["ladder"][0]["distance"] / 2
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(doc))
+    code, out, _ = run(capsys, "verify", edited, "--root", omniglot_zip, "--no-distances")
+    problems = [line for line in out.splitlines() if line.startswith("problem:")]
+    assert code == 1
+    assert any("checksum mismatch" in p for p in problems)
+    assert any("split 2: 1 dataset class(es) in neither" in p and lost in p for p in problems)
+    assert any("not strictly increasing" in p for p in problems)
+
+
 def test_export_import_round_trip(
     generated: dict[str, Path],
     omniglot_zip: Path,

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from oodml.commands.common import EXTRACT_DEVICE, SKIP_BAD, report_skipped
-from oodml.errors import ConfigError
+from oodml.errors import ConfigError, SplitFileError
 from oodml.fileio import check_writable
 
 splits_app = typer.Typer(
@@ -185,7 +185,14 @@ def verify(
     from oodml.splits.splitfile import load_splitfile
     from oodml.splits.splitfile import verify as verify_splitfile
 
-    sf = load_splitfile(path)
+    first: list[str] = []
+    try:
+        sf = load_splitfile(path)
+    except SplitFileError as exc:
+        if "checksum mismatch" not in str(exc):
+            raise
+        first.append(str(exc))
+        sf = load_splitfile(path, check_sha=False)
     manifest = load_dataset(dataset or sf.dataset_name, root, skip_bad=skip_bad)
     report_skipped(manifest)
     console = Console()
@@ -194,7 +201,7 @@ def verify(
         console.print("extractor unknown (imported file): distances not checked")
     elif distances:
         features = _features(manifest, sf.extractor, cache, device, weights)
-    problems = verify_splitfile(sf, manifest, features)
+    problems = first + verify_splitfile(sf, manifest, features)
     for problem in problems:
         console.print(f"[red]problem:[/red] {problem}", highlight=False, soft_wrap=True)
     if problems:

@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -159,3 +160,16 @@ def decode_image(data: bytes, relpath: str, root: Path | str = "") -> Image.Imag
             f"cannot decode image {Path(root) / relpath}: {exc}; "
             "replace the file or pass --skip-bad to leave it out"
         ) from None
+
+
+def path_problem(path: Any) -> str | None:
+    """Why ``path`` is not a safe '/'-separated path inside the dataset root, or None."""
+    if not isinstance(path, str) or not path:
+        return "is not a non-empty string"
+    if "\\" in path or "\x00" in path:
+        return "contains a backslash or NUL"
+    if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
+        return "is absolute"
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        return "has an empty, '.' or '..' component (it would escape the dataset root)"
+    return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from oodml.data.base import DATASETS, make_manifest, require_dir
-from oodml.data.manifest import DirSource, Manifest
+from oodml.data.manifest import DirSource, Manifest, path_problem
 from oodml.errors import DataError
 
 LAYOUT = (
@@ -49,6 +49,9 @@ def parse_info_file(path: Path) -> list[tuple[str, str, str]]:
             raise DataError(
                 f"{path}:{lineno}: expected 'image_id class_id super_class_id path', got {line!r}"
             )
+        why = path_problem(cols[3])
+        if why:
+            raise DataError(f"{path}:{lineno}: image path {cols[3]!r} {why}; restore the file")
         folder = cols[3].split("/")[0]
         rows.append((cols[3], cols[1], folder.removesuffix("_final")))
     if not rows:

@@ -27,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from oodml.data.manifest import path_problem
 from oodml.errors import SplitFileError
 from oodml.fileio import atomic_write_bytes
-from oodml.splits.splitfile import Split, SplitFile, path_problem
+from oodml.splits.splitfile import Split, SplitFile
 
 PROCEDURE = "oodml-published"
 _NUMPY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")

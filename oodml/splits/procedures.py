@@ -64,7 +64,8 @@ def oodml_pick(
     Walks both orders from offset k in lockstep (so at most min(len) - k entries of each are
     seen) and takes, independently per side, the first position not among that side's last
     ``history`` picks; each pick is appended to its side's history as soon as it is made.
-    A side with no admissible position returns None.
+    A side with no admissible position returns None. ``history=0`` means no history (the
+    published script's ``hist[-0:]`` slice would instead block every earlier pick).
     """
     pa: int | None = None
     pb: int | None = None

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from oodml import __version__
+from oodml.data.manifest import path_problem
 from oodml.errors import SplitFileError
 from oodml.fileio import atomic_write_bytes
 
@@ -192,8 +193,11 @@ def save_splitfile(sf: SplitFile, path: str | os.PathLike) -> Path:
     return atomic_write_bytes(path, data)
 
 
-def load_splitfile(path: str | os.PathLike) -> SplitFile:
-    """Read and validate a split file; any problem raises a one-line SplitFileError."""
+def load_splitfile(path: str | os.PathLike, *, check_sha: bool = True) -> SplitFile:
+    """Read and validate a split file; any problem raises a one-line SplitFileError.
+
+    ``check_sha=False`` accepts a file whose checksum does not match (for ``verify``, which
+    reports the mismatch and goes on to check the content)."""
     p = Path(path)
     try:
         data = p.read_bytes()
@@ -201,33 +205,20 @@ def load_splitfile(path: str | os.PathLike) -> SplitFile:
         raise SplitFileError(f"split file {p} does not exist; check the path") from None
     except OSError as exc:
         raise SplitFileError(f"cannot read split file {p}: {exc.strerror}") from None
-    return loads(data, str(p))
+    return loads(data, str(p), check_sha=check_sha)
 
 
-def loads(data: bytes, name: str = "<split file>") -> SplitFile:
+def loads(data: bytes, name: str = "<split file>", *, check_sha: bool = True) -> SplitFile:
     """Parse and validate split-file bytes (``name`` appears in error messages)."""
     try:
         doc = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise SplitFileError(f"{name} is not valid UTF-8 JSON ({exc}); regenerate it") from None
-    return from_document(doc, name)
+    return from_document(doc, name, check_sha=check_sha)
 
 
 def _reject_constant(token: str) -> float:
     raise ValueError(f"non-finite number {token}")
-
-
-def path_problem(path: Any) -> str | None:
-    """Why ``path`` is not a safe '/'-separated path inside the dataset root, or None."""
-    if not isinstance(path, str) or not path:
-        return "is not a non-empty string"
-    if "\\" in path or "\x00" in path:
-        return "contains a backslash or NUL"
-    if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
-        return "is absolute"
-    if any(part in ("", ".", "..") for part in path.split("/")):
-        return "has an empty, '.' or '..' component (it would escape the dataset root)"
-    return None
 
 
 class _Reader:
@@ -346,7 +337,7 @@ def _read_split(r: _Reader, obj: Any, index: int, known: set[str] | None) -> Spl
     )
 
 
-def from_document(doc: Any, name: str = "<split file>") -> SplitFile:
+def from_document(doc: Any, name: str = "<split file>", *, check_sha: bool = True) -> SplitFile:
     """Validate a parsed document (schema, checksum, classes, paths) and build the SplitFile."""
     r = _Reader(name)
     if not isinstance(doc, dict):
@@ -359,7 +350,7 @@ def from_document(doc: Any, name: str = "<split file>") -> SplitFile:
         )
     stored_sha = r.get(doc, "sha256", "", str)
     body = {k: v for k, v in doc.items() if k != "sha256"}
-    if hashlib.sha256(canonical_bytes(body)).hexdigest() != stored_sha:
+    if check_sha and hashlib.sha256(canonical_bytes(body)).hexdigest() != stored_sha:
         raise SplitFileError(
             f"{name}: checksum mismatch (the file was edited by hand or damaged); "
             "regenerate it with `oodml splits generate` instead of editing it"
@@ -429,6 +420,8 @@ def verify(sf: SplitFile, manifest: Any, features: Any = None, *, rtol: float = 
     label_of = dict(zip(manifest.paths, manifest.labels, strict=True))
     for s in sf.ladder:
         problems.extend(_verify_split(s, counts, label_of))
+    if not is_strictly_increasing(s.distance for s in sf.ladder):
+        problems.append("ladder distances are not strictly increasing (easiest split first)")
     if features is not None:
         problems.extend(_verify_distances(sf, manifest, features, rtol))
     return problems
@@ -440,6 +433,12 @@ def _verify_split(s: Split, counts: Mapping[str, int], label_of: Mapping[str, st
     missing = [c for c in (*s.train, *s.test, *s.removed) if c not in counts]
     if missing:
         out.append(f"{where}: {len(missing)} class(es) not in the dataset, e.g. {missing[0]!r}")
+    unplaced = sorted(set(counts).difference(s.train, s.test, s.removed))
+    if unplaced:
+        out.append(
+            f"{where}: {len(unplaced)} dataset class(es) in neither train, test nor removed, "
+            f"e.g. {unplaced[0]!r}"
+        )
     if (s.val_train or s.val) and set(s.val_train) | set(s.val) != set(s.train):
         out.append(f"{where}: val_train and val do not add up to the train classes")
     absent: list[str] = []
