@@ -180,13 +180,30 @@ def test_progression_one_line_per_method_and_dashed_fewshot():
         assert lines["A"].get_color() == lines["A (5-shot)"].get_color()
         assert lines["A"].get_color() != lines["B"].get_color()
         assert lines["A"].get_marker() != lines["B"].get_marker()
-        assert ax.get_xlabel() == "Fréchet distance, train vs test (squared feature units)"
         assert ax.get_legend() is None  # the legend lives outside the data area
         assert len(ax.collections) == 3  # one ±std band per series (two seeds)
     np.testing.assert_allclose(axes[0].get_lines()[0].get_ydata(), [0.7, 0.55, 0.3])
     np.testing.assert_allclose(axes[1].get_lines()[2].get_ydata(), [0.3, 0.3, 0.2])
     assert axes[0].get_ylabel().startswith("Recall@1") and axes[1].get_ylabel().startswith("NMI")
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["A", "A (5-shot)", "B"]
+    assert fig.get_supxlabel() == "Fréchet distance, train vs test (squared feature units)"
+
+
+def test_fewshot_series_pairs_with_its_zeroshot_method_despite_its_own_settings():
+    """Real few-shot rows carry the method config plus a "fewshot" entry: they must still be
+    drawn and tabulated beside their zero-shot method, not as a separate method."""
+    df = results_frame(fewshot=True)
+    zs = '{"loss":"multisimilarity","train":{"epochs":10}}'
+    fs = '{"fewshot":{"epochs":20,"tune":"head"},"loss":"multisimilarity","train":{"epochs":10}}'
+    df["config"] = np.where(df["protocol"] == "fewshot", fs, zs)
+    labelled_df = labelled(df)
+    assert set(labelled_df["series"]) == {"A", "A (5-shot)", "B"}
+    other = df[df["protocol"] == "fewshot"].assign(
+        config=fs.replace('"epochs":20', '"epochs":50'))
+    both = labelled(pd.concat([df, other], ignore_index=True))
+    fewshot_series = sorted(set(both.loc[both["protocol"] == "fewshot", "series"]))
+    assert len(fewshot_series) == 2 and all(s.startswith("A (5-shot) #") for s in fewshot_series)
+    assert set(both.loc[both["protocol"] == "zeroshot", "series"]) == {"A", "B"}
 
 
 def test_single_seed_draws_no_band():

@@ -68,20 +68,20 @@ def progression_figure(df: pd.DataFrame, metrics: Sequence[str], *,
                 sd = c["std"].to_numpy()
                 alpha = 0.15 if st["linestyle"] == "-" else 0.07
                 ax.fill_between(x, y - sd, y + sd, color=st["color"], alpha=alpha, linewidth=0)
-        ax.set_xlabel(x_label)
         ax.set_ylabel(metric_label(metric))
         ax.grid(True, alpha=0.3)
         _split_ticks(ax, axis, start_split)
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
+    fig.supxlabel(x_label, fontsize=10)
     handles, labels = axes[0].get_legend_handles_labels()
     seen = dict(zip(labels, handles, strict=True))
     for ax in axes[1:len(metrics)]:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             seen.setdefault(lab, h)
     ordered = [n for n in names if n in seen]
-    fig.legend([seen[n] for n in ordered], ordered, loc="outside lower center",
-               ncol=min(4, max(1, len(ordered))), fontsize=8, frameon=False)
+    fig.legend([seen[n] for n in ordered], ordered, loc="outside right upper", fontsize=8,
+               frameon=False)
     n_seeds = df.groupby("series")["seed"].nunique()
     band = "band: mean ± seed std" if (n_seeds >= 2).any() else "single seed: no band"
     fig.suptitle(f"Metric vs shift (mean over seeds; {band})", fontsize=10)

@@ -38,9 +38,13 @@ def style_for(index: int) -> tuple[str, str]:
 
 
 
-def distance_label(mode: str | None = None, extractor: str | None = None) -> str:
-    """Axis label of the split distance; names the distance mode and extractor when known."""
+def distance_label(
+    mode: str | None = None, extractor: str | None = None, *, lines: bool = False
+) -> str:
+    """Axis label of the split distance; names the distance mode and extractor when known.
+    ``lines=True`` breaks it over three lines (for a y axis)."""
     if mode is None:
         return DISTANCE_LABEL
     of = f" of {extractor} features" if extractor else ""
-    return f"Fréchet distance, {mode}{of} (squared feature units)"
+    sep = "\n" if lines else " "
+    return f"Fréchet distance,{sep}{mode}{of}{sep}(squared feature units)"

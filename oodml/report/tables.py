@@ -8,6 +8,7 @@ computed per seed first, then averaged, so the reported std is the std of that s
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,15 +28,37 @@ def _config_tag(config: str) -> str:
     return hashlib.sha256(config.encode("utf-8")).hexdigest()[:8]
 
 
+def _method_config(config: str) -> str:
+    """A row's config without its few-shot settings, so a few-shot series pairs with the
+    zero-shot run of the same method (a config that is not a JSON object stays as it is)."""
+    try:
+        doc = json.loads(config)
+    except ValueError:
+        return config
+    if not isinstance(doc, dict):
+        return config
+    doc.pop("fewshot", None)
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
 def label_series(df: pd.DataFrame) -> pd.DataFrame:
     """Add ``base`` (method, plus a config hash when a method has several configs) and
-    ``series`` (base, plus "(k-shot)" for few-shot rows) columns."""
-    n_cfg = df.groupby("method")["config"].nunique()
+    ``series`` (base, plus "(k-shot)" for few-shot rows, plus a hash of the few-shot settings
+    when one method and shot count was adapted in several ways) columns."""
+    method_cfg = [_method_config(c) for c in df["config"]]
+    keyed = df.assign(_mcfg=method_cfg)
+    n_cfg = keyed.groupby("method")["_mcfg"].nunique()
     multi = set(n_cfg[n_cfg > 1].index)
     base = [f"{m} #{_config_tag(c)}" if m in multi else m
-            for m, c in zip(df["method"], df["config"], strict=True)]
-    series = [b if p == "zeroshot" else f"{b} ({k}-shot)"
-              for b, p, k in zip(base, df["protocol"], df["shots"], strict=True)]
+            for m, c in zip(df["method"], method_cfg, strict=True)]
+    fs = keyed.assign(base=base)[keyed["protocol"] == "fewshot"]
+    n_fs = fs.groupby(["base", "shots"])["config"].nunique()
+    multi_fs = set(n_fs[n_fs > 1].index)
+    series = [
+        b if p == "zeroshot"
+        else f"{b} ({k}-shot)" + (f" #{_config_tag(c)}" if (b, k) in multi_fs else "")
+        for b, p, k, c in zip(base, df["protocol"], df["shots"], df["config"], strict=True)
+    ]
     return df.assign(base=base, series=series)
 
 

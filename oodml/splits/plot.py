@@ -42,7 +42,7 @@ def plot_ladder(sf: SplitFile, title: str | None = None) -> Figure:
             markeredgecolor="black",
             label="start split",
         )
-    ax_d.set_ylabel(distance_label(sf.distance_mode, sf.extractor))
+    ax_d.set_ylabel(distance_label(sf.distance_mode, sf.extractor, lines=True), fontsize=9)
     ax_d.grid(True, color="#dddddd", linewidth=0.6)
     ax_d.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     for side, color, style, marker in _COUNT_STYLES:

@@ -12,3 +12,6 @@ oodml evaluate "$SPLITS" "${COMMON[@]}" --loss multisimilarity
 oodml evaluate "$SPLITS" "${COMMON[@]}" --loss triplet --loss-args margin=0.2 --miner triplet-semihard
 oodml evaluate "$SPLITS" "${COMMON[@]}" --loss proxyanchor --loss-lr-mult 100
 oodml evaluate "$SPLITS" "${COMMON[@]}" --loss softmax
+# few-shot adaptation of the multi-similarity model (head fine-tuned on each episode's support
+# images, 2 and 5 shots, 10 episodes each)
+oodml fewshot "$SPLITS" "${COMMON[@]}" --loss multisimilarity --shots 2,5
