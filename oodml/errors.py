@@ -1,6 +1,13 @@
 """Errors that the CLI turns into one clear line instead of a traceback."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's message (its type name if it has none), for
+    quoting a library's multi-line error inside a one-line message."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 class OodmlError(Exception):
     """A user-facing error: the message names the file or value and what to do."""
 

@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms as T
 
-from oodml.errors import ConfigError
+from oodml.errors import ConfigError, first_line
 from oodml.registry import Registry
 
 Transform = Callable[[Image.Image], torch.Tensor]
@@ -112,18 +112,13 @@ class ExtractorSpec:
 EXTRACTORS: Registry[ExtractorSpec] = Registry("extractor")
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a state dict without unpickling arbitrary objects (weights_only)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ConfigError(
-            f"cannot read weights file {path}: {_first_line(exc)}; pass a torch state-dict file"
+            f"cannot read weights file {path}: {first_line(exc)}; pass a torch state-dict file"
         ) from None
     if not isinstance(state, dict):
         raise ConfigError(f"weights file {path} is not a state dict; pass a torch state-dict file")
@@ -136,7 +131,7 @@ def load_strict(model: nn.Module, path: Path) -> nn.Module:
         model.load_state_dict(load_state_dict(path), strict=True)
     except RuntimeError as exc:
         raise ConfigError(
-            f"weights file {path} does not fit this network: {_first_line(exc)}"
+            f"weights file {path} does not fit this network: {first_line(exc)}"
         ) from None
     return model
 
@@ -166,7 +161,7 @@ def _build_inception(path: Path) -> nn.Module:
         net = fid_inception.InceptionV3([fid_inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
     except RuntimeError as exc:
         raise ConfigError(
-            f"weights file {path} does not fit the FID Inception: {_first_line(exc)}"
+            f"weights file {path} does not fit the FID Inception: {first_line(exc)}"
         ) from None
     finally:
         fid_inception.load_state_dict_from_url = original

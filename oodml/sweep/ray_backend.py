@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from oodml.errors import ConfigError
+from oodml.errors import ConfigError, first_line
 from oodml.sweep.engine import SweepState, Task
 
 INSTALL_HINT = "Ray is not installed: pip install 'oodml[dist]' (or pip install 'ray[default]')"
@@ -54,7 +54,7 @@ class RayBackend:
         except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
             raise ConfigError(
                 f"cannot connect to the Ray cluster at --address {self.address}: "
-                f"{_first_line(exc)}; start it with `ray start --head` or check the address"
+                f"{first_line(exc)}; start it with `ray start --head` or check the address"
             ) from None
         return True
 
@@ -117,15 +117,10 @@ class RayBackend:
                 ray.shutdown()
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0].strip() if lines else type(exc).__name__
-
-
 def _error_line(exc: BaseException) -> str:
     """The root error of a Ray failure on one line (Ray wraps it with a long traceback; the
     cause, when Ray kept it, is the task's own exception)."""
     cause = getattr(exc, "cause", None)
     if isinstance(cause, BaseException):
         exc = cause
-    return f"{type(exc).__name__}: {_first_line(exc)}"[:500]
+    return f"{type(exc).__name__}: {first_line(exc)}"[:500]

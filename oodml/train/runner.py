@@ -346,11 +346,10 @@ def base_row(spec: RunSpec, sf: SplitFile, split: Split, config: str) -> dict[st
 def run_one(spec: RunSpec, progress: Progress | None = None) -> list[dict[str, Any]]:
     """Train on the split's train classes, evaluate on its test classes, record the rows.
 
-    A run that already finished (its run file exists) is not repeated: its rows are returned.
+    A run that already finished with the same config and split file is not repeated: its
+    rows are returned.
     """
-    resolved, sf, manifest, split = resolve(spec)
-    config = config_json(method_config(resolved))
-    done = finished_rows(spec.results_dir, run_key(spec), config, sf.sha256)
+    config, done = _previous_run(spec)
     if done is not None:
         return done
     start = time.perf_counter()
@@ -428,12 +427,18 @@ def run_ladder(
     return rows
 
 
+def _previous_run(spec: RunSpec) -> tuple[str, list[dict[str, Any]] | None]:
+    """The run's config JSON and the rows it finished with before (None if it has not); a
+    finished run with another config or split file is a ConfigError."""
+    resolved, sf, _, _ = resolve(spec)
+    config = config_json(method_config(resolved))
+    return config, finished_rows(spec.results_dir, run_key(spec), config, sf.sha256)
+
+
 def is_finished(spec: RunSpec) -> bool:
     """Whether the run of ``spec`` has finished before with the same config and split file (a
     finished run with another config or split file is a ConfigError, not a skip)."""
-    resolved, sf, _, _ = resolve(spec)
-    config = config_json(method_config(resolved))
-    return finished_rows(spec.results_dir, run_key(spec), config, sf.sha256) is not None
+    return _previous_run(spec)[1] is not None
 
 
 class _NullContext:
