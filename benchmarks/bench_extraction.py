@@ -63,7 +63,7 @@ def main() -> None:
     net = load_extractor("efficientnet-lite0")
     net.model.to(device)
     warm = type(full)(full.name, full.root, full.source, manifest.paths[:8], manifest.labels[:8])
-    compute_features(warm, net, device=args.device, num_workers=0, progress=False)
+    compute_features(warm, net, device=args.device, num_workers=0)
 
     t0 = time.perf_counter()
     ours = compute_features(
@@ -72,7 +72,7 @@ def main() -> None:
         device=args.device,
         batch_size=batch,
         num_workers=workers,
-        progress=False,
+
     )
     t_ours = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -27,7 +27,7 @@ from oodml.train.images import ImageInputs
 from oodml.train.loop import TrainConfig, embed, seed_everything, train
 from oodml.train.losses import build_loss
 from oodml.train.models import build_model
-from oodml.train.runner import class_labels
+from oodml.train.run import class_labels
 from oodml.train.samplers import build_sampler
 
 REPO = Path(__file__).resolve().parents[1]

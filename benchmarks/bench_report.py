@@ -13,8 +13,8 @@ import pandas as pd
 from scipy import stats
 
 from oodml.report.build import build_report
-from oodml.report.results import METRIC_ORDER
 from oodml.report.tables import kendall_tau
+from oodml.results import METRIC_ORDER
 
 
 def synthetic_results(methods: int = 8, splits: int = 10, seeds: int = 5) -> pd.DataFrame:

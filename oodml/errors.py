@@ -30,3 +30,11 @@ class TrainingError(OodmlError):
 
 class OutputError(OodmlError):
     """An output file or folder that cannot be written."""
+
+
+class ResultsError(OodmlError):
+    """A results table or run file that cannot be used as given."""
+
+
+class ChecksumMismatch(SplitFileError):
+    """A split file whose content does not match its recorded sha256 (edited by hand)."""

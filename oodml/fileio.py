@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -49,6 +50,44 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         if tmp_path.exists():
             tmp_path.unlink()
     return path
+
+
+def atomic_create(path: str | os.PathLike, write: Callable[[Path], None]) -> bool:
+    """Like :func:`atomic_write`, but never replaces an existing ``path``: the complete file is
+    linked into place only if nothing is there yet. Returns False (and leaves the existing file
+    untouched) when ``path`` already exists, so two concurrent writers can never silently keep
+    one result and lose the other."""
+    path = Path(path)
+    staged = path.with_name(f".{path.name}.{os.getpid()}.staged")
+    atomic_write(staged, write)
+    try:
+        os.link(staged, path)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        staged.unlink(missing_ok=True)
+    return True
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created if missing) for the block, so
+    read-modify-write steps of concurrent processes on one folder run one at a time."""
+    import fcntl
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, _FILE_MODE & ~_umask())
+    except OSError as exc:
+        raise OutputError(f"cannot lock {path}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _creatable(folder: Path) -> Path | None:

@@ -51,6 +51,6 @@ def omniglot_features(omniglot_zip: Path, omniglot_features_cache: Path):
 
     manifest = load_dataset("omniglot", omniglot_zip)
     features = get_features(
-        manifest, "efficientnet-lite0", cache_dir=omniglot_features_cache, progress=False
+        manifest, "efficientnet-lite0", cache_dir=omniglot_features_cache
     )
     return manifest, features

@@ -251,7 +251,7 @@ def tiny_folders(omniglot_zip, tmp_path_factory):
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    from oodml.cli import main
+    from oodml_cli import main
 
     try:
         main(args)
@@ -298,8 +298,8 @@ def test_cli_dataset_modes_match_api(tiny_folders, capsys) -> None:
 
 
 def test_cli_two_folders_match_api(tiny_folders, capsys) -> None:
-    from oodml.commands.fid import folder_manifest
     from oodml.features import get_features
+    from oodml.fid import folder_manifest
     from oodml.frechet import frechet_distance_samples
 
     d1, d2, cache = tiny_folders / "d1", tiny_folders / "d2", tiny_folders / "cache"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import typer
 
 from oodml import __version__
-from oodml.cli import COMMAND_MODULES, main
+from oodml_cli import COMMANDS, app, main
 
 
 def run(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
@@ -46,7 +47,8 @@ def test_version_and_every_command_has_help(capsys) -> None:
     for name in ("features", "fid", "splits", "evaluate", "fewshot", "losses", "report", "sweep"):
         code, out, _ = run(capsys, name, "--help")
         assert code == 0 and "Usage" in out, name
-    assert len(COMMAND_MODULES) == 6
+    registered = typer.main.get_command(app).commands
+    assert set(COMMANDS) == {c.name for c in registered.values()}
 
 
 def test_unwritable_outputs_fail_before_any_work(capsys, tmp_path, omniglot_zip) -> None:

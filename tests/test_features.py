@@ -82,7 +82,7 @@ def test_inception_matches_pytorch_fid(omniglot_zip, torch_home, tmp_path, fid_i
         cache_dir=tmp_path / "cache",
         batch_size=2,
         num_workers=0,
-        progress=False,
+
     )
     assert fs.features.shape == (4, 2048) and fs.features.dtype == np.float32
     assert fs.features.std(axis=0).max() > 0
@@ -126,7 +126,7 @@ def test_resnet50_matches_torchvision(omniglot_zip, torch_home, tmp_path):
     with torch.inference_mode():
         expected = reference(batch).numpy()
     fs = get_features(
-        manifest, "resnet50", cache_dir=tmp_path / "cache", num_workers=0, progress=False
+        manifest, "resnet50", cache_dir=tmp_path / "cache", num_workers=0
     )
     assert fs.features.shape == (4, 2048)
     assert fs.weights_sha256 == sha256_file(torch_home / "hub" / "checkpoints" / RESNET50_FILE)
@@ -141,7 +141,7 @@ def test_efficientnet_lite0_real_weights_separate_classes(omniglot_zip):
 
     manifest = omniglot_manifest(omniglot_zip, n_classes=4, per_class=5, stride=30)
     net = spec.build()
-    x = compute_features(manifest, net, num_workers=0, progress=False)
+    x = compute_features(manifest, net, num_workers=0)
     assert x.shape == (20, 1280) and np.isfinite(x).all()
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
     dist = np.linalg.norm(x[:, None] - x[None], axis=2)
@@ -196,7 +196,7 @@ def test_fused_inference_model_equals_the_loaded_network(omniglot_zip):
     assert want.abs().max() > 1.0
     for k, v in net.model.state_dict().items():
         assert torch.equal(v, before[k]), k
-    features = compute_features(manifest, net, num_workers=0, progress=False)
+    features = compute_features(manifest, net, num_workers=0)
     np.testing.assert_allclose(features, want.numpy(), rtol=1e-4, atol=1e-4)
 
 
@@ -217,10 +217,10 @@ def test_wrong_weights_file_is_a_clear_error(tmp_path):
 def test_cache_hit_skips_the_network_and_is_byte_deterministic(omniglot_zip, tmp_path, monkeypatch):
     manifest = omniglot_manifest(omniglot_zip, n_classes=2, per_class=3)
     first = get_features(
-        manifest, "efficientnet-lite0", cache_dir=tmp_path / "a", num_workers=2, progress=False
+        manifest, "efficientnet-lite0", cache_dir=tmp_path / "a", num_workers=2
     )
     again = get_features(
-        manifest, "efficientnet-lite0", cache_dir=tmp_path / "b", num_workers=0, progress=False
+        manifest, "efficientnet-lite0", cache_dir=tmp_path / "b", num_workers=0
     )
     for a, b in zip(
         cache_paths(
@@ -237,7 +237,7 @@ def test_cache_hit_skips_the_network_and_is_byte_deterministic(omniglot_zip, tmp
         raise AssertionError("the network ran on a cache hit")
 
     monkeypatch.setattr(EfficientNetLite0, "forward", boom)
-    cached = get_features(manifest, "efficientnet-lite0", cache_dir=tmp_path / "a", progress=False)
+    cached = get_features(manifest, "efficientnet-lite0", cache_dir=tmp_path / "a")
     assert np.array_equal(cached.features, first.features)
     assert cached.features.dtype == np.float32
     assert (cached.labels, cached.paths) == (manifest.labels, manifest.paths)
@@ -247,7 +247,7 @@ def test_cache_hit_skips_the_network_and_is_byte_deterministic(omniglot_zip, tmp
 def test_corrupt_or_mismatched_cache_is_recomputed(omniglot_zip, tmp_path, monkeypatch):
     monkeypatch.setenv("OODML_CACHE", str(tmp_path / "env_cache"))
     manifest = omniglot_manifest(omniglot_zip, n_classes=2, per_class=2)
-    first = get_features(manifest, "efficientnet-lite0", num_workers=0, progress=False)
+    first = get_features(manifest, "efficientnet-lite0", num_workers=0)
     npz, meta = cache_paths(
         tmp_path / "env_cache", manifest.fingerprint, "efficientnet-lite0", first.weights_sha256
     )
@@ -255,14 +255,14 @@ def test_corrupt_or_mismatched_cache_is_recomputed(omniglot_zip, tmp_path, monke
 
     npz.write_bytes(npz.read_bytes()[:100])
     with pytest.warns(RuntimeWarning, match="recomputing"):
-        fs = get_features(manifest, "efficientnet-lite0", num_workers=0, progress=False)
+        fs = get_features(manifest, "efficientnet-lite0", num_workers=0)
     assert np.array_equal(fs.features, first.features)
 
     edited = json.loads(meta.read_text())
     edited["fingerprint"] = "0" * 64
     meta.write_text(json.dumps(edited))
     with pytest.warns(RuntimeWarning, match="does not match"):
-        fs = get_features(manifest, "efficientnet-lite0", num_workers=0, progress=False)
+        fs = get_features(manifest, "efficientnet-lite0", num_workers=0)
     assert np.array_equal(fs.features, first.features)
 
 
@@ -292,13 +292,13 @@ def test_corrupt_image_names_the_file(tmp_path):
     manifest = Manifest("x", root, DirSource(root), ("a/good.png", "a/bad.png"), ("a", "a"))
     with pytest.raises(DataError, match="bad.png") as err:
         get_features(
-            manifest, "efficientnet-lite0", cache_dir=tmp_path / "c", num_workers=1, progress=False
+            manifest, "efficientnet-lite0", cache_dir=tmp_path / "c", num_workers=1
         )
     assert "\n" not in str(err.value)
 
 
 def test_cli_summary_and_cache(omniglot_zip, tmp_path, capsys):
-    from oodml.cli import main
+    from oodml_cli import main
 
     manifest = omniglot_manifest(omniglot_zip, n_classes=2, per_class=2)
     root = tmp_path / "folder"

@@ -10,21 +10,16 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from oodml.cli import app
 from oodml.errors import ConfigError, SplitFileError
 from oodml.metrics import DEFAULT_METRICS
+from oodml.results import run_path
 from oodml.splits.splitfile import load_splitfile
-from oodml.train.fewshot import (
-    FewshotConfig,
-    _adapt_episode,
-    episode_indices,
-    fewshot_key,
-    run_fewshot,
-)
+from oodml.train.fewshot import _adapt_episode, episode_indices, run_fewshot
 from oodml.train.loop import TrainConfig
-from oodml.train.results import run_path
-from oodml.train.runner import RunSpec, resolve, run_key, run_one, trained_model
+from oodml.train.run import resolve, run_one, trained_model
+from oodml.train.spec import FewshotConfig, RunSpec, fewshot_key, run_key
 from oodml.train.synthetic import make_synthetic_study
+from oodml_cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,7 +59,7 @@ def test_episode_support_and_query_partition_the_episode_classes(study):
 
 def test_rows_are_mean_and_std_over_episodes(study, tmp_path):
     spec = spec_for(study, tmp_path)
-    cfg = FewshotConfig(shots=(2, 5), epochs=3)
+    cfg = FewshotConfig(shots=(2, 5), ft_epochs=3)
     rows = run_fewshot(spec, cfg)
     assert {(r["shots"], r["metric"]) for r in rows} == {
         (s, m) for s in (2, 5) for m in DEFAULT_METRICS
@@ -91,7 +86,7 @@ def test_fewshot_reuses_the_zeroshot_model_and_resumes(study, tmp_path):
     run_one(spec)
     ckpt = tmp_path / "checkpoints" / f"{run_key(spec)}.pt"
     stamp = ckpt.stat().st_mtime_ns
-    cfg = FewshotConfig(shots=(2,), epochs=2, max_episodes=2)
+    cfg = FewshotConfig(shots=(2,), ft_epochs=2, max_episodes=2)
     first = run_fewshot(spec, cfg)
     assert ckpt.stat().st_mtime_ns == stamp  # the trained model was reloaded, not retrained
     assert run_path(tmp_path, fewshot_key(spec, 2)).is_file()
@@ -103,15 +98,18 @@ def test_fewshot_reuses_the_zeroshot_model_and_resumes(study, tmp_path):
 def test_fewshot_errors(study, tmp_path):
     with pytest.raises(SplitFileError, match="no 10-shot episodes .*has: 2, 5"):
         run_fewshot(spec_for(study, tmp_path), FewshotConfig(shots=(10,)))
-    with pytest.raises(ConfigError, match="unknown --tune"):
+    with pytest.raises(ConfigError, match="tune='backbone' is not one of: head, all"):
         FewshotConfig(tune="backbone")
-    with pytest.raises(ConfigError, match="positive"):
+    with pytest.raises(ConfigError, match="shots=0 must be >= 1"):
         FewshotConfig(shots=(0,))
-    for kw, msg in [(dict(max_episodes=0), "--max-episodes"), (dict(max_episodes=-1), "at least"),
-                    (dict(lr=0.0), "--ft-lr"), (dict(epochs=0), "--ft-epochs")]:
+    for kw, msg in [(dict(max_episodes=0), "max_episodes=0 must be >= 1"),
+                    (dict(max_episodes=-1), "max_episodes=-1"),
+                    (dict(ft_lr=0.0), "ft_lr=0.0 must be a number > 0"),
+                    (dict(ft_lr=float("nan")), "ft_lr=nan must be a finite number"),
+                    (dict(ft_epochs=0), "ft_epochs=0 must be >= 1")]:
         with pytest.raises(ConfigError, match=msg):
             FewshotConfig(**kw)
-    with pytest.raises(ConfigError, match="--tune all .* --head-only"):
+    with pytest.raises(ConfigError, match="tune='all' .* head-only"):
         run_fewshot(spec_for(study, tmp_path), FewshotConfig(tune="all"))
 
 
@@ -164,7 +162,7 @@ def test_real_omniglot_fewshot(omniglot_zip, omniglot_features, omniglot_feature
         cache_dir=str(omniglot_features_cache),
         train=TrainConfig(epochs=2, batch_size=32, m=4),
     )
-    rows = run_fewshot(spec, FewshotConfig(shots=(shots,), epochs=2, max_episodes=2))
+    rows = run_fewshot(spec, FewshotConfig(shots=(shots,), ft_epochs=2, max_episodes=2))
     vals = {r["metric"]: r for r in rows}
     assert vals["recall@1"]["n_episodes"] == 2
     assert 0.05 < vals["recall@1"]["value"] <= 1.0 and not math.isnan(vals["map@r"]["std"])

@@ -15,11 +15,9 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from oodml.cli import main
 from oodml.report.build import build_report
 from oodml.report.embedding import embedding_figure, pca_2d
 from oodml.report.progression import progression_figure
-from oodml.report.results import ResultsError, load_results, select_metrics, validate
 from oodml.report.tables import (
     kendall_tau,
     label_series,
@@ -28,7 +26,9 @@ from oodml.report.tables import (
     summary_table,
     trapezoid_auc,
 )
+from oodml.results import ResultsError, load_results, select_metrics, validate
 from oodml.splits.splitfile import Split, SplitFile
+from oodml_cli import main
 
 SHA = "ab" * 32
 DIST = {1: 10.0, 2: 20.0, 3: 40.0}

@@ -13,14 +13,15 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from oodml.cli import app, main
 from oodml.errors import ConfigError, SplitFileError
 from oodml.metrics import DEFAULT_METRICS, evaluate_embeddings
+from oodml.results import COLUMNS, merge_results
 from oodml.splits.splitfile import load_splitfile
 from oodml.train.loop import TrainConfig
-from oodml.train.results import COLUMNS, merge_results
-from oodml.train.runner import RunSpec, check_specs, run_key, run_ladder, run_one, trained_model
+from oodml.train.run import check_specs, run_ladder, run_one, trained_model
+from oodml.train.spec import RunSpec, run_key
 from oodml.train.synthetic import make_synthetic_study
+from oodml_cli import app, main
 
 REPO = Path(__file__).resolve().parents[1]
 VOLATILE = ["wall_time_s"]
@@ -78,18 +79,18 @@ def test_rows_follow_the_schema_and_equal_the_metrics_of_the_trained_model(study
 
 def test_resume_after_a_kill_gives_the_same_rows_without_duplicates(study, tmp_path):
     full = tmp_path / "full"
-    run_ladder(grid(study, full), show_progress=False)
+    run_ladder(grid(study, full))
     killed = tmp_path / "killed"
     specs = grid(study, killed)
-    run_ladder(specs[:2], show_progress=False)
+    run_ladder(specs[:2])
     partial = pd.read_parquet(killed / "results.parquet")
     assert len(partial) == 2 * len(DEFAULT_METRICS)
     # a run killed mid-training leaves a checkpoint but no run file
     with pytest.raises(KeyboardInterrupt):
         _kill_during(specs[2])
     assert not (killed / "runs" / f"{run_key(specs[2])}.json").exists()
-    run_ladder(specs, show_progress=False)
-    run_ladder(specs, show_progress=False)  # a third invocation changes nothing
+    run_ladder(specs)
+    run_ladder(specs)  # a third invocation changes nothing
     a = pd.read_parquet(full / "results.parquet").drop(columns=VOLATILE)
     b = pd.read_parquet(killed / "results.parquet").drop(columns=VOLATILE)
     assert len(b) == 4 * len(DEFAULT_METRICS)
@@ -160,7 +161,7 @@ def test_errors_come_before_any_training(study, tmp_path):
     for kw, msg in bad:
         specs = [spec_for(study, out, 1, 0), spec_for(study, out, 2, 0, **kw)]
         with pytest.raises(ConfigError, match=msg):
-            run_ladder(specs, show_progress=False)
+            run_ladder(specs)
         assert not (out / "runs").exists()  # the valid first spec did not start either
 
 

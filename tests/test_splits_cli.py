@@ -11,8 +11,8 @@ import matplotlib.image as mpimg
 import pytest
 
 from oodml.classstats import ClassStats
-from oodml.cli import main
 from oodml.splits.splitfile import is_strictly_increasing, load_splitfile, verify
+from oodml_cli import main
 
 COMMANDS = ("generate", "show", "verify", "import-oodml", "export-oodml", "plot")
 

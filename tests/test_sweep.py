@@ -195,9 +195,9 @@ def kill_worker_once(item):
 def test_ray_retries_a_killed_worker_without_losing_or_duplicating_rows(
     tmp_path, ladder_file, omniglot_zip, omniglot_features_cache, ray_session
 ):
+    from oodml.results import merge_results
     from oodml.sweep.ray_backend import RayBackend
-    from oodml.train.results import merge_results
-    from oodml.train.runner import run_key
+    from oodml.train.spec import run_key
 
     ray_session.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     cfg = load_config(write_config(tmp_path / "k.toml", ladder_file, omniglot_zip,

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from pytorch_metric_learning import losses as pml_losses
 from torch import nn
 
+from oodml.config import parse_kv
 from oodml.errors import ConfigError
-from oodml.train.config import check_args, import_object, parse_kv
+from oodml.train.config import check_args, import_object
 from oodml.train.loop import (
     TensorInputs,
     TrainConfig,

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -25,6 +24,7 @@ from oodml.features.cache import CacheMiss, default_cache_dir, load_features, sa
 from oodml.features.extractors import EXTRACTORS, Collate, Extractor, Transform, sha256_file
 from oodml.features.featureset import FeatureSet
 from oodml.fileio import check_writable_dir
+from oodml.progress import NO_PROGRESS, Progress
 
 
 class ManifestImages(Dataset):
@@ -72,7 +72,8 @@ def resolve_device(device: str) -> torch.device:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(
-                f"device {device!r} requested but CUDA is not available; use --device cpu"
+                f"device {device!r} requested but CUDA is not available; use device 'cpu' or "
+                "'auto'"
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ConfigError(
@@ -107,7 +108,7 @@ def check_run_options(
         raise ConfigError(f"batch size {batch} must be at least 1")
     workers = default_workers() if num_workers is None else num_workers
     if workers < 0:
-        raise ConfigError(f"--workers {workers} must be 0 or more")
+        raise ConfigError(f"num_workers={workers} must be 0 or more")
     return dev, batch, workers
 
 
@@ -118,17 +119,6 @@ def inference_model(model: nn.Module, device: torch.device) -> nn.Module:
     fuse = getattr(model, "fused_for_inference", None)
     net = fuse() if callable(fuse) else copy.deepcopy(model)
     return net.to(device).eval().to(memory_format=torch.channels_last)
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-        transient=False,
-    )
 
 
 def iter_batches(
@@ -163,7 +153,7 @@ def compute_features(
     batch_size: int | None = None,
     num_workers: int | None = None,
     amp: bool = False,
-    progress: bool = True,
+    progress: Progress = NO_PROGRESS,
 ) -> np.ndarray:
     """Run ``extractor`` over every image of ``manifest``: float32 array, N x dim.
 
@@ -185,15 +175,16 @@ def compute_features(
         pin_memory=dev.type == "cuda",
     )
     start = 0
-    with _progress(progress) as bar, torch.inference_mode(), autocast:
-        task = bar.add_task(f"{extractor.name} features", total=len(manifest))
+    task = progress.task(f"{extractor.name} features", total=len(manifest))
+    with torch.inference_mode(), autocast:
         for batch in batches:
             x = batch.to(dev, non_blocking=True)
             feats = model(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x)
             n = feats.shape[0]
             out[start : start + n] = feats.float().cpu().numpy()
             start += n
-            bar.advance(task, n)
+            task.advance(n)
+    task.close()
     return out
 
 
@@ -207,7 +198,7 @@ def get_features(
     num_workers: int | None = None,
     weights: str | os.PathLike | None = None,
     amp: bool = False,
-    progress: bool = True,
+    progress: Progress = NO_PROGRESS,
 ) -> FeatureSet:
     """Features of every manifest image from the cache, or computed and then cached.
 

@@ -32,7 +32,7 @@ def check_device(device: str) -> None:
         raise ConfigError(f"unknown device {device!r}; use 'cpu' or 'cuda[:N]'")
     if not torch.cuda.is_available():
         raise ConfigError(
-            f"device {device!r} requested but CUDA is not available; use --device cpu"
+            f"device {device!r} requested but CUDA is not available; use device 'cpu' (or 'auto')"
         )
 
 

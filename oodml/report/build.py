@@ -7,6 +7,7 @@ atomically. Outputs are byte-reproducible for the same inputs.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +17,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from oodml import __version__
-from oodml.fileio import atomic_write_text
+from oodml.errors import ResultsError
+from oodml.fileio import atomic_write_text, check_writable_dir
 from oodml.report.embedding import embedding_figure
 from oodml.report.html import Section, render_page
+from oodml.report.ladder import plot_ladder, save_figure
 from oodml.report.progression import progression_figure
-from oodml.report.results import ResultsError, load_results, select_metrics, validate
 from oodml.report.style import DISTANCE_LABEL, distance_label
 from oodml.report.tables import (
     coverage_notes,
@@ -30,7 +32,7 @@ from oodml.report.tables import (
     summary_table,
     to_markdown,
 )
-from oodml.splits.plot import plot_ladder, save_figure
+from oodml.results import load_results, select_metrics, validate
 
 ClassMeans = tuple[Sequence[str], np.ndarray]
 # Files a report writes only with --splits / --root: removed when a rebuild leaves them out, so
@@ -51,22 +53,17 @@ class ReportOutputs:
     notes: list[str] = field(default_factory=list)
 
 
-def class_means_from_features(splitfile, root: str | os.PathLike, *, dataset: str | None = None,
-                              cache_dir: str | os.PathLike | None = None,
-                              weights: str | os.PathLike | None = None,
-                              progress: bool = True) -> ClassMeans:
-    """Per-class mean features of the split file's dataset, via the feature cache."""
-    from oodml.data import load_dataset
-    from oodml.features import get_features
-
-    manifest = load_dataset(dataset or splitfile.dataset_name, root)
-    splitfile.check_against(manifest)
-    fs = get_features(manifest, splitfile.extractor, cache_dir=cache_dir, weights=weights,
-                      progress=progress)
-    if splitfile.weights_sha256 and fs.weights_sha256 != splitfile.weights_sha256:
-        raise ResultsError(f"features were computed with weights {fs.weights_sha256[:12]}… but "
-                           f"the split file used {splitfile.weights_sha256[:12]}…; pass --weights")
-    return fs.class_means()
+def class_means_for(splitfile, featureset) -> ClassMeans:
+    """Per-class mean features for the embedding view, checked against the split file (same
+    dataset version and extractor weights)."""
+    if featureset.fingerprint != splitfile.dataset_fingerprint and splitfile.dataset_fingerprint:
+        raise ResultsError("the features are for another version of the split file's dataset; "
+                           "pass the dataset root the split file was made from")
+    if splitfile.weights_sha256 and featureset.weights_sha256 != splitfile.weights_sha256:
+        raise ResultsError(f"features were computed with weights "
+                           f"{featureset.weights_sha256[:12]}… but the split file used "
+                           f"{splitfile.weights_sha256[:12]}…; pass --weights")
+    return featureset.class_means()
 
 
 def _write_table(table: pd.DataFrame, stem: Path, heading: str, notes: Sequence[str]) -> list[Path]:
@@ -97,9 +94,35 @@ def build_report(results: Sequence[str | os.PathLike] | pd.DataFrame, out_dir: s
         if step is not None:
             step(what)
 
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ResultsError(f"--out {out} is a file; pass a folder for the report")
+    final = Path(out_dir)
+    if final.exists() and not final.is_dir():
+        raise ResultsError(f"report folder {final} is a file; pass a folder for the report")
+    check_writable_dir(final, "report folder")
+    final.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{final.name}.", dir=final.parent) as staging:
+        report = _build(results, Path(staging), final, splitfile=splitfile, metrics=metrics,
+                        rank_metric=rank_metric, class_means=class_means,
+                        embedding_skipped=embedding_skipped, title=title, tick=tick)
+        return _swap_in(report, Path(staging), final)
+
+
+def _swap_in(report: ReportOutputs, staging: Path, final: Path) -> ReportOutputs:
+    """Move every staged file over its final name (index.html last), then drop optional views
+    this build did not make, so the folder never mixes two builds' pages and plots."""
+    moved = []
+    for path in sorted(report.files, key=lambda p: p.name == "index.html"):
+        target = final / path.relative_to(staging)
+        os.replace(path, target)
+        moved.append(target)
+    for name in OPTIONAL_OUTPUTS:
+        stale = final / name
+        if stale not in moved and stale.is_file():
+            stale.unlink()
+    return ReportOutputs(out_dir=final, files=moved, notes=report.notes)
+
+
+def _build(results, out: Path, final: Path, *, splitfile, metrics, rank_metric, class_means,
+           embedding_skipped, title, tick) -> ReportOutputs:
     sha = splitfile.sha256 if splitfile is not None else None
     tick("reading results")
     if isinstance(results, pd.DataFrame):
@@ -109,7 +132,7 @@ def build_report(results: Sequence[str | os.PathLike] | pd.DataFrame, out_dir: s
     mets = select_metrics(df, metrics)
     if rank_metric not in set(df["metric"]):
         raise ResultsError(f"rank metric {rank_metric!r} is not in the results; choose one of "
-                           f"{', '.join(select_metrics(df, None))} with --rank-metric")
+                           f"{', '.join(select_metrics(df, None))} as the rank metric")
     df = label_series(df[df["metric"].isin([*mets, rank_metric])])
     if splitfile is not None:
         known = {s.id: s.distance for s in splitfile.ladder}
@@ -188,10 +211,6 @@ def build_report(results: Sequence[str | os.PathLike] | pd.DataFrame, out_dir: s
         ("splits", str(df["split_id"].nunique())),
         ("generated by", f"oodml {__version__}"),
     ]
-    page = render_page(title or f"oodml report: {out.name}", meta, sections, out)
+    page = render_page(title or f"oodml report: {final.name}", meta, sections, out)
     report.files.append(atomic_write_text(out / "index.html", page))
-    for name in OPTIONAL_OUTPUTS:
-        stale = out / name
-        if stale not in report.files and stale.is_file():
-            stale.unlink()
     return report

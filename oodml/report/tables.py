@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from oodml.report.results import ResultsError
+from oodml.errors import ResultsError
 
 SUMMARY_COLUMNS = (
     "series", "method", "protocol", "shots", "metric", "n_seeds", "n_splits",

@@ -7,13 +7,22 @@ so the same inputs and seed always give the same SplitFile and the same bytes on
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from oodml import __version__
-from oodml.classstats import ClassStats
+from oodml.classstats import MODES, ClassStats
+from oodml.config import check_choice, check_float, check_int, check_seed
 from oodml.errors import ConfigError
-from oodml.splits.ladder import run_procedure, select_ladder, start_split
+from oodml.progress import NO_PROGRESS, Progress, tick_callback
+from oodml.splits.ladder import (
+    PROCEDURES,
+    resolve_params,
+    run_procedure,
+    select_ladder,
+    start_split,
+)
 from oodml.splits.splitfile import Split, SplitFile
 from oodml.splits.subsplits import (
     DEFAULT_EPISODES,
@@ -61,43 +70,66 @@ def build_split(
     )
 
 
+@dataclass(frozen=True)
+class LadderConfig:
+    """Every ladder-generation option, checked on construction (before any extraction)."""
+
+    mode: str = "class-means"
+    procedure: str = "greedy"
+    levels: int = 8
+    targets: tuple[float, ...] | None = None
+    seed: int = 0
+    start: str = "auto"
+    params: dict[str, Any] = field(default_factory=dict)
+    val_fraction: float = DEFAULT_VAL_FRACTION
+    shots: tuple[int, ...] = tuple(DEFAULT_SHOTS)
+    episodes: int = DEFAULT_EPISODES
+
+    def __post_init__(self) -> None:
+        check_choice("mode", self.mode, MODES)
+        check_choice("procedure", self.procedure, tuple(PROCEDURES.names()))
+        check_choice("start", self.start, START_CHOICES)
+        check_int("levels", self.levels, 1)
+        check_seed("seed", self.seed)
+        check_float("val_fraction", self.val_fraction, 0.0, hi=0.9)
+        check_int("episodes", self.episodes, 0)
+        if not self.shots:
+            raise ConfigError("shots must list at least one shot count, e.g. 2,5,10")
+        for s in self.shots:
+            check_int("shots", s, 1)
+        for t in self.targets or ():
+            check_float("targets", t, 0.0)
+        resolve_params(self.procedure, self.mode, dict(self.params))
+
+
 def generate_splitfile(
     manifest: Any,
     featureset: Any,
-    *,
-    mode: str = "class-means",
-    procedure: str = "greedy",
-    levels: int = 8,
-    targets: Sequence[float] | None = None,
-    seed: int = 0,
-    params: Mapping[str, Any] | None = None,
-    val_fraction: float = DEFAULT_VAL_FRACTION,
-    shots: Sequence[int] = DEFAULT_SHOTS,
-    episodes: int = DEFAULT_EPISODES,
-    start: str = "auto",
-    progress: Callable[[int, int], None] | None = None,
+    config: LadderConfig = LadderConfig(),
+    progress: Progress = NO_PROGRESS,
 ) -> SplitFile:
-    """Walk the ladder procedure on ``featureset`` and package the selected splits.
-
-    ``progress(done, total)`` is passed on to the procedure's walk.
-    """
+    """Walk the ladder procedure on ``featureset`` and package the selected splits."""
+    c = config
     if featureset.fingerprint != manifest.fingerprint:
         raise ConfigError(
             f"features are for another version of dataset {manifest.name!r} "
             f"({featureset.fingerprint[:12]}... vs {manifest.fingerprint[:12]}...); recompute them"
         )
     stats = ClassStats.from_features(featureset.features, featureset.labels)
-    train, test = start_classes(manifest, start, seed)
+    train, test = start_classes(manifest, c.start, c.seed)
+    tick, task = tick_callback(progress, f"{c.procedure} walk ({c.mode})")
     trajectory = run_procedure(
         stats,
         train,
         test,
-        mode=mode,
-        procedure=procedure,
-        params=dict(params or {}),
-        progress=progress,
+        mode=c.mode,
+        procedure=c.procedure,
+        params=dict(c.params),
+        progress=tick,
     )
-    steps = select_ladder(trajectory, k=levels, targets=list(targets) if targets else None)
+    task.close()
+    targets = list(c.targets) if c.targets else None
+    steps = select_ladder(trajectory, k=c.levels, targets=targets)
     class_paths = paths_by_class(manifest.labels, manifest.paths)
     ladder = [
         build_split(
@@ -108,10 +140,10 @@ def generate_splitfile(
             step.test,
             step.removed,
             class_paths=class_paths,
-            seed=seed,
-            val_fraction=val_fraction,
-            shots=shots,
-            episodes=episodes,
+            seed=c.seed,
+            val_fraction=c.val_fraction,
+            shots=c.shots,
+            episodes=c.episodes,
         )
         for i, step in enumerate(steps, start=1)
     ]
@@ -121,18 +153,15 @@ def generate_splitfile(
         class_counts=dict(manifest.class_counts),
         extractor=featureset.extractor,
         weights_sha256=featureset.weights_sha256,
-        distance_mode=mode,
-        procedure=procedure,
+        distance_mode=c.mode,
+        procedure=c.procedure,
         params=dict(trajectory.params),
-        seed=seed,
+        seed=c.seed,
         ladder=ladder,
         oodml_version=__version__,
-        selection={
-            "levels": levels,
-            "targets": list(targets) if targets else None,
-            "start": start,
-        },
-        subsplits={"val_fraction": val_fraction, "shots": sorted(shots), "episodes": episodes},
+        selection={"levels": c.levels, "targets": targets, "start": c.start},
+        subsplits={"val_fraction": c.val_fraction, "shots": sorted(c.shots),
+                   "episodes": c.episodes},
     )
 
 

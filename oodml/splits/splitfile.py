@@ -24,7 +24,7 @@ from typing import Any
 
 from oodml import __version__
 from oodml.data.manifest import path_problem
-from oodml.errors import SplitFileError
+from oodml.errors import ChecksumMismatch, SplitFileError
 from oodml.fileio import atomic_write_bytes
 
 SCHEMA = "oodml-splits/1"
@@ -351,7 +351,7 @@ def from_document(doc: Any, name: str = "<split file>", *, check_sha: bool = Tru
     stored_sha = r.get(doc, "sha256", "", str)
     body = {k: v for k, v in doc.items() if k != "sha256"}
     if check_sha and hashlib.sha256(canonical_bytes(body)).hexdigest() != stored_sha:
-        raise SplitFileError(
+        raise ChecksumMismatch(
             f"{name}: checksum mismatch (the file was edited by hand or damaged); "
             "regenerate it with `oodml splits generate` instead of editing it"
         )

@@ -12,50 +12,68 @@ Example::
     [train]                       # TrainConfig fields shared by all methods
     epochs = 5
 
+    [fewshot]                     # optional: also adapt every run few-shot (FewshotConfig)
+    shots = [2, 5]
+
     [[methods]]
     loss = "multisimilarity"
     miner = "multisimilarity"
     loss_args = { alpha = 2.0, beta = 50.0 }
 
-Relative paths are resolved against the config file's folder.
+The keys are not listed by hand: the top level takes every field of
+:class:`oodml.train.spec.RunSpec` that is not per run or per method (:data:`COMMON_KEYS`);
+``[train]`` the fields of :class:`oodml.train.loop.TrainConfig`; ``[fewshot]`` those of
+:class:`oodml.train.spec.FewshotConfig`; each ``[[methods]]`` table ``name`` (the method name),
+``loss``, ``loss_args``, ``miner``, ``miner_args``, its own ``[train]`` overrides and any common
+key. Values are type-checked against those dataclasses, so a bad value is a one-line error
+naming the file, the table and the field. Relative paths are resolved against the config
+file's folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from oodml.config import coerce_value, from_mapping
 from oodml.errors import ConfigError
 from oodml.train.loop import TrainConfig
-from oodml.train.runner import RunSpec
+from oodml.train.spec import FewshotConfig, RunSpec, method_name
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-_TOP_KEYS = {
-    "splitfile", "root", "dataset", "results", "seeds", "splits", "methods", "train",
-    "backbone", "extractor", "weights", "embed_dim", "hidden", "image_size", "metrics",
-    "distance", "device", "cache_dir", "checkpoints", "skip_bad",
-}  # fmt: skip
-_METHOD_KEYS = {"name", "loss", "loss_args", "miner", "miner_args", "train", "embed_dim", "hidden"}
-_TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
+PER_RUN = ("splitfile", "root", "split_id", "seed", "results_dir")
+METHOD_FIELDS = ("loss", "loss_args", "miner", "miner_args")
+COMMON_KEYS = tuple(
+    f.name
+    for f in dataclasses.fields(RunSpec)
+    if f.name not in (*PER_RUN, *METHOD_FIELDS, "method", "train")
+)
+TOP_KEYS = ("splitfile", "root", "results", "seeds", "splits", "methods", "train", "fewshot",
+            *COMMON_KEYS)
+METHOD_KEYS = ("name", *METHOD_FIELDS, "train", *COMMON_KEYS)
+PATH_KEYS = ("cache_dir",)
 
 
 @dataclass(frozen=True)
 class Method:
+    """One ``[[methods]]`` table: the method's fields, its ``[train]`` overrides and any
+    common keys it overrides."""
+
     loss: str
     name: str | None = None
     loss_args: dict[str, Any] = field(default_factory=dict)
     miner: str | None = None
     miner_args: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
-    embed_dim: int | None = None
-    hidden: int | None = None
+    common: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -68,39 +86,58 @@ class SweepConfig:
     splits: tuple[int, ...] | None = None
     train: dict[str, Any] = field(default_factory=dict)
     common: dict[str, Any] = field(default_factory=dict)
+    fewshot: FewshotConfig | None = None
     source: str = ""
 
 
-def _unknown(keys: set[str], allowed: set[str], where: str) -> None:
-    extra = sorted(keys - allowed)
+def _unknown(keys: set[str], allowed: tuple[str, ...], where: str) -> None:
+    extra = sorted(keys - set(allowed))
     if extra:
-        raise ConfigError(f"{where}: unknown key(s) {extra}; allowed: {sorted(allowed)}")
+        raise ConfigError(f"{where}: unknown key {extra[0]!r}; valid keys: {', '.join(allowed)}")
 
 
-def _int_list(value: Any, key: str, where: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or not value or not all(isinstance(v, int) for v in value):
-        raise ConfigError(f"{where}: {key} must be a non-empty list of integers, got {value!r}")
-    return tuple(value)
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a table of key = value pairs, got {value!r}")
+    return dict(value)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"sweep config {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"sweep config {path} is a folder; give the .toml file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"sweep config {path} is not UTF-8 text; save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read sweep config {path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"sweep config {path} is not valid TOML: {msg}") from None
 
 
 def load_config(path: str | Path) -> SweepConfig:
     """Read and validate a sweep TOML file; every problem is a one-line ConfigError."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"sweep config {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"sweep config {path} is not valid TOML: {exc}") from None
+    raw = _read(path)
     where = f"sweep config {path}"
-    _unknown(set(raw), _TOP_KEYS, where)
+    _unknown(set(raw), TOP_KEYS, where)
     for key in ("splitfile", "root", "results"):
-        if not isinstance(raw.get(key), str):
+        if not isinstance(raw.get(key), str) or not raw[key]:
             raise ConfigError(f"{where}: {key!r} (a path) is required")
     base = path.resolve().parent
 
     def rel(p: str) -> str:
         return str((base / p).resolve()) if not Path(p).is_absolute() else p
+
+    def common_of(table: Mapping[str, Any]) -> dict[str, Any]:
+        out = {k: table[k] for k in COMMON_KEYS if k in table}
+        for k in PATH_KEYS:
+            if isinstance(out.get(k), str):
+                out[k] = rel(out[k])
+        return out
 
     methods_raw = raw.get("methods")
     if not isinstance(methods_raw, list) or not methods_raw:
@@ -108,36 +145,67 @@ def load_config(path: str | Path) -> SweepConfig:
     methods = []
     for i, m in enumerate(methods_raw, 1):
         mwhere = f"{where}, method {i}"
-        if not isinstance(m, dict) or not isinstance(m.get("loss"), str):
+        m = _table(m, mwhere)
+        if not isinstance(m.get("loss"), str):
             raise ConfigError(f"{mwhere}: every [[methods]] table needs loss = \"NAME\"")
-        _unknown(set(m), _METHOD_KEYS, mwhere)
-        _unknown(set(m.get("train", {})), _TRAIN_KEYS, f"{mwhere} [train]")
-        methods.append(Method(**m))
-    names = [m.name or m.loss + (f"+{m.miner}" if m.miner else "") for m in methods]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{where}: two methods share a name {names}; give each a unique 'name'")
-    train = raw.get("train", {})
-    _unknown(set(train), _TRAIN_KEYS, f"{where} [train]")
-    common = {k: v for k, v in raw.items() if k not in {
-        "splitfile", "root", "results", "seeds", "splits", "methods", "train", "dataset",
-    }}  # fmt: skip
-    if "dataset" in raw:
-        common["dataset"] = raw["dataset"]
-    if isinstance(common.get("cache_dir"), str):
-        common["cache_dir"] = rel(common["cache_dir"])
-    if "metrics" in common:
-        common["metrics"] = tuple(common["metrics"])
-    return SweepConfig(
+        _unknown(set(m), METHOD_KEYS, mwhere)
+        own = {k: m[k] for k in ("name", *METHOD_FIELDS) if k in m}
+        train = _table(m.get("train", {}), f"{mwhere} [train]")
+        methods.append(Method(**own, train=train, common=common_of(m)))
+    seeds = coerce_value(tuple[int, ...], raw.get("seeds", [0]), "seeds", where)
+    splits = None
+    if "splits" in raw:
+        splits = coerce_value(tuple[int, ...], raw["splits"], "splits", where)
+    if not seeds or (splits is not None and not splits):
+        raise ConfigError(f"{where}: seeds and splits must be non-empty lists of integers")
+    fewshot = None
+    if "fewshot" in raw:
+        fewshot = from_mapping(FewshotConfig, _table(raw["fewshot"], f"{where} [fewshot]"),
+                               f"{where} [fewshot]")
+    cfg = SweepConfig(
         splitfile=rel(raw["splitfile"]),
         root=rel(raw["root"]),
         results=rel(raw["results"]),
         methods=tuple(methods),
-        seeds=_int_list(raw.get("seeds", [0]), "seeds", where),
-        splits=_int_list(raw["splits"], "splits", where) if "splits" in raw else None,
-        train=train,
-        common=common,
+        seeds=seeds,
+        splits=splits,
+        train=_table(raw.get("train", {}), f"{where} [train]"),
+        common=common_of(raw),
+        fewshot=fewshot,
         source=str(path),
     )
+    names = [method_name(s) for s in _specs(cfg, [1], cfg.seeds[:1])]
+    if len(set(names)) != len(names):
+        dup = sorted(n for n in set(names) if names.count(n) > 1)[0]
+        raise ConfigError(f"{where}: two methods are both named {dup!r}; give each a unique "
+                          "'name'")
+    return cfg
+
+
+def _specs(cfg: SweepConfig, split_ids: list[int], seeds: tuple[int, ...]) -> list[RunSpec]:
+    specs = []
+    for i, m in enumerate(cfg.methods, 1):
+        mwhere = f"sweep config {cfg.source}, method {i}"
+        train = from_mapping(TrainConfig, {**cfg.train, **m.train}, f"{mwhere} [train]")
+        values = {
+            **cfg.common,
+            **m.common,
+            "loss": m.loss,
+            "loss_args": m.loss_args,
+            "miner": m.miner,
+            "miner_args": m.miner_args,
+            "method": m.name,
+        }
+        for split_id in split_ids:
+            for seed in seeds:
+                specs.append(
+                    from_mapping(
+                        RunSpec, values, mwhere,
+                        splitfile=cfg.splitfile, root=cfg.root, results_dir=cfg.results,
+                        split_id=split_id, seed=seed, train=train,
+                    )
+                )
+    return specs
 
 
 def expand(cfg: SweepConfig, split_ids: list[int]) -> list[RunSpec]:
@@ -149,27 +217,5 @@ def expand(cfg: SweepConfig, split_ids: list[int]) -> list[RunSpec]:
             f"sweep config {cfg.source}: split id(s) {missing} not in {cfg.splitfile} "
             f"(it has {split_ids})"
         )
-    specs = []
-    for m in cfg.methods:
-        train = TrainConfig(**{**cfg.train, **m.train})
-        sizes = (("embed_dim", m.embed_dim), ("hidden", m.hidden))
-        extra = {k: v for k, v in sizes if v is not None}
-        for split_id in chosen:
-            for seed in cfg.seeds:
-                specs.append(
-                    RunSpec(
-                        splitfile=cfg.splitfile,
-                        root=cfg.root,
-                        split_id=split_id,
-                        seed=seed,
-                        loss=m.loss,
-                        results_dir=cfg.results,
-                        loss_args=dict(m.loss_args),
-                        miner=m.miner,
-                        miner_args=dict(m.miner_args),
-                        method=m.name,
-                        train=train,
-                        **{**cfg.common, **extra},
-                    )
-                )
-    return specs
+    return _specs(cfg, chosen, cfg.seeds)
+

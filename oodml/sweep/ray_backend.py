@@ -20,7 +20,7 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise ConfigError(f"--backend ray needs Ray. {INSTALL_HINT}") from None
+        raise ConfigError(f"the ray backend needs Ray. {INSTALL_HINT}") from None
     return ray
 
 
@@ -53,7 +53,7 @@ class RayBackend:
             ray.init(address=self.address, **kwargs)
         except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
             raise ConfigError(
-                f"cannot connect to the Ray cluster at --address {self.address}: "
+                f"cannot connect to the Ray cluster at address {self.address}: "
                 f"{first_line(exc)}; start it with `ray start --head` or check the address"
             ) from None
         return True
@@ -78,8 +78,8 @@ class RayBackend:
         try:
             if self.gpus_per_run > 0 and ray.cluster_resources().get("GPU", 0) < self.gpus_per_run:
                 raise ConfigError(
-                    f"--gpus-per-run {self.gpus_per_run} but the Ray cluster has "
-                    f"{ray.cluster_resources().get('GPU', 0)} GPU(s); use --gpus-per-run 0"
+                    f"gpus_per_run={self.gpus_per_run} but the Ray cluster has "
+                    f"{ray.cluster_resources().get('GPU', 0)} GPU(s); use gpus_per_run=0"
                 )
             remote = ray.remote(
                 num_cpus=self.cpus_per_run,

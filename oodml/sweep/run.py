@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from rich.console import Console
-from rich.live import Live
-from rich.text import Text
 
+from oodml.config import check_float, check_int
 from oodml.errors import ConfigError
 from oodml.fileio import check_writable_dir
+from oodml.results import merge_results
 from oodml.splits.splitfile import load_splitfile
 from oodml.sweep.config import SweepConfig, expand
 from oodml.sweep.engine import LocalBackend, SweepState, Task, run_tasks
 from oodml.sweep.ray_backend import RayBackend
 from oodml.sweep.tasks import execute_run, is_finished
-from oodml.train.results import merge_results
-from oodml.train.runner import RunSpec, check_specs, run_key
+from oodml.train.fewshot import check_fewshot
+from oodml.train.run import check_specs
+from oodml.train.spec import RunSpec, run_key
 
 BACKENDS = ("local", "ray")
 
@@ -31,7 +32,28 @@ class SweepOutcome:
     specs: list[RunSpec]
 
 
-def plan(cfg: SweepConfig, gpus_per_run: float = 0.0, backend: str = "local") -> list[RunSpec]:
+@dataclass(frozen=True)
+class SweepRun:
+    """How to run a sweep (not what): backend, cluster address and per-run resources."""
+
+    backend: str = "local"
+    address: str | None = None
+    cpus_per_run: float = 1.0
+    gpus_per_run: float = 0.0
+    retries: int = 2
+    num_cpus: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend={self.backend!r} is not one of: {', '.join(BACKENDS)}")
+        check_float("cpus_per_run", self.cpus_per_run, positive=True)
+        check_float("gpus_per_run", self.gpus_per_run, 0.0)
+        check_int("retries", self.retries, 0)
+        if self.num_cpus is not None:
+            check_int("num_cpus", self.num_cpus, 1)
+
+
+def plan(cfg: SweepConfig, how: SweepRun = SweepRun()) -> list[RunSpec]:
     """The checked grid; every error that can be found before training is raised here.
 
     With GPUs per run the runs train on ``cuda``; on Ray the GPUs are the workers', so this
@@ -40,68 +62,38 @@ def plan(cfg: SweepConfig, gpus_per_run: float = 0.0, backend: str = "local") ->
     sf = load_splitfile(cfg.splitfile)
     check_writable_dir(cfg.results, "results folder")
     specs = expand(cfg, [s.id for s in sf.ladder])
-    if gpus_per_run > 0:
+    if how.gpus_per_run > 0:
         specs = [
-            dataclasses.replace(s, device="cuda") if s.device == "cpu" else s for s in specs
+            dataclasses.replace(s, device="cuda") if s.device in ("cpu", "auto") else s
+            for s in specs
         ]
-    check_specs(specs, check_device=not (backend == "ray" and gpus_per_run > 0))
+    check_specs(specs, check_device=not (how.backend == "ray" and how.gpus_per_run > 0))
+    if cfg.fewshot is not None:
+        for spec in specs:
+            check_fewshot(spec, cfg.fewshot)
     return specs
 
 
-class _StateLine:
-    """The live progress line, redrawn every second so the ETA moves during long runs."""
-
-    def __init__(self) -> None:
-        self.state: SweepState | None = None
-
-    def __rich__(self) -> Text:
-        return Text(self.state.line() if self.state else "starting sweep")
-
-
-def make_backend(
-    backend: str,
-    address: str | None = None,
-    cpus_per_run: float = 1.0,
-    gpus_per_run: float = 0.0,
-    num_cpus: int | None = None,
-):
-    if backend == "local":
-        return LocalBackend()
-    if backend == "ray":
-        return RayBackend(address, cpus_per_run, gpus_per_run, num_cpus)
-    raise ConfigError(f"unknown sweep backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+def make_backend(how: SweepRun):
+    if how.backend == "ray":
+        return RayBackend(how.address, how.cpus_per_run, how.gpus_per_run, how.num_cpus)
+    return LocalBackend()
 
 
 def run_sweep(
     cfg: SweepConfig,
+    how: SweepRun = SweepRun(),
     *,
-    backend: str = "local",
-    address: str | None = None,
-    cpus_per_run: float = 1.0,
-    gpus_per_run: float = 0.0,
-    retries: int = 2,
-    num_cpus: int | None = None,
-    console: Console | None = None,
+    on_update: Callable[[SweepState], None] | None = None,
 ) -> SweepOutcome:
-    """Run every unfinished (method, split, seed) of ``cfg``; finished runs are skipped."""
-    if retries < 0:
-        raise ConfigError(f"--retries must be >= 0, got {retries}")
-    console = console or Console(stderr=True)
-    specs = plan(cfg, gpus_per_run, backend)
-    threads = max(1, int(cpus_per_run))
-    tasks = [Task(run_key(s), (s, threads)) for s in specs]
-    runner = make_backend(backend, address, cpus_per_run, gpus_per_run, num_cpus)
-    line = _StateLine()
-    with Live(line, console=console, transient=False, refresh_per_second=1) as live:
-
-        def show(state: SweepState) -> None:
-            line.state = state
-            live.refresh()
-
-        state = run_tasks(tasks, execute_run, is_finished, runner, retries=retries, on_update=show)
-    for key, n in sorted(state.retried.items()):
-        console.print(f"retried {key} {n} time(s)", highlight=False)
-    for key, err in sorted(state.failed.items()):
-        console.print(f"[red]failed[/red] {key}: {err}", highlight=False)
+    """Run every unfinished (method, split, seed) of ``cfg``; finished runs are skipped.
+    ``on_update(state)`` hears every change of the counts (the CLI draws its status line)."""
+    specs = plan(cfg, how)
+    threads = max(1, int(how.cpus_per_run))
+    tasks = [Task(run_key(s), (s, threads, cfg.fewshot)) for s in specs]
+    state = run_tasks(
+        tasks, execute_run, is_finished, make_backend(how), retries=how.retries,
+        on_update=on_update,
+    )
     table = merge_results(Path(cfg.results))
     return SweepOutcome(state, table, specs)

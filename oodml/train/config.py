@@ -1,12 +1,11 @@
-"""Parsing ``key=value,...`` argument strings against a constructor signature, and import paths.
+"""Checking loss/miner arguments against a constructor signature, and import paths.
 
-Used for ``--loss-args``/``--miner-args`` so a typo or a wrong type fails before training with
-a message listing the accepted arguments.
+Used for ``loss_args``/``miner_args`` (parsed by :func:`oodml.config.parse_kv`) so a typo or a
+wrong type fails before training with a message listing the accepted arguments.
 """
 
 from __future__ import annotations
 
-import ast
 import importlib
 import inspect
 import types
@@ -18,57 +17,6 @@ from oodml.errors import ConfigError
 
 _SIMPLE = (bool, int, float, str, type(None))
 _NAMED_TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str}
-
-
-def parse_kv(text: str | None, what: str = "arguments") -> dict[str, Any]:
-    """Parse ``'alpha=2,beta=50.0,name=x'`` into ``{'alpha': 2, 'beta': 50.0, 'name': 'x'}``.
-
-    Values are Python literals when they parse as one (numbers, True/False/None, quoted
-    strings, tuples in brackets), else plain strings.
-    """
-    if not text or not text.strip():
-        return {}
-    out: dict[str, Any] = {}
-    for part in _split_top_level(text):
-        if "=" not in part:
-            raise ConfigError(
-                f"bad {what} {part!r} in {text!r}: write key=value pairs joined by ','"
-            )
-        key, raw = (s.strip() for s in part.split("=", 1))
-        if not key.isidentifier():
-            raise ConfigError(f"bad {what} name {key!r} in {text!r}: must be an identifier")
-        if key in out:
-            raise ConfigError(f"{what} {key!r} given twice in {text!r}")
-        out[key] = _literal(raw)
-    return out
-
-
-def _split_top_level(text: str) -> list[str]:
-    parts, depth, cur = [], 0, []
-    for ch in text:
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    parts.append("".join(cur))
-    return [p.strip() for p in parts if p.strip()]
-
-
-def _literal(raw: str) -> Any:
-    lowered = raw.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered == "none":
-        return None
-    try:
-        return ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        return raw
 
 
 def check_args(

@@ -9,76 +9,48 @@ Support images are in neither role, so the score measures generalisation to unse
 classes seen only through their few support examples. Each shot count yields one row per
 metric: mean and (population, ddof=0) std over episodes, ``protocol="fewshot"``.
 
-API: ``FewshotConfig``, ``fewshot_key(spec, shots)``, ``run_fewshot(spec, cfg) -> rows``.
+API: ``run_fewshot(spec, cfg, progress) -> rows`` (``FewshotConfig`` and ``fewshot_key`` live
+in :mod:`oodml.train.spec`; ``run_fewshot_ladder`` in :mod:`oodml.train.run`).
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from rich.progress import Progress
 from torch import nn
 
 from oodml.data.manifest import Manifest
 from oodml.errors import ConfigError, SplitFileError
 from oodml.metrics import evaluate_embeddings
+from oodml.progress import NO_PROGRESS, Progress
+from oodml.results import config_json, finished_rows, write_run
 from oodml.splits.splitfile import Split
 from oodml.train.loop import TensorInputs, embed, resolve_device, seed_everything, train
 from oodml.train.losses import build_loss
 from oodml.train.miners import build_miner
 from oodml.train.models import EmbeddingModel, head_of
-from oodml.train.results import config_json, finished_rows, write_run
-from oodml.train.runner import (
-    RunSpec,
+from oodml.train.run import (
     base_row,
     class_labels,
     embed_classes,
     make_inputs,
     method_config,
-    method_name,
     metrics_device,
     resolve,
     spec_features,
     trained_model,
 )
 from oodml.train.samplers import MPerClassBatchSampler
-
-TUNE = ("head", "all")
-
-
-@dataclass(frozen=True)
-class FewshotConfig:
-    """Fine-tuning settings; ``lr=None`` reuses the training LR, ``max_episodes=None`` all."""
-
-    shots: tuple[int, ...] = (2, 5)
-    epochs: int = 20
-    lr: float | None = None
-    tune: str = "head"
-    max_episodes: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.tune not in TUNE:
-            raise ConfigError(f"unknown --tune {self.tune!r}; choose one of: {', '.join(TUNE)}")
-        if not self.shots or min(self.shots) < 1:
-            raise ConfigError(f"--shots must be positive integers, got {self.shots}")
-        if self.epochs < 1:
-            raise ConfigError(f"--ft-epochs must be at least 1, got {self.epochs}")
-        if self.lr is not None and not self.lr > 0:
-            raise ConfigError(f"--ft-lr must be positive, got {self.lr}")
-        if self.max_episodes is not None and self.max_episodes < 1:
-            raise ConfigError(f"--max-episodes must be at least 1, got {self.max_episodes}")
-
-
-def fewshot_key(spec: RunSpec, shots: int) -> str:
-    return f"{method_name(spec)}/fewshot/split{spec.split_id:03d}_seed{spec.seed}_shots{shots}"
+from oodml.train.spec import FewshotConfig, RunSpec, fewshot_key
 
 
 def fewshot_config(spec: RunSpec, cfg: FewshotConfig) -> str:
-    ft = {"epochs": cfg.epochs, "lr": cfg.lr, "tune": cfg.tune, "max_episodes": cfg.max_episodes}
+    ft = {"epochs": cfg.ft_epochs, "lr": cfg.ft_lr, "tune": cfg.tune,
+          "max_episodes": cfg.max_episodes}
     return config_json({**method_config(spec), "fewshot": ft})
 
 
@@ -86,15 +58,15 @@ def check_fewshot(spec: RunSpec, cfg: FewshotConfig) -> None:
     """Every shot count must have episodes in the split (SplitFileError listing those it has);
     ``--tune all`` needs a backbone to tune."""
     if cfg.tune == "all" and spec.head_only:
-        raise ConfigError("--tune all fine-tunes the backbone, but --head-only has none; "
-                          "use --tune head or give --backbone NAME")
+        raise ConfigError("tune='all' fine-tunes the backbone, but a head-only run has none; "
+                          "use tune='head' or give a backbone")
     _, sf, _, split = resolve(spec)
     for shots in cfg.shots:
         if not split.episodes.get(shots):
             have = ", ".join(str(s) for s in sorted(split.episodes)) or "none"
             raise SplitFileError(
                 f"split {split.id} of {spec.splitfile} has no {shots}-shot episodes "
-                f"(it has: {have}); choose --shots from those"
+                f"(it has: {have}); choose shots from those"
             )
 
 
@@ -157,8 +129,8 @@ def _adapt_episode(
     )
     ft_train = replace(
         spec.train,
-        epochs=cfg.epochs,
-        lr=spec.train.lr if cfg.lr is None else cfg.lr,
+        epochs=cfg.ft_epochs,
+        lr=spec.train.lr if cfg.ft_lr is None else cfg.ft_lr,
         schedule="none",
         batch_size=batch,
     )
@@ -182,12 +154,9 @@ def _adapt_episode(
     )
 
 
-def run_fewshot(
-    spec: RunSpec, cfg: FewshotConfig, progress: Progress | None = None
-) -> list[dict[str, Any]]:
-    """Few-shot rows for every shot count of ``cfg`` (finished shot counts are not redone)."""
-    check_fewshot(spec, cfg)
-    resolved, sf, manifest, split = resolve(spec)
+def _finished(spec: RunSpec, cfg: FewshotConfig) -> tuple[list[dict[str, Any]], list[int]]:
+    """Rows of the shot counts that finished before, and the shot counts still to do."""
+    resolved, sf, _, _ = resolve(spec)
     config = fewshot_config(resolved, cfg)
     rows: list[dict[str, Any]] = []
     todo = []
@@ -197,25 +166,36 @@ def run_fewshot(
             todo.append(shots)
         else:
             rows.extend(done)
+    return rows, todo
+
+
+def fewshot_done(spec: RunSpec, cfg: FewshotConfig) -> bool:
+    """Whether every shot count of ``cfg`` finished before with the same config."""
+    return not _finished(spec, cfg)[1]
+
+
+def run_fewshot(
+    spec: RunSpec, cfg: FewshotConfig, progress: Progress = NO_PROGRESS
+) -> list[dict[str, Any]]:
+    """Few-shot rows for every shot count of ``cfg`` (finished shot counts are not redone)."""
+    check_fewshot(spec, cfg)
+    rows, todo = _finished(spec, cfg)
     if not todo:
         return rows
     base, resolved, sf, manifest, split, epochs = trained_model(spec, progress)
+    config = fewshot_config(resolved, cfg)
     for shots in todo:
         start = time.perf_counter()
         episodes = split.episodes[shots][: cfg.max_episodes]
-        task = (
-            progress.add_task(f"{shots}-shot episodes", total=len(episodes)) if progress else None
-        )
+        task = progress.task(f"{shots}-shot episodes", total=len(episodes))
         scores = []
         for e, episode in enumerate(episodes):
             seed = resolved.seed * 1_000_003 + shots * 1009 + e
             scores.append(
                 _adapt_episode(resolved, cfg, base, manifest, split, episode, shots, seed)
             )
-            if progress is not None and task is not None:
-                progress.advance(task)
-        if progress is not None and task is not None:
-            progress.remove_task(task)
+            task.advance()
+        task.close()
         wall = time.perf_counter() - start
         shot_rows = [
             {

@@ -13,57 +13,66 @@ import os
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
-from rich.progress import Progress
 from torch import nn
 
+from oodml.config import check_choice, check_float, check_int
 from oodml.errors import ConfigError, TrainingError
 from oodml.fileio import atomic_write
+from oodml.progress import NO_PROGRESS, Progress
 from oodml.train.samplers import BatchSampler
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("none", "cosine", "step")
 
 
+def _opt(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that shapes optimisation (not the data or the method)."""
 
-    epochs: int = 10
-    batch_size: int = 64
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    schedule: str = "none"
-    step_size: int = 10
-    gamma: float = 0.1
-    loss_lr_mult: float = 1.0
-    sampler: str = "m-per-class"
-    m: int = 4
-    amp: bool = False
-    channels_last: bool = False
-    num_workers: int = 0
-    eval_batch_size: int = 256
+    epochs: int = _opt(10, "Training epochs.")
+    batch_size: int = _opt(64, "Training batch size.")
+    optimizer: str = _opt("adam", "Optimizer: adam, adamw or sgd.")
+    lr: float = _opt(1e-3, "Learning rate.")
+    weight_decay: float = _opt(0.0, "Weight decay.")
+    momentum: float = _opt(0.9, "SGD momentum.")
+    schedule: str = _opt("none", "LR schedule: none, cosine or step.")
+    step_size: int = _opt(10, "Epochs between LR steps (schedule step).")
+    gamma: float = _opt(0.1, "LR factor per step (schedule step).")
+    loss_lr_mult: float = _opt(1.0, "LR multiplier for loss parameters (proxies, classifier).")
+    sampler: str = _opt("m-per-class", "Batch sampler: m-per-class or random.")
+    m: int = _opt(4, "Images per class in a batch (m-per-class sampler).")
+    amp: bool = _opt(False, "Mixed precision (CUDA only).")
+    channels_last: bool = _opt(False, "Channels-last memory (CUDA only).")
+    num_workers: int = _opt(0, "DataLoader workers for image decoding.")
+    eval_batch_size: int = _opt(256, "Batch size for embedding.")
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(
-                f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"
-            )
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(
-                f"unknown LR schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}"
-            )
-        if self.epochs < 0:
-            raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
-        if self.lr <= 0:
-            raise ConfigError(f"learning rate must be positive, got {self.lr}")
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_int("epochs", self.epochs, 0)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("step_size", self.step_size, 1)
+        check_int("m", self.m, 1)
+        check_int("num_workers", self.num_workers, 0)
+        check_int("eval_batch_size", self.eval_batch_size, 1)
+        check_float("lr", self.lr, positive=True)
+        check_float("weight_decay", self.weight_decay, 0.0)
+        check_float("momentum", self.momentum, 0.0)
+        check_float("gamma", self.gamma, positive=True)
+        check_float("loss_lr_mult", self.loss_lr_mult, positive=True)
+        for name in ("amp", "channels_last"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be true or false")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,7 +148,7 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(
-            f"device {device!r} requested but CUDA is not available; use --device cpu"
+            f"device {device!r} requested but CUDA is not available; use device 'cpu' (or 'auto')"
         )
     try:
         return torch.device(device)
@@ -208,7 +217,7 @@ def train(
     device: torch.device,
     checkpoint: Path | None = None,
     tag: str = "",
-    progress: Progress | None = None,
+    progress: Progress = NO_PROGRESS,
     description: str = "train",
 ) -> TrainResult:
     """Train ``model`` and ``loss_fn`` for ``cfg.epochs`` epochs, checkpointing each epoch to
@@ -240,7 +249,7 @@ def _train(
     device: torch.device,
     checkpoint: Path | None,
     tag: str,
-    progress: Progress | None,
+    progress: Progress,
     description: str,
 ) -> TrainResult:
     model.to(device)
@@ -267,9 +276,7 @@ def _train(
                 torch.cuda.set_rng_state_all(state["cuda_rng"])
             start, losses = int(state["epoch"]), list(state["epoch_losses"])
     resumed_from = start
-    task = None
-    if progress is not None:
-        task = progress.add_task(description, total=cfg.epochs, completed=start)
+    task = progress.task(description, total=cfg.epochs, completed=start)
     for epoch in range(start, cfg.epochs):
         model.train()
         loss_fn.train()
@@ -312,10 +319,9 @@ def _train(
                     "epoch_losses": losses,
                 },
             )
-        if task is not None and progress is not None:
-            progress.update(task, advance=1, description=f"{description} loss {losses[-1]:.4f}")
-    if task is not None and progress is not None:
-        progress.remove_task(task)
+        task.advance()
+        task.update(description=f"{description} loss {losses[-1]:.4f}")
+    task.close()
     return TrainResult(cfg.epochs, losses, resumed_from)
 
 

@@ -18,9 +18,10 @@ import torch.nn.functional as F
 from pytorch_metric_learning import losses as pml_losses
 from torch import nn
 
+from oodml.config import parse_kv
 from oodml.errors import ConfigError
 from oodml.registry import Registry
-from oodml.train.config import check_args, import_object, parse_kv
+from oodml.train.config import check_args, import_object
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,10 @@ from pytorch_metric_learning import miners as pml_miners
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import nn
 
+from oodml.config import parse_kv
 from oodml.errors import ConfigError
 from oodml.registry import Registry
-from oodml.train.config import check_args, import_object, parse_kv
+from oodml.train.config import check_args, import_object
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ def build_miner(name: str | None, args: str | Mapping[str, Any] | None = None) -
     """Build miner ``name`` (None -> no miner); ``args`` like ``'margin=0.1'`` or a dict."""
     if not name:
         if args:
-            raise ConfigError("--miner-args given without --miner")
+            raise ConfigError("miner_args given without a miner")
         return None
     info = miner_info(name)
     kwargs = {**resolve_miner_args(name, args), **info.fixed}

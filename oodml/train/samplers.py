@@ -26,7 +26,7 @@ class BatchSampler:
         if len(self.labels) < self.batch_size:
             raise ConfigError(
                 f"batch size {batch_size} is larger than the {len(self.labels)} training images; "
-                "lower --batch-size"
+                "lower batch_size"
             )
 
     def rng(self, epoch: int) -> np.random.Generator:
@@ -75,13 +75,13 @@ class MPerClassBatchSampler(BatchSampler):
         if self.classes_per_batch > len(classes):
             raise ConfigError(
                 f"batch size {batch_size} with m={m} needs {self.classes_per_batch} classes but "
-                f"the training set has {len(classes)}; lower --batch-size or raise --m"
+                f"the training set has {len(classes)}; lower batch_size or raise m"
             )
         small = classes[counts < self.m]
         if len(small):
             raise ConfigError(
                 f"{len(small)} training class(es) have fewer than m={m} images "
-                f"(smallest: {counts.min()}); lower --m"
+                f"(smallest: {counts.min()}); lower m"
             )
         self.by_class = [np.flatnonzero(self.labels == c) for c in classes]
 

@@ -1,12 +1,12 @@
-"""CLI command: ``oodml report`` turns results tables (and a split file) into a report folder."""
+"""``oodml report``: results tables (and a split file) into a report folder."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from oodml_cli.ui import Bars, say
 
 STAGES = 7
 
@@ -15,7 +15,7 @@ def report(
     results: list[Path] = typer.Argument(
         ..., help="Results tables (.parquet/.csv, or folders holding results.parquet) from "
         "`oodml evaluate` / `oodml fewshot`, all made with the same split file."),
-    out: Path = typer.Option(..., "--out", "-o", help="Report folder to write, e.g. reports/NAME."),
+    out: Path = typer.Option(..., "-o", "--out", help="Report folder to write, e.g. reports/NAME."),
     splits: Path | None = typer.Option(
         None, "--splits", help="Split file the results were made with: adds the ladder plot, "
         "the starting split for Kendall tau and (with --root) the embedding view."),
@@ -29,48 +29,50 @@ def report(
         "needs --splits."),
     dataset: str | None = typer.Option(
         None, "--dataset", help="Dataset loader name (default: the split file's dataset)."),
-    features_cache: Path | None = typer.Option(
-        None, "--features-cache", help="Feature cache folder (default: $OODML_CACHE or "
-        "~/.cache/oodml)."),
+    cache: Path | None = typer.Option(
+        None, "--cache", help="Feature cache folder (default: $OODML_CACHE or ~/.cache/oodml)."),
     weights: Path | None = typer.Option(None, "--weights",
                                         help="Extractor weights file, if not the default."),
     title: str | None = typer.Option(None, "--title", help="Page title of index.html."),
 ) -> None:
     """Write progression/ladder/embedding plots, summary and rank tables, and index.html."""
+    from oodml.features.options import FeatureOptions
     from oodml.fileio import check_writable_dir
-    from oodml.report.build import build_report, class_means_from_features
-    from oodml.report.results import load_results
+    from oodml.report.build import build_report, class_means_for
+    from oodml.results import load_results
     from oodml.splits.splitfile import load_splitfile
+    from oodml_cli.features import load
 
-    console = Console(stderr=True)
     check_writable_dir(out, "report folder")
     sf = load_splitfile(splits) if splits is not None else None
     table = load_results(results, splitfile_sha256=sf.sha256 if sf is not None else None)
-    means, skipped = None, None
-    if root is not None and sf is None:
-        skipped = "--root given without --splits: the view needs the split file's classes"
-    elif root is not None:
-        means = class_means_from_features(sf, root, dataset=dataset, cache_dir=features_cache,
-                                          weights=weights)
-    elif sf is not None:
-        skipped = "no dataset root given (pass --root to read class means from the feature cache)"
     wanted = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
-    columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("report", total=STAGES)
+    means, skipped = None, None
+    with Bars() as bars:
+        if root is not None and sf is None:
+            skipped = "--root given without --splits: the view needs the split file's classes"
+        elif root is not None:
+            manifest = load(dataset or sf.dataset_name, root, False)
+            sf.check_against(manifest)
+            feats = FeatureOptions(extractor=sf.extractor, weights=str(weights) if weights else
+                                   None, cache_dir=str(cache) if cache else None)
+            means = class_means_for(sf, feats.get(manifest, bars))
+        elif sf is not None:
+            skipped = ("no dataset root given (pass --root to read class means from the "
+                       "feature cache)")
+        task = bars.task("report", total=STAGES)
 
         def step(what: str) -> None:
-            progress.update(task, description=what)
-            progress.advance(task)
+            task.update(description=what)
+            task.advance()
 
         outputs = build_report(table, out, splitfile=sf, metrics=wanted,
                                rank_metric=rank_metric, class_means=means,
                                embedding_skipped=skipped, title=title, step=step)
     for note in outputs.notes:
-        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
-    console.print(f"wrote {len(outputs.files)} files; open {out / 'index.html'}", highlight=False)
+        say(f"note: {note}", err=True)
+    say(f"wrote {len(outputs.files)} files; open {out / 'index.html'}", err=True)
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``oodml report`` to the main app."""
     app.command("report")(report)

@@ -1,50 +1,47 @@
 """Train and evaluate one method on every (split, seed) of a ladder, resumably.
 
-Python API (used by ``oodml evaluate`` and the sweep engine):
+Python API (used by ``oodml evaluate``/``fewshot`` and the sweep engine), over the typed
+configs of :mod:`oodml.train.spec`:
 
-- ``RunSpec``: a frozen dataclass holding everything that defines one (method, split, seed)
-  run: split file, dataset root/name, loss (+args), miner (+args), backbone or head-only
-  (``backbone=None``) with its extractor, head size, ``TrainConfig``, metrics, device, and
-  the results folder.
-- ``run_key(spec) -> str``: ``'<method>/zeroshot/split<ID>_seed<S>'``, the run's identity.
-- ``run_one(spec, progress=None) -> list[dict]``: trains and evaluates the run (or returns the
-  stored rows when it already finished) and writes ``RESULTS_DIR/runs/<key>.json`` atomically.
-- ``merge_results(results_dir) -> DataFrame``: rebuilds ``results.parquet``/``results.csv``
-  from the run files (never duplicates, never loses a finished run).
 - ``check_specs(specs)``: every error that can be found before training (fingerprint, names,
-  arguments, sampler vs. data, device), raised before any run starts.
-- ``run_ladder(specs)``: check, run each spec, merge; prints one summary line per run.
+  arguments, sampler vs. data, device, a finished run with another config), raised before any
+  run starts.
+- ``run_one(spec, progress)`` trains and evaluates one run (or returns the stored rows when it
+  already finished) and records it in ``RESULTS_DIR/runs/<key>.json`` (:mod:`oodml.results`).
+- ``run_ladder(specs, progress)``: check, run each spec, merge the table; ``on_run(spec, rows,
+  skipped)`` is told about each finished run.
+- ``run_fewshot_ladder(specs, cfg, progress)``: the same for few-shot adaptation
+  (:mod:`oodml.train.fewshot`).
 
 Per-epoch checkpoints live in ``RESULTS_DIR/checkpoints/<key>.pt``; a killed run restarts from
-its last finished epoch; few-shot adaptation reuses the final checkpoint.
+its last finished epoch; few-shot adaptation reuses the final checkpoint. Progress is reported
+through :class:`oodml.progress.Progress` (the CLI draws it; the default draws nothing).
 """
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
 from oodml.data import load_dataset
 from oodml.data.manifest import Manifest
 from oodml.errors import ConfigError
-from oodml.metrics import DEFAULT_METRICS, METRICS, evaluate_embeddings
+from oodml.metrics import METRICS, evaluate_embeddings
 from oodml.metrics.knn import check_distance
+from oodml.progress import NO_PROGRESS, Progress
+from oodml.results import config_json, finished_rows, merge_results, write_run
 from oodml.splits.splitfile import Split, SplitFile, load_splitfile
 from oodml.train.loop import (
     Inputs,
     TensorInputs,
-    TrainConfig,
     embed,
     resolve_device,
     seed_everything,
@@ -54,70 +51,18 @@ from oodml.train.loop import (
 from oodml.train.losses import build_loss, loss_info, resolve_loss_args
 from oodml.train.miners import build_miner, resolve_miner_args
 from oodml.train.models import build_model
-from oodml.train.results import config_json, finished_rows, merge_results, write_run
 from oodml.train.samplers import build_sampler
+from oodml.train.spec import FewshotConfig, RunSpec, method_name, run_key
 
 __all__ = [
-    "RunSpec",
     "check_specs",
-    "merge_results",
-    "run_key",
+    "run_fewshot_ladder",
     "run_ladder",
     "run_one",
     "trained_model",
 ]
 
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One (method, split, seed) training run; ``backbone=None`` means head-only."""
-
-    splitfile: str
-    root: str
-    split_id: int
-    seed: int
-    loss: str
-    results_dir: str
-    loss_args: dict[str, Any] = field(default_factory=dict)
-    miner: str | None = None
-    miner_args: dict[str, Any] = field(default_factory=dict)
-    method: str | None = None
-    dataset: str | None = None
-    backbone: str | None = None
-    extractor: str | None = None
-    weights: str | None = "imagenet"
-    embed_dim: int = 128
-    hidden: int = 0
-    image_size: int = 224
-    train: TrainConfig = field(default_factory=TrainConfig)
-    metrics: tuple[str, ...] = DEFAULT_METRICS
-    distance: str = "cosine"
-    device: str = "cpu"
-    cache_dir: str | None = None
-    checkpoints: bool = True
-    skip_bad: bool = False
-
-    def __post_init__(self) -> None:
-        if self.embed_dim < 1:
-            raise ConfigError(f"--embed-dim must be at least 1, got {self.embed_dim}")
-        if self.hidden < 0:
-            raise ConfigError(f"--hidden must be 0 (linear head) or more, got {self.hidden}")
-        if self.image_size < 32:
-            raise ConfigError(f"--image-size must be at least 32, got {self.image_size}")
-
-    @property
-    def head_only(self) -> bool:
-        return self.backbone is None
-
-
-def method_name(spec: RunSpec) -> str:
-    """``spec.method`` or ``loss[+miner]``, made safe for file names."""
-    name = spec.method or (spec.loss + (f"+{spec.miner}" if spec.miner else ""))
-    return re.sub(r"[^A-Za-z0-9._+=-]", "_", name)
-
-
-def run_key(spec: RunSpec) -> str:
-    return f"{method_name(spec)}/zeroshot/split{spec.split_id:03d}_seed{spec.seed}"
+RunCallback = Callable[[RunSpec, list[dict[str, Any]], bool], None]
 
 
 def method_config(spec: RunSpec) -> dict[str, Any]:
@@ -164,8 +109,25 @@ def _features(
     from oodml.features import get_features
 
     manifest = _manifest(dataset, root, skip_bad)
-    fs = get_features(manifest, extractor, cache_dir=cache_dir, progress=True)
+    fs = get_features(manifest, extractor, cache_dir=cache_dir)
     return np.ascontiguousarray(fs.features, dtype=np.float32)
+
+
+def warm_features(specs: Sequence[RunSpec], progress: Progress = NO_PROGRESS) -> None:
+    """Extract (or find in the cache) the backbone features of every head-only spec once, up
+    front, so the extraction is reported on ``progress`` rather than hidden inside a run."""
+    from oodml.features import get_features
+
+    seen = set()
+    for spec in specs:
+        resolved, _, manifest, _ = resolve(spec)
+        key = (resolved.dataset, str(resolved.root), resolved.extractor, resolved.cache_dir,
+               resolved.skip_bad)
+        if resolved.head_only and key not in seen:
+            seen.add(key)
+            assert resolved.extractor is not None
+            get_features(manifest, resolved.extractor, cache_dir=resolved.cache_dir,
+                         progress=progress)
 
 
 def spec_features(spec: RunSpec) -> np.ndarray:
@@ -248,9 +210,9 @@ def check_specs(specs: Sequence[RunSpec], *, check_device: bool = True) -> None:
         )
         build_miner(spec.miner, spec.miner_args)
         if spec.miner and not info.uses_miner:
-            raise ConfigError(f"loss {spec.loss!r} does not use a miner; drop --miner")
+            raise ConfigError(f"loss {spec.loss!r} does not use a miner; drop the miner")
         if info.equal_class_counts and spec.train.sampler != "m-per-class":
-            raise ConfigError(f"loss {spec.loss!r} needs --sampler m-per-class")
+            raise ConfigError(f"loss {spec.loss!r} needs sampler='m-per-class'")
         idx = manifest.indices_of(split.train)
         build_sampler(
             spec.train.sampler,
@@ -263,7 +225,7 @@ def check_specs(specs: Sequence[RunSpec], *, check_device: bool = True) -> None:
 
 
 def trained_model(
-    spec: RunSpec, progress: Progress | None = None
+    spec: RunSpec, progress: Progress = NO_PROGRESS
 ) -> tuple[nn.Module, RunSpec, SplitFile, Manifest, Split, int]:
     """Train (or resume / reload from the checkpoint) the model of ``spec`` on its split's
     train classes; returns the model and the resolved context and epochs run."""
@@ -343,7 +305,7 @@ def base_row(spec: RunSpec, sf: SplitFile, split: Split, config: str) -> dict[st
     }
 
 
-def run_one(spec: RunSpec, progress: Progress | None = None) -> list[dict[str, Any]]:
+def run_one(spec: RunSpec, progress: Progress = NO_PROGRESS) -> list[dict[str, Any]]:
     """Train on the split's train classes, evaluate on its test classes, record the rows.
 
     A run that already finished with the same config and split file is not repeated: its
@@ -380,17 +342,6 @@ def run_one(spec: RunSpec, progress: Progress | None = None) -> list[dict[str, A
     return rows
 
 
-def make_progress(console: Console | None = None) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
-
-
 def summary_line(spec: RunSpec, rows: list[dict[str, Any]]) -> str:
     vals = {r["metric"]: r["value"] for r in rows if r["protocol"] == "zeroshot"}
     shown = ", ".join(f"{m} {vals[m]:.4f}" for m in ("recall@1", "map@r") if m in vals)
@@ -404,26 +355,53 @@ def summary_line(spec: RunSpec, rows: list[dict[str, Any]]) -> str:
 
 
 def run_ladder(
-    specs: Sequence[RunSpec], *, console: Console | None = None, show_progress: bool = True
+    specs: Sequence[RunSpec],
+    progress: Progress = NO_PROGRESS,
+    *,
+    on_run: RunCallback | None = None,
+    check_device: bool = True,
 ) -> list[dict[str, Any]]:
-    """Check all specs, run the unfinished ones (finished ones are skipped), merge the table."""
-    console = console or Console(stderr=True)
-    check_specs(specs)
+    """Check all specs, run the unfinished ones (finished ones are skipped), merge the table
+    after each run; ``on_run(spec, rows, skipped)`` hears about each."""
+    check_specs(specs, check_device=check_device)
+    warm_features(specs, progress)
     rows: list[dict[str, Any]] = []
-    results_dirs = sorted({s.results_dir for s in specs})
-    with make_progress(console) if show_progress else _NullContext() as progress:
-        overall = progress.add_task("runs", total=len(specs)) if progress is not None else None
-        for spec in specs:
-            skipped = is_finished(spec)
-            out = run_one(spec, progress)
-            rows.extend(out)
-            tag = "skipped (finished)" if skipped else "done"
-            console.print(f"{summary_line(spec, out)} {tag}", highlight=False, soft_wrap=True)
-            if progress is not None and overall is not None:
-                progress.advance(overall)
-            merge_results(spec.results_dir)
-    for d in results_dirs:
-        merge_results(d)
+    overall = progress.task("runs", total=len(specs))
+    for spec in specs:
+        skipped = is_finished(spec)
+        out = run_one(spec, progress)
+        rows.extend(out)
+        if on_run is not None:
+            on_run(spec, out, skipped)
+        overall.advance()
+        merge_results(spec.results_dir)
+    overall.close()
+    return rows
+
+
+def run_fewshot_ladder(
+    specs: Sequence[RunSpec],
+    cfg: FewshotConfig,
+    progress: Progress = NO_PROGRESS,
+    *,
+    on_run: RunCallback | None = None,
+    check_device: bool = True,
+) -> list[dict[str, Any]]:
+    """Few-shot adaptation of every spec's trained model (trained here when no checkpoint
+    exists), every shot count of ``cfg``; rows are recorded and the table merged per spec."""
+    from oodml.train.fewshot import check_fewshot, run_fewshot
+
+    check_specs(specs, check_device=check_device)
+    for spec in specs:
+        check_fewshot(spec, cfg)
+    warm_features(specs, progress)
+    rows: list[dict[str, Any]] = []
+    for spec in specs:
+        out = run_fewshot(spec, cfg, progress)
+        rows.extend(out)
+        merge_results(spec.results_dir)
+        if on_run is not None:
+            on_run(spec, out, False)
     return rows
 
 
@@ -441,14 +419,3 @@ def is_finished(spec: RunSpec) -> bool:
     return _previous_run(spec)[1] is not None
 
 
-class _NullContext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def spec_dict(spec: RunSpec) -> dict[str, Any]:
-    """A JSON-able view of a spec (for logs and sweeps)."""
-    return asdict(spec)

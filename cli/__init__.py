@@ -1,0 +1,109 @@
+"""The ``oodml`` command line (installed as the package ``oodml_cli``).
+
+Only typer and printing live here: each command parses its options, builds one typed config
+of the library, calls the library and prints. Every command group is imported statically
+below. :func:`main` is the single place that turns errors into one line: an
+:class:`oodml.errors.OodmlError` prints its message (exit 2), anything unexpected prints its
+type and first line with a hint to rerun with ``--debug`` (exit 1), which shows the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from oodml import __version__
+from oodml.errors import OodmlError, first_line
+from oodml_cli import evaluate, features, fid, report, splits, sweep
+from oodml_cli.options import rewrite_aliases
+
+app = typer.Typer(
+    name="oodml",
+    help="Difficulty-graded out-of-distribution split ladders for deep metric learning.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+COMMANDS = ("features", "fid", "splits", "evaluate", "fewshot", "losses", "report", "sweep")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"oodml {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the Python traceback of an error (also: OODML_DEBUG=1)."
+    ),
+) -> None:
+    """Difficulty-graded out-of-distribution split ladders for deep metric learning."""
+
+
+features.register(app)
+fid.register(app)
+app.add_typer(splits.app, name="splits")
+evaluate.register(app)
+report.register(app)
+sweep.register(app)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: errors become one line on stderr, never a traceback unless ``--debug``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("OODML_DEBUG", "") not in ("", "0")
+    args = [a for a in args if a != "--debug"]
+    args, notes = rewrite_aliases(args)
+    for note in notes:
+        typer.echo(note, err=True)
+    try:
+        code = app(args=args, standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool) and code:
+            sys.exit(code)  # typer.Exit(n) comes back as a return value here
+    except SystemExit:
+        raise
+    except (KeyboardInterrupt, typer.Abort):
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except OodmlError as exc:
+        if debug:
+            raise
+        typer.echo(f"error: {_one_line(str(exc))}", err=True)
+        sys.exit(2)
+    except Exception as exc:
+        if isinstance(exc, _usage_errors()):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if debug:
+            raise
+        typer.echo(
+            f"error: unexpected {type(exc).__name__}: {_one_line(first_line(exc))[:300]} "
+            "(rerun with --debug for the traceback)",
+            err=True,
+        )
+        sys.exit(1)
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """click's usage-error class, and the one of the click copy that newer typers bundle."""
+    import click
+
+    kinds: list[type[Exception]] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as TyperClickException
+    except ImportError:
+        pass
+    else:
+        kinds.append(TyperClickException)
+    return tuple(kinds)

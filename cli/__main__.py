@@ -1,0 +1,3 @@
+from oodml_cli import main
+
+main()

@@ -1,0 +1,195 @@
+"""``oodml splits``: generate, show, verify, plot, import and export split ladders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from oodml.errors import ChecksumMismatch
+from oodml.features.options import FeatureOptions
+from oodml.fileio import check_writable
+from oodml_cli.features import FEATURE_PARAMS, load
+from oodml_cli.options import SKIP_BAD, argument, build, option, out_file, with_params
+from oodml_cli.ui import Bars, say
+
+app = typer.Typer(
+    name="splits",
+    help="Difficulty-graded train/test class split ladders and their split files.",
+    no_args_is_help=True,
+)
+SPLITFILE = argument("path", Path, "Split file (JSON).")
+SKIP = option("skip_bad", bool, False, "--skip-bad", help=SKIP_BAD.help)
+EXTRACT = [p for p in FEATURE_PARAMS if p.name != "extractor"]
+
+
+def ladder_table(sf: Any) -> Table:
+    """id, distance, class counts and the start marker of every split."""
+    fp = (sf.dataset_fingerprint or "unknown")[:12]
+    table = Table(
+        title=f"{sf.dataset_name} ({fp}) · {sf.extractor} · {sf.distance_mode} · {sf.procedure}",
+        caption=f"split file sha256 {sf.sha256[:16]}...",
+    )
+    for name in ("id", "distance", "#train", "#test", "#removed", "#val", "start"):
+        table.add_column(name, justify="left" if name == "start" else "right")
+    for s in sf.ladder:
+        table.add_row(str(s.id), f"{s.distance:.4f}", str(len(s.train)), str(len(s.test)),
+                      str(len(s.removed)), str(len(s.val)), "start" if s.is_start else "")
+    return table
+
+
+def show_table(sf: Any) -> None:
+    Console(markup=False).print(ladder_table(sf))
+
+
+@app.command("generate")
+@with_params(
+    [argument("dataset", str, "Dataset name (e.g. omniglot, cub200, cars196, sop).")],
+    [option("root", Path, ..., "--root", help="Dataset root folder or zip archive."),
+     out_file("Split file to write (JSON)."),
+     option("extractor", str, "efficientnet-lite0", "--extractor", help="Feature extractor."),
+     option("mode", str, "class-means", "--mode", help="Distance: class-means or samples."),
+     option("procedure", str, "greedy", "--procedure", help="Ladder walk: greedy or oodml."),
+     option("levels", int, 8, "--levels", help="Number of ladder splits K."),
+     option("targets", str | None, None, "--targets",
+            help="Pick the splits nearest these distances, e.g. 20,40,80."),
+     option("seed", int, 0, "--seed", help="Seed: random start split and sub-splits."),
+     option("start", str, "auto", "--start",
+            help="Start split: auto (default if any), default or random."),
+     option("param", list[str], [], "--param", help="Procedure parameters NAME=VALUE[,...] "
+            "(repeatable), e.g. history=5."),
+     option("val_fraction", float, 0.25, "--val-fraction",
+            help="Share of train classes in the validation sub-split."),
+     option("shots", str, "2,5,10", "--shots", help="Few-shot support sizes."),
+     option("episodes", int, 10, "--episodes", help="Few-shot episodes per shot count."),
+     SKIP],
+    EXTRACT,
+)
+def generate(**o) -> None:
+    """Walk a ladder of ever harder train/test splits of DATASET and write its split file."""
+    from oodml.splits.generate import LadderConfig, generate_splitfile
+    from oodml.splits.splitfile import save_splitfile
+
+    config = build(LadderConfig, o, params=_params(o))
+    feats = build(FeatureOptions, o)
+    check_writable(o["out"], "split file")
+    manifest = load(o["dataset"], o["root"], o["skip_bad"])
+    with Bars() as bars:
+        fs = feats.get(manifest, bars)
+        sf = generate_splitfile(manifest, fs, config, progress=bars)
+    save_splitfile(sf, o["out"])
+    show_table(sf)
+    say(f"wrote {o['out']}")
+
+
+def _params(o: dict[str, Any]) -> dict[str, Any]:
+    from oodml.config import parse_kv_items
+
+    return parse_kv_items(o.pop("param"), "--param")
+
+
+@app.command("show")
+def show(path: Path = typer.Argument(..., help="Split file (JSON).")) -> None:
+    """Print the ladder of a split file as a table."""
+    from oodml.splits.splitfile import load_splitfile
+
+    show_table(load_splitfile(path))
+
+
+@app.command("verify")
+@with_params(
+    [SPLITFILE],
+    [option("root", Path, ..., "--root", help="Dataset root folder or zip archive."),
+     option("dataset", str | None, None, "--dataset",
+            help="Dataset name (default: the one in the split file)."),
+     option("distances", bool, True, "--distances/--no-distances",
+            help="Recompute distances from features."),
+     SKIP],
+    EXTRACT,
+)
+def verify(**o) -> None:
+    """Check a split file against the dataset at --root; list every problem, exit 1 if any."""
+    from dataclasses import replace
+
+    from oodml.splits.splitfile import load_splitfile
+    from oodml.splits.splitfile import verify as verify_splitfile
+
+    path = o["path"]
+    feats = build(FeatureOptions, o)
+    first: list[str] = []
+    try:
+        sf = load_splitfile(path)
+    except ChecksumMismatch as exc:
+        first.append(str(exc))
+        sf = load_splitfile(path, check_sha=False)
+    manifest = load(o["dataset"] or sf.dataset_name, o["root"], o["skip_bad"])
+    features = None
+    if o["distances"] and sf.extractor == "unknown":
+        say("extractor unknown (imported file): distances not checked")
+    elif o["distances"]:
+        with Bars() as bars:
+            features = replace(feats, extractor=sf.extractor).get(manifest, bars)
+    problems = first + verify_splitfile(sf, manifest, features)
+    for problem in problems:
+        say(f"problem: {problem}")
+    if problems:
+        say(f"{path}: {len(problems)} problem(s)")
+        raise typer.Exit(1)
+    say(f"{path}: OK ({len(sf.ladder)} splits)")
+
+
+@app.command("import-oodml")
+def import_oodml(
+    pickle_path: Path = typer.Argument(..., help="ooDML study split pickle (.pkl)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Split file to write (JSON)."),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="Dataset name, to fill the fingerprint (needs --root)."
+    ),
+    root: Path | None = typer.Option(None, "--root", help="Dataset root folder or zip archive."),
+) -> None:
+    """Convert a published ooDML split pickle (loaded safely, no code runs) to a split file."""
+    from oodml.errors import ConfigError
+    from oodml.splits.oodml_pickle import import_oodml as do_import
+    from oodml.splits.splitfile import save_splitfile
+
+    if (dataset is None) != (root is None):
+        raise ConfigError("--dataset and --root go together; pass both or neither")
+    manifest = load(dataset, root, False) if dataset and root else None
+    check_writable(out, "split file")
+    sf = do_import(pickle_path, dataset_name=dataset, manifest=manifest)
+    save_splitfile(sf, out)
+    show_table(sf)
+    say(f"wrote {out}")
+
+
+@app.command("export-oodml")
+def export_oodml(
+    path: Path = typer.Argument(..., help="Split file (JSON)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Pickle to write (.pkl)."),
+    basenames: bool = typer.Option(
+        False, "--basenames", help="Bare image file names instead of paths in the episodes."
+    ),
+) -> None:
+    """Write a split file in the ooDML study's pickle layout."""
+    from oodml.splits.oodml_pickle import export_oodml as do_export
+    from oodml.splits.splitfile import load_splitfile
+
+    do_export(load_splitfile(path), out, basenames=basenames)
+    say(f"wrote {out}")
+
+
+@app.command("plot")
+def plot(
+    path: Path = typer.Argument(..., help="Split file (JSON)."),
+    out: Path = typer.Option(..., "-o", "--out", help="PNG to write."),
+    pdf: bool = typer.Option(False, "--pdf", help="Also write a PDF beside the PNG."),
+) -> None:
+    """Plot distance per ladder split and the train/test/removed class counts."""
+    from oodml.report.ladder import plot_ladder, save_figure
+    from oodml.splits.splitfile import load_splitfile
+
+    for written in save_figure(plot_ladder(load_splitfile(path)), out, pdf=pdf):
+        say(f"wrote {written}")

@@ -1,0 +1,70 @@
+"""``oodml sweep``: methods x splits x seeds locally or on a Ray cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from oodml.errors import OodmlError
+from oodml_cli.ui import say
+
+
+def sweep(
+    config: Path = typer.Argument(..., help="Sweep TOML: split file, root, methods, seeds."),
+    backend: str = typer.Option("local", "--backend", help="local (this process) or ray."),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster: ray://host:port or auto; default starts a local "
+        "Ray."),
+    gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", help="GPUs each run asks Ray for."),
+    cpus_per_run: float = typer.Option(1.0, "--cpus-per-run",
+                                       help="CPUs each run asks for (torch threads)."),
+    retries: int = typer.Option(2, "--retries", help="Retries of a failed run before it is "
+                                "reported."),
+) -> None:
+    """Train and evaluate every (method, split, seed) of CONFIG; re-running skips finished runs.
+
+    Each finished run writes its own result file atomically; the sweep then merges them
+    into RESULTS/results.parquet and results.csv. A loss or miner given as an import path
+    'package.module:Class' imports that module (running its code) on every worker."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from oodml.sweep.config import load_config
+    from oodml.sweep.run import SweepRun, run_sweep
+
+    how = SweepRun(backend=backend, address=address, cpus_per_run=cpus_per_run,
+                   gpus_per_run=gpus_per_run, retries=retries)
+    cfg = load_config(config)
+    line = _StateLine()
+    with Live(line, console=Console(stderr=True), refresh_per_second=1):
+        outcome = run_sweep(cfg, how, on_update=line.set)
+    s = outcome.state
+    for key, n in sorted(s.retried.items()):
+        say(f"retried {key} {n} time(s)", err=True)
+    for key, err in sorted(s.failed.items()):
+        say(f"failed {key}: {err}", err=True)
+    say(f"sweep: {s.done} run(s) done, {s.skipped} skipped (finished before), "
+        f"{len(s.failed)} failed; {len(outcome.table)} rows in "
+        f"{Path(cfg.results) / 'results.parquet'}", err=True)
+    if s.failed:
+        raise OodmlError(f"{len(s.failed)} run(s) failed after retries; see the lines above")
+
+
+class _StateLine:
+    """The live status line, redrawn every second so the ETA moves during long runs."""
+
+    def __init__(self) -> None:
+        self.state = None
+
+    def set(self, state) -> None:
+        self.state = state
+
+    def __rich__(self):
+        from rich.text import Text
+
+        return Text(self.state.line() if self.state else "starting sweep")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sweep")(sweep)

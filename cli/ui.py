@@ -1,0 +1,69 @@
+"""Terminal output: rich progress bars behind the library's Progress protocol, and plain lines."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+
+def say(line: str, *, err: bool = False) -> None:
+    """One plain line (no markup: a message may hold ``[train]`` or ``[[methods]]``)."""
+    typer.echo(line, err=err)
+
+
+class _Task:
+    def __init__(self, bars: Progress, task_id) -> None:
+        self._bars, self._id = bars, task_id
+
+    def advance(self, n: int = 1) -> None:
+        self._bars.advance(self._id, n)
+
+    def update(self, *, description=None, completed=None, total=None) -> None:
+        kwargs = {k: v for k, v in (("description", description), ("completed", completed),
+                                    ("total", total)) if v is not None}
+        self._bars.update(self._id, **kwargs)
+
+    def close(self) -> None:
+        self._bars.remove_task(self._id)
+
+
+class Bars:
+    """The library's :class:`oodml.progress.Progress` drawn as rich bars on stderr (with an
+    ETA); ``with Bars() as progress: library_call(..., progress=progress)``."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self._bars = Progress(
+            TextColumn("{task.description}", markup=False),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+            disable=not sys.stderr.isatty(),
+        )
+
+    def __enter__(self) -> Bars:
+        self._bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bars.stop()
+
+    def task(self, description: str, total: int | None = None, completed: int = 0) -> _Task:
+        return _Task(self._bars, self._bars.add_task(description, total=total, completed=completed))
+
+    def log(self, line: str) -> None:
+        self.console.print(Text(line), soft_wrap=True)

@@ -1,0 +1,165 @@
+"""What ``oodml fid`` computes: the Fréchet distance between two image folders or two class
+sets of a dataset, in ``samples`` mode (Gaussians over all images, the usual FID) or
+``class-means`` mode (Gaussians over class-mean features, the ooDML study's shift).
+
+* :func:`fid_folders` - two folders; with ``class-means`` their subfolders are the classes.
+* :func:`fid_classes` - two lists of class names of one dataset.
+
+Both return a :class:`FidResult`; features come from :class:`FeatureOptions` (cached).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from oodml.classstats import CLASS_MEANS_EPS, MODES, ClassStats
+from oodml.config import check_choice
+from oodml.data import load_dataset
+from oodml.data.base import is_image, list_dir, require_dir
+from oodml.data.manifest import DirSource, Manifest
+from oodml.errors import ConfigError
+from oodml.features.options import FeatureOptions
+from oodml.frechet import frechet_distance_samples
+from oodml.progress import NO_PROGRESS, Progress
+
+
+@dataclass(frozen=True)
+class FidResult:
+    """A Fréchet distance and what it was measured between."""
+
+    value: float
+    mode: str
+    extractor: str
+    a: str
+    b: str
+    n_a: int
+    n_b: int
+    unit: str
+
+    @property
+    def text(self) -> str:
+        return (f"{self.mode} FID ({self.extractor}) {self.a} [{self.n_a} {self.unit}] vs "
+                f"{self.b} [{self.n_b} {self.unit}]")
+
+
+def read_class_list(path: str | os.PathLike) -> list[str]:
+    """Class names from a file, one per line (blank and '#' lines skipped)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"class list {path} is not UTF-8 text; save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read class list {path}: {exc.strerror}; check the path"
+        ) from None
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def class_list(inline: str | None, file: str | os.PathLike | None, option: str) -> list[str]:
+    """Class names from a comma list and/or a file; ``option`` names the side in errors."""
+    names = [c.strip() for c in (inline or "").split(",") if c.strip()]
+    if file is not None:
+        names += read_class_list(file)
+    if not names:
+        raise ConfigError(f"no classes given for {option}; pass {option} CLS,CLS or {option}-file")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{option} lists a class twice; give each class once")
+    return names
+
+
+def folder_manifest(folder: str | os.PathLike) -> Manifest:
+    """All images under ``folder`` (recursively) as one pseudo-class named by its absolute path,
+    so two folders with the same file names never share a feature-cache entry."""
+    root = require_dir(Path(folder), "a folder of images")
+    paths = tuple(p for p in list_dir(root)[0] if is_image(p))
+    if len(paths) < 2:
+        raise ConfigError(f"{root} holds {len(paths)} image(s); a Fréchet distance needs >= 2")
+    return Manifest(
+        name="folder",
+        root=root,
+        source=DirSource(root),
+        paths=paths,
+        labels=(root.as_posix(),) * len(paths),
+    )
+
+
+def class_folders(folder: str | os.PathLike, skip_bad: bool = False) -> Manifest:
+    """``folder/<class>/<image>`` as a dataset whose class names carry the folder's absolute
+    path, so two folders with the same class names never share a feature-cache entry."""
+    manifest = load_dataset("imagefolder", folder, skip_bad=skip_bad)
+    root = Path(manifest.root).resolve().as_posix()
+    return replace(manifest, labels=tuple(f"{root}::{c}" for c in manifest.labels))
+
+
+def fid_folders(
+    folders: Sequence[str | os.PathLike],
+    *,
+    mode: str = "samples",
+    eps: float | None = None,
+    features: FeatureOptions = FeatureOptions(),
+    skip_bad: bool = False,
+    progress: Progress = NO_PROGRESS,
+) -> FidResult:
+    """Fréchet distance between two image folders. Features are cached only when
+    ``features.cache_dir`` is given (a folder of loose images is rarely seen twice)."""
+    check_choice("mode", mode, MODES)
+    if len(folders) != 2:
+        raise ConfigError(f"give exactly two image folders (got {len(folders)}) or a dataset")
+    with tempfile.TemporaryDirectory(prefix="oodml-fid-") as tmp:
+        where = features.cache_dir if features.cache_dir is not None else tmp
+        if mode == "samples":
+            manifests = [folder_manifest(f) for f in folders]
+        else:
+            manifests = [class_folders(f, skip_bad) for f in folders]
+        feats = [features.get(m, progress, cache_dir=where) for m in manifests]
+    if mode == "samples":
+        x1, x2 = (f.features for f in feats)
+        value = frechet_distance_samples(x1, x2, eps=eps or 0.0)
+        n1, n2 = len(x1), len(x2)
+    else:
+        means = [ClassStats.from_features(f.features, f.labels).means for f in feats]
+        n1, n2 = (len(m) for m in means)
+        if min(n1, n2) < 2:
+            raise ConfigError(
+                f"class-means needs at least 2 class subfolders per folder, got {n1} and {n2}"
+            )
+        value = frechet_distance_samples(
+            means[0], means[1], eps=CLASS_MEANS_EPS if eps is None else eps
+        )
+    unit = "images" if mode == "samples" else "classes"
+    return FidResult(float(value), mode, feats[0].extractor, str(folders[0]), str(folders[1]),
+                     n1, n2, unit)
+
+
+def fid_classes(
+    manifest: Manifest,
+    side_a: Sequence[str],
+    side_b: Sequence[str],
+    *,
+    mode: str = "samples",
+    eps: float | None = None,
+    features: FeatureOptions = FeatureOptions(),
+    progress: Progress = NO_PROGRESS,
+) -> FidResult:
+    """Fréchet distance between two class sets of a dataset (features from the cache)."""
+    check_choice("mode", mode, MODES)
+    unknown = sorted(set(list(side_a) + list(side_b)).difference(manifest.class_counts))
+    if unknown:
+        raise ConfigError(
+            f"{len(unknown)} class(es) not in dataset {manifest.name!r} at {manifest.root}: "
+            f"{unknown[:5]}; check the names against the dataset's class folders"
+        )
+    fs = features.get(manifest, progress)
+    stats = ClassStats.from_features(fs.features, fs.labels)
+    value = stats.distance(list(side_a), list(side_b), mode=mode, eps=eps)
+    unit = "images" if mode == "samples" else "classes"
+    counts = manifest.class_counts
+    n_a = sum(counts[c] for c in side_a) if mode == "samples" else len(side_a)
+    n_b = sum(counts[c] for c in side_b) if mode == "samples" else len(side_b)
+    return FidResult(float(value), mode, fs.extractor, f"side A of {manifest.name}",
+                     f"side B of {manifest.name}", n_a, n_b, unit)

@@ -1,0 +1,144 @@
+"""The typed configs of a training study: one run (:class:`RunSpec`) and few-shot adaptation
+(:class:`FewshotConfig`), with the names that identify a run in the results folder.
+
+The CLI flags (``oodml evaluate``/``fewshot``), the TOML keys of a sweep and the Python API are
+all derived from these fields (their ``help`` metadata is what ``--help`` prints), and their
+checks run in ``__post_init__``, before any feature extraction or training.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from oodml.config import check_choice, check_int, check_seed
+from oodml.errors import ConfigError
+from oodml.metrics import DEFAULT_METRICS
+from oodml.metrics.knn import DISTANCES
+from oodml.train.loop import TrainConfig
+
+TUNE = ("head", "all")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,99}")
+
+
+def _opt(default: Any, help: str, **meta: Any) -> Any:
+    if isinstance(default, (dict, TrainConfig)):
+        factory = (lambda d=default: dict(d)) if isinstance(default, dict) else TrainConfig
+        return field(default_factory=factory, metadata={"help": help, **meta})
+    return field(default=default, metadata={"help": help, **meta})
+
+
+def check_method_name(name: str) -> str:
+    """A method name is one safe path component (its runs live in ``runs/<name>/``)."""
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or name in (".", ".."):
+        shown = name if not isinstance(name, str) or len(name) <= 40 else name[:37] + "..."
+        raise ConfigError(
+            f"method={shown!r} must be 1-100 letters, digits or ._+=- starting with a letter or "
+            "digit (it names the method's folder of run files)"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One (method, split, seed) training run; ``backbone=None`` means head-only."""
+
+    splitfile: str
+    root: str
+    split_id: int
+    seed: int
+    loss: str = _opt(
+        "", "Loss name (e.g. multisimilarity, triplet, proxyanchor, softmax) or an import path "
+        "'package.module:Class' of a torch.nn.Module subclass (importing it runs that module's "
+        "code). See `oodml losses`.", required=True)
+    results_dir: str = _opt("", "Results folder (results.parquet, results.csv, runs/).")
+    loss_args: dict[str, Any] = _opt({}, "Loss arguments, e.g. 'alpha=2,beta=50'.")
+    miner: str | None = _opt(None, "Miner name (e.g. triplet-semihard, batch-hard).")
+    miner_args: dict[str, Any] = _opt({}, "Miner arguments, e.g. 'margin=0.1'.")
+    method: str | None = _opt(None, "Method name in the results (default: loss[+miner]).")
+    dataset: str | None = _opt(None, "Dataset loader name (default: the split file's).")
+    backbone: str | None = _opt(
+        None, "Train the full network: resnet50, efficientnet-lite0 or any torchvision model "
+        "name (default: head-only on cached features).")
+    extractor: str | None = _opt(
+        None, "Feature extractor for head-only training (default: the split file's).")
+    weights: str | None = _opt(
+        "imagenet", "Backbone weights: imagenet (hub cache), a file, or random.",
+        flag="backbone-weights")
+    embed_dim: int = _opt(128, "Embedding dimension.")
+    hidden: int = _opt(0, "Hidden width of an MLP head (0: linear head).")
+    image_size: int = _opt(224, "Crop size for full-backbone training.")
+    train: TrainConfig = _opt(TrainConfig(), "Optimisation settings.")
+    metrics: tuple[str, ...] = _opt(DEFAULT_METRICS, "Metrics to compute (default: all).")
+    distance: str = _opt("cosine", "Retrieval distance: cosine or euclidean.")
+    device: str = _opt("auto", "Where to train: auto (a GPU if present), cpu, cuda or cuda:N.")
+    cache_dir: str | None = _opt(
+        None, "Feature cache folder (default: $OODML_CACHE or ~/.cache/oodml).", flag="cache")
+    checkpoints: bool = _opt(True, "Write per-epoch checkpoints (resume a killed run).")
+    skip_bad: bool = _opt(False, "Leave out images that cannot be decoded (listed).")
+
+    def __post_init__(self) -> None:
+        check_int("split_id", self.split_id, 1)
+        check_seed("seed", self.seed)
+        if not isinstance(self.loss, str) or not self.loss.strip():
+            raise ConfigError("loss is required: a loss name (see `oodml losses`) or an import "
+                              "path 'package.module:Class'")
+        if not isinstance(self.results_dir, str) or not self.results_dir:
+            raise ConfigError("results_dir is required: the folder that holds the results")
+        if self.method is not None:
+            check_method_name(self.method)
+        check_int("embed_dim", self.embed_dim, 1)
+        check_int("hidden", self.hidden, 0)
+        check_int("image_size", self.image_size, 32)
+        check_choice("distance", self.distance, DISTANCES)
+        if not self.metrics or not all(isinstance(m, str) and m for m in self.metrics):
+            raise ConfigError(f"metrics={self.metrics!r} must list at least one metric name")
+        if not isinstance(self.train, TrainConfig):
+            raise ConfigError("train must be a TrainConfig (a [train] table in a sweep)")
+
+    @property
+    def head_only(self) -> bool:
+        return self.backbone is None
+
+
+@dataclass(frozen=True)
+class FewshotConfig:
+    """Few-shot fine-tuning settings; ``ft_lr=None`` reuses the training LR,
+    ``max_episodes=None`` uses every episode of the split file."""
+
+    shots: tuple[int, ...] = _opt((2, 5), "Shot counts to adapt with, e.g. 2,5.")
+    ft_epochs: int = _opt(20, "Fine-tuning epochs per episode.")
+    ft_lr: float | None = _opt(None, "Fine-tuning learning rate (default: the training lr).")
+    tune: str = _opt("head", "What to fine-tune: head or all.")
+    max_episodes: int | None = _opt(None, "Use at most this many episodes per shot count.")
+
+    def __post_init__(self) -> None:
+        check_choice("tune", self.tune, TUNE)
+        if not self.shots:
+            raise ConfigError("shots must list at least one shot count, e.g. 2,5")
+        for s in self.shots:
+            check_int("shots", s, 1)
+        check_int("ft_epochs", self.ft_epochs, 1)
+        if self.ft_lr is not None:
+            from oodml.config import check_float
+
+            check_float("ft_lr", self.ft_lr, positive=True)
+        if self.max_episodes is not None:
+            check_int("max_episodes", self.max_episodes, 1)
+
+
+def method_name(spec: RunSpec) -> str:
+    """``spec.method`` or ``loss[+miner]`` (an import path's unsafe characters as ``_``)."""
+    if spec.method:
+        return spec.method
+    name = spec.loss + (f"+{spec.miner}" if spec.miner else "")
+    return re.sub(r"[^A-Za-z0-9._+=-]", "_", name).lstrip(".") or "method"
+
+
+def run_key(spec: RunSpec) -> str:
+    return f"{method_name(spec)}/zeroshot/split{spec.split_id:03d}_seed{spec.seed}"
+
+
+def fewshot_key(spec: RunSpec, shots: int) -> str:
+    return f"{method_name(spec)}/fewshot/split{spec.split_id:03d}_seed{spec.seed}_shots{shots}"
