@@ -99,6 +99,8 @@ class LadderConfig:
             check_int("shots", s, 1)
         for t in self.targets or ():
             check_float("targets", t, 0.0)
+        if self.params.get("eps") is not None:
+            check_float("eps", self.params["eps"], 0.0)
         resolve_params(self.procedure, self.mode, dict(self.params))
 
 

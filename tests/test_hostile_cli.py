@@ -1,0 +1,234 @@
+"""Hostile input at the command line: every command, malformed values, one line on stderr (no
+traceback unless --debug), and no finished result ever lost or written outside its folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from oodml.errors import ConfigError
+from oodml.results import finished_rows, merge_results, run_path, write_run
+from oodml.train.synthetic import make_synthetic_study
+from oodml_cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    return make_synthetic_study(tmp_path_factory.mktemp("study"), n_splits=2)
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = 0
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code: int, err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code != 0, err
+    assert "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def train_args(study, out: Path, *extra: str) -> list[str]:
+    return ["evaluate", str(study.splitfile), "--root", str(study.root), "--cache",
+            str(study.cache_dir), "--out", str(out), "--loss", "contrastive", "--epochs", "1",
+            "--batch-size", "12", "--m", "2", "--no-checkpoints", *extra]
+
+
+@pytest.mark.parametrize(
+    ("extra", "names"),
+    [
+        (["--seeds", "-1"], "seed=-1 must be >= 0"),
+        (["--seeds", str(2**64)], "must be <= 9223372036854775807"),
+        (["--seeds", "x"], "seeds='x' must be comma-separated integers"),
+        (["--lr", "nan"], "lr=nan must be a finite number"),
+        (["--weight-decay", "nan"], "weight_decay=nan must be a finite number"),
+        (["--method", ".."], "method='..' must be"),
+        (["--method", "x" * 100_000], "method='xxxxxxxx"),
+        (["--method", "a/b"], "method='a/b' must be"),
+        (["--loss-args", "pos_margin=))"], "unbalanced brackets"),
+        (["--embed-dim", "0"], "embed_dim=0 must be >= 1"),
+        (["--distance", "manhattan"], "distance='manhattan' is not one of"),
+        (["--splits", "7"], "split id 7 is not in the ladder"),
+    ],
+)
+def test_evaluate_rejects_bad_values_in_one_line(capsys, study, tmp_path, extra, names):
+    code, _, err = run(capsys, *train_args(study, tmp_path / "res", *extra))
+    assert names in one_line_error(code, err)
+    assert not (tmp_path / "res" / "runs").exists()
+
+
+def test_output_paths_that_cannot_exist_fail_in_one_line(capsys, study, tmp_path):
+    code, _, err = run(capsys, *train_args(study, tmp_path / ("o" * 5000)))
+    assert "cannot" in one_line_error(code, err)
+    code, _, err = run(capsys, "splits", "plot", str(study.splitfile), "-o",
+                       str(tmp_path / ("p" * 300) / "x.png"))
+    one_line_error(code, err)
+
+
+def test_fewshot_and_generate_reject_bad_values_before_work(capsys, study, tmp_path,
+                                                            omniglot_zip):
+    code, _, err = run(capsys, "fewshot", *train_args(study, tmp_path / "r")[1:], "--shots", "0")
+    assert "shots=0 must be >= 1" in one_line_error(code, err)
+    cache = tmp_path / "cache"
+    base = ["splits", "generate", "omniglot", "--root", str(omniglot_zip), "--cache", str(cache),
+            "-o", str(tmp_path / "l.json")]
+    for extra, msg in [
+        (["--param", "eps=nan"], "eps='nan' must be a number"),
+        (["--param", "eps=abc"], "eps='abc' must be a number"),
+        (["--param", "history=-1"], "history"),
+        (["--param", "nonsense=1"], "nonsense"),
+        (["--seed", "-1"], "seed=-1 must be >= 0"),
+        (["--levels", "0"], "levels=0 must be >= 1"),
+        (["--targets", "1,x"], "targets='1,x'"),
+        (["--mode", "pixels"], "mode='pixels' is not one of"),
+        (["--val-fraction", "nan"], "val_fraction=nan"),
+    ]:
+        code, _, err = run(capsys, *base, *extra)
+        assert msg in one_line_error(code, err), extra
+    assert not cache.exists()  # every option was checked before feature extraction
+
+
+def test_sweep_configs_of_the_wrong_type_are_one_line(capsys, study, tmp_path):
+    head = (f'splitfile = "{study.splitfile}"\nroot = "{study.root}"\n'
+            f'results = "{tmp_path / "sw"}"\n')
+    method = '[[methods]]\nloss = "contrastive"\n'
+    cases = {
+        "train = 5\n" + method: "[train] must be a table",
+        "seeds = [true]\n" + method: "seeds[0]=True must be an integer",
+        "embed_dim = \"x\"\n" + method: "embed_dim='x' must be an integer",
+        "[train]\nepochs = \"three\"\n" + method: "epochs='three' must be an integer",
+        "[train]\nlr = nan\n" + method: "lr=nan must be a finite number",
+        method + "name = \"..\"\n": "method='..' must be",
+        method + "name = \"a\"\n" + method + "name = \"a\"\n": "two methods are both named 'a'",
+        "bogus = 1\n" + method: "unknown key 'bogus'",
+    }
+    for i, (body, msg) in enumerate(cases.items()):
+        cfg = tmp_path / f"s{i}.toml"
+        cfg.write_text(head + body)
+        code, _, err = run(capsys, "sweep", str(cfg))
+        assert msg in one_line_error(code, err), body
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes(head.encode() + b'# caf\xe9\n' + method.encode())
+    code, _, err = run(capsys, "sweep", str(bad))
+    assert "not UTF-8" in one_line_error(code, err)
+    code, _, err = run(capsys, "sweep", str(tmp_path))
+    assert "is a folder" in one_line_error(code, err)
+
+
+def test_reports_on_damaged_tables_are_one_line(capsys, tmp_path):
+    empty = tmp_path / "results.parquet"
+    empty.write_bytes(b"")
+    code, _, err = run(capsys, "report", str(empty), "--out", str(tmp_path / "rep"))
+    assert "not a readable parquet table" in one_line_error(code, err)
+    empty.write_bytes(b"PAR1" + os.urandom(64))
+    code, _, err = run(capsys, "report", str(empty), "--out", str(tmp_path / "rep"))
+    assert "not a readable parquet table" in one_line_error(code, err)
+
+
+def test_every_command_gives_one_line_for_a_missing_input(capsys, tmp_path):
+    missing = str(tmp_path / "nope")
+    for args in (
+        ["features", "omniglot", "--root", missing],
+        ["fid", missing, missing],
+        ["splits", "show", missing],
+        ["splits", "verify", missing, "--root", missing],
+        ["splits", "export-oodml", missing, "-o", str(tmp_path / "x.pkl")],
+        ["splits", "import-oodml", missing, "-o", str(tmp_path / "x.json")],
+        ["evaluate", missing, "--root", missing, "--loss", "contrastive", "--out", missing],
+        ["fewshot", missing, "--root", missing, "--loss", "contrastive", "--out", missing],
+        ["report", missing, "--out", str(tmp_path / "r")],
+        ["sweep", missing],
+    ):
+        code, _, err = run(capsys, *args)
+        one_line_error(code, err)
+
+
+def test_unexpected_errors_are_one_line_unless_debug(capsys, monkeypatch, tmp_path):
+    import oodml.splits.splitfile as sfmod
+
+    def boom(*_a, **_k):
+        raise RuntimeError("something broke\nsecond line")
+
+    monkeypatch.setattr(sfmod, "load_splitfile", boom)
+    code, _, err = run(capsys, "splits", "show", str(tmp_path / "x.json"))
+    line = one_line_error(code, err)
+    assert "unexpected RuntimeError: something broke" in line and "--debug" in line
+    assert code == 1
+    with pytest.raises(RuntimeError):
+        main(["--debug", "splits", "show", str(tmp_path / "x.json")])
+
+
+def test_error_text_with_brackets_is_printed_verbatim(capsys, tmp_path):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('splitfile = "a"\nroot = "b"\nresults = "c"\n[train]\nepochs = 1\n')
+    code, _, err = run(capsys, "sweep", str(cfg))
+    assert "[[methods]]" in one_line_error(code, err)
+
+
+def test_old_flag_spellings_still_work_with_a_note(capsys, study, tmp_path):
+    code, _, err = run(capsys, "splits", "plot", str(study.splitfile), "--output",
+                       str(tmp_path / "l.png"))
+    assert code == 0 and "--output is now --out" in err and (tmp_path / "l.png").is_file()
+
+
+def test_a_concurrent_run_with_another_config_never_loses_a_finished_run(tmp_path):
+    """Two writers under one key: the first file stays, the second keeps its rows beside it
+    and fails clearly (before the fix the second silently replaced the first)."""
+    row = {"splitfile_sha256": "s", "dataset": "d", "split_id": 1, "distance": 1.0,
+           "method": "m", "config": "A", "seed": 0, "protocol": "zeroshot", "shots": 0,
+           "metric": "recall@1", "value": 0.5, "std": float("nan"), "n_episodes": 0,
+           "wall_time_s": 1.0, "device": "cpu", "epochs": 1}
+    key = "m/zeroshot/split001_seed0"
+    write_run(tmp_path, key, "A", [row])
+    with pytest.raises(ConfigError, match="different config finished .* first"):
+        write_run(tmp_path, key, "B", [{**row, "config": "B", "value": 0.7}])
+    assert finished_rows(tmp_path, key, "A")[0]["value"] == 0.5
+    kept = list(run_path(tmp_path, key).parent.glob("*.conflict-*"))
+    assert len(kept) == 1 and json.loads(kept[0].read_text())["rows"][0]["value"] == 0.7
+    assert list(merge_results(tmp_path)["value"]) == [0.5]
+    write_run(tmp_path, key, "A", [row])  # the same config finishing twice is fine
+
+
+def test_two_concurrent_evaluate_processes_keep_both_or_fail_clearly(study, tmp_path):
+    out = tmp_path / "shared"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "oodml", *train_args(study, out, "--lr", lr,
+                                                                      "--splits", "1")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for lr in ("0.001", "0.002")
+    ]
+    results = [p.communicate(timeout=600) + (p.returncode,) for p in procs]
+    table = merge_results(out)
+    ok = [r for r in results if r[2] == 0]
+    failed = [r for r in results if r[2] != 0]
+    assert len(ok) >= 1
+    for _, err, _ in failed:
+        assert "different config finished" in err and "kept in" in err
+    assert set(table["split_id"]) == {1} and table["config"].nunique() == 1
+    kept = list((out / "runs").rglob("*.conflict-*"))
+    assert len(kept) == len(failed)
+
+
+def test_a_run_file_with_bad_rows_is_one_line(tmp_path):
+    from oodml.errors import ResultsError
+
+    path = run_path(tmp_path, "m/zeroshot/split001_seed0")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"key": "k", "config": "A", "rows": [1]}))
+    with pytest.raises(ResultsError, match="a result row is int"):
+        merge_results(tmp_path)
