@@ -18,6 +18,7 @@ _METRIC_NAMES = {
     "map@r": "mAP@R",
     "r_precision": "R-Precision",
     "map@1000": "mAP@1000",
+    "map@1000-oodml": "mAP@1000 (ooDML study norm.)",
 }
 
 
