@@ -24,11 +24,13 @@ from oodml.report.results import ResultsError, load_results, select_metrics, val
 from oodml.report.style import DISTANCE_LABEL, distance_label
 from oodml.report.tables import (
     coverage_notes,
+    display_metrics,
     label_series,
     rank_table,
     series_order,
     summary_table,
     to_markdown,
+    with_size_controlled,
 )
 from oodml.splits.plot import plot_ladder, save_figure
 
@@ -38,6 +40,10 @@ ClassMeans = tuple[Sequence[str], np.ndarray]
 OPTIONAL_OUTPUTS = ("ladder.png", "ladder.pdf", "embedding.png", "embedding.pdf")
 SPREAD_NOTE = ("Spread is over seeds: std is the sample standard deviation (ddof=1) of each "
                "per-seed statistic; bands in the progression plot are mean ± that std.")
+SIZE_NOTE = ("Size-controlled metrics (name/nN): computed on N test classes drawn at random "
+             "from each split (averaged over draws), so splits with different test-set sizes "
+             "are compared on equal terms; the progression plot and the pivot show them where "
+             "they exist, the long table also lists the full-test values.")
 AUC_NOTE = ("AUC: area under metric vs distance, distances normalised to [0, 1] over the "
             "ladder's range (trapezoid rule); rel_drop = (easiest - hardest) / easiest.")
 
@@ -110,6 +116,8 @@ def build_report(results: Sequence[str | os.PathLike] | pd.DataFrame, out_dir: s
     if rank_metric not in set(df["metric"]):
         raise ResultsError(f"rank metric {rank_metric!r} is not in the results; choose one of "
                            f"{', '.join(select_metrics(df, None))} with --rank-metric")
+    mets = with_size_controlled(df, mets)
+    shown = display_metrics(df, mets)
     df = label_series(df[df["metric"].isin([*mets, rank_metric])])
     if splitfile is not None:
         known = {s.id: s.distance for s in splitfile.ladder}
@@ -123,12 +131,15 @@ def build_report(results: Sequence[str | os.PathLike] | pd.DataFrame, out_dir: s
     tick("progression plot")
     x_label = (distance_label(splitfile.distance_mode, splitfile.extractor)
                if splitfile is not None else DISTANCE_LABEL)
-    fig = progression_figure(df, mets, start_split=start, x_label=x_label)
+    fig = progression_figure(df, shown, start_split=start, x_label=x_label)
     png, pdf = _save(fig, out / "progression")
     report.files += [png, pdf]
+    prog_notes = [SPREAD_NOTE]
+    if any("/n" in m for m in shown):
+        prog_notes.append(SIZE_NOTE)
     sections.append(Section("Progression", "Each metric against the train-test Fréchet "
                             "distance of the split; solid: zero-shot, dashed: few-shot.",
-                            image=png, notes=[SPREAD_NOTE], links=[pdf]))
+                            image=png, notes=prog_notes, links=[pdf]))
 
     report.notes += coverage_notes(df, mets)
 

@@ -24,6 +24,36 @@ SUMMARY_COLUMNS = (
 )
 
 
+def size_controlled_variant(present: set[str] | list[str], metric: str) -> str | None:
+    """The size-controlled name (``<metric>/n<N>``) of ``metric`` among ``present``, the
+    smallest N when there are several; None when there is none."""
+    prefix = f"{metric}/n"
+    ns = sorted(int(m[len(prefix):]) for m in present
+                if m.startswith(prefix) and m[len(prefix):].isdigit())
+    return f"{prefix}{ns[0]}" if ns else None
+
+
+def display_metrics(df: pd.DataFrame, metrics: list[str]) -> list[str]:
+    """The metrics the figures and the pivot show: each full-test metric is replaced by its
+    size-controlled variant when the results have one (splits with different test sizes are
+    then compared on the same number of classes); the full values stay in the long table."""
+    present = set(df["metric"])
+    out = [size_controlled_variant(present, m) or m for m in metrics]
+    return list(dict.fromkeys(out))
+
+
+def with_size_controlled(df: pd.DataFrame, metrics: list[str]) -> list[str]:
+    """``metrics`` plus the size-controlled variants present for them, each after its metric."""
+    present = set(df["metric"])
+    out: list[str] = []
+    for m in metrics:
+        out.append(m)
+        variant = size_controlled_variant(present, m)
+        if variant:
+            out.append(variant)
+    return list(dict.fromkeys(out))
+
+
 def _config_tag(config: str) -> str:
     return hashlib.sha256(config.encode("utf-8")).hexdigest()[:8]
 
