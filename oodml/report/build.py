@@ -18,18 +18,21 @@ from matplotlib.figure import Figure
 from oodml import __version__
 from oodml.fileio import atomic_write_text
 from oodml.report.embedding import embedding_figure
-from oodml.report.html import Section, render_page
+from oodml.report.html import Section, pivot_html, render_page
 from oodml.report.progression import progression_figure
 from oodml.report.results import ResultsError, load_results, select_metrics, validate
-from oodml.report.style import DISTANCE_LABEL, distance_label
+from oodml.report.style import DISTANCE_LABEL, distance_label, metric_name
 from oodml.report.tables import (
+    PIVOT_STATS,
     coverage_notes,
     display_metrics,
     label_series,
+    pivot_table,
     rank_table,
     series_order,
     summary_table,
     to_markdown,
+    validity_table,
     with_size_controlled,
 )
 from oodml.splits.plot import plot_ladder, save_figure
@@ -44,6 +47,10 @@ SIZE_NOTE = ("Size-controlled metrics (name/nN): computed on N test classes draw
              "from each split (averaged over draws), so splits with different test-set sizes "
              "are compared on equal terms; the progression plot and the pivot show them where "
              "they exist, the long table also lists the full-test values.")
+VALIDITY_NOTE = ("slope/100: least-squares slope of the metric against the split distance, per "
+                 "100 distance units (per seed, then averaged; slope_lo/slope_hi: 95% Student-t "
+                 "interval over seeds); a ladder that grades difficulty gives negative slopes, "
+                 "Spearman rho near -1 and a monotone fall. Positive slopes are in red.")
 AUC_NOTE = ("AUC: area under metric vs distance, distances normalised to [0, 1] over the "
             "ladder's range (trapezoid rule); rel_drop = (easiest - hardest) / easiest.")
 
@@ -92,12 +99,15 @@ def build_report(results: Sequence[str | os.PathLike] | pd.DataFrame, out_dir: s
                  *, splitfile=None, metrics: Sequence[str] | None = None,
                  rank_metric: str = "recall@1", class_means: ClassMeans | None = None,
                  embedding_skipped: str | None = None, title: str | None = None,
-                 step: Callable[[str], None] | None = None) -> ReportOutputs:
+                 step: Callable[[str], None] | None = None,
+                 rescored=None) -> ReportOutputs:
     """Write the full report for ``results`` (paths or a results DataFrame) into ``out_dir``.
 
     ``splitfile`` (a loaded SplitFile) adds the ladder plot, the starting split and the
     embedding view (which also needs ``class_means``); without them the page says what was
-    skipped and why. ``step`` is called with a short description before each stage.
+    skipped and why. ``rescored`` (a :class:`oodml.splits.rescore.Rescore`, e.g. read with
+    ``read_rescore_csv``) adds the agreement of the ladder's distances with another extractor
+    or mode. ``step`` is called with a short description before each stage.
     """
     def tick(what: str) -> None:
         if step is not None:
@@ -145,6 +155,23 @@ def build_report(results: Sequence[str | os.PathLike] | pd.DataFrame, out_dir: s
 
     tick("summary table")
     summary = summary_table(df, mets)
+    validity = validity_table(df, mets)
+    pivot = pivot_table(summary, validity, shown)
+    pivot_text = ("Per method (rows) and metric (columns): normalised AUC, relative drop from "
+                  "the easiest to the hardest split, and slope per 100 distance units (seed "
+                  "means). Size-controlled metrics replace the full-test ones where present.")
+    report.files += _write_table(pivot, out / "pivot", "Validity pivot",
+                                 [pivot_text, VALIDITY_NOTE])
+    labels = [lab for _, lab in PIVOT_STATS]
+    sections.insert(0, Section(
+        "Validity at a glance", pivot_text,
+        raw_html=pivot_html(pivot, shown, labels, [metric_name(m) for m in shown]),
+        notes=[VALIDITY_NOTE], links=[out / "pivot.csv", out / "pivot.md"]))
+    validity_text = ("Does each metric track the distance? Slope per 100 distance units with its "
+                     "seed interval, Spearman rho between distance and the seed-mean metric, "
+                     "and whether the metric falls at every harder split.")
+    report.files += _write_table(validity, out / "validity", "Validity",
+                                 [validity_text, VALIDITY_NOTE])
     single = sorted(summary.loc[summary["n_seeds"] == 1, "series"].unique())
     if single:
         report.notes.append(f"single seed (no band, no std): {', '.join(single)}")
@@ -152,6 +179,11 @@ def build_report(results: Sequence[str | os.PathLike] | pd.DataFrame, out_dir: s
                                  [SPREAD_NOTE, AUC_NOTE, *report.notes])
     sections.append(Section("Summary", AUC_NOTE, table=summary, notes=list(report.notes),
                             links=[out / "summary.csv", out / "summary.md"]))
+    compact = validity.drop(columns=["method", "protocol", "shots", "size_controlled",
+                                     "n_splits"])
+    sections.append(Section("Validity per series", validity_text, table=compact,
+                            notes=[VALIDITY_NOTE],
+                            links=[out / "validity.csv", out / "validity.md"]))
 
     tick("rank table")
     ranks = rank_table(df, rank_metric, start_split=start)
@@ -173,6 +205,14 @@ def build_report(results: Sequence[str | os.PathLike] | pd.DataFrame, out_dir: s
         note = "ladder plot skipped: no split file given (pass --splits)"
         report.notes.append(note)
         sections.append(Section("Ladder", notes=[note]))
+
+    if rescored is not None:
+        from oodml.splits.rescore import rescore_rows
+
+        text = ("The ladder's distances recomputed with another extractor or distance mode: "
+                + rescored.summary() + ".")
+        sections.append(Section("Agreement across extractors", text,
+                                table=pd.DataFrame(rescore_rows(rescored))))
 
     tick("embedding view")
     if splitfile is not None and class_means is not None:
