@@ -1,4 +1,8 @@
-"""Retrieval metrics: Recall@k, NMI, mAP@R, R-Precision and mAP@1000.
+"""Retrieval metrics: Recall@k, NMI, mAP@R, R-Precision, mAP@1000 and the study's mAP@1000.
+
+``map@1000`` is the standard mAP@1000 (divisor min(R, 1000), a perfect ranking scores 1);
+``map@1000-oodml`` is the ooDML study's normalisation (divisor: the class size counting the
+query, so a perfect ranking of a class of n scores (n - 1) / n), kept to compare with it.
 
 One exact kNN search (k = the most any requested metric needs) feeds every retrieval
 metric; NMI clusters the query embeddings with faiss k-means (one cluster per class).
@@ -19,6 +23,7 @@ from oodml.registry import Registry
 
 DEFAULT_METRICS: tuple[str, ...] = (
     "recall@1", "recall@2", "recall@4", "recall@8", "nmi", "map@r", "r_precision", "map@1000",
+    "map@1000-oodml",
 )
 
 
@@ -47,7 +52,11 @@ def _recall(k: int) -> RetrievalMetric:
 
 
 def _map_at(k: int) -> RetrievalMetric:
-    return RetrievalMetric(lambda h, r, n: retrieval.map_at_k(h, r, k, n), lambda _m: k)
+    return RetrievalMetric(lambda h, r, _n: retrieval.map_at_k(h, r, k), lambda _m: k)
+
+
+def _map_at_oodml(k: int) -> RetrievalMetric:
+    return RetrievalMetric(lambda h, r, n: retrieval.map_at_k_oodml(h, r, k, n), lambda _m: k)
 
 
 for _k in (1, 2, 4, 8, 16, 32):
@@ -57,6 +66,7 @@ METRICS.add(
     "r_precision", RetrievalMetric(lambda h, r, _n: retrieval.r_precision(h, r), lambda m: m)
 )
 METRICS.add("map@1000", _map_at(1000))
+METRICS.add("map@1000-oodml", _map_at_oodml(1000))
 METRICS.add("nmi", ClusteringMetric(nmi))
 
 

@@ -6,6 +6,8 @@ import numpy as np
 
 from oodml.errors import ConfigError
 
+FULL_DATA_POINTS_PER_CENTROID = 1_000_000_000
+
 
 def _entropy(counts: np.ndarray) -> float:
     p = counts[counts > 0] / counts.sum()
@@ -40,12 +42,23 @@ def nmi(labels_true: np.ndarray, labels_pred: np.ndarray) -> float:
 
 
 def kmeans_assign(
-    x: np.ndarray, n_clusters: int, *, seed: int = 0, niter: int = 20, device: str = "cpu"
+    x: np.ndarray,
+    n_clusters: int,
+    *,
+    seed: int = 0,
+    niter: int = 20,
+    device: str = "cpu",
+    init: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Cluster rows of ``x`` with faiss k-means and return each row's nearest centroid.
+    """Cluster rows of ``x`` with faiss k-means on every point and return each row's nearest
+    centroid.
 
-    Same settings as pytorch-metric-learning's default (20 iterations, one run), so the
-    same seed gives the same clustering; faiss uses the GPU when ``device`` is CUDA.
+    Same settings as pytorch-metric-learning's default (20 iterations, one run), so the same
+    seed gives the same clustering, except that faiss's default training subsample (256 points
+    per centroid) is lifted, as the ooDML study does (``max_points_per_centroid=1e9``): with
+    subsampling, 10 classes x 500 points cluster on half the data and NMI drops by ~0.1.
+    ``init`` (n_clusters x D) replaces faiss's random initial centroids. faiss uses the GPU
+    when ``device`` is CUDA.
     """
     import faiss
 
@@ -55,8 +68,14 @@ def kmeans_assign(
     gpu = device.startswith("cuda") and faiss.get_num_gpus() > 0
     km = faiss.Kmeans(
         x.shape[1], n_clusters, niter=niter, seed=seed, gpu=gpu, verbose=False,
-        min_points_per_centroid=1,
+        min_points_per_centroid=1, max_points_per_centroid=FULL_DATA_POINTS_PER_CENTROID,
     )
-    km.train(x)
+    if init is not None:
+        init = np.ascontiguousarray(init, dtype=np.float32)
+        if init.shape != (n_clusters, x.shape[1]):
+            raise ConfigError(
+                f"initial centroids have shape {init.shape}, need {(n_clusters, x.shape[1])}"
+            )
+    km.train(x, init_centroids=init)
     _, assign = km.index.search(x, 1)
     return assign.ravel().astype(np.int64)

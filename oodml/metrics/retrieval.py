@@ -3,7 +3,7 @@
 Every function takes ``hits`` (bool, queries x K, column j says whether the j-th nearest
 neighbour shares the query's class) and ``n_rel`` (int per query: how many same-class
 items the gallery holds, the query itself excluded), and returns one float64 per query;
-``map_at_k`` also takes the class size counting the query (the study's normalisation).
+``map_at_k_oodml`` also takes the class size counting the query (the study's normalisation).
 Queries with ``n_rel == 0`` are dropped by the caller, as in pytorch-metric-learning.
 """
 
@@ -40,8 +40,21 @@ def map_at_r(hits: np.ndarray, n_rel: np.ndarray) -> np.ndarray:
     return average_precision_at(hits, n_rel, n_rel)
 
 
-def map_at_k(hits: np.ndarray, n_rel: np.ndarray, k: int, class_size: np.ndarray) -> np.ndarray:
-    """mAP@K exactly as the ooDML study computes its mAP@1000.
+def map_at_k(hits: np.ndarray, n_rel: np.ndarray, k: int) -> np.ndarray:
+    """Standard mAP@K: sum_{j<=K, rank j relevant} precision@j / min(R, K).
+
+    The divisor is the most relevant items the first K ranks can hold, so a perfect ranking
+    scores 1.0 whatever the class size. For R <= K this equals pytorch-metric-learning's
+    ``mean_average_precision`` with ``k=K`` (which divides by R even when R > K).
+    """
+    cut = min(k, hits.shape[1])
+    return average_precision_at(hits[:, :cut], np.full(len(hits), cut), np.minimum(n_rel, k))
+
+
+def map_at_k_oodml(
+    hits: np.ndarray, n_rel: np.ndarray, k: int, class_size: np.ndarray
+) -> np.ndarray:
+    """mAP@K exactly as the ooDML study computes its mAP@1000 (``map@1000-oodml``).
 
     sum_{j<=K, rank j relevant} precision@j / class_size, where ``class_size`` counts the
     gallery items of the query's class including the query itself when it sits in the gallery

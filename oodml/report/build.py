@@ -20,17 +20,22 @@ from oodml import __version__
 from oodml.errors import ResultsError
 from oodml.fileio import atomic_write_text, check_writable_dir
 from oodml.report.embedding import embedding_figure
-from oodml.report.html import Section, render_page
+from oodml.report.html import Section, pivot_html, render_page
 from oodml.report.ladder import plot_ladder, save_figure
 from oodml.report.progression import progression_figure
-from oodml.report.style import DISTANCE_LABEL, distance_label
+from oodml.report.style import DISTANCE_LABEL, distance_label, metric_name
 from oodml.report.tables import (
+    PIVOT_STATS,
     coverage_notes,
+    display_metrics,
     label_series,
+    pivot_table,
     rank_table,
     series_order,
     summary_table,
     to_markdown,
+    validity_table,
+    with_size_controlled,
 )
 from oodml.results import load_results, select_metrics, validate
 
@@ -40,6 +45,14 @@ ClassMeans = tuple[Sequence[str], np.ndarray]
 OPTIONAL_OUTPUTS = ("ladder.png", "ladder.pdf", "embedding.png", "embedding.pdf")
 SPREAD_NOTE = ("Spread is over seeds: std is the sample standard deviation (ddof=1) of each "
                "per-seed statistic; bands in the progression plot are mean ± that std.")
+SIZE_NOTE = ("Size-controlled metrics (name/nN): computed on N test classes drawn at random "
+             "from each split (averaged over draws), so splits with different test-set sizes "
+             "are compared on equal terms; the progression plot and the pivot show them where "
+             "they exist, the long table also lists the full-test values.")
+VALIDITY_NOTE = ("slope/100: least-squares slope of the metric against the split distance, per "
+                 "100 distance units (per seed, then averaged; slope_lo/slope_hi: 95% Student-t "
+                 "interval over seeds); a ladder that grades difficulty gives negative slopes, "
+                 "Spearman rho near -1 and a monotone fall. Positive slopes are in red.")
 AUC_NOTE = ("AUC: area under metric vs distance, distances normalised to [0, 1] over the "
             "ladder's range (trapezoid rule); rel_drop = (easiest - hardest) / easiest.")
 
@@ -83,12 +96,15 @@ def build_report(results: Sequence[str | os.PathLike] | pd.DataFrame, out_dir: s
                  *, splitfile=None, metrics: Sequence[str] | None = None,
                  rank_metric: str = "recall@1", class_means: ClassMeans | None = None,
                  embedding_skipped: str | None = None, title: str | None = None,
-                 step: Callable[[str], None] | None = None) -> ReportOutputs:
+                 step: Callable[[str], None] | None = None,
+                 rescored=None) -> ReportOutputs:
     """Write the full report for ``results`` (paths or a results DataFrame) into ``out_dir``.
 
     ``splitfile`` (a loaded SplitFile) adds the ladder plot, the starting split and the
     embedding view (which also needs ``class_means``); without them the page says what was
-    skipped and why. ``step`` is called with a short description before each stage.
+    skipped and why. ``rescored`` (a :class:`oodml.splits.rescore.Rescore`, e.g. read with
+    ``read_rescore_csv``) adds the agreement of the ladder's distances with another extractor
+    or mode. ``step`` is called with a short description before each stage.
     """
     def tick(what: str) -> None:
         if step is not None:
@@ -102,7 +118,8 @@ def build_report(results: Sequence[str | os.PathLike] | pd.DataFrame, out_dir: s
     with tempfile.TemporaryDirectory(prefix=f".{final.name}.", dir=final.parent) as staging:
         report = _build(results, Path(staging), final, splitfile=splitfile, metrics=metrics,
                         rank_metric=rank_metric, class_means=class_means,
-                        embedding_skipped=embedding_skipped, title=title, tick=tick)
+                        embedding_skipped=embedding_skipped, title=title, tick=tick,
+                        rescored=rescored)
         return _swap_in(report, Path(staging), final)
 
 
@@ -122,7 +139,7 @@ def _swap_in(report: ReportOutputs, staging: Path, final: Path) -> ReportOutputs
 
 
 def _build(results, out: Path, final: Path, *, splitfile, metrics, rank_metric, class_means,
-           embedding_skipped, title, tick) -> ReportOutputs:
+           embedding_skipped, title, tick, rescored) -> ReportOutputs:
     sha = splitfile.sha256 if splitfile is not None else None
     tick("reading results")
     if isinstance(results, pd.DataFrame):
@@ -133,6 +150,8 @@ def _build(results, out: Path, final: Path, *, splitfile, metrics, rank_metric, 
     if rank_metric not in set(df["metric"]):
         raise ResultsError(f"rank metric {rank_metric!r} is not in the results; choose one of "
                            f"{', '.join(select_metrics(df, None))} as the rank metric")
+    mets = with_size_controlled(df, mets)
+    shown = display_metrics(df, mets)
     df = label_series(df[df["metric"].isin([*mets, rank_metric])])
     if splitfile is not None:
         known = {s.id: s.distance for s in splitfile.ladder}
@@ -146,17 +165,37 @@ def _build(results, out: Path, final: Path, *, splitfile, metrics, rank_metric, 
     tick("progression plot")
     x_label = (distance_label(splitfile.distance_mode, splitfile.extractor)
                if splitfile is not None else DISTANCE_LABEL)
-    fig = progression_figure(df, mets, start_split=start, x_label=x_label)
+    fig = progression_figure(df, shown, start_split=start, x_label=x_label)
     png, pdf = _save(fig, out / "progression")
     report.files += [png, pdf]
+    prog_notes = [SPREAD_NOTE]
+    if any("/n" in m for m in shown):
+        prog_notes.append(SIZE_NOTE)
     sections.append(Section("Progression", "Each metric against the train-test Fréchet "
                             "distance of the split; solid: zero-shot, dashed: few-shot.",
-                            image=png, notes=[SPREAD_NOTE], links=[pdf]))
+                            image=png, notes=prog_notes, links=[pdf]))
 
     report.notes += coverage_notes(df, mets)
 
     tick("summary table")
     summary = summary_table(df, mets)
+    validity = validity_table(df, mets)
+    pivot = pivot_table(summary, validity, shown)
+    pivot_text = ("Per method (rows) and metric (columns): normalised AUC, relative drop from "
+                  "the easiest to the hardest split, and slope per 100 distance units (seed "
+                  "means). Size-controlled metrics replace the full-test ones where present.")
+    report.files += _write_table(pivot, out / "pivot", "Validity pivot",
+                                 [pivot_text, VALIDITY_NOTE])
+    labels = [lab for _, lab in PIVOT_STATS]
+    sections.insert(0, Section(
+        "Validity at a glance", pivot_text,
+        raw_html=pivot_html(pivot, shown, labels, [metric_name(m) for m in shown]),
+        notes=[VALIDITY_NOTE], links=[out / "pivot.csv", out / "pivot.md"]))
+    validity_text = ("Does each metric track the distance? Slope per 100 distance units with its "
+                     "seed interval, Spearman rho between distance and the seed-mean metric, "
+                     "and whether the metric falls at every harder split.")
+    report.files += _write_table(validity, out / "validity", "Validity",
+                                 [validity_text, VALIDITY_NOTE])
     single = sorted(summary.loc[summary["n_seeds"] == 1, "series"].unique())
     if single:
         report.notes.append(f"single seed (no band, no std): {', '.join(single)}")
@@ -164,6 +203,11 @@ def _build(results, out: Path, final: Path, *, splitfile, metrics, rank_metric, 
                                  [SPREAD_NOTE, AUC_NOTE, *report.notes])
     sections.append(Section("Summary", AUC_NOTE, table=summary, notes=list(report.notes),
                             links=[out / "summary.csv", out / "summary.md"]))
+    compact = validity.drop(columns=["method", "protocol", "shots", "size_controlled",
+                                     "n_splits"])
+    sections.append(Section("Validity per series", validity_text, table=compact,
+                            notes=[VALIDITY_NOTE],
+                            links=[out / "validity.csv", out / "validity.md"]))
 
     tick("rank table")
     ranks = rank_table(df, rank_metric, start_split=start)
@@ -185,6 +229,14 @@ def _build(results, out: Path, final: Path, *, splitfile, metrics, rank_metric, 
         note = "ladder plot skipped: no split file given (pass --splits)"
         report.notes.append(note)
         sections.append(Section("Ladder", notes=[note]))
+
+    if rescored is not None:
+        from oodml.splits.rescore import rescore_rows
+
+        text = ("The ladder's distances recomputed with another extractor or distance mode: "
+                + rescored.summary() + ".")
+        sections.append(Section("Agreement across extractors", text,
+                                table=pd.DataFrame(rescore_rows(rescored))))
 
     tick("embedding view")
     if splitfile is not None and class_means is not None:

@@ -1,4 +1,5 @@
-"""The ladder figure: distance per split and train/test/removed class counts.
+"""The ladder figure: distance per split (with its bootstrap interval as error bars when the
+split file has ``distance_ci``) and train/test/removed class counts.
 
 Readable in greyscale (markers and line styles differ, not only colours); legends sit outside
 the data area. ``save_figure`` writes PNG at 150 dpi (and optionally PDF) atomically, without
@@ -14,7 +15,7 @@ from matplotlib.figure import Figure
 
 from oodml.fileio import atomic_write
 from oodml.report.style import distance_label
-from oodml.splits.splitfile import SplitFile
+from oodml.splits.splitfile import SplitFile, overlapping_levels
 
 DPI = 150
 _COUNT_STYLES = (
@@ -30,6 +31,19 @@ def plot_ladder(sf: SplitFile, title: str | None = None) -> Figure:
     fig = Figure(figsize=(7.0, 5.2), layout="constrained")
     ax_d, ax_n = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
     ax_d.plot(ids, [s.distance for s in sf.ladder], color="black", marker="o", label="distance")
+    with_ci = [s for s in sf.ladder if s.distance_ci is not None]
+    if with_ci:
+        lower = [s.distance - s.distance_ci[0] for s in with_ci]
+        upper = [s.distance_ci[1] - s.distance for s in with_ci]
+        ax_d.errorbar(
+            [s.id for s in with_ci], [s.distance for s in with_ci], yerr=[lower, upper],
+            fmt="none", ecolor="#555555", elinewidth=1.0, capsize=4,
+            label="95% bootstrap interval\n(classes resampled)",
+        )
+        overlaps = overlapping_levels(sf)
+        if overlaps:
+            pairs = ", ".join(f"{a}-{b}" for a, b in overlaps)
+            ax_d.set_title(f"intervals overlap: splits {pairs}", fontsize=8, loc="left")
     starts = [s for s in sf.ladder if s.is_start]
     if starts:
         ax_d.plot(

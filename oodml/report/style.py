@@ -18,15 +18,28 @@ _METRIC_NAMES = {
     "map@r": "mAP@R",
     "r_precision": "R-Precision",
     "map@1000": "mAP@1000",
+    "map@1000-oodml": "mAP@1000 (ooDML study norm.)",
 }
+
+
+def metric_name(metric: str) -> str:
+    """Display name of a metric; a size-controlled one (``recall@1/n35``) says on how many
+    drawn test classes it was computed."""
+    base, _, n = metric.partition("/n")
+    if base.startswith("recall@"):
+        name = "Recall@" + base.split("@", 1)[1]
+    else:
+        name = _METRIC_NAMES.get(base, base)
+    if n.isdigit():
+        return f"{name}, {n} test classes drawn"
+    return name
 
 
 def metric_label(metric: str) -> str:
     """Axis label for a retrieval metric; all are fractions in [0, 1]."""
-    if metric.startswith("recall@"):
-        name = "Recall@" + metric.split("@", 1)[1]
-    else:
-        name = _METRIC_NAMES.get(metric, metric)
+    name = metric_name(metric)
+    if "/n" in metric:
+        return f"{name}\n(size-controlled; fraction, 0–1)"
     return f"{name} (fraction, 0–1)"
 
 

@@ -24,6 +24,36 @@ SUMMARY_COLUMNS = (
 )
 
 
+def size_controlled_variant(present: set[str] | list[str], metric: str) -> str | None:
+    """The size-controlled name (``<metric>/n<N>``) of ``metric`` among ``present``, the
+    smallest N when there are several; None when there is none."""
+    prefix = f"{metric}/n"
+    ns = sorted(int(m[len(prefix):]) for m in present
+                if m.startswith(prefix) and m[len(prefix):].isdigit())
+    return f"{prefix}{ns[0]}" if ns else None
+
+
+def display_metrics(df: pd.DataFrame, metrics: list[str]) -> list[str]:
+    """The metrics the figures and the pivot show: each full-test metric is replaced by its
+    size-controlled variant when the results have one (splits with different test sizes are
+    then compared on the same number of classes); the full values stay in the long table."""
+    present = set(df["metric"])
+    out = [size_controlled_variant(present, m) or m for m in metrics]
+    return list(dict.fromkeys(out))
+
+
+def with_size_controlled(df: pd.DataFrame, metrics: list[str]) -> list[str]:
+    """``metrics`` plus the size-controlled variants present for them, each after its metric."""
+    present = set(df["metric"])
+    out: list[str] = []
+    for m in metrics:
+        out.append(m)
+        variant = size_controlled_variant(present, m)
+        if variant:
+            out.append(variant)
+    return list(dict.fromkeys(out))
+
+
 def _config_tag(config: str) -> str:
     return hashlib.sha256(config.encode("utf-8")).hexdigest()[:8]
 
@@ -311,3 +341,84 @@ def to_markdown(table: pd.DataFrame) -> str:
     body = [line([format_cell(v, c) for v, c in zip(row, cols, strict=True)])
             for row in table.itertuples(index=False, name=None)]
     return "\n".join([line(cols), line(["---"] * len(cols)), *body]) + "\n"
+
+
+VALIDITY_COLUMNS = (
+    "series", "method", "protocol", "shots", "metric", "size_controlled", "n_seeds", "n_splits",
+    "slope_per_100", "slope_lo", "slope_hi", "spearman_rho", "falls_monotonically", "rises_at",
+)
+
+
+def _slope_interval(slopes: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of per-seed slopes and its Student-t interval over seeds (NaN bounds for 1 seed)."""
+    from scipy import stats as sps
+
+    m = float(np.mean(slopes))
+    n = len(slopes)
+    if n < 2:
+        return m, float("nan"), float("nan")
+    half = float(sps.t.ppf((1 + level) / 2, n - 1) * np.std(slopes, ddof=1) / np.sqrt(n))
+    return m, m - half, m + half
+
+
+def validity_table(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Per series and metric: does the metric track the distance?
+
+    ``slope_per_100``: least-squares slope of the metric against the split distance, times
+    100 (change per 100 distance units), fitted per seed and averaged; ``slope_lo``/``hi``:
+    its 95% Student-t interval over seeds (NaN with one seed). ``spearman_rho``: Spearman's
+    rank correlation between distance and the seed-mean metric over the splits (-1: the
+    metric falls at every harder split). ``falls_monotonically``: the seed-mean metric is
+    strictly lower at every harder split; ``rises_at`` lists the split pairs where it does not.
+    """
+    from scipy import stats as sps
+
+    rows = []
+    for series in series_order(df):
+        first = df[df["series"] == series].iloc[0]
+        for metric in metrics:
+            if df[(df["series"] == series) & (df["metric"] == metric)].empty:
+                continue
+            mat = seed_matrix(df, series, metric)
+            vals = mat.to_numpy()
+            dist = df.groupby("split_id")["distance"].first().loc[mat.index].to_numpy()
+            if len(mat) >= 2 and np.ptp(dist) > 0:
+                slopes = np.array([np.polyfit(dist, vals[:, j], 1)[0] * 100.0
+                                   for j in range(vals.shape[1])])
+                slope, lo, hi = _slope_interval(slopes)
+            else:
+                slope = lo = hi = float("nan")
+            mean = vals.mean(axis=1)
+            rho = (float(sps.spearmanr(dist, mean).statistic)
+                   if len(mean) >= 2 and np.ptp(mean) > 0 else float("nan"))
+            ids = [int(i) for i in mat.index]
+            rises = [f"{ids[i]}→{ids[i + 1]}" for i in range(len(ids) - 1)
+                     if not mean[i + 1] < mean[i]]
+            rows.append({
+                "series": series, "method": first["method"], "protocol": first["protocol"],
+                "shots": int(first["shots"]), "metric": metric,
+                "size_controlled": "/n" in metric, "n_seeds": vals.shape[1],
+                "n_splits": len(mat), "slope_per_100": slope, "slope_lo": lo, "slope_hi": hi,
+                "spearman_rho": rho, "falls_monotonically": not rises,
+                "rises_at": ", ".join(rises),
+            })
+    return pd.DataFrame(rows, columns=list(VALIDITY_COLUMNS))
+
+
+PIVOT_STATS = (("auc", "AUC"), ("rel_drop", "drop"), ("slope_per_100", "slope/100"))
+
+
+def pivot_table(summary: pd.DataFrame, validity: pd.DataFrame, metrics: list[str]
+                ) -> pd.DataFrame:
+    """Series x metrics, three numbers per metric: normalised AUC, relative drop and slope per
+    100 distance units (seed means); columns ``series`` then ``<metric> AUC``,
+    ``<metric> drop``, ``<metric> slope/100`` for each metric in order."""
+    merged = summary.merge(validity[["series", "metric", "slope_per_100"]],
+                           on=["series", "metric"], how="left")
+    names = list(dict.fromkeys(merged["series"]))
+    out = pd.DataFrame({"series": names})
+    for metric in metrics:
+        sub = merged[merged["metric"] == metric].set_index("series")
+        for key, label in PIVOT_STATS:
+            out[f"{metric} {label}"] = [float(sub[key].get(s, np.nan)) for s in names]
+    return out

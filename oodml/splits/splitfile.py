@@ -38,6 +38,9 @@ class Split:
     """One rung of the ladder; ``id`` counts from 1 (easiest) upwards.
 
     ``distance`` is kept rounded to FLOAT_DIGITS significant digits, the value the file stores.
+    ``distance_ci`` is the (low, high) bootstrap interval of the distance
+    (:mod:`oodml.splits.uncertainty`), or None; written only when set, so files without it
+    keep their bytes and checksum.
     """
 
     id: int
@@ -50,9 +53,13 @@ class Split:
     val: tuple[str, ...] = ()
     episodes: Episodes = field(default_factory=dict)
     episodes_skipped: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    distance_ci: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "distance", round_float(float(self.distance)))
+        if self.distance_ci is not None:
+            lo, hi = (round_float(float(v)) for v in self.distance_ci)
+            object.__setattr__(self, "distance_ci", (lo, hi))
 
 
 @dataclass(frozen=True)
@@ -137,7 +144,7 @@ def _canon(obj: Any, where: str) -> Any:
 
 
 def _split_document(s: Split) -> dict[str, Any]:
-    return {
+    doc: dict[str, Any] = {
         "id": s.id,
         "distance": s.distance,
         "is_start": s.is_start,
@@ -149,6 +156,9 @@ def _split_document(s: Split) -> dict[str, Any]:
         "episodes": {str(k): v for k, v in sorted(s.episodes.items())},
         "episodes_skipped": {str(k): list(v) for k, v in sorted(s.episodes_skipped.items())},
     }
+    if s.distance_ci is not None:
+        doc["distance_ci"] = list(s.distance_ci)
+    return doc
 
 
 def to_document(sf: SplitFile) -> dict[str, Any]:
@@ -333,8 +343,20 @@ def _read_split(r: _Reader, obj: Any, index: int, known: set[str] | None) -> Spl
         is_start=is_start,
         episodes=episodes,
         episodes_skipped=skipped,
+        distance_ci=_read_ci(r, obj, where),
         **lists,
     )
+
+
+def _read_ci(r: _Reader, obj: Any, where: str) -> tuple[float, float] | None:
+    """The optional ``distance_ci`` field: [low, high] with low <= high, or absent."""
+    if "distance_ci" not in obj:
+        return None
+    ci = r.get(obj, "distance_ci", where, list)
+    if len(ci) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                               for v in ci) or ci[0] > ci[1]:
+        raise r.fail(f"{where}.distance_ci", "must be [low, high] with low <= high")
+    return float(ci[0]), float(ci[1])
 
 
 def from_document(doc: Any, name: str = "<split file>", *, check_sha: bool = True) -> SplitFile:
@@ -388,6 +410,19 @@ def from_document(doc: Any, name: str = "<split file>", *, check_sha: bool = Tru
         subsplits=r.get(doc, "subsplits", "", dict),
     )
     return sf
+
+
+def overlapping_levels(sf: SplitFile) -> list[tuple[int, int]]:
+    """Ids (a, b) of adjacent splits whose distance intervals overlap, in ladder order;
+    splits without ``distance_ci`` are skipped. Such a pair is not reliably ordered by
+    difficulty: resampling the classes could swap it."""
+    out = []
+    for a, b in zip(sf.ladder[:-1], sf.ladder[1:], strict=True):
+        if a.distance_ci is None or b.distance_ci is None:
+            continue
+        if a.distance_ci[1] >= b.distance_ci[0] and b.distance_ci[1] >= a.distance_ci[0]:
+            out.append((a.id, b.id))
+    return out
 
 
 def distances_of(sf: SplitFile) -> list[float]:
