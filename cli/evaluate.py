@@ -18,8 +18,8 @@ from oodml_cli.ui import Bars, say
 
 RUN_FIELDS = [
     "loss", "loss_args", "miner", "miner_args", "method", "dataset", "backbone", "extractor",
-    "weights", "embed_dim", "hidden", "image_size", "metrics", "distance", "device", "cache_dir",
-    "checkpoints", "skip_bad",
+    "weights", "embed_dim", "hidden", "image_size", "metrics", "distance", "gallery_classes",
+    "gallery_draws", "device", "cache_dir", "checkpoints", "skip_bad",
 ]  # fmt: skip
 RUN_PARAMS = [
     argument("splitfile", Path, "Split file (JSON ladder) from `oodml splits generate`."),

@@ -34,18 +34,23 @@ def report(
     weights: Path | None = typer.Option(None, "--weights",
                                         help="Extractor weights file, if not the default."),
     title: str | None = typer.Option(None, "--title", help="Page title of index.html."),
+    rescored: Path | None = typer.Option(
+        None, "--rescored", help="A table from `oodml splits rescore --out`: adds the agreement "
+        "across extractors."),
 ) -> None:
     """Write progression/ladder/embedding plots, summary and rank tables, and index.html."""
     from oodml.features.options import FeatureOptions
     from oodml.fileio import check_writable_dir
     from oodml.report.build import build_report, class_means_for
     from oodml.results import load_results
+    from oodml.splits.rescore import read_rescore_csv
     from oodml.splits.splitfile import load_splitfile
     from oodml_cli.features import load
 
     check_writable_dir(out, "report folder")
     sf = load_splitfile(splits) if splits is not None else None
     table = load_results(results, splitfile_sha256=sf.sha256 if sf is not None else None)
+    agreement = read_rescore_csv(rescored) if rescored is not None else None
     wanted = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     means, skipped = None, None
     with Bars() as bars:
@@ -68,7 +73,8 @@ def report(
 
         outputs = build_report(table, out, splitfile=sf, metrics=wanted,
                                rank_metric=rank_metric, class_means=means,
-                               embedding_skipped=skipped, title=title, step=step)
+                               embedding_skipped=skipped, title=title, step=step,
+                               rescored=agreement)
     for note in outputs.notes:
         say(f"note: {note}", err=True)
     say(f"wrote {len(outputs.files)} files; open {out / 'index.html'}", err=True)

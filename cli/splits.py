@@ -33,16 +33,31 @@ def ladder_table(sf: Any) -> Table:
         title=f"{sf.dataset_name} ({fp}) · {sf.extractor} · {sf.distance_mode} · {sf.procedure}",
         caption=f"split file sha256 {sf.sha256[:16]}...",
     )
-    for name in ("id", "distance", "#train", "#test", "#removed", "#val", "start"):
+    for name in ("id", "distance", "95% CI", "#train", "#test", "#removed", "#val", "start"):
         table.add_column(name, justify="left" if name == "start" else "right")
     for s in sf.ladder:
-        table.add_row(str(s.id), f"{s.distance:.4f}", str(len(s.train)), str(len(s.test)),
+        ci = f"[{s.distance_ci[0]:.2f}, {s.distance_ci[1]:.2f}]" if s.distance_ci else "-"
+        table.add_row(str(s.id), f"{s.distance:.4f}", ci, str(len(s.train)), str(len(s.test)),
                       str(len(s.removed)), str(len(s.val)), "start" if s.is_start else "")
     return table
 
 
+def overlap_note(sf: Any) -> str | None:
+    """Which adjacent levels have overlapping distance intervals (their order is uncertain)."""
+    from oodml.splits.splitfile import overlapping_levels
+
+    pairs = overlapping_levels(sf)
+    if not pairs:
+        return None
+    shown = ", ".join(f"{a}-{b}" for a, b in pairs)
+    return f"95% distance intervals overlap for adjacent splits {shown} (order not certain)"
+
+
 def show_table(sf: Any) -> None:
     Console(markup=False).print(ladder_table(sf))
+    note = overlap_note(sf)
+    if note:
+        say(f"note: {note}")
 
 
 @app.command("generate")
@@ -138,7 +153,54 @@ def verify(**o) -> None:
     if problems:
         say(f"{path}: {len(problems)} problem(s)")
         raise typer.Exit(1)
+    note = overlap_note(sf)
+    if note:
+        say(f"note: {note}")
     say(f"{path}: OK ({len(sf.ladder)} splits)")
+
+
+@app.command("rescore")
+@with_params(
+    [SPLITFILE],
+    [option("root", Path, ..., "--root", help="Dataset root folder or zip archive."),
+     option("dataset", str | None, None, "--dataset",
+            help="Dataset name (default: the one in the split file)."),
+     option("mode", str | None, None, "--mode",
+            help="Distance mode to rescore with (default: the split file's)."),
+     option("csv", Path | None, None, "-o", "--out", help="Write the rescored table (CSV)."),
+     SKIP],
+    FEATURE_PARAMS,
+)
+def rescore(**o) -> None:
+    """Recompute every split's distance with another extractor or mode; print both columns,
+    Kendall tau and Spearman rho between the orderings, and which adjacent levels swap."""
+    from oodml.classstats import ClassStats
+    from oodml.splits.rescore import rescore as do_rescore
+    from oodml.splits.rescore import rescore_rows, write_rescore_csv
+    from oodml.splits.splitfile import load_splitfile
+
+    feats = build(FeatureOptions, o)
+    if o["csv"] is not None:
+        check_writable(o["csv"], "rescored table")
+    sf = load_splitfile(o["path"])
+    manifest = load(o["dataset"] or sf.dataset_name, o["root"], o["skip_bad"])
+    sf.check_against(manifest)
+    with Bars() as bars:
+        fs = feats.get(manifest, bars)
+    result = do_rescore(sf, ClassStats.from_features(fs.features, fs.labels),
+                        extractor=fs.extractor, mode=o["mode"])
+    rows = rescore_rows(result)
+    table = Table(title=f"{o['path']}: {sf.extractor}/{sf.distance_mode} vs "
+                  f"{result.rescored_extractor}/{result.rescored_mode}")
+    for name in ("split_id", "n_train", "n_test", "distance", "rescored_distance"):
+        table.add_column(name, justify="right")
+    for r in rows:
+        table.add_row(str(r["split_id"]), str(r["n_train"]), str(r["n_test"]),
+                      f"{r['distance']:.4f}", f"{r['rescored_distance']:.4f}")
+    Console(markup=False).print(table)
+    say(result.summary())
+    if o["csv"] is not None:
+        say(f"wrote {write_rescore_csv(result, o['csv'])}")
 
 
 @app.command("import-oodml")

@@ -66,12 +66,12 @@ def draw_classes(classes: Sequence, n_classes: int, draws: int, seed: int) -> li
 
 def _check(n_classes: int, draws: int, available: int) -> None:
     if draws < 1:
-        raise ConfigError(f"--gallery-draws must be >= 1, got {draws}")
+        raise ConfigError(f"gallery_draws={draws} must be >= 1")
     if n_classes < 2:
-        raise ConfigError(f"--gallery-classes must be >= 2, got {n_classes}")
+        raise ConfigError(f"gallery_classes={n_classes} must be >= 2")
     if n_classes > available:
         raise ConfigError(
-            f"--gallery-classes {n_classes} exceeds the {available} test classes of this split; "
+            f"gallery_classes={n_classes} exceeds the {available} test classes of this split; "
             "choose at most the smallest test-class count of the ladder"
         )
 

@@ -25,7 +25,6 @@ from torch import nn
 
 from oodml.data.manifest import Manifest
 from oodml.errors import ConfigError, SplitFileError
-from oodml.metrics import evaluate_embeddings
 from oodml.progress import NO_PROGRESS, Progress
 from oodml.results import config_json, finished_rows, write_run
 from oodml.splits.splitfile import Split
@@ -39,8 +38,8 @@ from oodml.train.run import (
     embed_classes,
     make_inputs,
     method_config,
-    metrics_device,
     resolve,
+    score_embeddings,
     spec_features,
     trained_model,
 )
@@ -148,10 +147,8 @@ def _adapt_episode(
         inputs = make_inputs(spec, manifest, support, y)
         train(model, loss_fn, miner, inputs, sampler, ft_train, device=device)
         emb, q_labels = embed_classes(spec, model, manifest, query, classes)
-    return evaluate_embeddings(
-        emb, q_labels, metrics=spec.metrics, distance=spec.distance, seed=spec.seed,
-        device=metrics_device(spec),
-    )
+    _, sf, _, _ = resolve(spec)
+    return score_embeddings(spec, sf, emb, q_labels)
 
 
 def _finished(spec: RunSpec, cfg: FewshotConfig) -> tuple[list[dict[str, Any]], list[int]]:

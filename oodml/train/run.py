@@ -36,6 +36,11 @@ from oodml.data.manifest import Manifest
 from oodml.errors import ConfigError
 from oodml.metrics import METRICS, evaluate_embeddings
 from oodml.metrics.knn import check_distance
+from oodml.metrics.sizecontrol import (
+    default_gallery_classes,
+    retrieval_metrics,
+    size_controlled_metrics,
+)
 from oodml.progress import NO_PROGRESS, Progress
 from oodml.results import config_json, finished_rows, merge_results, write_run
 from oodml.splits.splitfile import Split, SplitFile, load_splitfile
@@ -84,7 +89,32 @@ def method_config(spec: RunSpec) -> dict[str, Any]:
         "train": spec.train.to_dict(),
         "distance": spec.distance,
         "metrics": list(spec.metrics),
+        "gallery": {"classes": gallery_classes(spec), "draws": spec.gallery_draws},
     }
+
+
+def gallery_classes(spec: RunSpec) -> int:
+    """N of the size-controlled metrics: the spec's, else the smallest test-class count of the
+    ladder (so every split is measured on galleries of one size); 0 when off."""
+    if spec.gallery_classes is not None:
+        return spec.gallery_classes
+    return default_gallery_classes(len(s.test) for s in _splitfile(str(spec.splitfile)).ladder)
+
+
+def score_embeddings(
+    spec: RunSpec, sf: SplitFile, emb: np.ndarray, labels: np.ndarray
+) -> dict[str, float]:
+    """Every metric of the spec on the test embeddings, plus the size-controlled retrieval
+    metrics on ``gallery_classes`` drawn classes (draws seeded by the split file's seed, so all
+    methods and seeds of a split see the same galleries)."""
+    kwargs = {"distance": spec.distance, "device": metrics_device(spec)}
+    scores = evaluate_embeddings(emb, labels, metrics=spec.metrics, seed=spec.seed, **kwargs)
+    n = gallery_classes(spec)
+    wanted = retrieval_metrics(spec.metrics)
+    if n and wanted:
+        scores.update(size_controlled_metrics(emb, labels, n, draws=spec.gallery_draws,
+                                              seed=sf.seed, metrics=wanted, **kwargs))
+    return scores
 
 
 def metrics_device(spec: RunSpec) -> str:
@@ -213,6 +243,10 @@ def check_specs(specs: Sequence[RunSpec], *, check_device: bool = True) -> None:
             raise ConfigError(f"loss {spec.loss!r} does not use a miner; drop the miner")
         if info.equal_class_counts and spec.train.sampler != "m-per-class":
             raise ConfigError(f"loss {spec.loss!r} needs sampler='m-per-class'")
+        n = gallery_classes(spec)
+        if n > len(split.test):
+            raise ConfigError(f"gallery_classes={n} exceeds the {len(split.test)} test classes of "
+                              f"split {split.id}; choose at most the smallest test-class count")
         idx = manifest.indices_of(split.train)
         build_sampler(
             spec.train.sampler,
@@ -318,10 +352,7 @@ def run_one(spec: RunSpec, progress: Progress = NO_PROGRESS) -> list[dict[str, A
     model, resolved, sf, manifest, split, epochs = trained_model(spec, progress)
     idx = manifest.indices_of(split.test)
     emb, labels = embed_classes(resolved, model, manifest, idx, split.test)
-    scores = evaluate_embeddings(
-        emb, labels, metrics=resolved.metrics, distance=resolved.distance, seed=resolved.seed,
-        device=metrics_device(resolved),
-    )
+    scores = score_embeddings(resolved, sf, emb, labels)
     wall = time.perf_counter() - start
     base = base_row(resolved, sf, split, config)
     rows = [

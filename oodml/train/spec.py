@@ -75,6 +75,11 @@ class RunSpec:
     device: str = _opt("auto", "Where to train: auto (a GPU if present), cpu, cuda or cuda:N.")
     cache_dir: str | None = _opt(
         None, "Feature cache folder (default: $OODML_CACHE or ~/.cache/oodml).", flag="cache")
+    gallery_classes: int | None = _opt(
+        None, "Also evaluate every retrieval metric on this many test classes drawn at random "
+        "(size-controlled, named <metric>/n<N>); default: the smallest test-class count of the "
+        "ladder; 0: off.")
+    gallery_draws: int = _opt(10, "Random draws of the size-controlled gallery (averaged).")
     checkpoints: bool = _opt(True, "Write per-epoch checkpoints (resume a killed run).")
     skip_bad: bool = _opt(False, "Leave out images that cannot be decoded (listed).")
 
@@ -92,6 +97,9 @@ class RunSpec:
         check_int("hidden", self.hidden, 0)
         check_int("image_size", self.image_size, 32)
         check_choice("distance", self.distance, DISTANCES)
+        if self.gallery_classes is not None and self.gallery_classes != 0:
+            check_int("gallery_classes", self.gallery_classes, 2)
+        check_int("gallery_draws", self.gallery_draws, 1)
         if not self.metrics or not all(isinstance(m, str) and m for m in self.metrics):
             raise ConfigError(f"metrics={self.metrics!r} must list at least one metric name")
         if not isinstance(self.train, TrainConfig):
