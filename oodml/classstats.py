@@ -8,6 +8,10 @@ Two set distances (both Fréchet distances, see :mod:`oodml.frechet`):
 
 Fast evaluators for the split ladders, which call the distance thousands of times:
 
+:class:`DistanceMode` (:func:`distance_mode`) holds each mode's default eps, its exact
+distance (:meth:`ClassStats.distance`), the distance between two feature sets
+(:func:`distance_between`, what ``oodml fid`` computes) and its fast evaluator:
+
 * :class:`MeansDistance` answers class-means distances between index sets in the <= C-1
   dimensional span of the centred class means (exact, see its docstring).
 * :class:`SamplesDistance` keeps a train and a test :class:`PooledGaussian`; moving or removing
@@ -21,7 +25,8 @@ the global mean for numerical stability) and kept in a small LRU cache; C x D x 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -33,7 +38,9 @@ from oodml.frechet import blas_threads_for, frechet_distance, frechet_distance_s
 Mode = Literal["class-means", "samples"]
 MODES: tuple[str, ...] = ("class-means", "samples")
 CLASS_MEANS_EPS = 1e-8
+SAMPLES_EPS = 0.0
 ClassRef = str | int | np.integer
+SplitDistance = Callable[[Sequence[int], Sequence[int]], float]
 
 
 class ClassStats:
@@ -129,6 +136,11 @@ class ClassStats:
         """A :class:`PooledGaussian` over all images of ``classes``."""
         return PooledGaussian(self, classes)
 
+    @property
+    def features(self) -> np.ndarray:
+        """The N x D feature rows this object was built from (not copied; do not modify)."""
+        return self._features
+
     def distance(
         self,
         a_classes: Iterable[ClassRef],
@@ -140,17 +152,11 @@ class ClassStats:
 
         ``mode="class-means"``: Gaussians over the class-mean vectors, eps (default 1e-8)
         added to both diagonals. ``mode="samples"``: Gaussians over all images of each set,
-        eps (default 0) added to both diagonals.
+        eps (default 0) added to both diagonals. See :class:`DistanceMode`.
         """
-        ia, ib = self.indices(a_classes), self.indices(b_classes)
-        if mode == "class-means":
-            _need(len(ia), len(ib), "classes")
-            e = CLASS_MEANS_EPS if eps is None else eps
-            return frechet_distance_samples(self.means[ia], self.means[ib], eps=e)
-        if mode == "samples":
-            pa, pb = self.pooled(ia), self.pooled(ib)
-            return _pooled_distance(pa.n, pa._sum, pa._gram, pb.n, pb._sum, pb._gram, eps)
-        raise ConfigError(f"unknown distance mode {mode!r}; choose one of: {', '.join(MODES)}")
+        return distance_mode(mode).distance(
+            self, self.indices(a_classes), self.indices(b_classes), eps
+        )
 
     def means_distance(self, eps: float = CLASS_MEANS_EPS) -> MeansDistance:
         """The (cached) fast class-means evaluator over this feature set's class means."""
@@ -408,3 +414,136 @@ class SamplesDistance:
         out.stats, out.eps, out._cached = self.stats, self.eps, self._cached
         out._sides = {k: v.copy() for k, v in self._sides.items()}
         return out
+
+
+class _SamplesAdapter:
+    """Index-list distance over :class:`SamplesDistance`.
+
+    Each call moves the incremental evaluator from its last state to the requested one, so
+    consecutive calls touch only the few classes that differ (never all features).
+    """
+
+    def __init__(self, stats: ClassStats, train, test, eps: float) -> None:
+        self._sd = stats.samples_distance(train, test, eps=eps)
+        self._train, self._test = set(train), set(test)
+
+    def __call__(self, train: Sequence[int], test: Sequence[int]) -> float:
+        new_train, new_test = set(train), set(test)
+        for c in sorted(new_train - self._train):
+            self._sd.move(c, "train")
+        for c in sorted(new_test - self._test):
+            self._sd.move(c, "test")
+        for c in sorted((self._train | self._test) - (new_train | new_test)):
+            self._sd.remove(c)
+        self._train, self._test = new_train, new_test
+        return self._sd.distance()
+
+
+@dataclass(frozen=True)
+class DistanceMode:
+    """One set distance: its name, default eps, unit, and its exact and incremental routes.
+
+    ``distance`` is the exact distance between two class index sets of one feature set;
+    ``between`` the distance between all classes of two feature sets (what ``oodml fid``
+    computes for two folders); ``evaluator`` the fast index-list callable the ladder walks
+    call thousands of times, starting from ``train`` vs ``test``; ``screens``: whether the
+    batched class-means screen (:func:`oodml.splits.ladder.means_screen`) ranks candidates.
+    Get one with :func:`distance_mode`.
+    """
+
+    name: str
+    default_eps: float
+    unit: str
+    screens: bool
+
+    def eps(self, eps: float | None) -> float:
+        """``eps``, or this mode's default when None; must be a finite number >= 0."""
+        if eps is None:
+            return self.default_eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)):
+            raise ConfigError(f"eps={eps!r} must be a number >= 0")
+        if not np.isfinite(eps) or eps < 0:
+            raise ConfigError(f"eps={eps!r} must be a finite number >= 0")
+        return float(eps)
+
+    def distance(
+        self, stats: ClassStats, ia: np.ndarray, ib: np.ndarray, eps: float | None = None
+    ) -> float:
+        raise NotImplementedError
+
+    def between(self, a: ClassStats, b: ClassStats, eps: float | None = None) -> float:
+        raise NotImplementedError
+
+    def evaluator(
+        self,
+        stats: ClassStats,
+        train: Sequence[int],
+        test: Sequence[int],
+        eps: float | None = None,
+    ) -> SplitDistance:
+        raise NotImplementedError
+
+    def work_dim(self, stats: ClassStats, eps: float | None = None) -> int:
+        """Size of the eigenproblems its evaluator solves (sets the BLAS-thread limit)."""
+        raise NotImplementedError
+
+
+class _ClassMeans(DistanceMode):
+    def distance(self, stats, ia, ib, eps=None) -> float:
+        _need(len(ia), len(ib), "classes")
+        return frechet_distance_samples(stats.means[ia], stats.means[ib], eps=self.eps(eps))
+
+    def between(self, a, b, eps=None) -> float:
+        n1, n2 = len(a.classes), len(b.classes)
+        _need(n1, n2, "classes")
+        return frechet_distance_samples(a.means, b.means, eps=self.eps(eps))
+
+    def evaluator(self, stats, train, test, eps=None) -> SplitDistance:
+        md = stats.means_distance(self.eps(eps))
+        return lambda x, y: md.distance(x, y)
+
+    def work_dim(self, stats, eps=None) -> int:
+        return stats.means_distance(self.eps(eps)).rank
+
+
+class _Samples(DistanceMode):
+    def distance(self, stats, ia, ib, eps=None) -> float:
+        pa, pb = stats.pooled(ia), stats.pooled(ib)
+        return _pooled_distance(
+            pa.n, pa._sum, pa._gram, pb.n, pb._sum, pb._gram, self.eps(eps)
+        )
+
+    def between(self, a, b, eps=None) -> float:
+        _need(len(a.features), len(b.features), "images")
+        return frechet_distance_samples(a.features, b.features, eps=self.eps(eps))
+
+    def evaluator(self, stats, train, test, eps=None) -> SplitDistance:
+        return _SamplesAdapter(stats, train, test, self.eps(eps))
+
+    def work_dim(self, stats, eps=None) -> int:
+        return stats.dim
+
+
+DISTANCE_MODES: dict[str, DistanceMode] = {
+    "class-means": _ClassMeans("class-means", CLASS_MEANS_EPS, "classes", True),
+    "samples": _Samples("samples", SAMPLES_EPS, "images", False),
+}
+
+
+def distance_mode(name: str) -> DistanceMode:
+    """The :class:`DistanceMode` called ``name`` ("class-means" or "samples")."""
+    try:
+        return DISTANCE_MODES[name]
+    except (KeyError, TypeError):
+        raise ConfigError(
+            f"unknown distance mode {name!r}; choose one of: {', '.join(MODES)}"
+        ) from None
+
+
+def distance_between(
+    a: ClassStats, b: ClassStats, mode: Mode = "samples", eps: float | None = None
+) -> float:
+    """Fréchet distance between all classes of ``a`` and all classes of ``b`` (two feature
+    sets, e.g. two image folders): ``samples`` over all their images, ``class-means`` over
+    their class means."""
+    return distance_mode(mode).between(a, b, eps)

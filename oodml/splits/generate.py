@@ -1,5 +1,9 @@
 """Generate a split file: class statistics -> ladder procedure -> selection -> sub-splits.
 
+:class:`LadderConfig` holds every ladder-generation option and validates them all when it is
+built, so a caller (the CLI, a script) can reject bad options before feature extraction;
+:func:`generate_splitfile` then runs it on a dataset manifest and its feature set.
+
 Seeds: the procedure gets ``seed`` (used for a random starting split); the sub-splits of ladder
 split ``k`` use independent generators derived from ``(seed, k)`` (see ``subsplits.split_rng``),
 so the same inputs and seed always give the same SplitFile and the same bytes on disk.
@@ -8,12 +12,22 @@ so the same inputs and seed always give the same SplitFile and the same bytes on
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from oodml import __version__
-from oodml.classstats import ClassStats
+from oodml.classstats import ClassStats, distance_mode
 from oodml.errors import ConfigError
-from oodml.splits.ladder import run_procedure, select_ladder, start_split
+from oodml.splits.ladder import (
+    PROCEDURES,
+    Params,
+    resolve_params,
+    run_procedure,
+    select_ladder,
+    start_split,
+)
 from oodml.splits.splitfile import Split, SplitFile
 from oodml.splits.subsplits import (
     DEFAULT_EPISODES,
@@ -61,43 +75,117 @@ def build_split(
     )
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class LadderConfig:
+    """Every option of ladder generation, validated when built (errors name the field).
+
+    ``mode``: distance ("class-means" | "samples"); ``procedure``: walk ("greedy" | "oodml");
+    ``params``: the procedure's dataclass (:class:`~oodml.splits.procedures.GreedyParams`,
+    :class:`~oodml.splits.procedures.OodmlParams`) or a mapping of overrides (parsed Python
+    values), stored resolved for ``mode``; ``levels``: K splits; ``targets``: pick the splits
+    nearest these distances instead (``levels`` then ignored); ``seed``: random start and
+    sub-splits; ``start``: "auto" | "default" | "random"; ``val_fraction``, ``shots``,
+    ``episodes``: sub-splits; ``eps``: added to both covariance diagonals (None: the mode's
+    default, 1e-8 class-means, 0 samples).
+    """
+
+    mode: str = "class-means"
+    procedure: str = "greedy"
+    params: Params | Mapping[str, Any] | None = field(default=None, compare=True)
+    levels: int = 8
+    targets: tuple[float, ...] | None = None
+    seed: int = 0
+    start: str = "auto"
+    val_fraction: float = DEFAULT_VAL_FRACTION
+    shots: tuple[int, ...] = DEFAULT_SHOTS
+    episodes: int = DEFAULT_EPISODES
+    eps: float | None = None
+
+    def __post_init__(self) -> None:
+        dm = distance_mode(self.mode)
+        PROCEDURES.get(self.procedure)
+        params = self.params
+        if isinstance(params, Mapping) and "eps" in params:
+            params = dict(params)
+            eps = params.pop("eps")
+            if self.eps is not None and eps != self.eps:
+                raise ConfigError(f"eps given twice: eps={self.eps!r} and params eps={eps!r}")
+            object.__setattr__(self, "eps", eps)
+        if self.eps is not None:
+            object.__setattr__(self, "eps", dm.eps(self.eps))
+        object.__setattr__(self, "params", resolve_params(self.procedure, self.mode, params))
+        if not _is_int(self.levels) or self.levels < 1:
+            raise ConfigError(f"levels={self.levels!r} must be an integer >= 1")
+        if self.targets is not None:
+            targets = tuple(self.targets)
+            ok = all(
+                isinstance(t, (int, float, np.integer, np.floating))
+                and not isinstance(t, bool)
+                and np.isfinite(t)
+                for t in targets
+            )
+            if not targets or not ok:
+                raise ConfigError(
+                    f"targets={list(targets)!r} must be finite numbers, e.g. 20,40,80"
+                )
+            object.__setattr__(self, "targets", tuple(float(t) for t in targets))
+        if not _is_int(self.seed):
+            raise ConfigError(f"seed={self.seed!r} must be an integer")
+        if self.start not in START_CHOICES:
+            raise ConfigError(
+                f"start={self.start!r} is unknown; choose one of: {', '.join(START_CHOICES)}"
+            )
+        vf = self.val_fraction
+        if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0.0 <= vf < 1.0:
+            raise ConfigError(f"val_fraction={vf!r} must be a number in [0, 1), e.g. 0.25")
+        shots = tuple(self.shots)
+        if not shots or not all(_is_int(x) and x >= 1 for x in shots):
+            raise ConfigError(f"shots={list(shots)!r} must be positive integers, e.g. 2,5,10")
+        object.__setattr__(self, "shots", tuple(int(x) for x in shots))
+        if not _is_int(self.episodes) or self.episodes < 1:
+            raise ConfigError(f"episodes={self.episodes!r} must be an integer >= 1")
+
+
 def generate_splitfile(
     manifest: Any,
     featureset: Any,
-    *,
-    mode: str = "class-means",
-    procedure: str = "greedy",
-    levels: int = 8,
-    targets: Sequence[float] | None = None,
-    seed: int = 0,
-    params: Mapping[str, Any] | None = None,
-    val_fraction: float = DEFAULT_VAL_FRACTION,
-    shots: Sequence[int] = DEFAULT_SHOTS,
-    episodes: int = DEFAULT_EPISODES,
-    start: str = "auto",
+    config: LadderConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
+    **options: Any,
 ) -> SplitFile:
-    """Walk the ladder procedure on ``featureset`` and package the selected splits.
+    """Walk the ladder procedure of ``config`` on ``featureset`` and package the selected
+    splits.
 
-    ``progress(done, total)`` is passed on to the procedure's walk.
+    ``progress(done, total)`` is passed on to the procedure's walk. Without ``config`` the
+    keyword ``options`` build one (``LadderConfig(**options)``; kept for older callers).
     """
+    if config is None:
+        config = LadderConfig(**options)
+    elif options:
+        raise ConfigError(f"give a LadderConfig or options, not both ({', '.join(options)})")
     if featureset.fingerprint != manifest.fingerprint:
         raise ConfigError(
             f"features are for another version of dataset {manifest.name!r} "
             f"({featureset.fingerprint[:12]}... vs {manifest.fingerprint[:12]}...); recompute them"
         )
     stats = ClassStats.from_features(featureset.features, featureset.labels)
-    train, test = start_classes(manifest, start, seed)
+    train, test = start_classes(manifest, config.start, config.seed)
     trajectory = run_procedure(
         stats,
         train,
         test,
-        mode=mode,
-        procedure=procedure,
-        params=dict(params or {}),
+        mode=config.mode,
+        procedure=config.procedure,
+        params=config.params,
+        eps=config.eps,
         progress=progress,
     )
-    steps = select_ladder(trajectory, k=levels, targets=list(targets) if targets else None)
+    targets = list(config.targets) if config.targets else None
+    steps = select_ladder(trajectory, k=config.levels, targets=targets)
     class_paths = paths_by_class(manifest.labels, manifest.paths)
     ladder = [
         build_split(
@@ -108,10 +196,10 @@ def generate_splitfile(
             step.test,
             step.removed,
             class_paths=class_paths,
-            seed=seed,
-            val_fraction=val_fraction,
-            shots=shots,
-            episodes=episodes,
+            seed=config.seed,
+            val_fraction=config.val_fraction,
+            shots=config.shots,
+            episodes=config.episodes,
         )
         for i, step in enumerate(steps, start=1)
     ]
@@ -121,18 +209,18 @@ def generate_splitfile(
         class_counts=dict(manifest.class_counts),
         extractor=featureset.extractor,
         weights_sha256=featureset.weights_sha256,
-        distance_mode=mode,
-        procedure=procedure,
+        distance_mode=config.mode,
+        procedure=config.procedure,
         params=dict(trajectory.params),
-        seed=seed,
+        seed=config.seed,
         ladder=ladder,
         oodml_version=__version__,
-        selection={
-            "levels": levels,
-            "targets": list(targets) if targets else None,
-            "start": start,
+        selection={"levels": config.levels, "targets": targets, "start": config.start},
+        subsplits={
+            "val_fraction": config.val_fraction,
+            "shots": sorted(config.shots),
+            "episodes": config.episodes,
         },
-        subsplits={"val_fraction": val_fraction, "shots": sorted(shots), "episodes": episodes},
     )
 
 

@@ -1,8 +1,9 @@
 """Ladder walks over integer class indices: the published ooDML procedure and our greedy one.
 
 Pure functions: class vectors (C x D, used only to rank candidates), a split-distance callable
-over index lists, and the starting index lists in; a list of :class:`RawStep` out. Names, modes
-and the public dataclasses live in :mod:`oodml.splits.ladder`.
+over index lists, the starting index lists and a parameter dataclass (:class:`OodmlParams`,
+:class:`GreedyParams`) in; a list of :class:`~oodml.splits.trajectory.Step` over class indices
+out. Names, modes and the registry live in :mod:`oodml.splits.ladder`.
 
 Ranking (both procedures), for the current train list X and test list Y of class vectors with
 means mu_train and mu_test (Euclidean norms):
@@ -18,24 +19,139 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 
-SplitDistance = Callable[[Sequence[int], Sequence[int]], float]
+from oodml.classstats import SplitDistance
+from oodml.errors import ConfigError
+from oodml.splits.trajectory import Step
+
 Progress = Callable[[], None]
 
 
-@dataclass(frozen=True)
-class RawStep:
-    """One recorded split: class indices in the order the state holds them."""
+def _check_int(name: str, value: Any, lo: int, optional: bool = False) -> int | None:
+    if optional and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise ConfigError(f"procedure parameter {name}={value!r} must be an integer >= {lo}")
+    return int(value)
 
-    index: int
-    phase: str
-    train: tuple[int, ...]
-    test: tuple[int, ...]
-    removed: tuple[int, ...]
-    distance: float
+
+def _check_fraction(name: str, value: Any) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not 0.0 <= value <= 1.0
+    ):
+        raise ConfigError(f"procedure parameter {name}={value!r} must be a number in [0, 1]")
+    return float(value)
+
+
+class _Params:
+    """Shared behaviour of the procedure parameter dataclasses."""
+
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+
+    def resolved(self, mode: str) -> Any:
+        """A copy with every derived default (``None``) filled in for distance ``mode``."""
+        raise NotImplementedError
+
+    def record(self) -> dict[str, Any]:
+        """The parameters as recorded in a split file (call on a resolved object)."""
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class OodmlParams(_Params):
+    """Parameters of the published ooDML walk (see :func:`oodml_procedure`).
+
+    ``iterations`` N (25), ``swaps_per_iter`` s (2), ``history`` H (5); derived when None:
+    ``removal_iterations`` N + 10, ``easier_iterations`` N, ``easier_history`` H (the study
+    used N - 10 and 30 for CUB200). Resolution happens in :meth:`resolved`, so
+    ``dataclasses.replace`` on a resolved object keeps the derived values it already has.
+    """
+
+    iterations: int = 25
+    swaps_per_iter: int = 2
+    history: int = 5
+    removal_iterations: int | None = None
+    easier_iterations: int | None = None
+    easier_history: int | None = None
+
+    def __post_init__(self) -> None:
+        self._set("iterations", _check_int("iterations", self.iterations, 1))
+        self._set("history", _check_int("history", self.history, 0))
+        self._set("swaps_per_iter", _check_int("swaps_per_iter", self.swaps_per_iter, 1))
+        for name, lo in (("removal_iterations", 0), ("easier_iterations", 1),
+                         ("easier_history", 0)):
+            self._set(name, _check_int(name, getattr(self, name), lo, optional=True))
+
+    def resolved(self, mode: str = "class-means") -> OodmlParams:
+        n = self.iterations
+        return replace(
+            self,
+            removal_iterations=n + 10 if self.removal_iterations is None
+            else self.removal_iterations,
+            easier_iterations=n if self.easier_iterations is None else self.easier_iterations,
+            easier_history=self.history if self.easier_history is None else self.easier_history,
+        )
+
+    def total(self) -> int:
+        """Number of progress ticks :func:`oodml_procedure` makes (exact)."""
+        r = self.resolved()
+        return r.iterations + r.easier_iterations + r.removal_iterations
+
+
+@dataclass(frozen=True)
+class GreedyParams(_Params):
+    """Parameters of the greedy walk (see :func:`greedy_procedure`).
+
+    ``candidates`` per side (None: 5 in class-means mode, 2 in samples mode), ``verify`` (3)
+    screened moves checked exactly, ``removal_candidates`` per side (None: 3 x candidates),
+    ``max_steps`` (200) per direction, ``min_fraction`` (0.25) of each side always kept,
+    ``max_removed_fraction`` (0.4) of all classes at most removed, ``removal`` (True: the
+    harder walk may remove classes once no swap helps).
+    """
+
+    candidates: int | None = None
+    verify: int = 3
+    removal_candidates: int | None = None
+    max_steps: int = 200
+    min_fraction: float = 0.25
+    max_removed_fraction: float = 0.4
+    removal: bool = True
+
+    def __post_init__(self) -> None:
+        self._set("candidates", _check_int("candidates", self.candidates, 1, optional=True))
+        self._set("removal_candidates",
+                  _check_int("removal_candidates", self.removal_candidates, 1, optional=True))
+        self._set("verify", _check_int("verify", self.verify, 1))
+        self._set("max_steps", _check_int("max_steps", self.max_steps, 0))
+        for name in ("min_fraction", "max_removed_fraction"):
+            self._set(name, _check_fraction(name, getattr(self, name)))
+        if not isinstance(self.removal, (bool, np.bool_)):
+            raise ConfigError(
+                f"procedure parameter removal={self.removal!r} must be true/false"
+            )
+        self._set("removal", bool(self.removal))
+
+    def resolved(self, mode: str = "class-means") -> GreedyParams:
+        cand = self.candidates
+        if cand is None:
+            cand = 5 if mode == "class-means" else 2
+        rc = 3 * cand if self.removal_candidates is None else self.removal_candidates
+        return replace(self, candidates=cand, removal_candidates=rc)
+
+    def total(self) -> int:
+        """Upper bound of the progress ticks :func:`greedy_procedure` makes."""
+        return 2 * self.max_steps
 
 
 def scores(vectors: np.ndarray, train: Sequence[int], test: Sequence[int]):
@@ -113,7 +229,7 @@ def oodml_swap_walk(
     reverse: bool,
     phase: str,
     tick: Progress | None = None,
-) -> list[RawStep]:
+) -> list[Step]:
     """The published swap phase: iteration i records the split under key +-i*s, then swaps.
 
     ``train`` and ``test`` are updated in place to the final state (after the last
@@ -125,7 +241,7 @@ def oodml_swap_walk(
     out = []
     for i in range(iterations):
         d = dist(train, test)
-        out.append(RawStep(sign * i * swaps_per_iter, phase, tuple(train), tuple(test), (), d))
+        out.append(Step(sign * i * swaps_per_iter, phase, tuple(train), tuple(test), (), d))
         _oodml_swaps(vectors, train, test, swaps_per_iter, history, hist_a, hist_b, reverse)
         if tick:
             tick()
@@ -143,7 +259,7 @@ def oodml_removal_walk(
     history: int,
     first_index: int,
     tick: Progress | None = None,
-) -> list[RawStep]:
+) -> list[Step]:
     """The published removal phase, from one consistent state (fresh pick histories).
 
     Each iteration records the split, makes and applies the s picks, and computes the distance
@@ -163,7 +279,7 @@ def oodml_removal_walk(
     before = dist(train, test)
     for i in range(iterations):
         out.append(
-            RawStep(
+            Step(
                 first_index + i * swaps_per_iter,
                 "removal",
                 tuple(train),
@@ -191,52 +307,30 @@ def oodml_removal_walk(
     return out
 
 
-OODML_DEFAULTS: dict = {
-    "iterations": 25,
-    "swaps_per_iter": 2,
-    "history": 5,
-    "removal_iterations": None,
-    "easier_iterations": None,
-    "easier_history": None,
-}
-
-
-def oodml_total(params: dict) -> int:
-    """Number of progress ticks :func:`oodml_procedure` makes."""
-    n = params["iterations"]
-    easier = or_default(params["easier_iterations"], n)
-    return n + easier + or_default(params["removal_iterations"], n + 10)
-
-
-def or_default(value, default):
-    """``value``, or ``default`` when it is None."""
-    return default if value is None else value
-
-
 def oodml_procedure(
     vectors: np.ndarray,
     dist: SplitDistance,
     train: Sequence[int],
     test: Sequence[int],
-    params: dict,
+    params: OodmlParams,
     tick: Progress | None = None,
-) -> list[RawStep]:
+) -> list[Step]:
     """Easier swaps, harder swaps, then removal from the final harder state, as published.
 
-    Defaults: N = 25 iterations, s = 2 swaps per iteration, history H = 5; the easier walk uses
-    N iterations and H unless ``easier_iterations`` / ``easier_history`` say otherwise (the study
-    used N - 10 and 30 for CUB200); removal runs N + 10 iterations unless
-    ``removal_iterations`` is set. Keys: easier -i*s, harder +i*s, removal N*s + i*s.
+    ``params`` (:class:`OodmlParams`, resolved here): N iterations of s swaps with history H;
+    the easier walk uses ``easier_iterations`` and ``easier_history``, removal
+    ``removal_iterations``. Keys: easier -i*s, harder +i*s, removal N*s + i*s.
     """
-    n, s, h = params["iterations"], params["swaps_per_iter"], params["history"]
+    params = params.resolved()
+    n, s, h = params.iterations, params.swaps_per_iter, params.history
     easy = oodml_swap_walk(
         vectors,
         dist,
         list(train),
         list(test),
-        iterations=or_default(params["easier_iterations"], n),
+        iterations=params.easier_iterations,
         swaps_per_iter=s,
-        history=or_default(params["easier_history"], h),
+        history=params.easier_history,
         reverse=True,
         phase="easier",
         tick=tick,
@@ -259,26 +353,16 @@ def oodml_procedure(
         dist,
         tr,
         te,
-        iterations=or_default(params["removal_iterations"], n + 10),
+        iterations=params.removal_iterations,
         swaps_per_iter=s,
         history=h,
         first_index=n * s,
         tick=tick,
     )
     d0 = hard[0].distance if hard else dist(list(train), list(test))
-    start = RawStep(0, "start", tuple(train), tuple(test), (), d0)
+    start = Step(0, "start", tuple(train), tuple(test), (), d0)
     return [*reversed(easy[1:]), start, *hard[1:], *removal]
 
-
-GREEDY_DEFAULTS: dict = {
-    "candidates": None,
-    "verify": 3,
-    "removal_candidates": None,
-    "max_steps": 200,
-    "min_fraction": 0.25,
-    "max_removed_fraction": 0.4,
-    "removal": True,
-}
 
 Screen = Callable[[list[list[int]], list[list[int]]], np.ndarray]
 
@@ -346,7 +430,7 @@ def greedy_walk(
     max_removed: int,
     screen: Screen | None = None,
     tick: Progress | None = None,
-) -> list[RawStep]:
+) -> list[Step]:
     """Best-improvement walk; returns the steps after the start (each strictly better).
 
     Per step: rank both sides as the ooDML procedure does, take the top ``candidates``
@@ -361,7 +445,7 @@ def greedy_walk(
     phase = "easier" if easier else "harder"
     cur = dist(train, test)
     removed: list[int] = []
-    out: list[RawStep] = []
+    out: list[Step] = []
     for n in range(1, max_steps + 1):
         a, b = scores(vectors, train, test)
         rank_a, rank_b = _ranked(a, train, names, easier), _ranked(b, test, names, easier)
@@ -390,7 +474,7 @@ def greedy_walk(
         if move.gone is not None:
             removed.append(move.gone)
         out.append(
-            RawStep(
+            Step(
                 -n if easier else n,
                 phase if move.gone is None else "removal",
                 tuple(train),
@@ -410,25 +494,30 @@ def greedy_procedure(
     dist: SplitDistance,
     train: Sequence[int],
     test: Sequence[int],
-    params: dict,
+    params: GreedyParams,
     tick: Progress | None = None,
     screen: Screen | None = None,
-) -> list[RawStep]:
-    """Start, greedy easier walk (swaps only), greedy harder walk (swaps, then removals)."""
+) -> list[Step]:
+    """Start, greedy easier walk (swaps only), greedy harder walk (swaps, then removals).
+
+    ``params`` must be resolved (:meth:`GreedyParams.resolved`) for the distance mode.
+    """
+    if params.candidates is None or params.removal_candidates is None:
+        raise ConfigError("greedy_procedure needs resolved parameters; call params.resolved(mode)")
     common = {
-        "candidates": params["candidates"],
-        "verify": params["verify"],
-        "removal_candidates": params["removal_candidates"],
-        "max_steps": params["max_steps"],
-        "min_train": max(2, math.ceil(params["min_fraction"] * len(train))),
-        "min_test": max(2, math.ceil(params["min_fraction"] * len(test))),
+        "candidates": params.candidates,
+        "verify": params.verify,
+        "removal_candidates": params.removal_candidates,
+        "max_steps": params.max_steps,
+        "min_train": max(2, math.ceil(params.min_fraction * len(train))),
+        "min_test": max(2, math.ceil(params.min_fraction * len(test))),
         "screen": screen,
         "tick": tick,
     }
-    budget = math.floor(params["max_removed_fraction"] * (len(train) + len(test)))
-    start = RawStep(0, "start", tuple(train), tuple(test), (), dist(list(train), list(test)))
+    budget = math.floor(params.max_removed_fraction * (len(train) + len(test)))
+    start = Step(0, "start", tuple(train), tuple(test), (), dist(list(train), list(test)))
     easy = greedy_walk(vectors, names, dist, list(train), list(test), easier=True,
                        max_removed=0, **common)
     hard = greedy_walk(vectors, names, dist, list(train), list(test), easier=False,
-                       max_removed=budget if params["removal"] else 0, **common)
+                       max_removed=budget if params.removal else 0, **common)
     return [*reversed(easy), start, *hard]
