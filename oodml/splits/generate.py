@@ -12,7 +12,7 @@ so the same inputs and seed always give the same SplitFile and the same bytes on
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -90,7 +90,10 @@ class LadderConfig:
     nearest these distances instead (``levels`` then ignored); ``seed``: random start and
     sub-splits; ``start``: "auto" | "default" | "random"; ``val_fraction``, ``shots``,
     ``episodes``: sub-splits; ``eps``: added to both covariance diagonals (None: the mode's
-    default, 1e-8 class-means, 0 samples).
+    default, 1e-8 class-means, 0 samples); ``removal``: greedy's removal policy
+    (``test-fixed`` | ``balanced`` | ``any`` | ``none``; None: the params' value, default
+    ``test-fixed``), stored in ``params.removal``; the ``oodml`` procedure keeps the published
+    two-sided removal and rejects it.
     """
 
     mode: str = "class-means"
@@ -104,11 +107,14 @@ class LadderConfig:
     shots: tuple[int, ...] = DEFAULT_SHOTS
     episodes: int = DEFAULT_EPISODES
     eps: float | None = None
+    removal: str | None = None
 
     def __post_init__(self) -> None:
         dm = distance_mode(self.mode)
         PROCEDURES.get(self.procedure)
         params = self.params
+        if self.removal is not None:
+            params = _with_removal(self.procedure, params, self.removal)
         if isinstance(params, Mapping) and "eps" in params:
             params = dict(params)
             eps = params.pop("eps")
@@ -148,6 +154,23 @@ class LadderConfig:
         object.__setattr__(self, "shots", tuple(int(x) for x in shots))
         if not _is_int(self.episodes) or self.episodes < 1:
             raise ConfigError(f"episodes={self.episodes!r} must be an integer >= 1")
+
+
+def _with_removal(procedure: str, params: Any, removal: Any) -> Any:
+    """``params`` with the removal policy set (a mapping or a GreedyParams)."""
+    if procedure != "greedy":
+        raise ConfigError(
+            f"removal={removal!r} applies to procedure 'greedy' only; 'oodml' keeps the "
+            "published two-sided removal"
+        )
+    if params is None or isinstance(params, Mapping):
+        given = dict(params or {})
+        if "removal" in given and given["removal"] != removal:
+            raise ConfigError(
+                f"removal given twice: removal={removal!r} and params removal={given['removal']!r}"
+            )
+        return {**given, "removal": removal}
+    return replace(params, removal=removal)
 
 
 def generate_splitfile(

@@ -20,6 +20,9 @@ Procedures (details in :mod:`oodml.splits.procedures`):
   helps it removes the single class (among the top ``removal_candidates``, 15, per side) with
   the largest gain, keeping at least ``min_fraction`` (25%) of each side and removing at most
   ``max_removed_fraction`` (40%) of all classes; swaps are tried again after each removal.
+  The ``removal`` policy says which side may lose classes: ``test-fixed`` (default: train
+  only, so the test set keeps its size), ``balanced`` (both, within one class of the start's
+  train/test ratio), ``any`` (whichever helps most), ``none``.
   In class-means mode candidates are ranked by a batched eps-free low-rank estimate and the
   best ``verify`` (3) are checked with the exact distance; in samples mode every candidate
   gets the exact incremental distance (``candidates`` defaults to 2 there). Every step is

@@ -49,6 +49,27 @@ def _check_fraction(name: str, value: Any) -> float:
     return float(value)
 
 
+REMOVAL_POLICIES: tuple[str, ...] = ("test-fixed", "balanced", "any", "none")
+
+
+def removable_sides(policy: str, ratio: float, n_train: int, n_test: int) -> tuple[bool, bool]:
+    """(train, test): whether removal ``policy`` lets the next removal come from each side.
+
+    ``ratio`` is n_train / n_test of the start split; ``balanced`` allows a removal only when
+    afterwards |n_train - ratio * n_test| <= 1 (a tolerance of 1e-9 absorbs float rounding).
+    """
+    if policy == "any":
+        return True, True
+    if policy == "test-fixed":
+        return True, False
+    if policy == "balanced":
+        return (
+            abs(n_train - 1 - ratio * n_test) <= 1 + 1e-9,
+            abs(n_train - ratio * (n_test - 1)) <= 1 + 1e-9,
+        )
+    return False, False
+
+
 class _Params:
     """Shared behaviour of the procedure parameter dataclasses."""
 
@@ -116,8 +137,19 @@ class GreedyParams(_Params):
     ``candidates`` per side (None: 5 in class-means mode, 2 in samples mode), ``verify`` (3)
     screened moves checked exactly, ``removal_candidates`` per side (None: 3 x candidates),
     ``max_steps`` (200) per direction, ``min_fraction`` (0.25) of each side always kept,
-    ``max_removed_fraction`` (0.4) of all classes at most removed, ``removal`` (True: the
-    harder walk may remove classes once no swap helps).
+    ``max_removed_fraction`` (0.4) of all classes at most removed, ``removal``: which classes
+    the harder walk may remove once no swap helps (one of :data:`REMOVAL_POLICIES`):
+
+    * ``"test-fixed"`` (default): train classes only, so every split keeps the start's number
+      of test classes and retrieval metrics stay comparable along the ladder;
+    * ``"balanced"``: either side, as long as |n_train - r n_test| <= 1 after the removal,
+      r = n_train / n_test of the start split (the study's two-sided removal, kept in ratio);
+    * ``"any"``: either side, whichever raises the distance most (the behaviour before
+      policies existed);
+    * ``"none"``: no removal.
+
+    Booleans are accepted for older split files and scripts: ``True`` is ``"any"`` (what it
+    meant), ``False`` is ``"none"``.
     """
 
     candidates: int | None = None
@@ -126,7 +158,7 @@ class GreedyParams(_Params):
     max_steps: int = 200
     min_fraction: float = 0.25
     max_removed_fraction: float = 0.4
-    removal: bool = True
+    removal: str = "test-fixed"
 
     def __post_init__(self) -> None:
         self._set("candidates", _check_int("candidates", self.candidates, 1, optional=True))
@@ -136,11 +168,15 @@ class GreedyParams(_Params):
         self._set("max_steps", _check_int("max_steps", self.max_steps, 0))
         for name in ("min_fraction", "max_removed_fraction"):
             self._set(name, _check_fraction(name, getattr(self, name)))
-        if not isinstance(self.removal, (bool, np.bool_)):
+        removal = self.removal
+        if isinstance(removal, (bool, np.bool_)):
+            removal = "any" if removal else "none"
+        if removal not in REMOVAL_POLICIES:
             raise ConfigError(
-                f"procedure parameter removal={self.removal!r} must be true/false"
+                f"procedure parameter removal={self.removal!r} must be one of: "
+                f"{', '.join(REMOVAL_POLICIES)}"
             )
-        self._set("removal", bool(self.removal))
+        self._set("removal", removal)
 
     def resolved(self, mode: str = "class-means") -> GreedyParams:
         cand = self.candidates
@@ -428,6 +464,8 @@ def greedy_walk(
     min_train: int,
     min_test: int,
     max_removed: int,
+    removal: str = "any",
+    ratio: float = 1.0,
     screen: Screen | None = None,
     tick: Progress | None = None,
 ) -> list[Step]:
@@ -438,8 +476,10 @@ def greedy_walk(
     largest gain (higher distance; lower when ``easier``) if the gain is > 0 (see
     :func:`_best_move` for the optional screening). Otherwise, while fewer than
     ``max_removed`` classes are removed, consider removing each candidate alone (never going
-    below ``min_train`` / ``min_test`` classes) the same way. Stop when nothing improves or
-    after ``max_steps`` steps. Ties go to the smaller class names, so the walk is deterministic.
+    below ``min_train`` / ``min_test`` classes, only from the sides that the ``removal`` policy
+    allows, see :func:`removable_sides`; ``ratio``: the start's n_train / n_test) the same
+    way. Stop when nothing improves or after ``max_steps`` steps. Ties go to the smaller class
+    names, so the walk is deterministic.
     """
     sign = -1.0 if easier else 1.0
     phase = "easier" if easier else "harder"
@@ -460,9 +500,11 @@ def greedy_walk(
         best = _best_move(swaps, dist, cur, sign, screen, verify, base)
         if best is None and len(removed) < max_removed:
             drops = []
+            allowed = removable_sides(removal, ratio, len(train), len(test))
             for which, side, ranked, floor in ((0, train, rank_a, min_train),
                                                (1, test, rank_b, min_test)):
-                for p in ranked[:removal_candidates] if len(side) > floor else []:
+                ok = allowed[which] and len(side) > floor
+                for p in ranked[:removal_candidates] if ok else []:
                     lists = [list(train), list(test)]
                     lists[which].pop(p)
                     drops.append(_Move(lists[0], lists[1], side[p], (names[side[p]], "")))
@@ -519,5 +561,6 @@ def greedy_procedure(
     easy = greedy_walk(vectors, names, dist, list(train), list(test), easier=True,
                        max_removed=0, **common)
     hard = greedy_walk(vectors, names, dist, list(train), list(test), easier=False,
-                       max_removed=budget if params.removal else 0, **common)
+                       max_removed=0 if params.removal == "none" else budget,
+                       removal=params.removal, ratio=len(train) / len(test), **common)
     return [*reversed(easy), start, *hard]
