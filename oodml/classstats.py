@@ -267,6 +267,10 @@ def _pooled_distance(
     return frechet_distance(sa / na, ca, sb / nb, cb)
 
 
+MOMENTS_MIN_RANK = 512
+MOMENTS_REBUILD_UPDATES = 4096
+
+
 class MeansDistance:
     """Fast exact class-means Fréchet distances between subsets of C fixed class means.
 
@@ -278,6 +282,18 @@ class MeansDistance:
     inner products as the centred means (from the eigendecomposition of their C x C Gram
     matrix; the distance depends on the points only through these inner products). With more
     classes than dimensions (C > D) the centred means are used as they are (r = D).
+
+    Large problems (r > 512, e.g. SOP: 22,634 classes in 2048-d) keep running moments per side
+    instead of refitting each Gaussian from its rows. For a side with rows x_c (c in A):
+    n = |A|, s = sum x_c, G = sum x_c x_c^T, mean s / n and unbiased covariance
+    (G - s s^T / n) / (n - 1). A walk changes a split by a few classes per call, so
+    ``distance`` moves the moments from the previous call's sets to the new ones with a rank-k
+    update, G += X_in^T X_in - X_out^T X_out (O(k r^2) instead of O(n r^2) per side); the
+    Gaussians are then the same as the ones fitted from the rows, so the distance is the same
+    exact distance up to float rounding. Rounding accumulates with the updates, so the moments
+    are rebuilt from the rows after every 4096 class updates (and whenever a call differs from
+    the previous one in more classes than it keeps). Coordinates are centred on the mean of
+    all class means, which keeps G - s s^T / n free of large cancellations.
     """
 
     def __init__(self, means: np.ndarray, eps: float = CLASS_MEANS_EPS) -> None:
@@ -287,6 +303,8 @@ class MeansDistance:
         if eps < 0:
             raise ConfigError(f"eps must be >= 0, got {eps}")
         self.eps = float(eps)
+        self._sides: list[_Moments] | None = None
+        self._updates = 0
         centred = means - means.mean(axis=0)
         c, d = centred.shape
         if c > d:
@@ -304,6 +322,11 @@ class MeansDistance:
         self.coords = np.ascontiguousarray(u[:, :r] * np.sqrt(lam[:r]))
         self.rank = r
 
+    @property
+    def incremental(self) -> bool:
+        """Whether distances come from running moments (r > 512) rather than refits."""
+        return self.rank > MOMENTS_MIN_RANK
+
     def distance(
         self, idx_a: Sequence[int] | np.ndarray, idx_b: Sequence[int] | np.ndarray
     ) -> float:
@@ -312,7 +335,59 @@ class MeansDistance:
         ia = np.asarray(idx_a, dtype=np.int64)
         ib = np.asarray(idx_b, dtype=np.int64)
         _need(ia.size, ib.size, "classes")
-        return frechet_distance_samples(self.coords[ia], self.coords[ib], eps=self.eps)
+        if not self.incremental:
+            return frechet_distance_samples(self.coords[ia], self.coords[ib], eps=self.eps)
+        sides = self._moments_for(ia, ib)
+        a, b = sides
+        ca, cb = _cov(a.n, a.s, a.g), _cov(b.n, b.s, b.g)
+        idx = np.diag_indices_from(ca)
+        ca[idx] += self.eps
+        cb[idx] += self.eps
+        with blas_threads_for(self.rank):
+            return frechet_distance(a.s / a.n, ca, b.s / b.n, cb)
+
+    def _moments_for(self, ia: np.ndarray, ib: np.ndarray) -> list[_Moments]:
+        new = [set(ia.tolist()), set(ib.tolist())]
+        if len(new[0]) != ia.size or len(new[1]) != ib.size or new[0] & new[1]:
+            raise ConfigError("the two class index sets must be disjoint and without repeats")
+        if self._sides is not None:
+            changes = [(sorted(n - o.members), sorted(o.members - n))
+                       for n, o in zip(new, self._sides, strict=True)]
+            moved = sum(len(add) + len(rem) for add, rem in changes)
+            kept = sum(len(n & o.members) for n, o in zip(new, self._sides, strict=True))
+            if moved <= kept and self._updates + moved <= MOMENTS_REBUILD_UPDATES:
+                for side, (add, rem) in zip(self._sides, changes, strict=True):
+                    side.update(self.coords, add, rem)
+                self._updates += moved
+                return self._sides
+        self._sides = [_Moments.of(self.coords, sorted(m)) for m in new]
+        self._updates = 0
+        return self._sides
+
+
+class _Moments:
+    """Count n, sum s and second moment G of a set of rows of ``coords`` (see MeansDistance)."""
+
+    def __init__(self, members: set[int], n: int, s: np.ndarray, g: np.ndarray) -> None:
+        self.members, self.n, self.s, self.g = members, n, s, g
+
+    @classmethod
+    def of(cls, coords: np.ndarray, idx: list[int]) -> _Moments:
+        x = coords[idx]
+        return cls(set(idx), len(idx), x.sum(axis=0), x.T @ x)
+
+    def update(self, coords: np.ndarray, add: list[int], rem: list[int]) -> None:
+        if add:
+            x = coords[add]
+            self.g += x.T @ x
+            self.s += x.sum(axis=0)
+        if rem:
+            x = coords[rem]
+            self.g -= x.T @ x
+            self.s -= x.sum(axis=0)
+        self.members.update(add)
+        self.members.difference_update(rem)
+        self.n += len(add) - len(rem)
 
 
 class SamplesDistance:
@@ -547,3 +622,127 @@ def distance_between(
     sets, e.g. two image folders): ``samples`` over all their images, ``class-means`` over
     their class means."""
     return distance_mode(mode).between(a, b, eps)
+
+
+class MeansScreen:
+    """First-order estimates of class-means distances near an anchor split, for ranking the
+    candidate moves of a greedy walk on large problems (r > 512, where the batched Gram screen
+    of :func:`oodml.splits.ladder.means_screen` does not fit). Never recorded: every move it
+    ranks is checked with the exact :class:`MeansDistance` before it is applied.
+
+    Maths. With S_a = L L^T (Cholesky) and M = L^T S_b L = Q diag(l) Q^T,
+    tau = tr sqrt(S_a S_b) = sum sqrt(l). Its derivative is d tau = 1/2 tr(T dS_a) +
+    1/2 tr(T^-1 dS_b), with T = S_a^-1/2 (S_a^1/2 S_b S_a^1/2)^1/2 S_a^-1/2 the optimal-transport
+    map; for any factor L, T = L^-T Q diag(l^1/2) Q^T L^-1 = W_a^T W_a with
+    W_a = diag(l^1/4) Q^T L^-1, and T^-1 = W_b^T W_b with W_b = diag(l^-1/4) Q^T L^T.
+    A move changes a side's moments (n, s, G) to (n', s', G + X_in^T X_in - X_out^T X_out);
+    writing G = (n - 1)(S - eps I) + s s^T / n, the covariance change is
+    dS = c (S - eps I) + (s s^T / n + X_in^T X_in - X_out^T X_out - s' s'^T / n') / (n' - 1),
+    c = (n - 1) / (n' - 1) - 1, so tr(T dS_a) = c (tau - eps tr T) + (|W_a s|^2 / n
+    + sum_in |W_a x|^2 - sum_out |W_a x|^2 - |W_a s'|^2 / n') / (n' - 1): O(k r) per candidate
+    after O(r^2) per moved class. The mean term and the traces are exact. The estimate is
+    d' = |s_a'/n_a' - s_b'/n_b'|^2 + tr S_a' + tr S_b' - 2 (tau + d tau).
+
+    The anchor (one Cholesky, one r x r ``eigh`` with vectors) moves to a batch's first
+    candidate once the candidates differ from it in more than ``refresh`` classes.
+
+    tau is concave, so the neglected second-order term makes every estimate of a moved class
+    too low by a similar amount: the estimates rank candidates but their gain over the current
+    distance means nothing (``ranks_only``), and the greedy walk verifies the best few exactly.
+    """
+
+    ranks_only = True
+
+    def __init__(self, md: MeansDistance, refresh: int = 8) -> None:
+        if not md.incremental:
+            raise ConfigError("MeansScreen is for large problems (rank > 512); use the Gram screen")
+        self.md = md
+        self.refresh = refresh
+        self._anchor: dict | None = None
+        self.anchors = 0
+
+    def __call__(self, trains: list[list[int]], tests: list[list[int]]) -> np.ndarray:
+        sets = [(set(a), set(b)) for a, b in zip(trains, tests, strict=True)]
+        if self._anchor is None or any(self._far(a, b) for a, b in sets):
+            self._set_anchor(np.asarray(trains[0]), np.asarray(tests[0]))
+        return np.array([self._estimate(a, b) for a, b in sets])
+
+    def _far(self, a: set[int], b: set[int]) -> bool:
+        an = self._anchor
+        return len(a ^ an["sets"][0]) + len(b ^ an["sets"][1]) > self.refresh
+
+    def _set_anchor(self, ia: np.ndarray, ib: np.ndarray) -> None:
+        md = self.md
+        ma, mb = md._moments_for(ia, ib)
+        eps, r = md.eps, md.rank
+        with blas_threads_for(r):
+            sides = []
+            for m in (ma, mb):
+                cov = _cov(m.n, m.s, m.g)
+                cov[np.diag_indices_from(cov)] += eps
+                sides.append(cov)
+            lower = sla.cholesky(sides[0], lower=True, check_finite=False)
+            b = sla.blas.dtrmm(1.0, np.asfortranarray(lower), sides[1], side=1, lower=1)
+            m = sla.blas.dtrmm(1.0, np.asfortranarray(lower), b, side=0, lower=1, trans_a=1)
+            lam, q = sla.eigh(m, check_finite=False, driver="evd")
+            lam = np.clip(lam, max(float(lam[-1]), 0.0) * r * np.finfo(np.float64).eps, None)
+            wa = sla.solve_triangular(lower, q, lower=True, trans="T", check_finite=False).T
+            wa *= lam[:, None] ** 0.25
+            wb = (lower @ q).T
+            wb *= lam[:, None] ** -0.25
+        self._anchor = {
+            "sets": (set(ma.members), set(mb.members)),
+            "n": (ma.n, mb.n),
+            "s": (ma.s.copy(), mb.s.copy()),
+            "trg": (float(np.trace(ma.g)), float(np.trace(mb.g))),
+            "w": (wa, wb),
+            "ws": (wa @ ma.s, wb @ mb.s),
+            "trw": (float(np.einsum("ij,ij->", wa, wa)), float(np.einsum("ij,ij->", wb, wb))),
+            "tau": float(np.sqrt(lam).sum()),
+            "proj": {},
+        }
+        self.anchors += 1
+
+    def _proj(self, c: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """(W_a x_c, W_b x_c, |x_c|^2) for class c, cached per anchor."""
+        an = self._anchor
+        got = an["proj"].get(c)
+        if got is None:
+            x = self.md.coords[c]
+            got = (an["w"][0] @ x, an["w"][1] @ x, float(x @ x))
+            an["proj"][c] = got
+        return got
+
+    def _estimate(self, a: set[int], b: set[int]) -> float:
+        an = self._anchor
+        eps, r = self.md.eps, self.md.rank
+        coords = self.md.coords
+        means, trace, dtau = [], 0.0, 0.0
+        for k, new in enumerate((a, b)):
+            old = an["sets"][k]
+            add, rem = sorted(new - old), sorted(old - new)
+            n, s = an["n"][k], an["s"][k]
+            n2 = n + len(add) - len(rem)
+            _need(n2, n2, "classes")
+            s2 = s + coords[add].sum(axis=0) - coords[rem].sum(axis=0) if add or rem else s
+            ws2 = an["ws"][k].copy()
+            sq_in = sq_out = trg = 0.0
+            for c, sign in [(c, 1.0) for c in add] + [(c, -1.0) for c in rem]:
+                pa, pb, xx = self._proj(c)
+                p = pa if k == 0 else pb
+                ws2 += sign * p
+                if sign > 0:
+                    sq_in += float(p @ p)
+                else:
+                    sq_out += float(p @ p)
+                trg += sign * xx
+            means.append(s2 / n2)
+            trace += (an["trg"][k] + trg - float(s2 @ s2) / n2) / (n2 - 1) + r * eps
+            c_scale = (n - 1) / (n2 - 1) - 1.0
+            ws = an["ws"][k]
+            dtr = c_scale * (an["tau"] - eps * an["trw"][k]) + (
+                float(ws @ ws) / n + sq_in - sq_out - float(ws2 @ ws2) / n2
+            ) / (n2 - 1)
+            dtau += 0.5 * dtr
+        diff = means[0] - means[1]
+        return float(diff @ diff) + trace - 2.0 * (an["tau"] + dtau)

@@ -23,8 +23,10 @@ Procedures (details in :mod:`oodml.splits.procedures`):
   The ``removal`` policy says which side may lose classes: ``test-fixed`` (default: train
   only, so the test set keeps its size), ``balanced`` (both, within one class of the start's
   train/test ratio), ``any`` (whichever helps most), ``none``.
-  In class-means mode candidates are ranked by a batched eps-free low-rank estimate and the
-  best ``verify`` (3) are checked with the exact distance; in samples mode every candidate
+  In class-means mode candidates are ranked by a batched eps-free low-rank estimate (above
+  2000 classes: a first-order estimate around the current split,
+  :class:`oodml.classstats.MeansScreen`) and the best ``verify`` (3) are checked with the
+  exact distance; in samples mode every candidate
   gets the exact incremental distance (``candidates`` defaults to 2 there). Every step is
   strictly better than the last, so the trajectory is strictly increasing along its index.
 """
@@ -37,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from oodml.classstats import ClassStats, distance_mode
+from oodml.classstats import ClassStats, DistanceMode, MeansScreen, distance_mode
 from oodml.errors import ConfigError
 from oodml.frechet import blas_threads_for
 from oodml.registry import Registry
@@ -156,6 +158,18 @@ def means_screen(stats: ClassStats) -> P.Screen:
     return screen
 
 
+def candidate_screen(stats: ClassStats, dm: DistanceMode, eps: float | None) -> P.Screen | None:
+    """How greedy ranks candidate moves in mode ``dm``: the batched Gram screen up to
+    ``SCREEN_MAX_CLASSES`` classes; above, the first-order :class:`MeansScreen` when the
+    class-means problem is large (rank > 512); else None (exact distances rank)."""
+    if not dm.screens:
+        return None
+    if screen_fits(stats):
+        return means_screen(stats)
+    md = stats.means_distance(dm.eps(eps))
+    return MeansScreen(md) if md.incremental else None
+
+
 @dataclass(frozen=True)
 class Procedure:
     """A registered walk: its parameter dataclass and its runner
@@ -256,7 +270,7 @@ def run_procedure(
             progress(done, total)
 
     with blas_threads_for(dm.work_dim(stats, eps)):
-        screen = means_screen(stats) if dm.screens and screen_fits(stats) else None
+        screen = candidate_screen(stats, dm, eps)
         raw = proc.run(stats.means, stats.classes, dist, tr, te, full, tick, screen)
     if progress:
         progress(total, total)

@@ -426,7 +426,8 @@ def _best_move(
     Without ``screen`` every move's exact distance decides. With ``screen`` (a cheap batched
     estimate, e.g. the eps-free low-rank distance; ``base`` is its value for the current split)
     moves are ordered by their estimate, and the first of the top ``verify`` with an estimated
-    gain > 0 whose exact distance strictly improves is taken.
+    gain > 0 whose exact distance strictly improves is taken (a screen with a true
+    ``ranks_only`` attribute, whose estimates are biased, skips the estimated-gain test).
     """
     if not moves:
         return None
@@ -439,7 +440,8 @@ def _best_move(
             est[group] = screen([moves[i].train for i in group], [moves[i].test for i in group])
     order = sorted(range(len(moves)), key=lambda i: (-sign * est[i], moves[i].tie))
     if screen is not None:
-        order = [i for i in order[:verify] if sign * (est[i] - base) > 0]
+        ranks_only = getattr(screen, "ranks_only", False)
+        order = [i for i in order[:verify] if ranks_only or sign * (est[i] - base) > 0]
     for i in order:
         d = float(est[i]) if screen is None else dist(moves[i].train, moves[i].test)
         if sign * (d - cur) > 0:
