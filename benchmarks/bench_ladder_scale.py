@@ -108,7 +108,7 @@ def walk(stats, train, test, mode, procedure, params, label, per_what="step"):
           f"{traj.easiest.distance:.4f} .. {h.distance:.4f} (start {traj.start.distance:.4f})  "
           f"removed at hardest {len(h.removed)}  strictly increasing "
           f"{traj.is_strictly_increasing}  progress total {ticks['total']}", flush=True)
-    return traj, dt, counter["n"]
+    return traj, dt, cpu, counter["n"]
 
 
 def sqrtm_distance(a: np.ndarray, b: np.ndarray, eps: float = 1e-8) -> float:
@@ -169,22 +169,26 @@ def main() -> None:
                 params = {} if args.oodml_iterations is None else {
                     "iterations": args.oodml_iterations}
             what = "iteration" if proc == "oodml" else "step"
-            traj, dt, n = walk(stats, train, test, mode, proc, params,
-                               f"{proc} {params or 'full default walk'}", what)
+            traj, dt, cpu, n = walk(stats, train, test, mode, proc, params,
+                                    f"{proc} {params or 'full default walk'}", what)
             counts[(mode, proc)] = (dt, n, len(traj.steps))
+            moves = max(1, len(traj.steps) - 1)
             if proc == "greedy" and mode == "class-means":
-                per = dt / max(1, len(traj.steps) - 1)
-                print(f"    full greedy walk (2 x 200 steps) extrapolated: <= {400 * per:.0f} s",
-                      flush=True)
+                print(f"    full greedy walk (2 x 200 steps) extrapolated: <= "
+                      f"{400 * dt / moves:.0f} s wall, {400 * cpu / moves:.0f} s CPU", flush=True)
+            if proc == "oodml" and mode == "class-means" and params:
+                print(f"    full default oodml walk (85 iterations) extrapolated: "
+                      f"{85 * dt / moves:.0f} s wall, {85 * cpu / moves:.0f} s CPU", flush=True)
         print(f"  peak memory {peak_gb():.2f} GB", flush=True)
     if args.reference_distances > 0:
         m = stats.means
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(args.reference_distances):
             sqrtm_distance(m[:half], m[half:])
         per = (time.perf_counter() - t0) / args.reference_distances
+        per_cpu = (time.process_time() - c0) / args.reference_distances
         print(f"published procedure (np.cov + scipy.linalg.sqrtm on the class means): "
-              f"{per:.1f} s per distance", flush=True)
+              f"{per:.1f} s wall ({per_cpu:.1f} s CPU) per distance", flush=True)
         for (mode, proc), (dt, n, _) in counts.items():
             if mode == "class-means":
                 print(f"  {proc}: {n} exact distances x {per:.1f} s = {n * per:.0f} s "

@@ -215,3 +215,24 @@ def test_greedy_with_the_first_order_screen_is_exact_and_increasing(moments_rout
         assert s.distance == pytest.approx(
             direct(coords, stats.indices(s.train), stats.indices(s.test)), rel=1e-9
         )
+
+
+def test_pooled_gaussian_bulk_start_equals_class_by_class():
+    """Samples mode: a side of many classes starts from one Gram product over its rows."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((700, 9)) * 2 + 1
+    labels = [f"k{i % 140:03d}" for i in range(700)]
+    stats = ClassStats.from_features(x, labels)
+    classes = stats.classes[:100]
+    bulk = stats.pooled(classes)
+    one = stats.pooled([])
+    for c in classes:
+        one.add(c)
+    assert (bulk.n, bulk.classes) == (one.n, one.classes)
+    np.testing.assert_allclose(bulk.mean, one.mean, rtol=1e-12)
+    np.testing.assert_allclose(bulk.cov, one.cov, rtol=1e-10, atol=1e-12)
+    rows = np.isin(labels, classes[1:])
+    bulk.remove(classes[0])
+    np.testing.assert_allclose(bulk.cov, np.cov(x[rows], rowvar=False), rtol=1e-10, atol=1e-12)
+    with pytest.raises(cs.ConfigError, match="listed twice"):
+        stats.pooled([*classes, classes[0]])
