@@ -13,7 +13,10 @@ distance (:meth:`ClassStats.distance`), the distance between two feature sets
 (:func:`distance_between`, what ``oodml fid`` computes) and its fast evaluator:
 
 * :class:`MeansDistance` answers class-means distances between index sets in the <= C-1
-  dimensional span of the centred class means (exact, see its docstring).
+  dimensional span of the centred class means (exact, see its docstring); on large problems
+  (rank > 512, e.g. SOP) it keeps running per-side moments updated by rank-k updates.
+* :class:`MeansScreen` ranks greedy's candidate moves on large problems by a first-order
+  expansion of tr sqrt(S_a S_b) around an anchor split (ranking only; never recorded).
 * :class:`SamplesDistance` keeps a train and a test :class:`PooledGaussian`; moving or removing
   a class touches only that class's rows, and :meth:`SamplesDistance.peek` evaluates a
   candidate move without committing it.
