@@ -80,6 +80,12 @@ def show_table(sf: Any) -> None:
             help="Share of train classes in the validation sub-split."),
      option("shots", str, "2,5,10", "--shots", help="Few-shot support sizes."),
      option("episodes", int, 10, "--episodes", help="Few-shot episodes per shot count."),
+     option("removal", str | None, None, "--removal", help="Greedy removal policy: test-fixed "
+            "(default; train side only, every split keeps the test classes' count), balanced "
+            "(both sides, within one class of the start's train/test ratio), any (whichever "
+            "side raises the distance most; the previous default) or none."),
+     option("bootstrap", int, 200, "--bootstrap", help="Bootstrap resamples of the classes for "
+            "each split's 95% distance interval (0: none)."),
      SKIP],
     EXTRACT,
 )

@@ -8,8 +8,15 @@ Two set distances (both Fréchet distances, see :mod:`oodml.frechet`):
 
 Fast evaluators for the split ladders, which call the distance thousands of times:
 
+:class:`DistanceMode` (:func:`distance_mode`) holds each mode's default eps, its exact
+distance (:meth:`ClassStats.distance`), the distance between two feature sets
+(:func:`distance_between`, what ``oodml fid`` computes) and its fast evaluator:
+
 * :class:`MeansDistance` answers class-means distances between index sets in the <= C-1
-  dimensional span of the centred class means (exact, see its docstring).
+  dimensional span of the centred class means (exact, see its docstring); on large problems
+  (rank > 512, e.g. SOP) it keeps running per-side moments updated by rank-k updates.
+* :class:`MeansScreen` ranks greedy's candidate moves on large problems by a first-order
+  expansion of tr sqrt(S_a S_b) around an anchor split (ranking only; never recorded).
 * :class:`SamplesDistance` keeps a train and a test :class:`PooledGaussian`; moving or removing
   a class touches only that class's rows, and :meth:`SamplesDistance.peek` evaluates a
   candidate move without committing it.
@@ -21,7 +28,8 @@ the global mean for numerical stability) and kept in a small LRU cache; C x D x 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -33,7 +41,9 @@ from oodml.frechet import blas_threads_for, frechet_distance, frechet_distance_s
 Mode = Literal["class-means", "samples"]
 MODES: tuple[str, ...] = ("class-means", "samples")
 CLASS_MEANS_EPS = 1e-8
+SAMPLES_EPS = 0.0
 ClassRef = str | int | np.integer
+SplitDistance = Callable[[Sequence[int], Sequence[int]], float]
 
 
 class ClassStats:
@@ -129,6 +139,11 @@ class ClassStats:
         """A :class:`PooledGaussian` over all images of ``classes``."""
         return PooledGaussian(self, classes)
 
+    @property
+    def features(self) -> np.ndarray:
+        """The N x D feature rows this object was built from (not copied; do not modify)."""
+        return self._features
+
     def distance(
         self,
         a_classes: Iterable[ClassRef],
@@ -140,17 +155,11 @@ class ClassStats:
 
         ``mode="class-means"``: Gaussians over the class-mean vectors, eps (default 1e-8)
         added to both diagonals. ``mode="samples"``: Gaussians over all images of each set,
-        eps (default 0) added to both diagonals.
+        eps (default 0) added to both diagonals. See :class:`DistanceMode`.
         """
-        ia, ib = self.indices(a_classes), self.indices(b_classes)
-        if mode == "class-means":
-            _need(len(ia), len(ib), "classes")
-            e = CLASS_MEANS_EPS if eps is None else eps
-            return frechet_distance_samples(self.means[ia], self.means[ib], eps=e)
-        if mode == "samples":
-            pa, pb = self.pooled(ia), self.pooled(ib)
-            return _pooled_distance(pa.n, pa._sum, pa._gram, pb.n, pb._sum, pb._gram, eps)
-        raise ConfigError(f"unknown distance mode {mode!r}; choose one of: {', '.join(MODES)}")
+        return distance_mode(mode).distance(
+            self, self.indices(a_classes), self.indices(b_classes), eps
+        )
 
     def means_distance(self, eps: float = CLASS_MEANS_EPS) -> MeansDistance:
         """The (cached) fast class-means evaluator over this feature set's class means."""
@@ -173,6 +182,10 @@ def _need(na: int, nb: int, what: str) -> None:
         )
 
 
+BULK_MIN_CLASSES = 64
+BULK_ROWS = 4096
+
+
 class PooledGaussian:
     """Mean and unbiased covariance of all images of a changing set of classes.
 
@@ -186,8 +199,28 @@ class PooledGaussian:
         self.n = 0
         self._sum = np.zeros(stats.dim)
         self._gram = np.zeros((stats.dim, stats.dim))
-        for c in classes:
-            self.add(c)
+        classes = list(classes)
+        if len(classes) > BULK_MIN_CLASSES:
+            self._add_bulk(classes)
+        else:
+            for c in classes:
+                self.add(c)
+
+    def _add_bulk(self, classes: list[ClassRef]) -> None:
+        """Add many classes with one Gram product over all their rows (in chunks), instead of
+        one D x D Gram and one D x D addition per class: SOP's 11k classes a side would
+        otherwise move ~10^11 bytes through memory before the first distance."""
+        idx = [self.stats.index(c) for c in classes]
+        if len(set(idx)) != len(idx) or self.members.intersection(idx):
+            raise ConfigError("a class is listed twice or is already in this set")
+        rows = np.concatenate([self.stats._rows[i] for i in idx])
+        for start in range(0, rows.size, BULK_ROWS):
+            x = self.stats._features[rows[start : start + BULK_ROWS]].astype(np.float64)
+            x -= self.stats.center
+            self._gram += x.T @ x
+        self.members.update(idx)
+        self.n += int(self.stats.counts[idx].sum())
+        self._sum += self.stats.sums[idx].sum(axis=0)
 
     def add(self, c: ClassRef) -> None:
         """Add class ``c`` (name or index); it must not already be a member."""
@@ -261,6 +294,10 @@ def _pooled_distance(
     return frechet_distance(sa / na, ca, sb / nb, cb)
 
 
+MOMENTS_MIN_RANK = 512
+MOMENTS_REBUILD_UPDATES = 4096
+
+
 class MeansDistance:
     """Fast exact class-means Fréchet distances between subsets of C fixed class means.
 
@@ -272,6 +309,18 @@ class MeansDistance:
     inner products as the centred means (from the eigendecomposition of their C x C Gram
     matrix; the distance depends on the points only through these inner products). With more
     classes than dimensions (C > D) the centred means are used as they are (r = D).
+
+    Large problems (r > 512, e.g. SOP: 22,634 classes in 2048-d) keep running moments per side
+    instead of refitting each Gaussian from its rows. For a side with rows x_c (c in A):
+    n = |A|, s = sum x_c, G = sum x_c x_c^T, mean s / n and unbiased covariance
+    (G - s s^T / n) / (n - 1). A walk changes a split by a few classes per call, so
+    ``distance`` moves the moments from the previous call's sets to the new ones with a rank-k
+    update, G += X_in^T X_in - X_out^T X_out (O(k r^2) instead of O(n r^2) per side); the
+    Gaussians are then the same as the ones fitted from the rows, so the distance is the same
+    exact distance up to float rounding. Rounding accumulates with the updates, so the moments
+    are rebuilt from the rows after every 4096 class updates (and whenever a call differs from
+    the previous one in more classes than it keeps). Coordinates are centred on the mean of
+    all class means, which keeps G - s s^T / n free of large cancellations.
     """
 
     def __init__(self, means: np.ndarray, eps: float = CLASS_MEANS_EPS) -> None:
@@ -281,6 +330,8 @@ class MeansDistance:
         if eps < 0:
             raise ConfigError(f"eps must be >= 0, got {eps}")
         self.eps = float(eps)
+        self._sides: list[_Moments] | None = None
+        self._updates = 0
         centred = means - means.mean(axis=0)
         c, d = centred.shape
         if c > d:
@@ -298,6 +349,11 @@ class MeansDistance:
         self.coords = np.ascontiguousarray(u[:, :r] * np.sqrt(lam[:r]))
         self.rank = r
 
+    @property
+    def incremental(self) -> bool:
+        """Whether distances come from running moments (r > 512) rather than refits."""
+        return self.rank > MOMENTS_MIN_RANK
+
     def distance(
         self, idx_a: Sequence[int] | np.ndarray, idx_b: Sequence[int] | np.ndarray
     ) -> float:
@@ -306,7 +362,59 @@ class MeansDistance:
         ia = np.asarray(idx_a, dtype=np.int64)
         ib = np.asarray(idx_b, dtype=np.int64)
         _need(ia.size, ib.size, "classes")
-        return frechet_distance_samples(self.coords[ia], self.coords[ib], eps=self.eps)
+        if not self.incremental:
+            return frechet_distance_samples(self.coords[ia], self.coords[ib], eps=self.eps)
+        sides = self._moments_for(ia, ib)
+        a, b = sides
+        ca, cb = _cov(a.n, a.s, a.g), _cov(b.n, b.s, b.g)
+        idx = np.diag_indices_from(ca)
+        ca[idx] += self.eps
+        cb[idx] += self.eps
+        with blas_threads_for(self.rank):
+            return frechet_distance(a.s / a.n, ca, b.s / b.n, cb)
+
+    def _moments_for(self, ia: np.ndarray, ib: np.ndarray) -> list[_Moments]:
+        new = [set(ia.tolist()), set(ib.tolist())]
+        if len(new[0]) != ia.size or len(new[1]) != ib.size or new[0] & new[1]:
+            raise ConfigError("the two class index sets must be disjoint and without repeats")
+        if self._sides is not None:
+            changes = [(sorted(n - o.members), sorted(o.members - n))
+                       for n, o in zip(new, self._sides, strict=True)]
+            moved = sum(len(add) + len(rem) for add, rem in changes)
+            kept = sum(len(n & o.members) for n, o in zip(new, self._sides, strict=True))
+            if moved <= kept and self._updates + moved <= MOMENTS_REBUILD_UPDATES:
+                for side, (add, rem) in zip(self._sides, changes, strict=True):
+                    side.update(self.coords, add, rem)
+                self._updates += moved
+                return self._sides
+        self._sides = [_Moments.of(self.coords, sorted(m)) for m in new]
+        self._updates = 0
+        return self._sides
+
+
+class _Moments:
+    """Count n, sum s and second moment G of a set of rows of ``coords`` (see MeansDistance)."""
+
+    def __init__(self, members: set[int], n: int, s: np.ndarray, g: np.ndarray) -> None:
+        self.members, self.n, self.s, self.g = members, n, s, g
+
+    @classmethod
+    def of(cls, coords: np.ndarray, idx: list[int]) -> _Moments:
+        x = coords[idx]
+        return cls(set(idx), len(idx), x.sum(axis=0), x.T @ x)
+
+    def update(self, coords: np.ndarray, add: list[int], rem: list[int]) -> None:
+        if add:
+            x = coords[add]
+            self.g += x.T @ x
+            self.s += x.sum(axis=0)
+        if rem:
+            x = coords[rem]
+            self.g -= x.T @ x
+            self.s -= x.sum(axis=0)
+        self.members.update(add)
+        self.members.difference_update(rem)
+        self.n += len(add) - len(rem)
 
 
 class SamplesDistance:
@@ -408,3 +516,260 @@ class SamplesDistance:
         out.stats, out.eps, out._cached = self.stats, self.eps, self._cached
         out._sides = {k: v.copy() for k, v in self._sides.items()}
         return out
+
+
+class _SamplesAdapter:
+    """Index-list distance over :class:`SamplesDistance`.
+
+    Each call moves the incremental evaluator from its last state to the requested one, so
+    consecutive calls touch only the few classes that differ (never all features).
+    """
+
+    def __init__(self, stats: ClassStats, train, test, eps: float) -> None:
+        self._sd = stats.samples_distance(train, test, eps=eps)
+        self._train, self._test = set(train), set(test)
+
+    def __call__(self, train: Sequence[int], test: Sequence[int]) -> float:
+        new_train, new_test = set(train), set(test)
+        for c in sorted(new_train - self._train):
+            self._sd.move(c, "train")
+        for c in sorted(new_test - self._test):
+            self._sd.move(c, "test")
+        for c in sorted((self._train | self._test) - (new_train | new_test)):
+            self._sd.remove(c)
+        self._train, self._test = new_train, new_test
+        return self._sd.distance()
+
+
+@dataclass(frozen=True)
+class DistanceMode:
+    """One set distance: its name, default eps, unit, and its exact and incremental routes.
+
+    ``distance`` is the exact distance between two class index sets of one feature set;
+    ``between`` the distance between all classes of two feature sets (what ``oodml fid``
+    computes for two folders); ``evaluator`` the fast index-list callable the ladder walks
+    call thousands of times, starting from ``train`` vs ``test``; ``screens``: whether the
+    batched class-means screen (:func:`oodml.splits.ladder.means_screen`) ranks candidates.
+    Get one with :func:`distance_mode`.
+    """
+
+    name: str
+    default_eps: float
+    unit: str
+    screens: bool
+
+    def eps(self, eps: float | None) -> float:
+        """``eps``, or this mode's default when None; must be a finite number >= 0."""
+        if eps is None:
+            return self.default_eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)):
+            raise ConfigError(f"eps={eps!r} must be a number >= 0")
+        if not np.isfinite(eps) or eps < 0:
+            raise ConfigError(f"eps={eps!r} must be a finite number >= 0")
+        return float(eps)
+
+    def distance(
+        self, stats: ClassStats, ia: np.ndarray, ib: np.ndarray, eps: float | None = None
+    ) -> float:
+        raise NotImplementedError
+
+    def between(self, a: ClassStats, b: ClassStats, eps: float | None = None) -> float:
+        raise NotImplementedError
+
+    def evaluator(
+        self,
+        stats: ClassStats,
+        train: Sequence[int],
+        test: Sequence[int],
+        eps: float | None = None,
+    ) -> SplitDistance:
+        raise NotImplementedError
+
+    def work_dim(self, stats: ClassStats, eps: float | None = None) -> int:
+        """Size of the eigenproblems its evaluator solves (sets the BLAS-thread limit)."""
+        raise NotImplementedError
+
+
+class _ClassMeans(DistanceMode):
+    def distance(self, stats, ia, ib, eps=None) -> float:
+        _need(len(ia), len(ib), "classes")
+        return frechet_distance_samples(stats.means[ia], stats.means[ib], eps=self.eps(eps))
+
+    def between(self, a, b, eps=None) -> float:
+        n1, n2 = len(a.classes), len(b.classes)
+        _need(n1, n2, "classes")
+        return frechet_distance_samples(a.means, b.means, eps=self.eps(eps))
+
+    def evaluator(self, stats, train, test, eps=None) -> SplitDistance:
+        md = stats.means_distance(self.eps(eps))
+        return lambda x, y: md.distance(x, y)
+
+    def work_dim(self, stats, eps=None) -> int:
+        return stats.means_distance(self.eps(eps)).rank
+
+
+class _Samples(DistanceMode):
+    def distance(self, stats, ia, ib, eps=None) -> float:
+        pa, pb = stats.pooled(ia), stats.pooled(ib)
+        return _pooled_distance(
+            pa.n, pa._sum, pa._gram, pb.n, pb._sum, pb._gram, self.eps(eps)
+        )
+
+    def between(self, a, b, eps=None) -> float:
+        _need(len(a.features), len(b.features), "images")
+        return frechet_distance_samples(a.features, b.features, eps=self.eps(eps))
+
+    def evaluator(self, stats, train, test, eps=None) -> SplitDistance:
+        return _SamplesAdapter(stats, train, test, self.eps(eps))
+
+    def work_dim(self, stats, eps=None) -> int:
+        return stats.dim
+
+
+DISTANCE_MODES: dict[str, DistanceMode] = {
+    "class-means": _ClassMeans("class-means", CLASS_MEANS_EPS, "classes", True),
+    "samples": _Samples("samples", SAMPLES_EPS, "images", False),
+}
+
+
+def distance_mode(name: str) -> DistanceMode:
+    """The :class:`DistanceMode` called ``name`` ("class-means" or "samples")."""
+    try:
+        return DISTANCE_MODES[name]
+    except (KeyError, TypeError):
+        raise ConfigError(
+            f"unknown distance mode {name!r}; choose one of: {', '.join(MODES)}"
+        ) from None
+
+
+def distance_between(
+    a: ClassStats, b: ClassStats, mode: Mode = "samples", eps: float | None = None
+) -> float:
+    """Fréchet distance between all classes of ``a`` and all classes of ``b`` (two feature
+    sets, e.g. two image folders): ``samples`` over all their images, ``class-means`` over
+    their class means."""
+    return distance_mode(mode).between(a, b, eps)
+
+
+class MeansScreen:
+    """First-order estimates of class-means distances near an anchor split, for ranking the
+    candidate moves of a greedy walk on large problems (r > 512, where the batched Gram screen
+    of :func:`oodml.splits.ladder.means_screen` does not fit). Never recorded: every move it
+    ranks is checked with the exact :class:`MeansDistance` before it is applied.
+
+    Maths. With S_a = L L^T (Cholesky) and M = L^T S_b L = Q diag(l) Q^T,
+    tau = tr sqrt(S_a S_b) = sum sqrt(l). Its derivative is d tau = 1/2 tr(T dS_a) +
+    1/2 tr(T^-1 dS_b), with T = S_a^-1/2 (S_a^1/2 S_b S_a^1/2)^1/2 S_a^-1/2 the optimal-transport
+    map; for any factor L, T = L^-T Q diag(l^1/2) Q^T L^-1 = W_a^T W_a with
+    W_a = diag(l^1/4) Q^T L^-1, and T^-1 = W_b^T W_b with W_b = diag(l^-1/4) Q^T L^T.
+    A move changes a side's moments (n, s, G) to (n', s', G + X_in^T X_in - X_out^T X_out);
+    writing G = (n - 1)(S - eps I) + s s^T / n, the covariance change is
+    dS = c (S - eps I) + (s s^T / n + X_in^T X_in - X_out^T X_out - s' s'^T / n') / (n' - 1),
+    c = (n - 1) / (n' - 1) - 1, so tr(T dS_a) = c (tau - eps tr T) + (|W_a s|^2 / n
+    + sum_in |W_a x|^2 - sum_out |W_a x|^2 - |W_a s'|^2 / n') / (n' - 1): O(k r) per candidate
+    after O(r^2) per moved class. The mean term and the traces are exact. The estimate is
+    d' = |s_a'/n_a' - s_b'/n_b'|^2 + tr S_a' + tr S_b' - 2 (tau + d tau).
+
+    The anchor (one Cholesky, one r x r ``eigh`` with vectors) moves to a batch's first
+    candidate once the candidates differ from it in more than ``refresh`` classes.
+
+    tau is concave, so the neglected second-order term makes every estimate of a moved class
+    too low by a similar amount: the estimates rank candidates but their gain over the current
+    distance means nothing (``ranks_only``), and the greedy walk verifies the best few exactly.
+    """
+
+    ranks_only = True
+
+    def __init__(self, md: MeansDistance, refresh: int = 8) -> None:
+        if not md.incremental:
+            raise ConfigError("MeansScreen is for large problems (rank > 512); use the Gram screen")
+        self.md = md
+        self.refresh = refresh
+        self._anchor: dict | None = None
+        self.anchors = 0
+
+    def __call__(self, trains: list[list[int]], tests: list[list[int]]) -> np.ndarray:
+        sets = [(set(a), set(b)) for a, b in zip(trains, tests, strict=True)]
+        if self._anchor is None or any(self._far(a, b) for a, b in sets):
+            self._set_anchor(np.asarray(trains[0]), np.asarray(tests[0]))
+        return np.array([self._estimate(a, b) for a, b in sets])
+
+    def _far(self, a: set[int], b: set[int]) -> bool:
+        an = self._anchor
+        return len(a ^ an["sets"][0]) + len(b ^ an["sets"][1]) > self.refresh
+
+    def _set_anchor(self, ia: np.ndarray, ib: np.ndarray) -> None:
+        md = self.md
+        ma, mb = md._moments_for(ia, ib)
+        eps, r = md.eps, md.rank
+        with blas_threads_for(r):
+            sides = []
+            for m in (ma, mb):
+                cov = _cov(m.n, m.s, m.g)
+                cov[np.diag_indices_from(cov)] += eps
+                sides.append(cov)
+            lower = sla.cholesky(sides[0], lower=True, check_finite=False)
+            b = sla.blas.dtrmm(1.0, np.asfortranarray(lower), sides[1], side=1, lower=1)
+            m = sla.blas.dtrmm(1.0, np.asfortranarray(lower), b, side=0, lower=1, trans_a=1)
+            lam, q = sla.eigh(m, check_finite=False, driver="evd")
+            lam = np.clip(lam, max(float(lam[-1]), 0.0) * r * np.finfo(np.float64).eps, None)
+            wa = sla.solve_triangular(lower, q, lower=True, trans="T", check_finite=False).T
+            wa *= lam[:, None] ** 0.25
+            wb = (lower @ q).T
+            wb *= lam[:, None] ** -0.25
+        self._anchor = {
+            "sets": (set(ma.members), set(mb.members)),
+            "n": (ma.n, mb.n),
+            "s": (ma.s.copy(), mb.s.copy()),
+            "trg": (float(np.trace(ma.g)), float(np.trace(mb.g))),
+            "w": (wa, wb),
+            "ws": (wa @ ma.s, wb @ mb.s),
+            "trw": (float(np.einsum("ij,ij->", wa, wa)), float(np.einsum("ij,ij->", wb, wb))),
+            "tau": float(np.sqrt(lam).sum()),
+            "proj": {},
+        }
+        self.anchors += 1
+
+    def _proj(self, c: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """(W_a x_c, W_b x_c, |x_c|^2) for class c, cached per anchor."""
+        an = self._anchor
+        got = an["proj"].get(c)
+        if got is None:
+            x = self.md.coords[c]
+            got = (an["w"][0] @ x, an["w"][1] @ x, float(x @ x))
+            an["proj"][c] = got
+        return got
+
+    def _estimate(self, a: set[int], b: set[int]) -> float:
+        an = self._anchor
+        eps, r = self.md.eps, self.md.rank
+        coords = self.md.coords
+        means, trace, dtau = [], 0.0, 0.0
+        for k, new in enumerate((a, b)):
+            old = an["sets"][k]
+            add, rem = sorted(new - old), sorted(old - new)
+            n, s = an["n"][k], an["s"][k]
+            n2 = n + len(add) - len(rem)
+            _need(n2, n2, "classes")
+            s2 = s + coords[add].sum(axis=0) - coords[rem].sum(axis=0) if add or rem else s
+            ws2 = an["ws"][k].copy()
+            sq_in = sq_out = trg = 0.0
+            for c, sign in [(c, 1.0) for c in add] + [(c, -1.0) for c in rem]:
+                pa, pb, xx = self._proj(c)
+                p = pa if k == 0 else pb
+                ws2 += sign * p
+                if sign > 0:
+                    sq_in += float(p @ p)
+                else:
+                    sq_out += float(p @ p)
+                trg += sign * xx
+            means.append(s2 / n2)
+            trace += (an["trg"][k] + trg - float(s2 @ s2) / n2) / (n2 - 1) + r * eps
+            c_scale = (n - 1) / (n2 - 1) - 1.0
+            ws = an["ws"][k]
+            dtr = c_scale * (an["tau"] - eps * an["trw"][k]) + (
+                float(ws @ ws) / n + sq_in - sq_out - float(ws2 @ ws2) / n2
+            ) / (n2 - 1)
+            dtau += 0.5 * dtr
+        diff = means[0] - means[1]
+        return float(diff @ diff) + trace - 2.0 * (an["tau"] + dtau)

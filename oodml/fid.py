@@ -16,14 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from oodml.classstats import CLASS_MEANS_EPS, MODES, ClassStats
+from oodml.classstats import MODES, ClassStats, distance_between
 from oodml.config import check_choice
 from oodml.data import load_dataset
 from oodml.data.base import is_image, list_dir, require_dir
 from oodml.data.manifest import DirSource, Manifest
 from oodml.errors import ConfigError
 from oodml.features.options import FeatureOptions
-from oodml.frechet import frechet_distance_samples
 from oodml.progress import NO_PROGRESS, Progress
 
 
@@ -117,20 +116,16 @@ def fid_folders(
         else:
             manifests = [class_folders(f, skip_bad) for f in folders]
         feats = [features.get(m, progress, cache_dir=where) for m in manifests]
+    a, b = (ClassStats.from_features(f.features, f.labels) for f in feats)
     if mode == "samples":
-        x1, x2 = (f.features for f in feats)
-        value = frechet_distance_samples(x1, x2, eps=eps or 0.0)
-        n1, n2 = len(x1), len(x2)
+        n1, n2 = len(feats[0].features), len(feats[1].features)
     else:
-        means = [ClassStats.from_features(f.features, f.labels).means for f in feats]
-        n1, n2 = (len(m) for m in means)
+        n1, n2 = len(a.classes), len(b.classes)
         if min(n1, n2) < 2:
             raise ConfigError(
                 f"class-means needs at least 2 class subfolders per folder, got {n1} and {n2}"
             )
-        value = frechet_distance_samples(
-            means[0], means[1], eps=CLASS_MEANS_EPS if eps is None else eps
-        )
+    value = distance_between(a, b, mode, eps)
     unit = "images" if mode == "samples" else "classes"
     return FidResult(float(value), mode, feats[0].extractor, str(folders[0]), str(folders[1]),
                      n1, n2, unit)

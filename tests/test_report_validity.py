@@ -10,9 +10,9 @@ import pytest
 
 from oodml.report.build import build_report
 from oodml.report.progression import progression_figure
-from oodml.report.results import validate
 from oodml.report.style import metric_label
 from oodml.report.tables import display_metrics, label_series, with_size_controlled
+from oodml.results import validate
 
 SHA = "cd" * 32
 DIST = {1: 10.0, 2: 30.0, 3: 50.0, 4: 80.0}

@@ -187,7 +187,7 @@ def test_bad_input() -> None:
 def test_ladder_plot_draws_the_intervals_as_error_bars() -> None:
     from matplotlib.container import ErrorbarContainer
 
-    from oodml.splits.plot import plot_ladder
+    from oodml.report.ladder import plot_ladder
 
     stats, a, b = class_features(10, 10, 4, 1.0, 2, seed=0)
     sf = synthetic_splitfile(stats, a, b, seed=0)

@@ -4,8 +4,10 @@ The stable entry points for other modules are re-exported here; the ladder walk 
 ``oodml.splits.ladder``.
 """
 
-from oodml.splits.generate import build_split, generate_splitfile, start_classes
+from oodml.splits.generate import LadderConfig, build_split, generate_splitfile, start_classes
+from oodml.splits.ladder import params_from_mapping
 from oodml.splits.oodml_pickle import export_oodml, import_oodml
+from oodml.splits.procedures import GreedyParams, OodmlParams
 from oodml.splits.splitfile import (
     SCHEMA,
     Split,
@@ -18,6 +20,9 @@ from oodml.splits.subsplits import few_shot_episodes, paths_by_class, train_val_
 
 __all__ = [
     "SCHEMA",
+    "GreedyParams",
+    "LadderConfig",
+    "OodmlParams",
     "Split",
     "SplitFile",
     "build_split",
@@ -26,6 +31,7 @@ __all__ = [
     "generate_splitfile",
     "import_oodml",
     "load_splitfile",
+    "params_from_mapping",
     "paths_by_class",
     "save_splitfile",
     "start_classes",

@@ -1,5 +1,9 @@
 """Generate a split file: class statistics -> ladder procedure -> selection -> sub-splits.
 
+:class:`LadderConfig` holds every ladder-generation option and validates them all when it is
+built, so a caller (the CLI, a script) can reject bad options before feature extraction;
+:func:`generate_splitfile` then runs it on a dataset manifest and its feature set.
+
 Seeds: the procedure gets ``seed`` (used for a random starting split); the sub-splits of ladder
 split ``k`` use independent generators derived from ``(seed, k)`` (see ``subsplits.split_rng``),
 so the same inputs and seed always give the same SplitFile and the same bytes on disk.
@@ -8,16 +12,18 @@ so the same inputs and seed always give the same SplitFile and the same bytes on
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from oodml import __version__
-from oodml.classstats import MODES, ClassStats
-from oodml.config import check_choice, check_float, check_int, check_seed
+from oodml.classstats import ClassStats, distance_mode
 from oodml.errors import ConfigError
 from oodml.progress import NO_PROGRESS, Progress, tick_callback
 from oodml.splits.ladder import (
     PROCEDURES,
+    Params,
     resolve_params,
     run_procedure,
     select_ladder,
@@ -33,6 +39,7 @@ from oodml.splits.subsplits import (
     split_rng,
     train_val_split,
 )
+from oodml.splits.uncertainty import DEFAULT_BOOTSTRAPS, ladder_cis, with_distance_cis
 
 START_CHOICES = ("auto", "default", "random")
 
@@ -70,68 +77,145 @@ def build_split(
     )
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
 @dataclass(frozen=True)
 class LadderConfig:
-    """Every ladder-generation option, checked on construction (before any extraction)."""
+    """Every option of ladder generation, validated when built (errors name the field).
+
+    ``mode``: distance ("class-means" | "samples"); ``procedure``: walk ("greedy" | "oodml");
+    ``params``: the procedure's dataclass (:class:`~oodml.splits.procedures.GreedyParams`,
+    :class:`~oodml.splits.procedures.OodmlParams`) or a mapping of overrides (parsed Python
+    values), stored resolved for ``mode``; ``levels``: K splits; ``targets``: pick the splits
+    nearest these distances instead (``levels`` then ignored); ``seed``: random start and
+    sub-splits; ``start``: "auto" | "default" | "random"; ``val_fraction``, ``shots``,
+    ``episodes``: sub-splits; ``eps``: added to both covariance diagonals (None: the mode's
+    default, 1e-8 class-means, 0 samples); ``removal``: greedy's removal policy
+    (``test-fixed`` | ``balanced`` | ``any`` | ``none``; None: the params' value, default
+    ``test-fixed``), stored in ``params.removal``; the ``oodml`` procedure keeps the published
+    two-sided removal and rejects it.
+    """
 
     mode: str = "class-means"
     procedure: str = "greedy"
+    params: Params | Mapping[str, Any] | None = field(default=None, compare=True)
     levels: int = 8
     targets: tuple[float, ...] | None = None
     seed: int = 0
     start: str = "auto"
-    params: dict[str, Any] = field(default_factory=dict)
     val_fraction: float = DEFAULT_VAL_FRACTION
-    shots: tuple[int, ...] = tuple(DEFAULT_SHOTS)
+    shots: tuple[int, ...] = DEFAULT_SHOTS
     episodes: int = DEFAULT_EPISODES
+    eps: float | None = None
+    removal: str | None = None
+    bootstrap: int = DEFAULT_BOOTSTRAPS
 
     def __post_init__(self) -> None:
-        check_choice("mode", self.mode, MODES)
-        check_choice("procedure", self.procedure, tuple(PROCEDURES.names()))
-        check_choice("start", self.start, START_CHOICES)
-        check_int("levels", self.levels, 1)
-        check_seed("seed", self.seed)
-        check_float("val_fraction", self.val_fraction, 0.0, hi=0.9)
-        check_int("episodes", self.episodes, 0)
-        if not self.shots:
-            raise ConfigError("shots must list at least one shot count, e.g. 2,5,10")
-        for s in self.shots:
-            check_int("shots", s, 1)
-        for t in self.targets or ():
-            check_float("targets", t, 0.0)
-        if self.params.get("eps") is not None:
-            check_float("eps", self.params["eps"], 0.0)
-        resolve_params(self.procedure, self.mode, dict(self.params))
+        if not _is_int(self.bootstrap) or self.bootstrap < 0:
+            raise ConfigError(f"bootstrap={self.bootstrap!r} must be an integer >= 0 (0: no "
+                              "distance intervals)")
+        dm = distance_mode(self.mode)
+        PROCEDURES.get(self.procedure)
+        params = self.params
+        if self.removal is not None:
+            params = _with_removal(self.procedure, params, self.removal)
+        if isinstance(params, Mapping) and "eps" in params:
+            params = dict(params)
+            eps = params.pop("eps")
+            if self.eps is not None and eps != self.eps:
+                raise ConfigError(f"eps given twice: eps={self.eps!r} and params eps={eps!r}")
+            object.__setattr__(self, "eps", eps)
+        if self.eps is not None:
+            object.__setattr__(self, "eps", dm.eps(self.eps))
+        object.__setattr__(self, "params", resolve_params(self.procedure, self.mode, params))
+        if not _is_int(self.levels) or self.levels < 1:
+            raise ConfigError(f"levels={self.levels!r} must be an integer >= 1")
+        if self.targets is not None:
+            targets = tuple(self.targets)
+            ok = all(
+                isinstance(t, (int, float, np.integer, np.floating))
+                and not isinstance(t, bool)
+                and np.isfinite(t)
+                for t in targets
+            )
+            if not targets or not ok:
+                raise ConfigError(
+                    f"targets={list(targets)!r} must be finite numbers, e.g. 20,40,80"
+                )
+            object.__setattr__(self, "targets", tuple(float(t) for t in targets))
+        if not _is_int(self.seed):
+            raise ConfigError(f"seed={self.seed!r} must be an integer")
+        if self.start not in START_CHOICES:
+            raise ConfigError(
+                f"start={self.start!r} is unknown; choose one of: {', '.join(START_CHOICES)}"
+            )
+        vf = self.val_fraction
+        if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0.0 <= vf < 1.0:
+            raise ConfigError(f"val_fraction={vf!r} must be a number in [0, 1), e.g. 0.25")
+        shots = tuple(self.shots)
+        if not shots or not all(_is_int(x) and x >= 1 for x in shots):
+            raise ConfigError(f"shots={list(shots)!r} must be positive integers, e.g. 2,5,10")
+        object.__setattr__(self, "shots", tuple(int(x) for x in shots))
+        if not _is_int(self.episodes) or self.episodes < 1:
+            raise ConfigError(f"episodes={self.episodes!r} must be an integer >= 1")
+
+
+def _with_removal(procedure: str, params: Any, removal: Any) -> Any:
+    """``params`` with the removal policy set (a mapping or a GreedyParams)."""
+    if procedure != "greedy":
+        raise ConfigError(
+            f"removal={removal!r} applies to procedure 'greedy' only; 'oodml' keeps the "
+            "published two-sided removal"
+        )
+    if params is None or isinstance(params, Mapping):
+        given = dict(params or {})
+        if "removal" in given and given["removal"] != removal:
+            raise ConfigError(
+                f"removal given twice: removal={removal!r} and params removal={given['removal']!r}"
+            )
+        return {**given, "removal": removal}
+    return replace(params, removal=removal)
 
 
 def generate_splitfile(
     manifest: Any,
     featureset: Any,
-    config: LadderConfig = LadderConfig(),
+    config: LadderConfig | None = None,
     progress: Progress = NO_PROGRESS,
+    **options: Any,
 ) -> SplitFile:
-    """Walk the ladder procedure on ``featureset`` and package the selected splits."""
-    c = config
+    """Walk the ladder procedure of ``config`` on ``featureset``, package the selected splits
+    and (``config.bootstrap`` > 0) give each its bootstrap interval of the distance.
+
+    Without ``config`` the keyword ``options`` build one (``LadderConfig(**options)``).
+    """
+    if config is None:
+        config = LadderConfig(**options)
+    elif options:
+        raise ConfigError(f"give a LadderConfig or options, not both ({', '.join(options)})")
     if featureset.fingerprint != manifest.fingerprint:
         raise ConfigError(
             f"features are for another version of dataset {manifest.name!r} "
             f"({featureset.fingerprint[:12]}... vs {manifest.fingerprint[:12]}...); recompute them"
         )
     stats = ClassStats.from_features(featureset.features, featureset.labels)
-    train, test = start_classes(manifest, c.start, c.seed)
-    tick, task = tick_callback(progress, f"{c.procedure} walk ({c.mode})")
+    train, test = start_classes(manifest, config.start, config.seed)
+    tick, task = tick_callback(progress, f"{config.procedure} walk ({config.mode})")
     trajectory = run_procedure(
         stats,
         train,
         test,
-        mode=c.mode,
-        procedure=c.procedure,
-        params=dict(c.params),
+        mode=config.mode,
+        procedure=config.procedure,
+        params=config.params,
+        eps=config.eps,
         progress=tick,
     )
     task.close()
-    targets = list(c.targets) if c.targets else None
-    steps = select_ladder(trajectory, k=c.levels, targets=targets)
+    targets = list(config.targets) if config.targets else None
+    steps = select_ladder(trajectory, k=config.levels, targets=targets)
     class_paths = paths_by_class(manifest.labels, manifest.paths)
     ladder = [
         build_split(
@@ -142,29 +226,38 @@ def generate_splitfile(
             step.test,
             step.removed,
             class_paths=class_paths,
-            seed=c.seed,
-            val_fraction=c.val_fraction,
-            shots=c.shots,
-            episodes=c.episodes,
+            seed=config.seed,
+            val_fraction=config.val_fraction,
+            shots=config.shots,
+            episodes=config.episodes,
         )
         for i, step in enumerate(steps, start=1)
     ]
-    return SplitFile(
+    splitfile = SplitFile(
         dataset_name=manifest.name,
         dataset_fingerprint=manifest.fingerprint,
         class_counts=dict(manifest.class_counts),
         extractor=featureset.extractor,
         weights_sha256=featureset.weights_sha256,
-        distance_mode=c.mode,
-        procedure=c.procedure,
+        distance_mode=config.mode,
+        procedure=config.procedure,
         params=dict(trajectory.params),
-        seed=c.seed,
+        seed=config.seed,
         ladder=ladder,
         oodml_version=__version__,
-        selection={"levels": c.levels, "targets": targets, "start": c.start},
-        subsplits={"val_fraction": c.val_fraction, "shots": sorted(c.shots),
-                   "episodes": c.episodes},
+        selection={"levels": config.levels, "targets": targets, "start": config.start},
+        subsplits={
+            "val_fraction": config.val_fraction,
+            "shots": sorted(config.shots),
+            "episodes": config.episodes,
+        },
     )
+    if not config.bootstrap:
+        return splitfile
+    task = progress.task(f"distance intervals ({config.bootstrap} bootstraps)", None)
+    cis = ladder_cis(stats, splitfile, n_boot=config.bootstrap)
+    task.close()
+    return with_distance_cis(splitfile, cis)
 
 
 def start_classes(manifest: Any, start: str, seed: int) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -20,97 +20,48 @@ Procedures (details in :mod:`oodml.splits.procedures`):
   helps it removes the single class (among the top ``removal_candidates``, 15, per side) with
   the largest gain, keeping at least ``min_fraction`` (25%) of each side and removing at most
   ``max_removed_fraction`` (40%) of all classes; swaps are tried again after each removal.
-  In class-means mode candidates are ranked by a batched eps-free low-rank estimate and the
-  best ``verify`` (3) are checked with the exact distance; in samples mode every candidate
+  The ``removal`` policy says which side may lose classes: ``test-fixed`` (default: train
+  only, so the test set keeps its size), ``balanced`` (both, within one class of the start's
+  train/test ratio), ``any`` (whichever helps most), ``none``.
+  In class-means mode candidates are ranked by a batched eps-free low-rank estimate (above
+  2000 classes: a first-order estimate around the current split,
+  :class:`oodml.classstats.MeansScreen`) and the best ``verify`` (3) are checked with the
+  exact distance; in samples mode every candidate
   gets the exact incremental distance (``candidates`` defaults to 2 there). Every step is
   strictly better than the last, so the trajectory is strictly increasing along its index.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from oodml.classstats import CLASS_MEANS_EPS, MODES, ClassStats
+from oodml.classstats import ClassStats, DistanceMode, MeansScreen, distance_mode
 from oodml.errors import ConfigError
+from oodml.frechet import blas_threads_for
 from oodml.registry import Registry
 from oodml.splits import procedures as P
+from oodml.splits.procedures import GreedyParams, OodmlParams
 from oodml.splits.select import select_ladder
+from oodml.splits.trajectory import Step, Trajectory
 
 __all__ = [
     "PROCEDURES",
+    "GreedyParams",
+    "OodmlParams",
+    "Params",
     "Step",
     "Trajectory",
+    "params_from_mapping",
     "run_procedure",
     "select_ladder",
     "start_split",
 ]
 
-PHASES = ("start", "easier", "harder", "removal")
-
-
-def _single_blas_thread() -> AbstractContextManager:
-    """Class-means matrices are ~C x C: one BLAS thread is fastest, and several threads on a
-    busy machine make each tiny Cholesky/eigvalsh ~100x slower."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return nullcontext()
-    return threadpool_limits(1)
-
-
-@dataclass(frozen=True)
-class Step:
-    """One split of a trajectory.
-
-    ``index``: swaps (greedy: swaps and removals) made since the start, negative on the easier
-    side. ``train``, ``test``, ``removed``: class names in the order the walk's state holds them.
-    """
-
-    index: int
-    phase: str
-    train: tuple[str, ...]
-    test: tuple[str, ...]
-    removed: tuple[str, ...]
-    distance: float
-
-    @property
-    def is_start(self) -> bool:
-        return self.phase == "start"
-
-
-@dataclass(frozen=True)
-class Trajectory:
-    """All recorded splits of a walk, sorted by ``index`` (easiest side first for greedy)."""
-
-    procedure: str
-    mode: str
-    params: dict = field(hash=False)
-    steps: tuple[Step, ...]
-
-    @property
-    def start(self) -> Step:
-        return next(s for s in self.steps if s.is_start)
-
-    @property
-    def distances(self) -> np.ndarray:
-        return np.array([s.distance for s in self.steps])
-
-    @property
-    def hardest(self) -> Step:
-        return max(self.steps, key=lambda s: s.distance)
-
-    @property
-    def easiest(self) -> Step:
-        return min(self.steps, key=lambda s: s.distance)
-
-    @property
-    def is_strictly_increasing(self) -> bool:
-        """Whether distances strictly increase along ``index``."""
-        return bool(np.all(np.diff(self.distances) > 0))
+Params = GreedyParams | OodmlParams
 
 
 def start_split(
@@ -164,41 +115,6 @@ def _check_split(classes: Sequence[str], train: Sequence[str], test: Sequence[st
         )
 
 
-class _SamplesAdapter:
-    """Index-list distance over :class:`oodml.classstats.SamplesDistance`.
-
-    Each call moves the incremental evaluator from its last state to the requested one, so
-    consecutive calls touch only the few classes that differ (never all features).
-    """
-
-    def __init__(self, stats: ClassStats, train, test, eps: float) -> None:
-        self._sd = stats.samples_distance(train, test, eps=eps)
-        self._train, self._test = set(train), set(test)
-
-    def __call__(self, train: Sequence[int], test: Sequence[int]) -> float:
-        new_train, new_test = set(train), set(test)
-        for c in sorted(new_train - self._train):
-            self._sd.move(c, "train")
-        for c in sorted(new_test - self._test):
-            self._sd.move(c, "test")
-        for c in sorted((self._train | self._test) - (new_train | new_test)):
-            self._sd.remove(c)
-        self._train, self._test = new_train, new_test
-        return self._sd.distance()
-
-
-def split_distance(
-    stats: ClassStats, mode: str, train: Sequence[int], test: Sequence[int], eps: float | None
-) -> P.SplitDistance:
-    """The fast index-list distance for ``mode`` (class-means or incremental samples)."""
-    if mode == "class-means":
-        md = stats.means_distance(CLASS_MEANS_EPS if eps is None else eps)
-        return lambda a, b: md.distance(a, b)
-    if mode == "samples":
-        return _SamplesAdapter(stats, train, test, 0.0 if eps is None else eps)
-    raise ConfigError(f"unknown distance mode {mode!r}; choose one of: {', '.join(MODES)}")
-
-
 SCREEN_MAX_CLASSES = 2000
 
 
@@ -242,98 +158,71 @@ def means_screen(stats: ClassStats) -> P.Screen:
     return screen
 
 
+def candidate_screen(stats: ClassStats, dm: DistanceMode, eps: float | None) -> P.Screen | None:
+    """How greedy ranks candidate moves in mode ``dm``: the batched Gram screen up to
+    ``SCREEN_MAX_CLASSES`` classes; above, the first-order :class:`MeansScreen` when the
+    class-means problem is large (rank > 512); else None (exact distances rank)."""
+    if not dm.screens:
+        return None
+    if screen_fits(stats):
+        return means_screen(stats)
+    md = stats.means_distance(dm.eps(eps))
+    return MeansScreen(md) if md.incremental else None
+
+
 @dataclass(frozen=True)
 class Procedure:
-    """A registered walk: its defaults, how to resolve them, its tick count and its runner."""
+    """A registered walk: its parameter dataclass and its runner
+    ``run(vectors, names, dist, train, test, params, tick, screen) -> list[Step]``."""
 
-    defaults: dict
-    resolve: Callable[[dict, str, int, int], dict]
-    total: Callable[[dict], int]
-    run: Callable[..., list[P.RawStep]]
+    params_type: type
+    run: Callable[..., list[Step]]
 
 
 PROCEDURES: Registry[Procedure] = Registry("ladder procedure")
-
-
-def _int_param(params: dict, key: str, lo: int) -> None:
-    v = params[key]
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ConfigError(f"procedure parameter {key}={v!r} must be an integer >= {lo}")
-    params[key] = int(v)
-
-
-def _resolve_oodml(params: dict, mode: str, n_train: int, n_test: int) -> dict:
-    _int_param(params, "iterations", 1)
-    _int_param(params, "history", 0)
-    n = params["iterations"]
-    params["removal_iterations"] = P.or_default(params["removal_iterations"], n + 10)
-    params["easier_iterations"] = P.or_default(params["easier_iterations"], n)
-    params["easier_history"] = P.or_default(params["easier_history"], params["history"])
-    for key, lo in (
-        ("swaps_per_iter", 1),
-        ("removal_iterations", 0),
-        ("easier_iterations", 1),
-        ("easier_history", 0),
-    ):
-        _int_param(params, key, lo)
-    return params
-
-
-def _resolve_greedy(params: dict, mode: str, n_train: int, n_test: int) -> dict:
-    if params["candidates"] is None:
-        params["candidates"] = 5 if mode == "class-means" else 2
-    _int_param(params, "candidates", 1)
-    if params["removal_candidates"] is None:
-        params["removal_candidates"] = 3 * params["candidates"]
-    _int_param(params, "removal_candidates", 1)
-    _int_param(params, "verify", 1)
-    _int_param(params, "max_steps", 0)
-    for key in ("min_fraction", "max_removed_fraction"):
-        f = params[key]
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 <= f <= 1.0:
-            raise ConfigError(f"procedure parameter {key}={f!r} must be a number in [0, 1]")
-        params[key] = float(f)
-    if not isinstance(params["removal"], bool):
-        raise ConfigError(f"procedure parameter removal={params['removal']!r} must be true/false")
-    return params
-
-
 PROCEDURES.add(
     "oodml",
     Procedure(
-        P.OODML_DEFAULTS,
-        _resolve_oodml,
-        P.oodml_total,
+        OodmlParams,
         lambda vectors, names, dist, tr, te, params, tick, screen: P.oodml_procedure(
             vectors, dist, tr, te, params, tick
         ),
     ),
 )
-PROCEDURES.add(
-    "greedy",
-    Procedure(
-        P.GREEDY_DEFAULTS,
-        _resolve_greedy,
-        lambda params: 2 * params["max_steps"],
-        P.greedy_procedure,
-    ),
-)
+PROCEDURES.add("greedy", Procedure(GreedyParams, P.greedy_procedure))
 
 
-def resolve_params(
-    procedure: str, mode: str, params: dict | None, n_train: int = 0, n_test: int = 0
-) -> dict:
-    """The procedure's full parameter dict: defaults overridden by ``params``, validated."""
+def params_from_mapping(procedure: str, mode: str, mapping: Mapping[str, Any] | None) -> Params:
+    """The resolved parameter dataclass of ``procedure`` for distance ``mode``, built from
+    ``mapping`` (parsed Python values: ints, floats, bools, strings, None) over the defaults.
+
+    Unknown keys raise a :class:`ConfigError` that lists the valid ones.
+    """
     proc = PROCEDURES.get(procedure)
-    given = dict(params or {})
-    given.pop("eps", None)
-    unknown = sorted(set(given) - set(proc.defaults))
+    distance_mode(mode)
+    given = dict(mapping or {})
+    valid = proc.params_type.field_names()
+    unknown = sorted(set(given) - set(valid))
     if unknown:
-        valid = ", ".join(sorted(proc.defaults))
         raise ConfigError(
-            f"unknown parameter {unknown[0]!r} for procedure {procedure!r}; valid: {valid}, eps"
+            f"unknown parameter {unknown[0]!r} for procedure {procedure!r}; "
+            f"valid: {', '.join(sorted(valid))}"
         )
-    return proc.resolve({**proc.defaults, **given}, mode, n_train, n_test)
+    return proc.params_type(**given).resolved(mode)
+
+
+def resolve_params(procedure: str, mode: str, params: Params | Mapping[str, Any] | None) -> Params:
+    """``params`` as the resolved dataclass of ``procedure`` (a mapping goes through
+    :func:`params_from_mapping`; a dataclass must be of the procedure's type)."""
+    proc = PROCEDURES.get(procedure)
+    if params is None or isinstance(params, Mapping):
+        return params_from_mapping(procedure, mode, params)
+    if not isinstance(params, proc.params_type):
+        raise ConfigError(
+            f"procedure {procedure!r} takes {proc.params_type.__name__}, "
+            f"got {type(params).__name__}"
+        )
+    return params.resolved(mode)
 
 
 def run_procedure(
@@ -343,26 +232,35 @@ def run_procedure(
     *,
     mode: str = "class-means",
     procedure: str = "greedy",
-    params: dict | None = None,
+    params: Params | Mapping[str, Any] | None = None,
+    eps: float | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Trajectory:
     """Walk easier and harder from the split ``train`` vs ``test`` (class names, in order).
 
     Candidates are ranked with the class-mean vectors; distances use ``mode`` ("class-means":
     Fréchet over class means with eps 1e-8; "samples": Fréchet over all images, incremental).
-    ``params`` overrides the procedure's defaults (``PROCEDURES.get(name).defaults``), plus an
-    optional ``eps``. ``progress(done, total)`` is called after each walk iteration/step;
-    ``total`` is an upper bound for greedy, and the last call has ``done == total``.
+    ``params``: the procedure's dataclass (:class:`GreedyParams`, :class:`OodmlParams`) or a
+    mapping of overrides (an ``eps`` key there is accepted for compatibility). ``eps``: added
+    to both covariance diagonals (None: the mode's default). ``progress(done, total)`` is
+    called after each walk iteration/step; ``total`` is exact for oodml and an upper bound for
+    greedy, and the last call has ``done == total``.
     """
-    if mode not in MODES:
-        raise ConfigError(f"unknown distance mode {mode!r}; choose one of: {', '.join(MODES)}")
+    dm = distance_mode(mode)
     proc = PROCEDURES.get(procedure)
     _check_split(stats.classes, list(train), list(test))
-    full = resolve_params(procedure, mode, params, len(train), len(test))
-    eps = (params or {}).get("eps")
+    if isinstance(params, Mapping) and "eps" in params:
+        params = dict(params)
+        given_eps = params.pop("eps")
+        if eps is not None and given_eps != eps:
+            raise ConfigError(f"eps given twice ({eps!r} and params eps={given_eps!r})")
+        eps = given_eps
+    if eps is not None:
+        dm.eps(eps)
+    full = resolve_params(procedure, mode, params)
     tr, te = [int(i) for i in stats.indices(train)], [int(i) for i in stats.indices(test)]
-    dist = split_distance(stats, mode, tr, te, eps)
-    total = proc.total(full)
+    dist = dm.evaluator(stats, tr, te, eps)
+    total = full.total()
     done = 0
 
     def tick() -> None:
@@ -371,23 +269,13 @@ def run_procedure(
         if progress:
             progress(done, total)
 
-    with _single_blas_thread() if mode == "class-means" else nullcontext():
-        screen = means_screen(stats) if mode == "class-means" and screen_fits(stats) else None
+    with blas_threads_for(dm.work_dim(stats, eps)):
+        screen = candidate_screen(stats, dm, eps)
         raw = proc.run(stats.means, stats.classes, dist, tr, te, full, tick, screen)
     if progress:
         progress(total, total)
-    names = stats.classes
-    steps = tuple(
-        Step(
-            r.index,
-            r.phase,
-            tuple(names[i] for i in r.train),
-            tuple(names[i] for i in r.test),
-            tuple(names[i] for i in r.removed),
-            float(r.distance),
-        )
-        for r in sorted(raw, key=lambda r: r.index)
-    )
+    steps = tuple(r.named(stats.classes) for r in sorted(raw, key=lambda r: r.index))
+    record = full.record()
     if eps is not None:
-        full = {**full, "eps": eps}
-    return Trajectory(procedure, mode, full, steps)
+        record["eps"] = eps
+    return Trajectory(procedure, mode, record, steps)

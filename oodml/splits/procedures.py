@@ -1,8 +1,9 @@
 """Ladder walks over integer class indices: the published ooDML procedure and our greedy one.
 
 Pure functions: class vectors (C x D, used only to rank candidates), a split-distance callable
-over index lists, and the starting index lists in; a list of :class:`RawStep` out. Names, modes
-and the public dataclasses live in :mod:`oodml.splits.ladder`.
+over index lists, the starting index lists and a parameter dataclass (:class:`OodmlParams`,
+:class:`GreedyParams`) in; a list of :class:`~oodml.splits.trajectory.Step` over class indices
+out. Names, modes and the registry live in :mod:`oodml.splits.ladder`.
 
 Ranking (both procedures), for the current train list X and test list Y of class vectors with
 means mu_train and mu_test (Euclidean norms):
@@ -18,24 +19,175 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 
-SplitDistance = Callable[[Sequence[int], Sequence[int]], float]
+from oodml.classstats import SplitDistance
+from oodml.errors import ConfigError
+from oodml.splits.trajectory import Step
+
 Progress = Callable[[], None]
 
 
-@dataclass(frozen=True)
-class RawStep:
-    """One recorded split: class indices in the order the state holds them."""
+def _check_int(name: str, value: Any, lo: int, optional: bool = False) -> int | None:
+    if optional and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise ConfigError(f"procedure parameter {name}={value!r} must be an integer >= {lo}")
+    return int(value)
 
-    index: int
-    phase: str
-    train: tuple[int, ...]
-    test: tuple[int, ...]
-    removed: tuple[int, ...]
-    distance: float
+
+def _check_fraction(name: str, value: Any) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not 0.0 <= value <= 1.0
+    ):
+        raise ConfigError(f"procedure parameter {name}={value!r} must be a number in [0, 1]")
+    return float(value)
+
+
+REMOVAL_POLICIES: tuple[str, ...] = ("test-fixed", "balanced", "any", "none")
+
+
+def removable_sides(policy: str, ratio: float, n_train: int, n_test: int) -> tuple[bool, bool]:
+    """(train, test): whether removal ``policy`` lets the next removal come from each side.
+
+    ``ratio`` is n_train / n_test of the start split; ``balanced`` allows a removal only when
+    afterwards |n_train - ratio * n_test| <= 1 (a tolerance of 1e-9 absorbs float rounding).
+    """
+    if policy == "any":
+        return True, True
+    if policy == "test-fixed":
+        return True, False
+    if policy == "balanced":
+        return (
+            abs(n_train - 1 - ratio * n_test) <= 1 + 1e-9,
+            abs(n_train - ratio * (n_test - 1)) <= 1 + 1e-9,
+        )
+    return False, False
+
+
+class _Params:
+    """Shared behaviour of the procedure parameter dataclasses."""
+
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+
+    def resolved(self, mode: str) -> Any:
+        """A copy with every derived default (``None``) filled in for distance ``mode``."""
+        raise NotImplementedError
+
+    def record(self) -> dict[str, Any]:
+        """The parameters as recorded in a split file (call on a resolved object)."""
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class OodmlParams(_Params):
+    """Parameters of the published ooDML walk (see :func:`oodml_procedure`).
+
+    ``iterations`` N (25), ``swaps_per_iter`` s (2), ``history`` H (5); derived when None:
+    ``removal_iterations`` N + 10, ``easier_iterations`` N, ``easier_history`` H (the study
+    used N - 10 and 30 for CUB200). Resolution happens in :meth:`resolved`, so
+    ``dataclasses.replace`` on a resolved object keeps the derived values it already has.
+    """
+
+    iterations: int = 25
+    swaps_per_iter: int = 2
+    history: int = 5
+    removal_iterations: int | None = None
+    easier_iterations: int | None = None
+    easier_history: int | None = None
+
+    def __post_init__(self) -> None:
+        self._set("iterations", _check_int("iterations", self.iterations, 1))
+        self._set("history", _check_int("history", self.history, 0))
+        self._set("swaps_per_iter", _check_int("swaps_per_iter", self.swaps_per_iter, 1))
+        for name, lo in (("removal_iterations", 0), ("easier_iterations", 1),
+                         ("easier_history", 0)):
+            self._set(name, _check_int(name, getattr(self, name), lo, optional=True))
+
+    def resolved(self, mode: str = "class-means") -> OodmlParams:
+        n = self.iterations
+        return replace(
+            self,
+            removal_iterations=n + 10 if self.removal_iterations is None
+            else self.removal_iterations,
+            easier_iterations=n if self.easier_iterations is None else self.easier_iterations,
+            easier_history=self.history if self.easier_history is None else self.easier_history,
+        )
+
+    def total(self) -> int:
+        """Number of progress ticks :func:`oodml_procedure` makes (exact)."""
+        r = self.resolved()
+        return r.iterations + r.easier_iterations + r.removal_iterations
+
+
+@dataclass(frozen=True)
+class GreedyParams(_Params):
+    """Parameters of the greedy walk (see :func:`greedy_procedure`).
+
+    ``candidates`` per side (None: 5 in class-means mode, 2 in samples mode), ``verify`` (3)
+    screened moves checked exactly, ``removal_candidates`` per side (None: 3 x candidates),
+    ``max_steps`` (200) per direction, ``min_fraction`` (0.25) of each side always kept,
+    ``max_removed_fraction`` (0.4) of all classes at most removed, ``removal``: which classes
+    the harder walk may remove once no swap helps (one of :data:`REMOVAL_POLICIES`):
+
+    * ``"test-fixed"`` (default): train classes only, so every split keeps the start's number
+      of test classes and retrieval metrics stay comparable along the ladder;
+    * ``"balanced"``: either side, as long as |n_train - r n_test| <= 1 after the removal,
+      r = n_train / n_test of the start split (the study's two-sided removal, kept in ratio);
+    * ``"any"``: either side, whichever raises the distance most (the behaviour before
+      policies existed);
+    * ``"none"``: no removal.
+
+    Booleans are accepted for older split files and scripts: ``True`` is ``"any"`` (what it
+    meant), ``False`` is ``"none"``.
+    """
+
+    candidates: int | None = None
+    verify: int = 3
+    removal_candidates: int | None = None
+    max_steps: int = 200
+    min_fraction: float = 0.25
+    max_removed_fraction: float = 0.4
+    removal: str = "test-fixed"
+
+    def __post_init__(self) -> None:
+        self._set("candidates", _check_int("candidates", self.candidates, 1, optional=True))
+        self._set("removal_candidates",
+                  _check_int("removal_candidates", self.removal_candidates, 1, optional=True))
+        self._set("verify", _check_int("verify", self.verify, 1))
+        self._set("max_steps", _check_int("max_steps", self.max_steps, 0))
+        for name in ("min_fraction", "max_removed_fraction"):
+            self._set(name, _check_fraction(name, getattr(self, name)))
+        removal = self.removal
+        if isinstance(removal, (bool, np.bool_)):
+            removal = "any" if removal else "none"
+        if removal not in REMOVAL_POLICIES:
+            raise ConfigError(
+                f"procedure parameter removal={self.removal!r} must be one of: "
+                f"{', '.join(REMOVAL_POLICIES)}"
+            )
+        self._set("removal", removal)
+
+    def resolved(self, mode: str = "class-means") -> GreedyParams:
+        cand = self.candidates
+        if cand is None:
+            cand = 5 if mode == "class-means" else 2
+        rc = 3 * cand if self.removal_candidates is None else self.removal_candidates
+        return replace(self, candidates=cand, removal_candidates=rc)
+
+    def total(self) -> int:
+        """Upper bound of the progress ticks :func:`greedy_procedure` makes."""
+        return 2 * self.max_steps
 
 
 def scores(vectors: np.ndarray, train: Sequence[int], test: Sequence[int]):
@@ -113,7 +265,7 @@ def oodml_swap_walk(
     reverse: bool,
     phase: str,
     tick: Progress | None = None,
-) -> list[RawStep]:
+) -> list[Step]:
     """The published swap phase: iteration i records the split under key +-i*s, then swaps.
 
     ``train`` and ``test`` are updated in place to the final state (after the last
@@ -125,7 +277,7 @@ def oodml_swap_walk(
     out = []
     for i in range(iterations):
         d = dist(train, test)
-        out.append(RawStep(sign * i * swaps_per_iter, phase, tuple(train), tuple(test), (), d))
+        out.append(Step(sign * i * swaps_per_iter, phase, tuple(train), tuple(test), (), d))
         _oodml_swaps(vectors, train, test, swaps_per_iter, history, hist_a, hist_b, reverse)
         if tick:
             tick()
@@ -143,7 +295,7 @@ def oodml_removal_walk(
     history: int,
     first_index: int,
     tick: Progress | None = None,
-) -> list[RawStep]:
+) -> list[Step]:
     """The published removal phase, from one consistent state (fresh pick histories).
 
     Each iteration records the split, makes and applies the s picks, and computes the distance
@@ -163,7 +315,7 @@ def oodml_removal_walk(
     before = dist(train, test)
     for i in range(iterations):
         out.append(
-            RawStep(
+            Step(
                 first_index + i * swaps_per_iter,
                 "removal",
                 tuple(train),
@@ -191,52 +343,30 @@ def oodml_removal_walk(
     return out
 
 
-OODML_DEFAULTS: dict = {
-    "iterations": 25,
-    "swaps_per_iter": 2,
-    "history": 5,
-    "removal_iterations": None,
-    "easier_iterations": None,
-    "easier_history": None,
-}
-
-
-def oodml_total(params: dict) -> int:
-    """Number of progress ticks :func:`oodml_procedure` makes."""
-    n = params["iterations"]
-    easier = or_default(params["easier_iterations"], n)
-    return n + easier + or_default(params["removal_iterations"], n + 10)
-
-
-def or_default(value, default):
-    """``value``, or ``default`` when it is None."""
-    return default if value is None else value
-
-
 def oodml_procedure(
     vectors: np.ndarray,
     dist: SplitDistance,
     train: Sequence[int],
     test: Sequence[int],
-    params: dict,
+    params: OodmlParams,
     tick: Progress | None = None,
-) -> list[RawStep]:
+) -> list[Step]:
     """Easier swaps, harder swaps, then removal from the final harder state, as published.
 
-    Defaults: N = 25 iterations, s = 2 swaps per iteration, history H = 5; the easier walk uses
-    N iterations and H unless ``easier_iterations`` / ``easier_history`` say otherwise (the study
-    used N - 10 and 30 for CUB200); removal runs N + 10 iterations unless
-    ``removal_iterations`` is set. Keys: easier -i*s, harder +i*s, removal N*s + i*s.
+    ``params`` (:class:`OodmlParams`, resolved here): N iterations of s swaps with history H;
+    the easier walk uses ``easier_iterations`` and ``easier_history``, removal
+    ``removal_iterations``. Keys: easier -i*s, harder +i*s, removal N*s + i*s.
     """
-    n, s, h = params["iterations"], params["swaps_per_iter"], params["history"]
+    params = params.resolved()
+    n, s, h = params.iterations, params.swaps_per_iter, params.history
     easy = oodml_swap_walk(
         vectors,
         dist,
         list(train),
         list(test),
-        iterations=or_default(params["easier_iterations"], n),
+        iterations=params.easier_iterations,
         swaps_per_iter=s,
-        history=or_default(params["easier_history"], h),
+        history=params.easier_history,
         reverse=True,
         phase="easier",
         tick=tick,
@@ -259,26 +389,16 @@ def oodml_procedure(
         dist,
         tr,
         te,
-        iterations=or_default(params["removal_iterations"], n + 10),
+        iterations=params.removal_iterations,
         swaps_per_iter=s,
         history=h,
         first_index=n * s,
         tick=tick,
     )
     d0 = hard[0].distance if hard else dist(list(train), list(test))
-    start = RawStep(0, "start", tuple(train), tuple(test), (), d0)
+    start = Step(0, "start", tuple(train), tuple(test), (), d0)
     return [*reversed(easy[1:]), start, *hard[1:], *removal]
 
-
-GREEDY_DEFAULTS: dict = {
-    "candidates": None,
-    "verify": 3,
-    "removal_candidates": None,
-    "max_steps": 200,
-    "min_fraction": 0.25,
-    "max_removed_fraction": 0.4,
-    "removal": True,
-}
 
 Screen = Callable[[list[list[int]], list[list[int]]], np.ndarray]
 
@@ -306,7 +426,8 @@ def _best_move(
     Without ``screen`` every move's exact distance decides. With ``screen`` (a cheap batched
     estimate, e.g. the eps-free low-rank distance; ``base`` is its value for the current split)
     moves are ordered by their estimate, and the first of the top ``verify`` with an estimated
-    gain > 0 whose exact distance strictly improves is taken.
+    gain > 0 whose exact distance strictly improves is taken (a screen with a true
+    ``ranks_only`` attribute, whose estimates are biased, skips the estimated-gain test).
     """
     if not moves:
         return None
@@ -319,7 +440,8 @@ def _best_move(
             est[group] = screen([moves[i].train for i in group], [moves[i].test for i in group])
     order = sorted(range(len(moves)), key=lambda i: (-sign * est[i], moves[i].tie))
     if screen is not None:
-        order = [i for i in order[:verify] if sign * (est[i] - base) > 0]
+        ranks_only = getattr(screen, "ranks_only", False)
+        order = [i for i in order[:verify] if ranks_only or sign * (est[i] - base) > 0]
     for i in order:
         d = float(est[i]) if screen is None else dist(moves[i].train, moves[i].test)
         if sign * (d - cur) > 0:
@@ -344,9 +466,11 @@ def greedy_walk(
     min_train: int,
     min_test: int,
     max_removed: int,
+    removal: str = "any",
+    ratio: float = 1.0,
     screen: Screen | None = None,
     tick: Progress | None = None,
-) -> list[RawStep]:
+) -> list[Step]:
     """Best-improvement walk; returns the steps after the start (each strictly better).
 
     Per step: rank both sides as the ooDML procedure does, take the top ``candidates``
@@ -354,14 +478,16 @@ def greedy_walk(
     largest gain (higher distance; lower when ``easier``) if the gain is > 0 (see
     :func:`_best_move` for the optional screening). Otherwise, while fewer than
     ``max_removed`` classes are removed, consider removing each candidate alone (never going
-    below ``min_train`` / ``min_test`` classes) the same way. Stop when nothing improves or
-    after ``max_steps`` steps. Ties go to the smaller class names, so the walk is deterministic.
+    below ``min_train`` / ``min_test`` classes, only from the sides that the ``removal`` policy
+    allows, see :func:`removable_sides`; ``ratio``: the start's n_train / n_test) the same
+    way. Stop when nothing improves or after ``max_steps`` steps. Ties go to the smaller class
+    names, so the walk is deterministic.
     """
     sign = -1.0 if easier else 1.0
     phase = "easier" if easier else "harder"
     cur = dist(train, test)
     removed: list[int] = []
-    out: list[RawStep] = []
+    out: list[Step] = []
     for n in range(1, max_steps + 1):
         a, b = scores(vectors, train, test)
         rank_a, rank_b = _ranked(a, train, names, easier), _ranked(b, test, names, easier)
@@ -376,9 +502,11 @@ def greedy_walk(
         best = _best_move(swaps, dist, cur, sign, screen, verify, base)
         if best is None and len(removed) < max_removed:
             drops = []
+            allowed = removable_sides(removal, ratio, len(train), len(test))
             for which, side, ranked, floor in ((0, train, rank_a, min_train),
                                                (1, test, rank_b, min_test)):
-                for p in ranked[:removal_candidates] if len(side) > floor else []:
+                ok = allowed[which] and len(side) > floor
+                for p in ranked[:removal_candidates] if ok else []:
                     lists = [list(train), list(test)]
                     lists[which].pop(p)
                     drops.append(_Move(lists[0], lists[1], side[p], (names[side[p]], "")))
@@ -390,7 +518,7 @@ def greedy_walk(
         if move.gone is not None:
             removed.append(move.gone)
         out.append(
-            RawStep(
+            Step(
                 -n if easier else n,
                 phase if move.gone is None else "removal",
                 tuple(train),
@@ -410,25 +538,31 @@ def greedy_procedure(
     dist: SplitDistance,
     train: Sequence[int],
     test: Sequence[int],
-    params: dict,
+    params: GreedyParams,
     tick: Progress | None = None,
     screen: Screen | None = None,
-) -> list[RawStep]:
-    """Start, greedy easier walk (swaps only), greedy harder walk (swaps, then removals)."""
+) -> list[Step]:
+    """Start, greedy easier walk (swaps only), greedy harder walk (swaps, then removals).
+
+    ``params`` must be resolved (:meth:`GreedyParams.resolved`) for the distance mode.
+    """
+    if params.candidates is None or params.removal_candidates is None:
+        raise ConfigError("greedy_procedure needs resolved parameters; call params.resolved(mode)")
     common = {
-        "candidates": params["candidates"],
-        "verify": params["verify"],
-        "removal_candidates": params["removal_candidates"],
-        "max_steps": params["max_steps"],
-        "min_train": max(2, math.ceil(params["min_fraction"] * len(train))),
-        "min_test": max(2, math.ceil(params["min_fraction"] * len(test))),
+        "candidates": params.candidates,
+        "verify": params.verify,
+        "removal_candidates": params.removal_candidates,
+        "max_steps": params.max_steps,
+        "min_train": max(2, math.ceil(params.min_fraction * len(train))),
+        "min_test": max(2, math.ceil(params.min_fraction * len(test))),
         "screen": screen,
         "tick": tick,
     }
-    budget = math.floor(params["max_removed_fraction"] * (len(train) + len(test)))
-    start = RawStep(0, "start", tuple(train), tuple(test), (), dist(list(train), list(test)))
+    budget = math.floor(params.max_removed_fraction * (len(train) + len(test)))
+    start = Step(0, "start", tuple(train), tuple(test), (), dist(list(train), list(test)))
     easy = greedy_walk(vectors, names, dist, list(train), list(test), easier=True,
                        max_removed=0, **common)
     hard = greedy_walk(vectors, names, dist, list(train), list(test), easier=False,
-                       max_removed=budget if params["removal"] else 0, **common)
+                       max_removed=0 if params.removal == "none" else budget,
+                       removal=params.removal, ratio=len(train) / len(test), **common)
     return [*reversed(easy), start, *hard]

@@ -8,14 +8,11 @@ and always contains the starting split.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from oodml.errors import ConfigError
-
-if TYPE_CHECKING:
-    from oodml.splits.ladder import Step, Trajectory
+from oodml.splits.trajectory import Step, Trajectory
 
 
 def _distinct(steps: Sequence[Step]) -> list[Step]:

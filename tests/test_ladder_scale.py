@@ -1,0 +1,238 @@
+"""Large-problem routes of the class-means ladders (issue 13): running moments with rank-k
+updates, the first-order candidate screen, and identity of the oodml walk with the frozen
+previous implementation (direct refits of each Gaussian) on Omniglot and a synthetic case."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import oodml.classstats as cs
+import oodml.splits.ladder as ladder
+from oodml.classstats import ClassStats, MeansDistance, MeansScreen
+from oodml.frechet import frechet_distance_samples
+from oodml.splits.ladder import run_procedure, start_split
+
+EPS = 1e-8
+
+
+def direct(coords: np.ndarray, a, b, eps: float = EPS) -> float:
+    """The previous implementation's distance: refit both Gaussians from their rows."""
+    return frechet_distance_samples(coords[list(a)], coords[list(b)], eps=eps)
+
+
+def reference_oodml(means, names, train, test, n, s, h, fd):
+    """The published walk, list-based (as in test_ladder.py), with the distance ``fd``."""
+
+    def picks(tr, te, hist_a, hist_b, reverse):
+        xa, xb = means[tr], means[te]
+        mu_a, mu_b = xa.mean(0), xb.mean(0)
+        sa = np.linalg.norm(xa - mu_b, axis=1) - np.linalg.norm(xa - mu_a, axis=1)
+        sb = np.linalg.norm(xb - mu_a, axis=1) - np.linalg.norm(xb - mu_b, axis=1)
+        oa = list(np.argsort(sa, kind="stable"))
+        ob = list(np.argsort(sb, kind="stable"))
+        if reverse:
+            oa, ob = oa[::-1], ob[::-1]
+        out = []
+        for k in range(s):
+            got_a = got_b = None
+            for ca, cb in zip(oa[k:], ob[k:], strict=False):
+                if got_a is None and ca not in hist_a[-h:]:
+                    got_a = int(ca)
+                    hist_a.append(got_a)
+                if got_b is None and cb not in hist_b[-h:]:
+                    got_b = int(cb)
+                    hist_b.append(got_b)
+                if got_a is not None and got_b is not None:
+                    break
+            tr[got_a], te[got_b] = te[got_b], tr[got_a]
+            out.append((got_a, got_b))
+        return out
+
+    rec = []
+    for reverse, sign in ((True, -1), (False, 1)):
+        tr, te, ha, hb = list(train), list(test), [], []
+        for i in range(n):
+            rec.append((sign * i * s, list(tr), list(te), [], fd(tr, te)))
+            picks(tr, te, ha, hb, reverse)
+    ha, hb, removed = [], [], []
+    for i in range(n + 10):
+        before = fd(tr, te)
+        rec.append((n * s + i * s, list(tr), list(te), list(removed), before))
+        old = (list(tr), list(te))
+        made = picks(tr, te, ha, hb, False)
+        if fd(tr, te) >= before:
+            tr, te = old
+            if min(len(tr) - len({a for a, _ in made}), len(te) - len({b for _, b in made})) < 2:
+                break
+            for p in sorted({a for a, _ in made}, reverse=True):
+                removed.append(tr.pop(p))
+            for p in sorted({b for _, b in made}, reverse=True):
+                removed.append(te.pop(p))
+    out = {}
+    for idx, tr, te, rm, d in rec:
+        out.setdefault(idx, (tuple(names[c] for c in tr), tuple(names[c] for c in te),
+                             tuple(names[c] for c in rm), d))
+    return out
+
+
+def assert_same_walk(traj, ref):
+    assert sorted(s.index for s in traj.steps) == sorted(ref)
+    for s in traj.steps:
+        tr, te, rm, d = ref[s.index]
+        assert (s.train, s.test, s.removed) == (tr, te, rm), s.index
+        assert s.distance == pytest.approx(d, rel=1e-9, abs=1e-12), s.index
+
+
+def wide(n_classes=90, dim=40, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((5, dim)) * 3
+    means = centres[np.arange(n_classes) % 5] + rng.standard_normal((n_classes, dim))
+    x = np.concatenate([m + 0.5 * rng.standard_normal((3, dim)) for m in means])
+    labels = [f"c{c:03d}" for c in range(n_classes) for _ in range(3)]
+    return ClassStats.from_features(x, labels)
+
+
+@pytest.fixture
+def moments_route(monkeypatch):
+    """Send every problem through the running-moments route (normally rank > 512 only)."""
+    monkeypatch.setattr(cs, "MOMENTS_MIN_RANK", 0)
+
+
+def test_running_moments_equal_direct_refits(moments_route, monkeypatch):
+    monkeypatch.setattr(cs, "MOMENTS_REBUILD_UPDATES", 9)
+    rng = np.random.default_rng(1)
+    means = rng.standard_normal((120, 30)) * rng.uniform(0.3, 2.0, 30)
+    md = MeansDistance(means)
+    assert md.incremental and md.rank == 30  # C > D: centred means are the coordinates
+    a, b = list(range(50)), list(range(50, 110))
+    rebuilt = 0
+    for step in range(40):
+        d = md.distance(a, b)
+        assert d == pytest.approx(direct(md.coords, a, b), rel=1e-9)
+        rebuilt += md._updates == 0
+        i, j = rng.integers(len(a)), rng.integers(len(b))
+        a[i], b[j] = b[j], a[i]
+        if step % 7 == 3:
+            b.pop()
+        if step % 11 == 5:
+            a.append(110 + step // 11)
+    assert rebuilt > 3  # the rebuild-after-many-updates path ran
+    far = md.distance(list(range(60, 110)), list(range(60)))  # more moved than kept: rebuild
+    assert far == pytest.approx(direct(md.coords, range(60, 110), range(60)), rel=1e-9)
+    with pytest.raises(cs.ConfigError, match="disjoint"):
+        md.distance([0, 1, 2], [2, 3])
+
+
+def test_oodml_walk_identical_to_previous_implementation_synthetic(moments_route):
+    stats = wide()
+    train, test = start_split(stats.classes, (), (), seed=2)
+    traj = run_procedure(stats, train, test, procedure="oodml", params={"iterations": 10})
+    assert stats.means_distance().incremental
+    coords = stats.means - stats.means.mean(axis=0)
+    ref = reference_oodml(stats.means, stats.classes, list(stats.indices(train)),
+                          list(stats.indices(test)), 10, 2, 5,
+                          lambda a, b: direct(coords, a, b))
+    assert_same_walk(traj, ref)
+    assert traj.hardest.removed
+
+
+@pytest.mark.parametrize("route", ["default", "moments"])
+def test_oodml_walk_identical_to_previous_implementation_omniglot(
+    omniglot_features, monkeypatch, route
+):
+    """The full default walk on the real efficientnet-lite0 features, every step."""
+    if route == "moments":
+        monkeypatch.setattr(cs, "MOMENTS_MIN_RANK", 0)
+    manifest, fs = omniglot_features
+    stats = ClassStats.from_features(fs.features, fs.labels)
+    train, test = start_split(stats.classes, manifest.default_train, manifest.default_test, None)
+    traj = run_procedure(stats, train, test, procedure="oodml")
+    assert stats.means_distance().incremental == (route == "moments")
+    means = stats.means
+    ref = reference_oodml(means, stats.classes, list(stats.indices(train)),
+                          list(stats.indices(test)), 25, 2, 5,
+                          lambda a, b: direct(means, a, b))
+    assert_same_walk(traj, ref)
+
+
+def test_first_order_screen_anchor_and_transport_map(moments_route):
+    stats = wide(n_classes=1200, dim=12, seed=3)
+    md = stats.means_distance()
+    screen = MeansScreen(md)
+    a, b = list(range(0, 1200, 2)), list(range(1, 1200, 2))
+    est = screen([a], [b])[0]
+    assert est == pytest.approx(direct(md.coords, a, b), rel=1e-9)
+    wa, wb = screen._anchor["w"]
+    t, t_inv = wa.T @ wa, wb.T @ wb
+    sa = np.cov(md.coords[a], rowvar=False) + EPS * np.eye(12)
+    sb = np.cov(md.coords[b], rowvar=False) + EPS * np.eye(12)
+    np.testing.assert_allclose(t @ t_inv, np.eye(12), atol=1e-9)
+    np.testing.assert_allclose(t @ sa @ t, sb, rtol=1e-8, atol=1e-8 * np.abs(sb).max())
+
+
+def _screen_error_ratio(copies: int) -> float:
+    """|estimate - exact| / |exact - current| for moving one class across, on class means
+    where every class appears ``copies`` times (the move is then a perturbation ~1/copies)."""
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((40, 6)) * np.array([3.0, 2.0, 1.5, 1.0, 0.7, 0.5])
+    base[:20] += 1.5
+    means = np.repeat(base, copies, axis=0)
+    md = MeansDistance(means)
+    screen = MeansScreen(md)
+    a, b = list(range(0, 30 * copies)), list(range(30 * copies, 40 * copies))
+    cur = screen([a], [b])[0]
+    a2, b2 = a[1:], [*b, a[0]]
+    exact = direct(md.coords, a2, b2)
+    return abs(screen([a2], [b2])[0] - exact) / abs(exact - cur)
+
+
+def test_first_order_screen_error_is_second_order(moments_route):
+    # first order: the error relative to the change falls like 1/copies
+    r1, r4, r16 = (_screen_error_ratio(k) for k in (1, 4, 16))
+    assert r16 < r4 / 2.5 < r1 / 6
+    assert r16 < 0.1
+
+
+def test_greedy_with_the_first_order_screen_is_exact_and_increasing(moments_route, monkeypatch):
+    monkeypatch.setattr(ladder, "SCREEN_MAX_CLASSES", 0)
+    stats = wide(n_classes=80, dim=24, seed=4)
+    train, test = start_split(stats.classes, (), (), seed=0)
+    screens = []
+    real = ladder.candidate_screen
+
+    def spy(*args):
+        screens.append(real(*args))
+        return screens[-1]
+
+    monkeypatch.setattr(ladder, "candidate_screen", spy)
+    traj = run_procedure(stats, train, test, params={"max_steps": 25, "removal": "any"})
+    assert isinstance(screens[0], MeansScreen) and screens[0].anchors > 1
+    assert traj.is_strictly_increasing
+    assert traj.easiest.distance < traj.start.distance < traj.hardest.distance
+    coords = stats.means - stats.means.mean(axis=0)
+    for s in traj.steps:
+        assert s.distance == pytest.approx(
+            direct(coords, stats.indices(s.train), stats.indices(s.test)), rel=1e-9
+        )
+
+
+def test_pooled_gaussian_bulk_start_equals_class_by_class():
+    """Samples mode: a side of many classes starts from one Gram product over its rows."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((700, 9)) * 2 + 1
+    labels = [f"k{i % 140:03d}" for i in range(700)]
+    stats = ClassStats.from_features(x, labels)
+    classes = stats.classes[:100]
+    bulk = stats.pooled(classes)
+    one = stats.pooled([])
+    for c in classes:
+        one.add(c)
+    assert (bulk.n, bulk.classes) == (one.n, one.classes)
+    np.testing.assert_allclose(bulk.mean, one.mean, rtol=1e-12)
+    np.testing.assert_allclose(bulk.cov, one.cov, rtol=1e-10, atol=1e-12)
+    rows = np.isin(labels, classes[1:])
+    bulk.remove(classes[0])
+    np.testing.assert_allclose(bulk.cov, np.cov(x[rows], rowvar=False), rtol=1e-10, atol=1e-12)
+    with pytest.raises(cs.ConfigError, match="listed twice"):
+        stats.pooled([*classes, classes[0]])
