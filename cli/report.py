@@ -39,32 +39,19 @@ def report(
         "across extractors."),
 ) -> None:
     """Write progression/ladder/embedding plots, summary and rank tables, and index.html."""
-    from oodml.features.options import FeatureOptions
     from oodml.fileio import check_writable_dir
-    from oodml.report.build import build_report, class_means_for
+    from oodml.report.build import build_report
     from oodml.results import load_results
     from oodml.splits.rescore import read_rescore_csv
     from oodml.splits.splitfile import load_splitfile
-    from oodml_cli.features import load
 
     check_writable_dir(out, "report folder")
     sf = load_splitfile(splits) if splits is not None else None
     table = load_results(results, splitfile_sha256=sf.sha256 if sf is not None else None)
     agreement = read_rescore_csv(rescored) if rescored is not None else None
     wanted = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
-    means, skipped = None, None
     with Bars() as bars:
-        if root is not None and sf is None:
-            skipped = "--root given without --splits: the view needs the split file's classes"
-        elif root is not None:
-            manifest = load(dataset or sf.dataset_name, root, False)
-            sf.check_against(manifest)
-            feats = FeatureOptions(extractor=sf.extractor, weights=str(weights) if weights else
-                                   None, cache_dir=str(cache) if cache else None)
-            means = class_means_for(sf, feats.get(manifest, bars))
-        elif sf is not None:
-            skipped = ("no dataset root given (pass --root to read class means from the "
-                       "feature cache)")
+        means, skipped = _class_means(sf, root, dataset, cache, weights, bars)
         task = bars.task("report", total=STAGES)
 
         def step(what: str) -> None:
@@ -78,6 +65,24 @@ def report(
     for note in outputs.notes:
         say(f"note: {note}", err=True)
     say(f"wrote {len(outputs.files)} files; open {out / 'index.html'}", err=True)
+
+
+def _class_means(sf, root, dataset, cache, weights, bars):
+    """The embedding view's class means from the feature cache, or why the view is skipped."""
+    from oodml.features.options import FeatureOptions
+    from oodml.report.build import class_means_for
+    from oodml_cli.features import load
+
+    if root is None:
+        why = "no dataset root given (pass --root to read class means from the feature cache)"
+        return None, why if sf is not None else None
+    if sf is None:
+        return None, "--root given without --splits: the view needs the split file's classes"
+    manifest = load(dataset or sf.dataset_name, root, False)
+    sf.check_against(manifest)
+    feats = FeatureOptions(extractor=sf.extractor, weights=str(weights) if weights else None,
+                           cache_dir=str(cache) if cache else None)
+    return class_means_for(sf, feats.get(manifest, bars)), None
 
 
 def register(app: typer.Typer) -> None:
