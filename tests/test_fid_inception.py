@@ -140,16 +140,19 @@ def test_conversion_has_tf_batch_norm(standard, cache):
     assert bn.eps == pytest.approx(1e-3)
 
 
-def test_default_prefers_pytorch_fid_file_in_hub(tmp_path, monkeypatch):
+def test_default_is_the_package_then_pytorch_fid_file(tmp_path, monkeypatch):
+    """The package's file wins even when pytorch-fid's file is in the hub cache (one default
+    everywhere), and pytorch-fid's file is used without the package."""
     home = tmp_path / "th"
     (home / "hub" / "checkpoints").mkdir(parents=True)
     monkeypatch.setenv("TORCH_HOME", str(home))
     from oodml.features.extractors import EXTRACTORS
 
     spec = EXTRACTORS.get("inception")
-    assert spec.locate_weights() == tf_fid.fid_helper_file()
     own = home / "hub" / "checkpoints" / INCEPTION_FILE
     own.write_bytes(b"placeholder")
+    assert spec.locate_weights() == tf_fid.fid_helper_file()
+    monkeypatch.setattr(tf_fid, "fid_helper_file", lambda: None)
     assert spec.locate_weights() == own
 
 

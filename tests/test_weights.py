@@ -47,11 +47,13 @@ def test_lists_sources_presence_and_hashes(ckpt, tmp_path):
     assert lite0.present and len(lite0.sha256) == 64
 
 
-def test_pytorch_fid_file_becomes_the_default(ckpt, tmp_path):
+def test_pytorch_fid_file_is_the_default_without_the_package(ckpt, tmp_path, monkeypatch):
     (ckpt / INCEPTION_FILE).write_bytes(b"fid")
     own, helper, _ = list_weights(cache_dir=tmp_path, hash_files=False)[:3]
-    assert own.present and own.default and own.sha256 is None
-    assert helper.present and not helper.default
+    assert own.present and not own.default and helper.default and own.sha256 is None
+    monkeypatch.setattr(tf_fid, "fid_helper_file", lambda: None)
+    own, helper, _ = list_weights(cache_dir=tmp_path, hash_files=False)[:3]
+    assert own.default and not helper.present and not helper.default
 
 
 def test_unknown_backbone_is_one_line(ckpt):

