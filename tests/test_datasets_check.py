@@ -1,0 +1,203 @@
+"""`oodml datasets check/info`: local copies, right and wrong in each way, against the
+published facts (real Omniglot subset, full-size synthetic CUB, scaled synthetic SOP/CARS)."""
+
+from __future__ import annotations
+
+import dataclasses
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from oodml.data import check
+from oodml.data.check import FACTS, check_dataset, dataset_info, info_lines
+from oodml.errors import ConfigError
+
+
+def touch(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+
+
+def test_published_facts_add_up():
+    for f in FACTS.values():
+        if f.train_classes is not None:
+            assert f.train_classes + f.test_classes == f.classes
+        if f.train_images is not None:
+            assert f.train_images + f.test_images == f.images
+        if f.per_class is not None:
+            assert f.per_class * f.classes == f.images
+        if f.alphabets:
+            assert len(f.alphabets) == f.superclasses
+            counts = [n for n in f.alphabets.values() if n is not None]
+            if len(counts) == len(f.alphabets):
+                assert sum(counts) == f.classes
+    assert not set(check.OMNIGLOT_BACKGROUND) & set(check.OMNIGLOT_EVALUATION)
+
+
+def test_info_names_source_and_layout():
+    lines = info_lines("cub200")
+    text = "\n".join(lines)
+    assert "caltech.edu" in text and "ROOT/images/" in text and "11,788" in text
+    assert dataset_info("sop").train_images == 59_551
+    with pytest.raises(ConfigError, match="omniglot-background"):
+        dataset_info("omniglot")
+
+
+# --- Omniglot: the real shared subset, and edited extracted copies ---------------------------
+
+
+def test_shared_subset_matches(omniglot_zip):
+    report = check_dataset("omniglot-small1", omniglot_zip)
+    assert report.ok, report.problems
+    assert report.observed == {"classes": 136, "images": 2720, "alphabets": 5}
+    assert report.notes == ()
+
+
+@pytest.fixture()
+def extracted(omniglot_zip, tmp_path) -> Path:
+    with zipfile.ZipFile(omniglot_zip) as zf:
+        zf.extractall(tmp_path)
+    return tmp_path / "images_background_small1"
+
+
+def test_edited_subset_lists_each_difference(extracted):
+    import shutil
+
+    shutil.rmtree(extracted / "Greek" / "character03")
+    next((extracted / "Latin" / "character01").iterdir()).unlink()
+    shutil.copytree(extracted / "Korean", extracted / "Klingon")
+    report = check_dataset("omniglot-small1", extracted)
+    assert not report.ok
+    text = "\n".join(report.problems)
+    assert "classes: 175, published 136 (+39)" in text
+    assert "images: 3,499, published 2,720 (+779)" in text
+    assert "alphabets not in omniglot-small1: Klingon" in text
+    assert "alphabet Greek: 23 characters, published 24" in text
+    assert "Latin/character01 (19)" in text
+
+
+def test_subset_is_not_the_background_set(omniglot_zip):
+    report = check_dataset("omniglot-background", omniglot_zip)
+    text = "\n".join(report.problems)
+    assert "classes: 136, published 964" in text and "missing alphabets: " in text
+    assert "Alphabet_of_the_Magi" in text
+
+
+def test_other_zip_bytes_are_a_note(extracted, tmp_path):
+    repacked = tmp_path / "images_background_small1.zip"
+    with zipfile.ZipFile(repacked, "w") as zf:
+        for p in sorted(extracted.rglob("*.png")):
+            zf.write(p, p.relative_to(tmp_path).as_posix())
+    report = check_dataset("omniglot-small1", repacked)
+    assert report.ok and len(report.notes) == 1 and "differs" in report.notes[0]
+
+
+def test_unreadable_layout_is_a_problem_not_a_crash(tmp_path):
+    report = check_dataset("omniglot-evaluation", tmp_path / "nowhere")
+    assert not report.ok and "does not exist" in report.problems[0]
+    assert "\n" not in report.problems[0]
+
+
+# --- CUB-200-2011 at full size (empty files: listing never decodes) ---------------------------
+
+
+def make_cub(root: Path) -> None:
+    for k in range(1, 201):
+        n = 59 if k <= 188 else 58
+        for i in range(n):
+            touch(root / "images" / f"{k:03d}.Bird_{k}" / f"Bird_{k}_{i:04d}.jpg")
+
+
+def test_cub_right_and_wrong(tmp_path):
+    import shutil
+
+    root = tmp_path / "CUB_200_2011"
+    make_cub(root)
+    assert sum(59 if k <= 188 else 58 for k in range(1, 201)) == 11_788
+    good = check_dataset("cub200", root)
+    assert good.ok and good.observed == {"classes": 200, "images": 11_788}
+
+    shutil.rmtree(root / "images" / "042.Bird_42")
+    report = check_dataset("cub200", root)
+    assert report.problems == (
+        "classes: 199, published 200 (-1)",
+        "images: 11,729, published 11,788 (-59)",
+        "missing class numbers: 042",
+    )
+    (root / "images" / "007.Bird_7").rename(root / "images" / "Bird_7")
+    renamed = check_dataset("cub200", root)
+    assert "class folders not named NNN.Name: Bird_7" in renamed.problems
+
+
+def test_cub_without_images_folder(tmp_path):
+    touch(tmp_path / "001.Bird" / "a.jpg")
+    report = check_dataset("cub200", tmp_path)
+    assert not report.ok and "images/" in report.problems[0]
+
+
+# --- SOP and CARS196 with the published facts scaled down ------------------------------------
+
+
+def make_sop(root: Path, train: dict[int, int], test: dict[int, int]) -> None:
+    supers = ["bicycle", "chair", "lamp"]
+    image_id = 1
+    for fname, classes in (("Ebay_train.txt", train), ("Ebay_test.txt", test)):
+        lines = ["image_id class_id super_class_id path"]
+        for cls, n in classes.items():
+            sup = supers[cls % 3]
+            for i in range(n):
+                rel = f"{sup}_final/{cls}_{i}.JPG"
+                touch(root / rel)
+                lines.append(f"{image_id} {cls} {cls % 3 + 1} {rel}")
+                image_id += 1
+        (root / fname).write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture()
+def small_sop(monkeypatch):
+    facts = dataclasses.replace(
+        FACTS["sop"], classes=6, images=15, train_classes=3, test_classes=3, train_images=7,
+        test_images=8, superclasses=3,
+    )
+    monkeypatch.setitem(FACTS, "sop", facts)
+
+
+def test_sop_right(tmp_path, small_sop):
+    make_sop(tmp_path, {0: 2, 1: 2, 2: 3}, {3: 2, 4: 3, 5: 3})
+    report = check_dataset("sop", tmp_path)
+    assert report.ok, report.problems
+    assert report.observed == {"classes": 6, "images": 15, "superclasses": 3}
+
+
+def test_sop_wrong_split_and_images(tmp_path, small_sop):
+    make_sop(tmp_path, {0: 2, 1: 2, 2: 3, 3: 2}, {4: 3, 5: 2})
+    report = check_dataset("sop", tmp_path)
+    assert report.problems == (
+        "images: 14, published 15 (-1)",
+        "train classes: 4, published 3 (+1)",
+        "test classes: 2, published 3 (-1)",
+        "train images: 9, published 7 (+2)",
+        "test images: 5, published 8 (-3)",
+    )
+
+
+def test_sop_missing_image_is_a_layout_problem(tmp_path, small_sop):
+    make_sop(tmp_path, {0: 2, 1: 2, 2: 3}, {3: 2, 4: 3, 5: 3})
+    (tmp_path / "lamp_final" / "5_0.JPG").unlink()
+    report = check_dataset("sop", tmp_path)
+    assert len(report.problems) == 1 and "missing" in report.problems[0]
+
+
+def test_cars_counts(tmp_path, monkeypatch):
+    monkeypatch.setitem(
+        FACTS, "cars196",
+        dataclasses.replace(FACTS["cars196"], classes=4, images=10, train_classes=2,
+                            test_classes=2),
+    )
+    for c, n in (("AM General Hummer", 3), ("Acura RL", 2), ("BMW M3", 2), ("Volvo 240", 3)):
+        for i in range(n):
+            touch(tmp_path / "images" / c / f"{i:05d}.jpg")
+    assert check_dataset("cars196", tmp_path).ok
+    touch(tmp_path / "images" / "Volvo 240" / "extra.jpg")
+    assert check_dataset("cars196", tmp_path).problems == ("images: 11, published 10 (+1)",)
