@@ -16,8 +16,10 @@ import typer
 
 from oodml import __version__
 from oodml.errors import OodmlError, first_line
-from oodml_cli import evaluate, features, fid, report, splits, sweep
+from oodml.hub import set_default_progress
+from oodml_cli import evaluate, features, fid, report, splits, sweep, weights
 from oodml_cli.options import rewrite_aliases
+from oodml_cli.ui import download_bar
 
 app = typer.Typer(
     name="oodml",
@@ -26,7 +28,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-COMMANDS = ("features", "fid", "splits", "evaluate", "fewshot", "losses", "report", "sweep")
+COMMANDS = ("features", "fid", "splits", "evaluate", "fewshot", "losses", "report", "sweep",
+            "weights", "datasets")
 
 
 def _version(value: bool) -> None:
@@ -43,8 +46,13 @@ def _root(
     debug: bool = typer.Option(
         False, "--debug", help="Show the Python traceback of an error (also: OODML_DEBUG=1)."
     ),
+    offline: bool = typer.Option(
+        False, "--offline", help="Never download weights (also OODML_OFFLINE=1); a missing "
+        "file is an error naming where to put it."),
 ) -> None:
     """Difficulty-graded out-of-distribution split ladders for deep metric learning."""
+    if offline:
+        os.environ["OODML_OFFLINE"] = "1"  # inherited by decoding workers and subprocesses
 
 
 features.register(app)
@@ -53,6 +61,7 @@ app.add_typer(splits.app, name="splits")
 evaluate.register(app)
 report.register(app)
 sweep.register(app)
+weights.register(app)
 
 
 def _one_line(text: str) -> str:
@@ -65,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("OODML_DEBUG", "") not in ("", "0")
     args = [a for a in args if a != "--debug"]
     args, notes = rewrite_aliases(args)
+    set_default_progress(download_bar)
     for note in notes:
         typer.echo(note, err=True)
     try:

@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 
 from oodml.features.options import FeatureOptions
-from oodml_cli.features import FEATURE_PARAMS, load
-from oodml_cli.options import SKIP_BAD, argument, build, option, with_params
+from oodml_cli.features import load
+from oodml_cli.options import SKIP_BAD, argument, build, field_params, option, with_params
 from oodml_cli.ui import Bars, say
 
 MODE_HELP = (
@@ -32,7 +32,7 @@ MODE_HELP = (
      option("eps", float | None, None, "--eps", min=0.0, help="Added to both diagonals "
             "(default 0 samples, 1e-8 class-means)."),
      option("skip_bad", bool, False, "--skip-bad", help=SKIP_BAD.help)],
-    FEATURE_PARAMS,
+    field_params(FeatureOptions, defaults={"extractor": "inception"}),
 )
 def fid(**o) -> None:
     """Fréchet distance between two image folders, or between two class lists of a dataset.

@@ -17,6 +17,18 @@ from rich.progress import (
 from rich.text import Text
 
 
+def download_bar(done: int, total: int | None) -> None:
+    """A weights download's progress on stderr: one updating line on a terminal, a line per
+    10% (and the end) otherwise."""
+    mb = done / 2**20
+    text = f"downloading weights: {mb:.1f} MB" + (f" of {total / 2**20:.1f} MB" if total else "")
+    if sys.stderr.isatty():
+        sys.stderr.write("\r" + text + ("\n" if total and done >= total else ""))
+        sys.stderr.flush()
+    elif total and (done >= total or int(10 * done / total) != int(10 * (done - 1) / total)):
+        typer.echo(text, err=True)
+
+
 def say(line: str, *, err: bool = False) -> None:
     """One plain line (no markup: a message may hold ``[train]`` or ``[[methods]]``)."""
     typer.echo(line, err=err)
