@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from oodml.data.manifest import Manifest
+from oodml.data.manifest import Manifest, content_id_of
 from oodml.errors import ConfigError, DataError
 from oodml.features.cache import CacheMiss, default_cache_dir, load_features, save_features
 from oodml.features.extractors import EXTRACTORS, Collate, Extractor, Transform, sha256_file
@@ -211,8 +211,9 @@ def get_features(
 ) -> FeatureSet:
     """Features of every manifest image from the cache, or computed and then cached.
 
-    The cache key is (dataset fingerprint, extractor, weights sha256); an unusable entry is
-    recomputed with a warning.
+    The cache key is (dataset fingerprint, dataset content id, extractor, weights sha256); an
+    unusable entry is recomputed with a warning. The content id is read again after extraction;
+    if an image changed meanwhile the features are returned but not cached.
     """
     check_run_options(device, batch_size, num_workers)
     spec = EXTRACTORS.get(extractor)
@@ -221,7 +222,13 @@ def get_features(
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     try:
         return load_features(
-            root, manifest.fingerprint, spec.name, weights_sha, manifest.labels, manifest.paths
+            root,
+            manifest.fingerprint,
+            spec.name,
+            weights_sha,
+            manifest.labels,
+            manifest.paths,
+            manifest.content_id,
         )
     except CacheMiss as miss:
         if "no cache entry" not in str(miss):
@@ -244,6 +251,15 @@ def get_features(
         extractor=spec.name,
         weights_sha256=net.weights_sha256,
         fingerprint=manifest.fingerprint,
+        content_id=manifest.content_id,
     )
+    if content_id_of(manifest.source, manifest.labels, manifest.paths) != manifest.content_id:
+        warnings.warn(
+            f"images under {manifest.root} changed during feature extraction; "
+            "the features were not cached",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return fs
     save_features(fs, root)
     return fs
