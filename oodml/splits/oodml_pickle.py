@@ -240,7 +240,9 @@ def plain(obj: Any, where: str, depth: int = 0, budget: list[int] | None = None)
         for k, v in obj.items():
             key = plain(k, f"{where} key", depth + 1, budget)
             if not isinstance(key, (str, int)):
-                raise SplitFileError(f"{where}: dictionary key {key!r:.40} is not a string or integer")
+                raise SplitFileError(
+                    f"{where}: dictionary key {key!r:.40} is not a string or integer"
+                )
             out[key] = plain(v, f"{where}[{key!r:.40}]", depth + 1, budget)
         return out
     if type(obj) in (list, tuple):
