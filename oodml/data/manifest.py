@@ -65,6 +65,15 @@ class DirSource:
         st = os.stat(self.root / relpath)
         return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}"
 
+    def identities(self, relpaths: tuple[str, ...]) -> list[str]:
+        """``identity`` of many files (one ``os.stat`` each, no path objects)."""
+        base = os.fspath(self.root)
+        out = []
+        for rel in relpaths:
+            st = os.stat(os.path.join(base, rel))
+            out.append(f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}")
+        return out
+
     def __repr__(self) -> str:
         return f"DirSource({str(self.root)!r})"
 
@@ -104,6 +113,12 @@ class ZipSource:
         """(uncompressed size, CRC-32) of the member, from the central directory (no read)."""
         info = self._zip().getinfo(self.prefix + relpath)
         return f"{info.file_size}:{info.CRC:08x}"
+
+    def identities(self, relpaths: tuple[str, ...]) -> list[str]:
+        """``identity`` of many members (one central-directory lookup each)."""
+        zf, prefix = self._zip(), self.prefix
+        infos = [zf.getinfo(prefix + rel) for rel in relpaths]
+        return [f"{i.file_size}:{i.CRC:08x}" for i in infos]
 
     def exists(self, relpath: str) -> bool:
         try:
@@ -145,7 +160,7 @@ def content_id_of(
     Use ``content_sha256`` for a portable, cryptographic identity.
     """
     try:
-        idents = [source.identity(p) for p in paths]
+        idents = source.identities(paths)
     except (OSError, KeyError, zipfile.BadZipFile) as exc:
         raise DataError(f"cannot read the images of {source}: {exc}") from None
     h = hashlib.sha256()
