@@ -21,6 +21,8 @@ def load(dataset: str, root: Path, skip_bad: bool):
     manifest = load_dataset(dataset, root, skip_bad=skip_bad)
     for path in manifest.skipped:
         say(f"skipped unreadable image {path}", err=True)
+    for link in manifest.skipped_links:
+        say(f"skipped directory link {link}", err=True)
     return manifest
 
 
@@ -39,7 +41,8 @@ def features(**o) -> None:
     manifest = load(o["dataset"], o["root"], o["skip_bad"])
     with Bars() as bars:
         fs = opts.get(manifest, bars)
-    npz, _ = cache_paths(opts.cache, fs.fingerprint, fs.extractor, fs.weights_sha256)
+    npz, _ = cache_paths(opts.cache, fs.fingerprint, fs.extractor, fs.weights_sha256,
+                         fs.content_id)
     seconds = time.perf_counter() - started
     say(f"{len(fs)} images, {fs.dim} dims, {fs.extractor} features in {npz} ({seconds:.1f} s)")
 

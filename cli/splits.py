@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from oodml.errors import ChecksumMismatch
 from oodml.features.options import FeatureOptions
 from oodml.fileio import check_writable
 from oodml_cli.features import FEATURE_PARAMS, load
@@ -132,20 +131,16 @@ def show(path: Path = typer.Argument(..., help="Split file (JSON).")) -> None:
     EXTRACT,
 )
 def verify(**o) -> None:
-    """Check a split file against the dataset at --root; list every problem, exit 1 if any."""
+    """Check a split file against the dataset at --root; list every problem (checksum and
+    structural ones included), exit 1 if any."""
     from dataclasses import replace
 
-    from oodml.splits.splitfile import load_splitfile
+    from oodml.splits.splitfile import load_for_verify
     from oodml.splits.splitfile import verify as verify_splitfile
 
     path = o["path"]
     feats = build(FeatureOptions, o)
-    first: list[str] = []
-    try:
-        sf = load_splitfile(path)
-    except ChecksumMismatch as exc:
-        first.append(str(exc))
-        sf = load_splitfile(path, check_sha=False)
+    sf, first = load_for_verify(path)
     manifest = load(o["dataset"] or sf.dataset_name, o["root"], o["skip_bad"])
     features = None
     if o["distances"] and sf.extractor == "unknown":

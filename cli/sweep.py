@@ -14,8 +14,9 @@ def sweep(
     config: Path = typer.Argument(..., help="Sweep TOML: split file, root, methods, seeds."),
     backend: str = typer.Option("local", "--backend", help="local (this process) or ray."),
     address: str | None = typer.Option(
-        None, "--address", help="Ray cluster: ray://host:port or auto; default starts a local "
-        "Ray."),
+        None, "--address", help="Ray cluster HOST:PORT, ray://HOST:PORT or auto (default: "
+        "start a local Ray); it must accept a connection within 5 s, else the sweep stops "
+        "with an error."),
     gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", help="GPUs each run asks Ray for."),
     cpus_per_run: float = typer.Option(1.0, "--cpus-per-run",
                                        help="CPUs each run asks for (torch threads)."),

@@ -23,6 +23,7 @@ from oodml.data.base import is_image, list_dir, require_dir
 from oodml.data.manifest import DirSource, Manifest
 from oodml.errors import ConfigError
 from oodml.features.options import FeatureOptions
+from oodml.fileio import read_text
 from oodml.progress import NO_PROGRESS, Progress
 
 
@@ -47,15 +48,7 @@ class FidResult:
 
 def read_class_list(path: str | os.PathLike) -> list[str]:
     """Class names from a file, one per line (blank and '#' lines skipped)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"class list {path} is not UTF-8 text; save it as UTF-8") from None
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read class list {path}: {exc.strerror}; check the path"
-        ) from None
+    text = read_text(path, "class list")
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
 
-from oodml.errors import OutputError
+from oodml.errors import ConfigError, OutputError
 
 _FILE_MODE = 0o666
 
@@ -136,3 +136,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def read_text(path: str | os.PathLike, what: str = "file", max_bytes: int = 64 * 2**20) -> str:
+    """The UTF-8 text of a small input file (a class list, a config); a missing, unreadable,
+    oversized, non-regular or non-UTF-8 file is a one-line ConfigError naming it."""
+    path = Path(path)
+    try:
+        if not path.is_file():
+            why = "does not exist" if not path.exists() else "is not a regular file"
+            raise ConfigError(f"{what} {path} {why}; check the path")
+        if path.stat().st_size > max_bytes:
+            raise ConfigError(f"{what} {path} is larger than {max_bytes} bytes; check the path")
+        return path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{what} {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None

@@ -234,10 +234,18 @@ def test_cache_hit_skips_the_network_and_is_byte_deterministic(omniglot_zip, tmp
     )
     for a, b in zip(
         cache_paths(
-            tmp_path / "a", manifest.fingerprint, "efficientnet-lite0", first.weights_sha256
+            tmp_path / "a",
+            manifest.fingerprint,
+            "efficientnet-lite0",
+            first.weights_sha256,
+            manifest.content_id,
         ),
         cache_paths(
-            tmp_path / "b", manifest.fingerprint, "efficientnet-lite0", first.weights_sha256
+            tmp_path / "b",
+            manifest.fingerprint,
+            "efficientnet-lite0",
+            first.weights_sha256,
+            manifest.content_id,
         ),
         strict=True,
     ):
@@ -259,7 +267,11 @@ def test_corrupt_or_mismatched_cache_is_recomputed(omniglot_zip, tmp_path, monke
     manifest = omniglot_manifest(omniglot_zip, n_classes=2, per_class=2)
     first = get_features(manifest, "efficientnet-lite0", num_workers=0)
     npz, meta = cache_paths(
-        tmp_path / "env_cache", manifest.fingerprint, "efficientnet-lite0", first.weights_sha256
+        tmp_path / "env_cache",
+        manifest.fingerprint,
+        "efficientnet-lite0",
+        first.weights_sha256,
+        manifest.content_id,
     )
     assert npz.is_file() and meta.is_file()
 

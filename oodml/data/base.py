@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 from oodml.data.manifest import DirSource, Manifest, ZipSource, decode_image
 from oodml.errors import DataError
@@ -45,17 +46,80 @@ def require_dir(root: Path, expected: str) -> Path:
     return root
 
 
-def list_dir(base: Path) -> tuple[list[str], list[str]]:
-    """All non-hidden files and folders under ``base`` as sorted '/'-separated relative paths."""
+class Listing(NamedTuple):
+    """What ``scan_dir`` found: files and folders (sorted '/'-separated relative paths) and the
+    directory links it did not follow, as 'link -> target (why)'."""
+
+    files: list[str]
+    dirs: list[str]
+    skipped_links: list[str]
+
+
+def scan_dir(base: Path) -> Listing:
+    """All non-hidden regular files and folders under ``base``.
+
+    Directory links are followed only when their target lies inside ``base`` and has not been
+    visited yet (so ``up -> ..`` or two links to the same folder can neither loop nor count
+    images twice); the others are listed in ``skipped_links``. A FIFO, socket or device file
+    is no file here, whatever its name."""
+    base = Path(base)
+    real_base = os.path.realpath(base)
     files: list[str] = []
     dirs: list[str] = []
-    for here, subdirs, names in os.walk(base, followlinks=True):
-        rel = Path(here).relative_to(base).as_posix()
-        prefix = "" if rel == "." else rel + "/"
-        subdirs[:] = [d for d in subdirs if not is_hidden(d)]
-        dirs.extend(prefix + d for d in subdirs)
-        files.extend(prefix + n for n in names if not is_hidden(n))
-    return sorted(files), sorted(dirs)
+    skipped: list[str] = []
+    visited = {real_base}
+    stack: list[tuple[str, Path]] = [("", base)]
+    links: list[tuple[str, str]] = []
+    while stack or links:
+        if not stack:
+            rel, path = links.pop(0)
+            real = os.path.realpath(path)
+            inside = real == real_base or real.startswith(real_base.rstrip(os.sep) + os.sep)
+            why = "leaves the dataset root" if not inside else "revisits a folder"
+            if not inside or real in visited:
+                skipped.append(f"{rel} -> {os.readlink(path)} ({why})")
+                continue
+            visited.add(real)
+            dirs.append(rel)
+            stack.append((rel + "/", Path(path)))
+            continue
+        prefix, here = stack.pop()
+        try:
+            entries = sorted(os.scandir(here), key=lambda e: e.name)
+        except OSError as exc:
+            raise DataError(
+                f"cannot list folder {here}: {exc.strerror}; check permissions"
+            ) from None
+        subdirs = []
+        for entry in entries:
+            if is_hidden(entry.name):
+                continue
+            rel = prefix + entry.name
+            try:
+                is_dir = entry.is_dir()
+                is_file = not is_dir and entry.is_file()
+            except OSError:
+                continue
+            if is_file:
+                files.append(rel)
+            elif is_dir and entry.is_symlink():
+                links.append((rel, entry.path))
+            elif is_dir:
+                real = os.path.realpath(entry.path)
+                if real in visited:
+                    skipped.append(f"{rel} (revisits a folder)")
+                    continue
+                visited.add(real)
+                dirs.append(rel)
+                subdirs.append((rel + "/", Path(entry.path)))
+        stack.extend(reversed(subdirs))
+    return Listing(sorted(files), sorted(dirs), sorted(skipped))
+
+
+def list_dir(base: Path) -> tuple[list[str], list[str]]:
+    """All non-hidden regular files and folders under ``base`` (see ``scan_dir``)."""
+    listing = scan_dir(base)
+    return listing.files, listing.dirs
 
 
 def list_zip(zip_path: Path) -> tuple[list[str], list[str]]:
@@ -147,14 +211,19 @@ def make_manifest(
     default_test: Sequence[str],
     skip_bad: bool,
     class_where: Callable[[str], str],
+    skipped_links: Sequence[str] = (),
 ) -> Manifest:
     """Build a checked Manifest from (relative path, class, superclass or None) triples.
 
     Images are ordered by path. A class with fewer than two images raises a DataError naming
     ``class_where(class)``. With ``skip_bad`` every image is decoded; corrupt ones are dropped,
     and so is any class left with fewer than two images; everything dropped is listed in
-    ``Manifest.skipped`` and dropped classes leave the default split.
+    ``Manifest.skipped`` and dropped classes leave the default split. ``skipped_links`` (directory
+    links the listing did not follow) is kept in ``Manifest.skipped_links``. A path that is not
+    valid UTF-8 (split files and caches store names as UTF-8) raises a DataError naming it.
     """
+    for rel, _, _ in images:
+        check_utf8(rel, root)
     rows = sorted(images)
     counts = Counter(cls for _, cls, _ in rows)
     for cls in sorted(counts):
@@ -163,7 +232,8 @@ def make_manifest(
                 f"class {cls!r} at {class_where(cls)} has {counts[cls]} image; "
                 "metric learning needs at least 2 images per class: add images or remove the class"
             )
-    manifest = _manifest(name, root, source, rows, default_train, default_test, ())
+    links = tuple(skipped_links)
+    manifest = _manifest(name, root, source, rows, default_train, default_test, (), links)
     if not skip_bad:
         return manifest
     bad = set(verify_images(manifest))
@@ -177,7 +247,19 @@ def make_manifest(
     kept = [r for r in kept if r[1] not in small]
     train = [c for c in default_train if c not in small]
     test = [c for c in default_test if c not in small]
-    return _manifest(name, root, source, kept, train, test, tuple(skipped))
+    return _manifest(name, root, source, kept, train, test, tuple(skipped), links)
+
+
+def check_utf8(relpath: str, root: Path) -> None:
+    """A DataError naming a path whose name is not valid UTF-8 (undecodable bytes from the OS)."""
+    try:
+        relpath.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(relpath)
+        raise DataError(
+            f"file name {raw!r} under {root} is not valid UTF-8; rename it (oodml stores class "
+            "and file names as UTF-8 in split files and caches)"
+        ) from None
 
 
 def _manifest(
@@ -188,6 +270,7 @@ def _manifest(
     default_train: Sequence[str],
     default_test: Sequence[str],
     skipped: tuple[str, ...],
+    skipped_links: tuple[str, ...] = (),
 ) -> Manifest:
     has_super = bool(rows) and rows[0][2] is not None
     return Manifest(
@@ -200,4 +283,5 @@ def _manifest(
         default_train=tuple(default_train),
         default_test=tuple(default_test),
         skipped=skipped,
+        skipped_links=skipped_links,
     )

@@ -13,9 +13,9 @@ from oodml.data.base import (
     DATASETS,
     class_folders,
     half_split,
-    list_dir,
     make_manifest,
     require_dir,
+    scan_dir,
 )
 from oodml.data.manifest import DirSource, Manifest
 from oodml.errors import DataError
@@ -27,13 +27,21 @@ def load_class_folders(name: str, root: Path, base: str, skip_bad: bool) -> Mani
     root = require_dir(root, layout)
     if base and not (root / base).is_dir():
         raise DataError(f"{root} has no {base}/ folder; expected the layout {layout}")
-    files, dirs = list_dir(root)
+    files, dirs, links = scan_dir(root)
     groups = class_folders(files, dirs, base, 1, root, layout)
     images = [(p, cls, None) for cls, paths in groups.items() for p in paths]
     train, test = half_split(groups)
     prefix = base + "/" if base else ""
     return make_manifest(
-        name, root, DirSource(root), images, train, test, skip_bad, lambda c: str(root / prefix / c)
+        name,
+        root,
+        DirSource(root),
+        images,
+        train,
+        test,
+        skip_bad,
+        lambda c: str(root / prefix / c),
+        links,
     )
 
 

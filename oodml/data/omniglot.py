@@ -16,9 +16,9 @@ from oodml.data.base import (
     DATASETS,
     class_folders,
     half_split,
-    list_dir,
     list_zip,
     make_manifest,
+    scan_dir,
 )
 from oodml.data.manifest import DirSource, Manifest, ZipSource
 from oodml.errors import DataError
@@ -63,6 +63,7 @@ def load_omniglot(root: Path, skip_bad: bool = False) -> Manifest:
     """Omniglot from a zip or an extracted folder; class = alphabet/character."""
     archive = locate_archive(root)
     source: DirSource | ZipSource
+    links: list[str] = []
     if archive.is_file():
         files, dirs = list_zip(archive)
         images_only = [f for f in files if f.lower().endswith(".png")]
@@ -71,11 +72,19 @@ def load_omniglot(root: Path, skip_bad: bool = False) -> Manifest:
         dirs = [d[len(prefix) :] for d in dirs if d.startswith(prefix) and d != prefix[:-1]]
         source = ZipSource(archive, prefix)
     else:
-        files, dirs = list_dir(archive)
+        files, dirs, links = scan_dir(archive)
         source = DirSource(archive)
     groups = class_folders(files, dirs, "", 2, archive, LAYOUT)
     images = [(p, cls, cls.split("/")[0]) for cls, paths in groups.items() for p in paths]
     train, test = half_split(groups)
     return make_manifest(
-        "omniglot", archive, source, images, train, test, skip_bad, lambda c: str(archive / c)
+        "omniglot",
+        archive,
+        source,
+        images,
+        train,
+        test,
+        skip_bad,
+        lambda c: str(archive / c),
+        links,
     )

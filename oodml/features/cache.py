@@ -1,5 +1,8 @@
 """On-disk feature cache: one deterministic ``.npz`` (no pickles) plus a JSON metadata file per
-(dataset fingerprint, extractor, weights sha256).
+(dataset fingerprint, dataset content id, extractor, weights sha256).
+
+The content id (``Manifest.content_id``) covers what the images hold, so a folder whose images
+changed under the same names gets a new entry instead of the old features.
 
 The JSON records the sha256 of the ``.npz`` bytes, so a truncated, edited or mismatched
 cache entry is detected and recomputed instead of being trusted.
@@ -19,7 +22,7 @@ import numpy as np
 from oodml.features.featureset import FeatureSet
 from oodml.fileio import atomic_write_bytes, atomic_write_text
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
@@ -34,11 +37,18 @@ def default_cache_dir() -> Path:
 
 
 def cache_paths(
-    cache_dir: str | os.PathLike, fingerprint: str, extractor: str, weights_sha256: str
+    cache_dir: str | os.PathLike,
+    fingerprint: str,
+    extractor: str,
+    weights_sha256: str,
+    content_id: str = "",
 ) -> tuple[Path, Path]:
     """The ``.npz`` and ``.json`` paths of one cache entry."""
-    stem = Path(cache_dir) / "features" / extractor / f"{fingerprint[:32]}-{weights_sha256[:16]}"
-    return stem.with_suffix(".npz"), stem.with_suffix(".json")
+    stem = f"{fingerprint[:32]}-{weights_sha256[:16]}"
+    if content_id:
+        stem += f"-{content_id[:32]}"
+    path = Path(cache_dir) / "features" / extractor / stem
+    return path.with_suffix(".npz"), path.with_suffix(".json")
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -56,7 +66,9 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 def save_features(fs: FeatureSet, cache_dir: str | os.PathLike) -> Path:
     """Write ``fs`` atomically into the cache; returns the ``.npz`` path."""
-    npz_path, json_path = cache_paths(cache_dir, fs.fingerprint, fs.extractor, fs.weights_sha256)
+    npz_path, json_path = cache_paths(
+        cache_dir, fs.fingerprint, fs.extractor, fs.weights_sha256, fs.content_id
+    )
     data = npz_bytes(
         {
             "features": fs.features.astype(np.float32, copy=False),
@@ -69,6 +81,7 @@ def save_features(fs: FeatureSet, cache_dir: str | os.PathLike) -> Path:
         "extractor": fs.extractor,
         "weights_sha256": fs.weights_sha256,
         "fingerprint": fs.fingerprint,
+        "content_id": fs.content_id,
         "n_images": len(fs),
         "dim": fs.dim,
         "npz_sha256": hashlib.sha256(data).hexdigest(),
@@ -85,9 +98,10 @@ def load_features(
     weights_sha256: str,
     labels: tuple[str, ...],
     paths: tuple[str, ...],
+    content_id: str = "",
 ) -> FeatureSet:
     """Read a cache entry and check it against the expected inputs; raise CacheMiss if unusable."""
-    npz_path, json_path = cache_paths(cache_dir, fingerprint, extractor, weights_sha256)
+    npz_path, json_path = cache_paths(cache_dir, fingerprint, extractor, weights_sha256, content_id)
     if not npz_path.is_file() or not json_path.is_file():
         raise CacheMiss(f"no cache entry {npz_path}")
     try:
@@ -100,6 +114,7 @@ def load_features(
         "extractor": extractor,
         "weights_sha256": weights_sha256,
         "fingerprint": fingerprint,
+        "content_id": content_id,
         "n_images": len(paths),
         "npz_sha256": hashlib.sha256(data).hexdigest(),
     }
@@ -124,4 +139,5 @@ def load_features(
         extractor=extractor,
         weights_sha256=weights_sha256,
         fingerprint=fingerprint,
+        content_id=content_id,
     )

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from oodml.data.manifest import Manifest
+from oodml.data.manifest import Manifest, content_id_of
 from oodml.errors import ConfigError, DataError
 from oodml.features.cache import CacheMiss, default_cache_dir, load_features, save_features
 from oodml.features.extractors import EXTRACTORS, Collate, Extractor, Transform, sha256_file
@@ -205,9 +205,11 @@ def get_features(
 ) -> FeatureSet:
     """Features of every manifest image from the cache, or computed and then cached.
 
-    The cache key is (dataset fingerprint, extractor, weights sha256); an unusable entry is
-    recomputed with a warning. Missing default weights are downloaded unless ``offline`` (or
-    ``$OODML_OFFLINE=1``); ``download_progress(done, total)`` follows a download.
+    The cache key is (dataset fingerprint, dataset content id, extractor, weights sha256); an
+    unusable entry is recomputed with a warning. The content id is read again after extraction;
+    if an image changed meanwhile the features are returned but not cached. Missing default
+    weights are downloaded unless ``offline`` (or ``$OODML_OFFLINE=1``);
+    ``download_progress(done, total)`` follows a download.
     """
     check_run_options(device, batch_size, num_workers)
     spec = EXTRACTORS.get(extractor)
@@ -216,7 +218,13 @@ def get_features(
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     try:
         return load_features(
-            root, manifest.fingerprint, spec.name, weights_sha, manifest.labels, manifest.paths
+            root,
+            manifest.fingerprint,
+            spec.name,
+            weights_sha,
+            manifest.labels,
+            manifest.paths,
+            manifest.content_id,
         )
     except CacheMiss as miss:
         if "no cache entry" not in str(miss):
@@ -239,6 +247,15 @@ def get_features(
         extractor=spec.name,
         weights_sha256=net.weights_sha256,
         fingerprint=manifest.fingerprint,
+        content_id=manifest.content_id,
     )
+    if content_id_of(manifest.source, manifest.labels, manifest.paths) != manifest.content_id:
+        warnings.warn(
+            f"images under {manifest.root} changed during feature extraction; "
+            "the features were not cached",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return fs
     save_features(fs, root)
     return fs

@@ -17,6 +17,8 @@ class FeatureSet:
     extractor: str
     weights_sha256: str
     fingerprint: str
+    content_id: str = ""
+    """The manifest's ``content_id`` the features were computed from ("" when unknown)."""
 
     def __post_init__(self) -> None:
         n = len(self.labels)

@@ -3,9 +3,10 @@
 A study pickle is ``{split_id: {'train', 'test', 'fid', 'split_train', 'split_val',
 'test_episodes': {shots: {episode: {class: [image names]}}}}}``. Loading uses a restricted
 unpickler: the only globals it resolves are the numpy pieces that rebuild scalars and arrays
-(``_reconstruct``, ``scalar``, ``ndarray``, ``dtype``) and a latin-1-only stand-in for
-``_codecs.encode`` (protocol-2 pickles use it for raw bytes). Every other global is refused before
-anything is called. The loaded object is then checked to contain only dicts, lists, tuples, str,
+(``_reconstruct``, ``scalar``, ``ndarray``, ``dtype``), each replaced by a stand-in that checks
+sizes before numpy allocates anything, and a latin-1-only stand-in for ``_codecs.encode``
+(protocol-2 pickles use it for raw bytes). Every other global is refused before anything is
+called. The loaded object is then checked to contain only dicts, lists, tuples, str,
 int, float and numpy str/int/float scalars and arrays.
 
 Metadata the pickles lack: without a manifest the split file gets dataset fingerprint, class
@@ -36,12 +37,6 @@ PROCEDURE = "oodml-published"
 _NUMPY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")
 _ALLOWED_KINDS = "Ufiu"
 
-try:
-    from numpy._core import multiarray as _multiarray
-except ImportError:  # numpy < 2
-    from numpy.core import multiarray as _multiarray
-
-
 class RefusedGlobal(pickle.UnpicklingError):
     """The pickle asked for a global outside the allow-list."""
 
@@ -52,16 +47,120 @@ def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
     return text.encode("latin1")
 
 
+MAX_ITEMSIZE = 2**20
+"""Largest numpy element (bytes) a pickle may declare: no class or image name comes near it."""
+
+MAX_DEPTH = 64
+"""Deepest container nesting accepted (a study pickle nests 6 deep)."""
+
+MAX_INT_BITS = 63
+"""Integers (split ids, shot counts, distances) must fit in a signed 64-bit integer."""
+
+
+class _DtypeSpec:
+    """Stand-in for ``numpy.dtype(obj, align, copy)`` plus its ``__setstate__``: records the
+    arguments and builds a real dtype only once both are checked (a plain little- or big-endian
+    str, int, uint or float type, no fields, no sub-array, element at most MAX_ITEMSIZE)."""
+
+    def __init__(self, obj: Any = None, align: Any = False, copy: Any = False) -> None:
+        if not isinstance(obj, str) or len(obj) > 16:
+            raise RefusedGlobal(f"numpy dtype {obj!r:.40} is not allowed")
+        try:
+            base = np.dtype(obj)
+        except TypeError:
+            raise RefusedGlobal(f"numpy dtype {obj!r:.40} is not allowed") from None
+        if base.kind not in _ALLOWED_KINDS or base.fields is not None or base.subdtype:
+            raise RefusedGlobal(f"numpy dtype {obj!r:.40} is not allowed")
+        self.dtype = base
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) not in (8, 9):
+            raise RefusedGlobal("numpy dtype state is malformed")
+        endian, subarray, names, fields, elsize = state[1:6]
+        if endian not in ("<", ">", "|", "=") or (subarray, names, fields) != (None, None, None):
+            raise RefusedGlobal("numpy dtype with fields or sub-arrays is not allowed")
+        if type(elsize) is not int or elsize > MAX_ITEMSIZE:
+            raise RefusedGlobal(f"numpy dtype element size {elsize!r:.40} is not allowed")
+        dt = self.dtype
+        if dt.kind == "U" and elsize > 0:
+            dt = np.dtype(f"U{elsize // 4}")
+        self.dtype = dt.newbyteorder(endian) if endian in "<>" and dt.itemsize > 1 else dt
+
+    def real(self) -> np.dtype:
+        if self.dtype.itemsize < 1 or self.dtype.itemsize > MAX_ITEMSIZE:
+            raise RefusedGlobal(f"numpy dtype {self.dtype} has no usable element size")
+        return self.dtype
+
+
+def _raw_bytes(raw: Any) -> bytes:
+    if isinstance(raw, bytes):
+        return raw
+    if isinstance(raw, str):
+        return raw.encode("latin1")
+    raise RefusedGlobal("numpy array data is not raw bytes")
+
+
+class _ArrayBuilder:
+    """Stand-in for ``numpy.core.multiarray._reconstruct(ndarray, shape, dtype)`` plus the
+    array's ``__setstate__``. numpy would allocate the declared shape at once (a 75-byte pickle
+    can declare 4e8 elements); here the state is checked first: the data must be exactly
+    ``prod(shape) * itemsize`` bytes carried by the pickle itself, so an array never takes more
+    memory than the pickle file."""
+
+    def __init__(self, subtype: Any = None, shape: Any = None, dtype: Any = None) -> None:
+        if subtype is not np.ndarray:
+            raise RefusedGlobal("_reconstruct is only allowed for numpy.ndarray")
+        self.array: np.ndarray | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) != 5:
+            raise RefusedGlobal("numpy array state is malformed")
+        _, shape, spec, fortran, raw = state
+        if not isinstance(spec, _DtypeSpec):
+            raise RefusedGlobal("numpy array without an allowed dtype")
+        if not isinstance(shape, tuple) or not all(
+            type(n) is int and 0 <= n.bit_length() <= MAX_INT_BITS for n in shape
+        ):
+            raise RefusedGlobal(f"numpy array shape {shape!r:.60} is not allowed")
+        dtype = spec.real()
+        count = 1
+        for n in shape:
+            count *= n
+        data = _raw_bytes(raw)
+        if count * dtype.itemsize != len(data):
+            raise RefusedGlobal(
+                f"numpy array of shape {shape!r:.60} and dtype {dtype} needs "
+                f"{count * dtype.itemsize} bytes but the pickle carries {len(data)}"
+            )
+        order = "F" if fortran else "C"
+        self.array = np.frombuffer(data, dtype=dtype).reshape(shape, order=order).copy()
+
+
+def _scalar(spec: Any, raw: Any = None) -> np.generic:
+    """Stand-in for ``numpy.core.multiarray.scalar(dtype, bytes)`` with the sizes checked."""
+    if not isinstance(spec, _DtypeSpec):
+        raise RefusedGlobal("numpy scalar without an allowed dtype")
+    dtype = spec.real()
+    data = _raw_bytes(raw)
+    if len(data) != dtype.itemsize:
+        raise RefusedGlobal(f"numpy scalar of dtype {dtype} with {len(data)} bytes")
+    return np.frombuffer(data, dtype=dtype)[0]
+
+
 class SafeUnpickler(pickle.Unpickler):
-    """Resolves only the globals needed to rebuild numpy string/number scalars and arrays."""
+    """Resolves only stand-ins that rebuild numpy string/number scalars and arrays after
+    checking their sizes (see ``_ArrayBuilder``); nothing numpy allocates is larger than the
+    bytes the pickle carries."""
 
     def find_class(self, module: str, name: str) -> Any:
-        if module in _NUMPY_MODULES and name in ("_reconstruct", "scalar"):
-            return getattr(_multiarray, name)
+        if module in _NUMPY_MODULES and name == "_reconstruct":
+            return _ArrayBuilder
+        if module in _NUMPY_MODULES and name == "scalar":
+            return _scalar
         if module == "numpy" and name == "ndarray":
             return np.ndarray
         if module == "numpy" and name == "dtype":
-            return np.dtype
+            return _DtypeSpec
         if module == "_codecs" and name == "encode":
             return _latin1_encode
         raise RefusedGlobal(f"global '{module}.{name}' is not allowed")
@@ -71,21 +170,55 @@ class SafeUnpickler(pickle.Unpickler):
 
 
 def safe_loads(data: bytes, name: str = "<pickle>") -> Any:
-    """Unpickle with SafeUnpickler, then check and convert to plain Python containers."""
+    """Unpickle with SafeUnpickler, then check and convert to plain Python containers.
+
+    Bounds: arrays no larger than the bytes carried (``_ArrayBuilder``), nesting at most
+    MAX_DEPTH (which also stops self-references), integers within 64 bits, and at most
+    ``16 * len(data) + 10**6`` values visited (shared sub-containers cannot blow up)."""
     try:
         obj = SafeUnpickler(io.BytesIO(data), encoding="latin1").load()
     except RefusedGlobal as exc:
         raise SplitFileError(
             f"{name}: refused to load ({exc}); only plain data and numpy arrays are accepted"
         ) from None
+    except RecursionError:
+        raise SplitFileError(f"{name}: refused to load (nested too deeply)") from None
+    except MemoryError:
+        raise SplitFileError(f"{name}: refused to load (out of memory)") from None
     except Exception as exc:
         kind = type(exc).__name__
-        raise SplitFileError(f"{name}: not a readable pickle ({kind}: {exc})") from None
-    return plain(obj, name)
+        raise SplitFileError(f"{name}: not a readable pickle ({kind}: {_short(exc)})") from None
+    budget = [16 * len(data) + 10**6]
+    return plain(obj, name, budget=budget)
 
 
-def plain(obj: Any, where: str) -> Any:
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def plain(obj: Any, where: str, depth: int = 0, budget: list[int] | None = None) -> Any:
     """Recursively check the allowed types and turn numpy values into Python ones."""
+    if depth > MAX_DEPTH:
+        raise SplitFileError(
+            f"{name_of(where)}: nested more than {MAX_DEPTH} levels deep (or refers to itself); "
+            "this is not an ooDML split pickle"
+        )
+    if budget is not None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise SplitFileError(
+                f"{name_of(where)}: holds far more values than its size allows (shared "
+                "containers repeated); this is not an ooDML split pickle"
+            )
+    if isinstance(obj, _ArrayBuilder):
+        if obj.array is None:
+            raise SplitFileError(f"{where}: numpy array without data is not allowed")
+        obj = obj.array
+        if budget is not None:
+            budget[0] -= obj.size
+            if budget[0] < 0:
+                raise SplitFileError(f"{name_of(where)}: arrays hold too many values")
     if isinstance(obj, np.ndarray):
         if obj.dtype.kind not in _ALLOWED_KINDS:
             raise SplitFileError(f"{where}: numpy array of dtype {obj.dtype} is not allowed")
@@ -94,19 +227,32 @@ def plain(obj: Any, where: str) -> Any:
         if obj.dtype.kind not in _ALLOWED_KINDS:
             raise SplitFileError(f"{where}: numpy value of dtype {obj.dtype} is not allowed")
         return obj.item()
-    if type(obj) in (str, int, float):
+    if type(obj) is int:
+        if obj.bit_length() > MAX_INT_BITS:
+            raise SplitFileError(
+                f"{where}: integer with {obj.bit_length()} bits is not allowed (at most 64)"
+            )
+        return obj
+    if type(obj) in (str, float):
         return obj
     if type(obj) is dict:
         out = {}
         for k, v in obj.items():
-            key = plain(k, f"{where} key")
+            key = plain(k, f"{where} key", depth + 1, budget)
             if not isinstance(key, (str, int)):
-                raise SplitFileError(f"{where}: dictionary key {key!r} is not a string or integer")
-            out[key] = plain(v, f"{where}[{key!r}]")
+                raise SplitFileError(
+                    f"{where}: dictionary key {key!r:.40} is not a string or integer"
+                )
+            out[key] = plain(v, f"{where}[{key!r:.40}]", depth + 1, budget)
         return out
     if type(obj) in (list, tuple):
-        return [plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return [plain(v, f"{where}[{i}]", depth + 1, budget) for i, v in enumerate(obj)]
     raise SplitFileError(f"{where}: value of type {type(obj).__name__} is not allowed")
+
+
+def name_of(where: str) -> str:
+    """The file part of a location such as ``'f.pkl[1]['train'][0]'`` (keeps messages short)."""
+    return where.split("[", 1)[0].split(" key", 1)[0]
 
 
 def _need(d: Any, key: str, where: str) -> Any:

@@ -182,6 +182,14 @@ def to_document(sf: SplitFile) -> dict[str, Any]:
     return _canon(doc, "split file")
 
 
+def sha256_of(body: Mapping[str, Any]) -> str:
+    """sha256 of a document's canonical form; a value JSON cannot hold gives '' (no match)."""
+    try:
+        return hashlib.sha256(canonical_bytes(body)).hexdigest()
+    except (ValueError, TypeError, RecursionError):
+        return ""
+
+
 def canonical_bytes(doc: Mapping[str, Any]) -> bytes:
     return json.dumps(
         doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
@@ -220,25 +228,73 @@ def load_splitfile(path: str | os.PathLike, *, check_sha: bool = True) -> SplitF
 
 def loads(data: bytes, name: str = "<split file>", *, check_sha: bool = True) -> SplitFile:
     """Parse and validate split-file bytes (``name`` appears in error messages)."""
+    return from_document(parse_json(data, name), name, check_sha=check_sha)
+
+
+def parse_json(data: bytes, name: str) -> Any:
+    """The JSON document; non-finite or out-of-range numbers, integers of more than 4300
+    digits, nesting deeper than the parser's recursion limit and bad UTF-8 are one-line
+    SplitFileErrors."""
     try:
-        doc = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+        return json.loads(
+            data.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
+        )
     except (UnicodeDecodeError, ValueError) as exc:
-        raise SplitFileError(f"{name} is not valid UTF-8 JSON ({exc}); regenerate it") from None
-    return from_document(doc, name, check_sha=check_sha)
+        why = " ".join(str(exc).split())[:200]
+        raise SplitFileError(f"{name} is not valid UTF-8 JSON ({why}); regenerate it") from None
+    except RecursionError:
+        raise SplitFileError(
+            f"{name} is nested too deeply to be a split file; regenerate it"
+        ) from None
+
+
+def load_for_verify(path: str | os.PathLike) -> tuple[SplitFile, list[str]]:
+    """Read a split file for ``verify``: returns the SplitFile and every problem found while
+    reading it (checksum mismatch, a class on two sides or listed twice, an unknown class, a
+    bad image path, wrong ids), instead of stopping at the first.
+
+    Only a file that cannot be read into a SplitFile at all (not JSON, unknown schema, a field
+    of the wrong type) raises a SplitFileError. Bad image paths are dropped from the episodes
+    (and reported); duplicated classes are kept once (and reported)."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise SplitFileError(f"split file {p} does not exist; check the path") from None
+    except OSError as exc:
+        raise SplitFileError(f"cannot read split file {p}: {exc.strerror}") from None
+    problems: list[str] = []
+    sf = from_document(parse_json(data, str(p)), str(p), problems=problems)
+    return sf, problems
 
 
 def _reject_constant(token: str) -> float:
     raise ValueError(f"non-finite number {token}")
 
 
+def _finite_float(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):
+        raise ValueError(f"number {token[:30]} is out of range")
+    return value
+
+
 class _Reader:
     """Typed field access that names the file and the field in every error."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, problems: list[str] | None = None) -> None:
         self.name = name
+        self.problems = problems
 
     def fail(self, where: str, what: str) -> SplitFileError:
         return SplitFileError(f"{self.name}: {where} {what}; regenerate or fix the split file")
+
+    def problem(self, where: str, what: str) -> None:
+        """A problem that leaves the file readable: collected when the reader collects
+        problems (``load_for_verify``), raised otherwise."""
+        if self.problems is None:
+            raise self.fail(where, what)
+        self.problems.append(f"{where} {what}")
 
     def get(self, obj: Any, key: str, where: str, types: type | tuple[type, ...]) -> Any:
         if not isinstance(obj, dict):
@@ -258,9 +314,9 @@ class _Reader:
         seen: set[str] = set()
         for v in values:
             if v in seen:
-                raise self.fail(f"{where}.{key}", f"lists class {v!r} twice (duplicated class)")
+                self.problem(f"{where}.{key}", f"lists class {v!r} twice (duplicated class)")
             seen.add(v)
-        return tuple(values)
+        return tuple(dict.fromkeys(values))
 
 
 def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
@@ -292,18 +348,23 @@ def _read_episodes(
             ew = f"{where}.episodes.{key}[{e}]"
             if not isinstance(ep, dict):
                 raise r.fail(ew, "must map class names to support image paths")
+            support: dict[str, list[str]] = {}
             for cls, paths in ep.items():
                 if cls not in test_set:
-                    raise r.fail(ew, f"has support images for {cls!r}, which is not a test class")
+                    r.problem(ew, f"has support images for {cls!r}, which is not a test class")
                 if not isinstance(paths, list):
                     raise r.fail(f"{ew}.{cls}", "must be a list of image paths")
+                kept = []
                 for p in paths:
                     why = path_problem(p)
                     if why:
-                        raise r.fail(f"{ew}.{cls}", f"image path {p!r:.80} {why}")
-                if len(set(paths)) != len(paths):
-                    raise r.fail(f"{ew}.{cls}", "lists an image twice")
-            out.append({cls: list(paths) for cls, paths in ep.items()})
+                        r.problem(f"{ew}.{cls}", f"image path {p!r:.80} {why}")
+                    else:
+                        kept.append(p)
+                if len(set(kept)) != len(kept):
+                    r.problem(f"{ew}.{cls}", "lists an image twice")
+                support[cls] = kept
+            out.append(support)
         episodes[shots] = out
     raw_skipped = r.get(obj, "episodes_skipped", where, dict)
     skipped: dict[int, tuple[str, ...]] = {}
@@ -311,7 +372,7 @@ def _read_episodes(
         shots = _int_key(r, key, f"{where}.episodes_skipped")
         skipped[shots] = r.names(raw_skipped, key, f"{where}.episodes_skipped")
         if not test_set.issuperset(skipped[shots]):
-            raise r.fail(f"{where}.episodes_skipped.{key}", "names a class that is no test class")
+            r.problem(f"{where}.episodes_skipped.{key}", "names a class that is no test class")
     return episodes, skipped
 
 
@@ -319,23 +380,27 @@ def _read_split(r: _Reader, obj: Any, index: int, known: set[str] | None) -> Spl
     where = f"ladder[{index}]"
     split_id = r.get(obj, "id", where, int)
     distance = r.get(obj, "distance", where, (int, float))
+    try:
+        distance = float(distance)
+    except OverflowError:
+        raise r.fail(f"{where}.distance", "is out of range") from None
     is_start = r.get(obj, "is_start", where, bool)
     lists = {k: r.names(obj, k, where) for k in ("train", "test", "removed", "val_train", "val")}
     if known is not None:
         for k, names in lists.items():
             unknown = [c for c in names if c not in known]
             if unknown:
-                raise r.fail(f"{where}.{k}", f"names unknown class {unknown[0]!r} (not in dataset)")
+                r.problem(f"{where}.{k}", f"names unknown class {unknown[0]!r} (not in dataset)")
     sides = ("train", "test", "removed")
     for i, a in enumerate(sides):
         for b in sides[i + 1 :]:
             both = sorted(set(lists[a]).intersection(lists[b]))
             if both:
-                raise r.fail(where, f"puts class {both[0]!r} in both {a} and {b}")
+                r.problem(where, f"puts class {both[0]!r} in both {a} and {b}")
     if set(lists["val_train"]).intersection(lists["val"]):
-        raise r.fail(where, "has a class in both val_train and val")
+        r.problem(where, "has a class in both val_train and val")
     if not set(lists["train"]).issuperset(lists["val_train"] + lists["val"]):
-        raise r.fail(where, "has a validation class that is not a train class")
+        r.problem(where, "has a validation class that is not a train class")
     episodes, skipped = _read_episodes(r, obj, where, lists["test"])
     return Split(
         id=split_id,
@@ -359,9 +424,18 @@ def _read_ci(r: _Reader, obj: Any, where: str) -> tuple[float, float] | None:
     return float(ci[0]), float(ci[1])
 
 
-def from_document(doc: Any, name: str = "<split file>", *, check_sha: bool = True) -> SplitFile:
-    """Validate a parsed document (schema, checksum, classes, paths) and build the SplitFile."""
-    r = _Reader(name)
+def from_document(
+    doc: Any,
+    name: str = "<split file>",
+    *,
+    check_sha: bool = True,
+    problems: list[str] | None = None,
+) -> SplitFile:
+    """Validate a parsed document (schema, checksum, classes, paths) and build the SplitFile.
+
+    With a ``problems`` list, problems that leave the document readable (including the
+    checksum) are appended to it instead of raised (see ``load_for_verify``)."""
+    r = _Reader(name, problems)
     if not isinstance(doc, dict):
         raise r.fail("document", "is not a JSON object")
     schema = r.get(doc, "schema", "", str)
@@ -372,11 +446,14 @@ def from_document(doc: Any, name: str = "<split file>", *, check_sha: bool = Tru
         )
     stored_sha = r.get(doc, "sha256", "", str)
     body = {k: v for k, v in doc.items() if k != "sha256"}
-    if check_sha and hashlib.sha256(canonical_bytes(body)).hexdigest() != stored_sha:
-        raise ChecksumMismatch(
+    if (check_sha or problems is not None) and sha256_of(body) != stored_sha:
+        mismatch = (
             f"{name}: checksum mismatch (the file was edited by hand or damaged); "
             "regenerate it with `oodml splits generate` instead of editing it"
         )
+        if problems is None:
+            raise ChecksumMismatch(mismatch)
+        problems.append(mismatch)
     dataset = r.get(doc, "dataset", "", dict)
     counts = r.get(dataset, "class_counts", "dataset", (dict, type(None)))
     if counts is not None and not all(
@@ -390,9 +467,9 @@ def from_document(doc: Any, name: str = "<split file>", *, check_sha: bool = Tru
     ladder = [_read_split(r, s, i, known) for i, s in enumerate(ladder_raw)]
     ids = [s.id for s in ladder]
     if ids != list(range(1, len(ladder) + 1)):
-        raise r.fail("ladder", f"ids must be 1..{len(ladder)} in order, got {ids}")
+        r.problem("ladder", f"ids must be 1..{len(ladder)} in order, got {ids[:20]}")
     if sum(s.is_start for s in ladder) > 1:
-        raise r.fail("ladder", "marks more than one split as the start")
+        r.problem("ladder", "marks more than one split as the start")
     seed = r.get(doc, "seed", "", (int, type(None)))
     sf = SplitFile(
         dataset_name=r.get(dataset, "name", "dataset", str),
@@ -442,6 +519,8 @@ def verify(sf: SplitFile, manifest: Any, features: Any = None, *, rtol: float = 
     that its extractor matches and that each distance recomputed from it agrees within ``rtol``.
     """
     problems: list[str] = []
+    if not sf.ladder:
+        problems.append("the ladder holds no splits")
     if sf.dataset_fingerprint is not None and sf.dataset_fingerprint != manifest.fingerprint:
         problems.append(
             f"dataset fingerprint {manifest.fingerprint[:12]}... of {manifest.root} differs from "

@@ -7,10 +7,15 @@ whether that file exists. Backends (``local``, ``ray``) only differ in where ``e
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from oodml.errors import first_line
 
 
 @dataclass(frozen=True)
@@ -111,24 +116,57 @@ def run_tasks(
 
 
 class LocalBackend:
-    """Runs tasks one after another in this process; an exception is retried ``retries`` times."""
+    """Runs tasks one after another; an exception is retried ``retries`` times.
+
+    ``isolate=False`` runs them in this process. ``isolate=True`` runs them in one worker
+    process (spawned, so ``execute`` and the specs must be picklable, and restarted when it
+    dies): a task that kills its process (``os._exit``, a segfault, the OOM killer) is then
+    retried and reported as failed like any other, instead of ending the whole sweep without a
+    word."""
 
     name = "local"
 
+    def __init__(self, isolate: bool = False) -> None:
+        self.isolate = isolate
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _call(self, execute: Callable[[Any], Any], spec: Any) -> Any:
+        if not self.isolate:
+            return execute(spec)
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"))
+        try:
+            return self._pool.submit(execute, spec).result()
+        except BrokenProcessPool:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+            raise WorkerDied(
+                "the task's process exited abruptly (os._exit, a crash or out of memory)"
+            ) from None
+
     def run(self, tasks, execute, state, retries, on_update) -> None:  # noqa: D102
-        for task in tasks:
-            state.running = 1
-            on_update(state)
-            for attempt in range(retries + 1):
-                try:
-                    execute(task.spec)
-                except Exception as exc:  # a failing run must not stop the others
-                    if attempt < retries:
-                        state.retried[task.key] = attempt + 1
-                        continue
-                    state.failed[task.key] = f"{type(exc).__name__}: {exc}"
-                else:
-                    state.done += 1
-                break
-            state.running = 0
-            on_update(state)
+        try:
+            for task in tasks:
+                state.running = 1
+                on_update(state)
+                for attempt in range(retries + 1):
+                    try:
+                        self._call(execute, task.spec)
+                    except Exception as exc:  # a failing run must not stop the others
+                        if attempt < retries:
+                            state.retried[task.key] = attempt + 1
+                            continue
+                        state.failed[task.key] = f"{type(exc).__name__}: {first_line(exc)}"
+                    else:
+                        state.done += 1
+                    break
+                state.running = 0
+                on_update(state)
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+
+
+class WorkerDied(RuntimeError):
+    """The process running a task ended without returning (``LocalBackend(isolate=True)``)."""

@@ -7,11 +7,16 @@ raises and a task whose worker process died are handled alike, counted, and repo
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
 from oodml.errors import ConfigError, first_line
 from oodml.sweep.engine import SweepState, Task
+
+CONNECT_TIMEOUT_S = 5.0
+"""How long ``--address HOST:PORT`` may take to accept a TCP connection before the sweep fails
+(Ray itself would retry for minutes)."""
 
 INSTALL_HINT = "Ray is not installed: pip install 'oodml[dist]' (or pip install 'ray[default]')"
 
@@ -49,9 +54,10 @@ class RayBackend:
         if not self.address:
             ray.init(num_cpus=self.num_cpus or os.cpu_count() or 1, **kwargs)
             return True
+        probe_address(self.address)
         try:
             ray.init(address=self.address, **kwargs)
-        except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
+        except (ConnectionError, TimeoutError, RuntimeError, ValueError, SystemExit) as exc:
             raise ConfigError(
                 f"cannot connect to the Ray cluster at address {self.address}: "
                 f"{first_line(exc)}; start it with `ray start --head` or check the address"
@@ -115,6 +121,32 @@ class RayBackend:
         finally:
             if started:
                 ray.shutdown()
+
+
+def probe_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail within ``timeout`` seconds (one ConfigError line) unless ``address``
+    (``HOST:PORT`` or ``ray://HOST:PORT``) accepts a TCP connection. ``auto`` and ``local``
+    are Ray's own lookups and are not probed."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.removeprefix("ray://")
+    host, sep, port_text = hostport.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(
+            f"--address {address!r} is not HOST:PORT (for example 10.0.0.5:6379 or "
+            "ray://10.0.0.5:10001); use the address `ray start --head` printed"
+        )
+    try:
+        with socket.create_connection((host, int(port_text)), timeout=timeout):
+            pass
+    except OSError as exc:
+        why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise ConfigError(
+            f"cannot connect to the Ray cluster at --address {address}: {why} "
+            f"(waited at most {timeout:g} s); start it with `ray start --head` or check the "
+            "address"
+        ) from None
 
 
 def _error_line(exc: BaseException) -> str:

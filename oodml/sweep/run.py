@@ -77,7 +77,7 @@ def plan(cfg: SweepConfig, how: SweepRun = SweepRun()) -> list[RunSpec]:
 def make_backend(how: SweepRun):
     if how.backend == "ray":
         return RayBackend(how.address, how.cpus_per_run, how.gpus_per_run, how.num_cpus)
-    return LocalBackend()
+    return LocalBackend(isolate=True)
 
 
 def run_sweep(

@@ -114,11 +114,23 @@ def _coerce(p: inspect.Parameter, value: Any, what: str) -> Any:
     )
 
 
-def import_object(path: str, what: str = "object") -> Any:
-    """Import ``'package.module:Name'``; errors name the path and the expected form."""
-    if ":" not in path:
-        raise ConfigError(f"{what} {path!r} is not an import path; write 'package.module:Name'")
-    mod_name, _, attr = path.partition(":")
+def import_object(
+    path: str,
+    what: str = "object",
+    base: type | tuple[type, ...] | None = None,
+    base_name: str = "",
+) -> Any:
+    """Import ``'package.module:Name'``; errors name the path and the expected form.
+
+    Importing runs the module's top-level code (that is how user classes are loaded). With
+    ``base`` (shown as ``base_name``), the object must be a class derived from ``base``;
+    anything else (a function such as ``os:system``, an instance) is refused before it can be
+    called with user arguments."""
+    mod_name, sep, attr = path.partition(":")
+    if not sep or not _is_dotted(mod_name) or not _is_dotted(attr):
+        raise ConfigError(
+            f"{what} {path[:200]!r} is not an import path; write 'package.module:Name'"
+        )
     try:
         module = importlib.import_module(mod_name)
     except ImportError as exc:
@@ -128,4 +140,15 @@ def import_object(path: str, what: str = "object") -> Any:
         if not hasattr(obj, part):
             raise ConfigError(f"module {mod_name!r} has no {attr!r} (from {what} {path!r})")
         obj = getattr(obj, part)
+    if base is not None and not (inspect.isclass(obj) and issubclass(obj, base)):
+        bases = base if isinstance(base, tuple) else (base,)
+        names = base_name or " or ".join(b.__qualname__ for b in bases)
+        raise ConfigError(
+            f"{what} {path!r} is not a class derived from {names}; an import path must name "
+            f"such a class (nothing was called)"
+        )
     return obj
+
+
+def _is_dotted(name: str) -> bool:
+    return bool(name) and len(name) <= 500 and all(p.isidentifier() for p in name.split("."))

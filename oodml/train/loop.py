@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from oodml.config import check_choice, check_float, check_int
-from oodml.errors import ConfigError, TrainingError
+from oodml.errors import ConfigError, OutputError, TrainingError, first_line
 from oodml.fileio import atomic_write
 from oodml.progress import NO_PROGRESS, Progress
 from oodml.train.samplers import BatchSampler
@@ -194,7 +194,15 @@ def state_tag(parts: dict[str, Any]) -> str:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    atomic_write(path, lambda p: torch.save(state, p))
+    """Write atomically; a failed write (disk full: torch raises RuntimeError from its zip
+    writer) is a one-line OutputError and leaves the previous checkpoint in place."""
+    try:
+        atomic_write(path, lambda p: torch.save(state, p))
+    except RuntimeError as exc:
+        raise OutputError(
+            f"cannot write checkpoint {path}: {first_line(exc)}; free disk space or choose "
+            "another output folder (the previous checkpoint is kept)"
+        ) from None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

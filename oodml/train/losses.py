@@ -175,12 +175,11 @@ LOSSES.add(
 
 
 def loss_info(name: str) -> LossInfo:
-    """The registered loss, or a user class from ``'package.module:Class'``."""
+    """The registered loss, or a user ``torch.nn.Module`` subclass from
+    ``'package.module:Class'`` (importing runs that module's code; nothing else is accepted)."""
     if ":" in name:
-        obj = import_object(name, "loss")
-        if not callable(obj):
-            raise ConfigError(f"loss {name!r} is not a class or function")
-        params = inspect.signature(obj).parameters if callable(obj) else {}
+        obj = import_object(name, "loss", base=nn.Module, base_name="torch.nn.Module")
+        params = inspect.signature(obj).parameters
         provided = {k: v for k, v in _CLASSES.items() if k in params}
         return LossInfo(obj, provided, description=name)
     return LOSSES.get(name)

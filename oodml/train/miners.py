@@ -85,9 +85,12 @@ _add("maximum-loss", MaximumLossMiner)
 
 
 def miner_info(name: str) -> MinerInfo:
-    """The registered miner, or a user class from ``'package.module:Class'``."""
+    """The registered miner, or a user miner class from ``'package.module:Class'``: a subclass
+    of ``torch.nn.Module`` (pytorch-metric-learning's ``BaseMiner`` is one); importing runs that
+    module's code, nothing else is accepted."""
     if ":" in name:
-        return MinerInfo(import_object(name, "miner"), description=name)
+        miner = import_object(name, "miner", base=nn.Module, base_name="torch.nn.Module")
+        return MinerInfo(miner, description=name)
     return MINERS.get(name)
 
 

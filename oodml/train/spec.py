@@ -54,7 +54,10 @@ class RunSpec:
         "code). See `oodml losses`.", required=True)
     results_dir: str = _opt("", "Results folder (results.parquet, results.csv, runs/).")
     loss_args: dict[str, Any] = _opt({}, "Loss arguments, e.g. 'alpha=2,beta=50'.")
-    miner: str | None = _opt(None, "Miner name (e.g. triplet-semihard, batch-hard).")
+    miner: str | None = _opt(
+        None, "Miner name (e.g. triplet-semihard, batch-hard) or an import path "
+        "'package.module:Class' of a torch.nn.Module subclass (e.g. a pytorch-metric-learning "
+        "BaseMiner; importing it runs that module's code).")
     miner_args: dict[str, Any] = _opt({}, "Miner arguments, e.g. 'margin=0.1'.")
     method: str | None = _opt(None, "Method name in the results (default: loss[+miner]).")
     dataset: str | None = _opt(None, "Dataset loader name (default: the split file's).")

@@ -63,7 +63,13 @@ def make_synthetic_study(
     cache_dir = base / "cache"
     save_features(
         FeatureSet(
-            features, manifest.labels, manifest.paths, extractor, weights_sha, manifest.fingerprint
+            features,
+            manifest.labels,
+            manifest.paths,
+            extractor,
+            weights_sha,
+            manifest.fingerprint,
+            manifest.content_id,
         ),
         cache_dir,
     )
