@@ -102,6 +102,9 @@ def generate(**o) -> None:
         sf = generate_splitfile(manifest, fs, config, progress=bars)
     save_splitfile(sf, o["out"])
     show_table(sf)
+    if config.targets is None and len(sf.ladder) < config.levels:
+        say(f"note: {config.levels} levels asked for, but the walk has only {len(sf.ladder)} "
+            "distinct splits; all of them are in the file")
     say(f"wrote {o['out']}")
 
 
