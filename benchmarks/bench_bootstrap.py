@@ -46,7 +46,7 @@ def main() -> None:
     if sf.distance_mode != "class-means":
         raise SystemExit(f"{args.splitfile}: this benchmark times class-means ladders only")
     manifest = load_dataset(sf.dataset_name, args.root)
-    fs = get_features(manifest, sf.extractor, progress=False)
+    fs = get_features(manifest, sf.extractor)
     stats = ClassStats.from_features(fs.features, fs.labels)
     eps = sf.params.get("eps")
 

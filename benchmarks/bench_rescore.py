@@ -47,7 +47,7 @@ def main() -> None:
     manifest = load_dataset(sf.dataset_name, args.root)
     extractor = args.extractor or sf.extractor
     t = time.perf_counter()
-    fs = get_features(manifest, extractor, weights=args.weights, progress=False)
+    fs = get_features(manifest, extractor, weights=args.weights)
     t_feat = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -14,12 +14,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from oodml.cli import main
 from oodml.data import load_dataset
 from oodml.errors import ConfigError
 from oodml.features import fid_inception as tf_fid
 from oodml.features import get_features, load_extractor
 from oodml.features.extractors import INCEPTION_FILE, sha256_file
+from oodml_cli import main
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +92,10 @@ def test_fid_between_alphabets_matches_pytorch_fid(standard, alphabets, cache, c
     printed = capsys.readouterr().out
     value = float(re.search(r":\s*([0-9.eE+-]+)\s*$", printed.strip()).group(1))
 
-    from oodml.commands.fid import folder_manifest
+    from oodml.fid import folder_manifest
 
     feats = [
-        get_features(folder_manifest(f), "inception", cache_dir=cache, progress=False,
+        get_features(folder_manifest(f), "inception", cache_dir=cache,
                      num_workers=0)
         for f in alphabets
     ]

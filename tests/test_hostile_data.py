@@ -48,17 +48,17 @@ def test_changed_pixels_get_a_new_cache_entry_and_new_features(tmp_path, keep_ti
     root, cache = tmp_path / "ds", tmp_path / "cache"
     make_folder(root)
     before = load_dataset("imagefolder", root)
-    fs1 = get_features(before, "efficientnet-lite0", cache_dir=cache, num_workers=0, progress=False)
+    fs1 = get_features(before, "efficientnet-lite0", cache_dir=cache, num_workers=0)
     invert_in_place(root, keep_times)
     after = load_dataset("imagefolder", root)
     assert after.fingerprint == before.fingerprint  # names-only identity is unchanged
     assert after.content_id != before.content_id
-    fs2 = get_features(after, "efficientnet-lite0", cache_dir=cache, num_workers=0, progress=False)
+    fs2 = get_features(after, "efficientnet-lite0", cache_dir=cache, num_workers=0)
     assert not np.allclose(fs1.features, fs2.features)
     entries = sorted((cache / "features" / "efficientnet-lite0").glob("*.npz"))
     assert len(entries) == 2
     fresh = get_features(
-        after, "efficientnet-lite0", cache_dir=tmp_path / "fresh", num_workers=0, progress=False
+        after, "efficientnet-lite0", cache_dir=tmp_path / "fresh", num_workers=0
     )
     np.testing.assert_array_equal(fs2.features, fresh.features)
 
@@ -70,8 +70,8 @@ def test_inverted_copy_under_the_same_names_is_not_served_from_cache(tmp_path):
     shutil.copytree(a, b, copy_function=shutil.copy2)
     invert_in_place(b, keep_times=True)
     ma, mb = load_dataset("imagefolder", a), load_dataset("imagefolder", b)
-    fa = get_features(ma, "efficientnet-lite0", cache_dir=cache, num_workers=0, progress=False)
-    fb = get_features(mb, "efficientnet-lite0", cache_dir=cache, num_workers=0, progress=False)
+    fa = get_features(ma, "efficientnet-lite0", cache_dir=cache, num_workers=0)
+    fb = get_features(mb, "efficientnet-lite0", cache_dir=cache, num_workers=0)
     assert ma.fingerprint == mb.fingerprint and ma.content_id != mb.content_id
     assert not np.allclose(fa.features, fb.features)
     assert content_sha256(ma) != content_sha256(mb)
@@ -102,8 +102,7 @@ def test_cache_paths_include_the_content_id(tmp_path):
     root = tmp_path / "ds"
     make_folder(root)
     m = load_dataset("imagefolder", root)
-    fs = get_features(m, "efficientnet-lite0", cache_dir=tmp_path / "c", num_workers=0,
-                      progress=False)
+    fs = get_features(m, "efficientnet-lite0", cache_dir=tmp_path / "c", num_workers=0)
     npz, meta = cache_paths(tmp_path / "c", m.fingerprint, fs.extractor, fs.weights_sha256,
                             m.content_id)
     assert npz.is_file() and m.content_id[:32] in npz.name and fs.content_id == m.content_id
