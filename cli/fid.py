@@ -57,6 +57,8 @@ def fid(**o) -> None:
             manifest = load(o["dataset"], o["root"], o["skip_bad"])
             result = fid_classes(manifest, side_a, side_b, mode=o["mode"], eps=o["eps"],
                                  features=opts, progress=bars)
+    for path in result.skipped:
+        say(f"skipped unreadable image {path}", err=True)
     say(f"{result.text}: {result.value:.10g}")
 
 

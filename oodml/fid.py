@@ -39,6 +39,7 @@ class FidResult:
     n_a: int
     n_b: int
     unit: str
+    skipped: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -120,8 +121,9 @@ def fid_folders(
             )
     value = distance_between(a, b, mode, eps)
     unit = "images" if mode == "samples" else "classes"
+    skipped = tuple(f"{m.root}/{p}" for m in manifests for p in m.skipped)
     return FidResult(float(value), mode, feats[0].extractor, str(folders[0]), str(folders[1]),
-                     n1, n2, unit)
+                     n1, n2, unit, skipped)
 
 
 def fid_classes(

@@ -273,9 +273,10 @@ def test_cli_dataset_modes_match_api(tiny_folders, capsys) -> None:
     root, cache = tiny_folders / "ds", tiny_folders / "cache"
     classes = sorted(p.name for p in root.iterdir())
     (tiny_folders / "b.txt").write_text("# side B\n" + "\n".join(classes[3:]) + "\n\n")
-    common = ["fid", "--dataset", "imagefolder", "--root", str(root), "--cache", str(cache)]
+    common = ["fid", "--dataset", "imagefolder", "--root", str(root), "--cache", str(cache),
+              "--extractor", "efficientnet-lite0"]
     common += [
-        "--workers",
+        "--num-workers",
         "0",
         "--a",
         ",".join(classes[:3]),
@@ -294,7 +295,7 @@ def test_cli_dataset_modes_match_api(tiny_folders, capsys) -> None:
     code, _, err = run_cli([*common[:-4], "--a", "nope,x", "--b", classes[0]], capsys)
     assert code == 2 and "not in dataset" in err
     code, _, err = run_cli([*common, "--mode", "pixels"], capsys)
-    assert code == 2 and "--mode" in err
+    assert code == 2 and "mode='pixels' is not one of" in err
 
 
 def test_cli_two_folders_match_api(tiny_folders, capsys) -> None:
@@ -304,7 +305,8 @@ def test_cli_two_folders_match_api(tiny_folders, capsys) -> None:
 
     d1, d2, cache = tiny_folders / "d1", tiny_folders / "d2", tiny_folders / "cache"
     code, out, err = run_cli(
-        ["fid", str(d1), str(d2), "--cache", str(cache), "--workers", "0"], capsys
+        ["fid", str(d1), str(d2), "--cache", str(cache), "--num-workers", "0", "--extractor",
+         "efficientnet-lite0"], capsys
     )
     assert code == 0, err
     x1, x2 = (
@@ -331,7 +333,8 @@ def test_cli_class_means_of_two_class_folders_equals_the_dataset_route(
         for c in names:
             shutil.copytree(tiny_folders / "ds" / c, tmp_path / side / c)
     cache = tmp_path / "cache"
-    common = ["--mode", "class-means", "--cache", str(cache), "--workers", "0"]
+    common = ["--mode", "class-means", "--cache", str(cache), "--num-workers", "0",
+              "--extractor", "efficientnet-lite0"]
     code, out, err = run_cli(["fid", str(tmp_path / "A"), str(tmp_path / "B"), *common], capsys)
     assert code == 0, err
     assert "[3 classes]" in out

@@ -41,6 +41,7 @@ def spec_for(study, out: Path, **kw) -> RunSpec:
         results_dir=str(out),
         cache_dir=str(study.cache_dir),
         train=TrainConfig(epochs=2, batch_size=16, m=4),
+        gallery_classes=kw.pop("gallery_classes", 0),
         **kw,
     )
 

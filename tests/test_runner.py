@@ -43,6 +43,7 @@ def spec_for(study, out: Path, split_id: int = 1, seed: int = 0, **kw) -> RunSpe
         results_dir=str(out),
         cache_dir=str(study.cache_dir),
         train=train,
+        gallery_classes=kw.pop("gallery_classes", 0),
         **kw,
     )
 
@@ -241,7 +242,7 @@ def test_real_omniglot_ladder_head_only(omniglot_zip, omniglot_features, omniglo
 
 
 def test_bad_head_sizes_are_refused_when_the_spec_is_made(study, tmp_path):
-    for kw, msg in [(dict(embed_dim=0), "--embed-dim"), (dict(hidden=-5), "--hidden")]:
+    for kw, msg in [(dict(embed_dim=0), "embed_dim=0"), (dict(hidden=-5), "hidden=-5")]:
         with pytest.raises(ConfigError, match=msg):
             spec_for(study, tmp_path / "out", **kw)
 
@@ -258,5 +259,36 @@ def test_a_diverging_loss_is_a_one_line_error(study, tmp_path):
 
     spec = spec_for(study, tmp_path / "out", loss="softmax",
                     train=TrainConfig(epochs=2, batch_size=16, m=4, optimizer="sgd", lr=1e38))
-    with pytest.raises(TrainingError, match="loss became .* lower --lr"):
+    with pytest.raises(TrainingError, match="loss became .* lower lr"):
         run_one(spec)
+
+
+def test_size_controlled_rows_equal_the_metrics_on_drawn_test_classes(study, tmp_path):
+    """Default N is the ladder's smallest test set (here every split's 6 classes, so one
+    draw: the full-test values); an explicit N averages R seeded draws of N classes, the same
+    draws for every seed and method (seeded by the split file)."""
+    from oodml.metrics.sizecontrol import retrieval_metrics, size_controlled_metrics
+
+    rows = run_one(spec_for(study, tmp_path / "a", gallery_classes=None))
+    vals = {r["metric"]: r["value"] for r in rows}
+    for m in retrieval_metrics(DEFAULT_METRICS):
+        assert vals[f"{m}/n6"] == pytest.approx(vals[m], abs=1e-12)
+    assert "nmi/n6" not in vals
+    spec = spec_for(study, tmp_path / "b", gallery_classes=3, gallery_draws=4)
+    rows = run_one(spec)
+    vals = {r["metric"]: r["value"] for r in rows}
+    model, resolved, sf, manifest, split, _ = trained_model(spec)
+    idx = manifest.indices_of(split.test)
+    labels = np.array([sorted(split.test).index(manifest.labels[i]) for i in idx])
+    import torch
+
+    with torch.no_grad():
+        emb = model(torch.as_tensor(study.features[idx])).numpy()
+    want = size_controlled_metrics(emb, labels, 3, draws=4, seed=sf.seed,
+                                   metrics=retrieval_metrics(DEFAULT_METRICS))
+    assert set(want) <= set(vals)
+    for name, value in want.items():
+        assert vals[name] == pytest.approx(value, abs=1e-6)
+    assert json.loads(rows[0]["config"])["gallery"] == {"classes": 3, "draws": 4}
+    with pytest.raises(ConfigError, match="gallery_classes=7 exceeds the 6 test classes"):
+        check_specs([spec_for(study, tmp_path / "c", gallery_classes=7)])

@@ -28,6 +28,7 @@ def write_config(path: Path, splitfile: Path, root: Path, results: Path, cache: 
         "seeds = [0]",
         "splits = [1, 3]",
         'metrics = ["recall@1", "map@r"]',
+        "gallery_classes = 0",
         *(f"{k} = {v}" for k, v in extra.items()),
         "[train]",
         "epochs = 1",
@@ -203,7 +204,7 @@ def test_ray_retries_a_killed_worker_without_losing_or_duplicating_rows(
     cfg = load_config(write_config(tmp_path / "k.toml", ladder_file, omniglot_zip,
                                    tmp_path / "k", omniglot_features_cache))
     specs = plan(cfg)
-    tasks = [Task(run_key(s), (s, 1)) for s in specs]
+    tasks = [Task(run_key(s), (s, 1, None)) for s in specs]
     state = run_tasks(tasks, kill_worker_once, is_finished, RayBackend(), retries=1)
     killed = [t.key for t in tasks if t.spec[0].split_id == 3 and t.spec[0].method is None]
     assert (tmp_path / "k" / "killed-once").exists()

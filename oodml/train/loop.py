@@ -300,7 +300,7 @@ def _train(
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"{description}: loss became {float(loss)} at epoch {epoch + 1}; "
-                    "lower --lr (or --loss-lr-mult), or try --optimizer adam"
+                    "lower lr (or loss_lr_mult), or try optimizer adam"
                 )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
