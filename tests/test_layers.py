@@ -153,7 +153,7 @@ study = make_synthetic_study(Path({str(tmp_path)!r}) / "study")
 spec = RunSpec(splitfile=str(study.splitfile), root=str(study.root), split_id=1, seed=0,
                loss="contrastive", results_dir={str(tmp_path / "res")!r},
                extractor=study.extractor, cache_dir=str(study.cache_dir),
-               train=TrainConfig(epochs=1, batch_size=16, m=2))
+               train=TrainConfig(epochs=1, batch_size=12, m=2))
 run_ladder([spec])
 build_report([{str(tmp_path / "res")!r}], {str(tmp_path / "report")!r})
 bad = sorted(m for m in sys.modules if m.split(".")[0] in ("typer", "rich", "oodml_cli"))

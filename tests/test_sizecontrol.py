@@ -97,9 +97,9 @@ def test_names_defaults_and_bad_input() -> None:
     assert parse_metric_name("recall@1") == ("recall@1", None)
     assert default_gallery_classes([68, 66, 55, 35]) == 35
     x, labels = make_test_set(5, 0, per_class=3, dim=4)
-    with pytest.raises(ConfigError, match="--gallery-classes 6 exceeds the 5 test classes"):
+    with pytest.raises(ConfigError, match="gallery_classes=6 exceeds the 5 test classes"):
         size_controlled_metrics(x, labels, 6)
-    with pytest.raises(ConfigError, match="--gallery-draws must be >= 1"):
+    with pytest.raises(ConfigError, match="gallery_draws=0 must be >= 1"):
         size_controlled_metrics(x, labels, 3, draws=0)
     with pytest.raises(ConfigError, match="no splits"):
         default_gallery_classes([])

@@ -145,8 +145,8 @@ class LadderConfig:
                     f"targets={list(targets)!r} must be finite numbers, e.g. 20,40,80"
                 )
             object.__setattr__(self, "targets", tuple(float(t) for t in targets))
-        if not _is_int(self.seed):
-            raise ConfigError(f"seed={self.seed!r} must be an integer")
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed={self.seed!r} must be an integer in [0, 2**63)")
         if self.start not in START_CHOICES:
             raise ConfigError(
                 f"start={self.start!r} is unknown; choose one of: {', '.join(START_CHOICES)}"

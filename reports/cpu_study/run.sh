@@ -12,6 +12,13 @@ oodml evaluate "$SPLITS" "${COMMON[@]}" --loss multisimilarity
 oodml evaluate "$SPLITS" "${COMMON[@]}" --loss triplet --loss-args margin=0.2 --miner triplet-semihard
 oodml evaluate "$SPLITS" "${COMMON[@]}" --loss proxyanchor --loss-lr-mult 100
 oodml evaluate "$SPLITS" "${COMMON[@]}" --loss softmax
+# the oodml procedure's ladder (two-sided removal: the test set shrinks), where size-controlled
+# metrics matter
+S2=splits/omniglot_small1_efficientnet-lite0_class-means_oodml.json
+O2=(--root "$ROOT" --head-only --seeds 0,1,2 --epochs 10 --batch-size 64 --m 4 --lr 1e-3
+    --no-checkpoints --out "$OUT/oodml_ladder")
+oodml evaluate "$S2" "${O2[@]}" --loss multisimilarity
+oodml evaluate "$S2" "${O2[@]}" --loss proxyanchor --loss-lr-mult 100
 # few-shot adaptation of the multi-similarity model (head fine-tuned on each episode's support
 # images, 2 and 5 shots, 10 episodes each)
 oodml fewshot "$SPLITS" "${COMMON[@]}" --loss multisimilarity --shots 2,5
