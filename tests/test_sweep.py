@@ -13,7 +13,7 @@ import pytest
 from oodml.errors import ConfigError
 from oodml.sweep.config import load_config
 from oodml.sweep.engine import LocalBackend, Task, run_tasks
-from oodml.sweep.run import plan, run_sweep
+from oodml.sweep.run import SweepRun, plan, run_sweep
 from oodml.sweep.tasks import execute_run, is_finished
 
 KEY_COLS = ["method", "split_id", "seed", "metric"]
@@ -166,9 +166,9 @@ def test_local_and_ray_sweeps_agree_and_rerun_skips(
                                          tmp_path / "local", omniglot_features_cache))
     ray_cfg = load_config(write_config(tmp_path / "ray.toml", ladder_file, omniglot_zip,
                                        tmp_path / "ray", omniglot_features_cache))
-    local = run_sweep(local_cfg, backend="local", retries=0)
+    local = run_sweep(local_cfg, SweepRun(backend="local", retries=0))
     assert local.state.done == 4 and not local.state.failed
-    ray_out = run_sweep(ray_cfg, backend="ray", retries=0)
+    ray_out = run_sweep(ray_cfg, SweepRun(backend="ray", retries=0))
     assert ray_out.state.done == 4 and not ray_out.state.failed
 
     a, b = _table(tmp_path / "local"), _table(tmp_path / "ray")
@@ -177,7 +177,7 @@ def test_local_and_ray_sweeps_agree_and_rerun_skips(
     assert a[KEY_COLS].equals(b[KEY_COLS])
     assert (a["value"] - b["value"]).abs().max() < 1e-6
 
-    again = run_sweep(local_cfg, backend="local", retries=0)
+    again = run_sweep(local_cfg, SweepRun(backend="local", retries=0))
     assert again.state.skipped == 4 and again.state.done == 0
     assert _table(tmp_path / "local").equals(a)
 
@@ -228,13 +228,13 @@ def test_rerun_after_a_config_or_ladder_change_is_refused_not_skipped(
                         omniglot_features_cache)
     text = path.read_text().replace("splits = [1, 3]", "splits = [1]")
     path.write_text(text)
-    first = run_sweep(load_config(path), retries=0)
+    first = run_sweep(load_config(path), SweepRun(retries=0))
     assert first.state.done == 2
-    assert run_sweep(load_config(path), retries=0).state.skipped == 2
+    assert run_sweep(load_config(path), SweepRun(retries=0)).state.skipped == 2
 
     path.write_text(text.replace("epochs = 1", "epochs = 2"))
     with pytest.raises(ConfigError, match="different config"):
-        run_sweep(load_config(path), retries=0)
+        run_sweep(load_config(path), SweepRun(retries=0))
 
     sf = load_splitfile(ladder_file)
     other = tmp_path / "other.json"  # another ladder: same classes, another content sha256
@@ -253,11 +253,11 @@ def test_gpu_runs_on_ray_are_checked_by_the_cluster_not_this_machine(
 
     cfg = load_config(write_config(tmp_path / "s.toml", ladder_file, omniglot_zip,
                                    tmp_path / "out", omniglot_features_cache))
-    specs = plan(cfg, gpus_per_run=1, backend="ray")
+    specs = plan(cfg, SweepRun(gpus_per_run=1, backend="ray"))
     assert {s.device for s in specs} == {"cuda"}
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
-            plan(cfg, gpus_per_run=1, backend="local")
+            plan(cfg, SweepRun(gpus_per_run=1, backend="local"))
 
 
 def test_eta_counts_parallel_workers_once(monkeypatch):

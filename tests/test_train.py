@@ -386,9 +386,9 @@ def test_resume_from_checkpoint_equals_uninterrupted_training(tmp_path):
 
 
 def test_train_config_and_device_errors():
-    with pytest.raises(ConfigError, match="unknown optimizer 'rmsprop'"):
+    with pytest.raises(ConfigError, match="optimizer='rmsprop' is not one of: adam, adamw, sgd"):
         TrainConfig(optimizer="rmsprop")
-    with pytest.raises(ConfigError, match="unknown LR schedule"):
+    with pytest.raises(ConfigError, match="schedule='linear' is not one of"):
         TrainConfig(schedule="linear")
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
