@@ -502,10 +502,6 @@ def overlapping_levels(sf: SplitFile) -> list[tuple[int, int]]:
     return out
 
 
-def distances_of(sf: SplitFile) -> list[float]:
-    return [s.distance for s in sf.ladder]
-
-
 def is_strictly_increasing(values: Iterable[float]) -> bool:
     v = list(values)
     return all(a < b for a, b in zip(v[:-1], v[1:], strict=True))
