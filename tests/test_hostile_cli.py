@@ -92,7 +92,7 @@ def test_fewshot_and_generate_reject_bad_values_before_work(capsys, study, tmp_p
         (["--param", "history=-1"], "history"),
         (["--param", "nonsense=1"], "nonsense"),
         (["--seed", "-1"], "seed=-1 must be an integer in"),
-        (["--levels", "0"], "levels=0 must be >= 1"),
+        (["--levels", "0"], "levels=0 must be an integer >= 1"),
         (["--targets", "1,x"], "targets='1,x'"),
         (["--mode", "pixels"], "mode='pixels' is not one of"),
         (["--val-fraction", "nan"], "val_fraction=nan"),

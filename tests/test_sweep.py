@@ -184,7 +184,7 @@ def test_local_and_ray_sweeps_agree_and_rerun_skips(
 
 def kill_worker_once(item):
     """Kill this worker process the first time it sees split 3 of the first method."""
-    spec, _ = item
+    spec = item[0]
     marker = Path(spec.results_dir) / "killed-once"
     if spec.split_id == 3 and spec.method is None and not marker.exists():
         marker.parent.mkdir(parents=True, exist_ok=True)
