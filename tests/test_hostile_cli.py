@@ -217,11 +217,15 @@ def test_two_concurrent_evaluate_processes_keep_both_or_fail_clearly(study, tmp_
     ok = [r for r in results if r[2] == 0]
     failed = [r for r in results if r[2] != 0]
     assert len(ok) >= 1
+    raced = [err for _, err, _ in failed if "different config finished" in err]
     for _, err, _ in failed:
-        assert "different config finished" in err and "kept in" in err
+        # either both trained and the second to finish kept its rows beside the first, or the
+        # first had finished before the second started and the second stopped before training
+        assert "different config" in err and "Traceback" not in err
+        assert ("kept in" in err) == (err in raced)
     assert set(table["split_id"]) == {1} and table["config"].nunique() == 1
     kept = list((out / "runs").rglob("*.conflict-*"))
-    assert len(kept) == len(failed)
+    assert len(kept) == len(raced)
 
 
 def test_a_run_file_with_bad_rows_is_one_line(tmp_path):
