@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from oodml.config import coerce_value, field_types, parse_kv
+from oodml.config import coerce_value, field_types, optional_inner, parse_kv
 from oodml.errors import ConfigError
 
 T = TypeVar("T")
@@ -54,13 +54,11 @@ def flag_of(f: dataclasses.Field) -> str:
 
 def _cli_type(tp: Any) -> tuple[Any, bool]:
     """(the type typer parses, whether the value is text we convert ourselves)."""
-    origin = typing.get_origin(tp)
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    inner = args[0] if origin in (typing.Union, __import__("types").UnionType) else tp
+    optional, inner = optional_inner(tp)
     if typing.get_origin(inner) in (tuple, dict) or inner is dict:
         return str | None, True
     if inner in (int, float, str, bool):
-        return (inner | None) if inner is not tp else inner, False
+        return (inner | None) if optional else inner, False
     return str | None, True
 
 
@@ -124,9 +122,7 @@ def config_value(tp: Any, value: Any, name: str) -> Any:
     """A parsed option value in the field's type (comma lists, key=value tables)."""
     if value is None or not isinstance(value, str):
         return value
-    origin = typing.get_origin(tp)
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    inner = args[0] if len(args) == 1 and origin not in (tuple, dict) else tp
+    inner = optional_inner(tp)[1]
     if typing.get_origin(inner) is tuple:
         return parse_list(value, name, typing.get_args(inner)[0])
     if typing.get_origin(inner) is dict or inner is dict:
@@ -140,13 +136,10 @@ def build(cls: type[T], values: Mapping[str, Any], **fixed: Any) -> T:
     kwargs = {
         k: coerce_value(types_[k], config_value(types_[k], v, k), k, "option")
         for k, v in values.items()
-        if k in types_ and k not in fixed and (v is not None or _optional(types_[k]))
+        if k in types_ and k not in fixed and (v is not None or optional_inner(types_[k])[0])
     }
     return cls(**kwargs, **fixed)
 
-
-def _optional(tp: Any) -> bool:
-    return type(None) in typing.get_args(tp)
 
 
 def with_params(*groups: list[inspect.Parameter]) -> Callable[[Callable[..., T]], Callable[..., T]]:

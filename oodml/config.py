@@ -149,7 +149,8 @@ def field_help(cls: type, name: str) -> str:
     raise KeyError(name)
 
 
-def _is_optional(tp: Any) -> tuple[bool, Any]:
+def optional_inner(tp: Any) -> tuple[bool, Any]:
+    """(whether ``tp`` admits None, ``tp`` without the None)."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -159,7 +160,7 @@ def _is_optional(tp: Any) -> tuple[bool, Any]:
 
 
 def _type_name(tp: Any) -> str:
-    optional, inner = _is_optional(tp)
+    optional, inner = optional_inner(tp)
     origin = typing.get_origin(inner)
     if origin is tuple:
         base = f"a list of {_type_name(typing.get_args(inner)[0])}s"
@@ -177,7 +178,7 @@ def _type_name(tp: Any) -> str:
 def coerce_value(tp: Any, value: Any, name: str, where: str) -> Any:
     """``value`` checked against the annotation ``tp`` (lists as tuples, tables as nested
     dataclasses); a mismatch is a ConfigError naming ``where`` and ``name``."""
-    optional, inner = _is_optional(tp)
+    optional, inner = optional_inner(tp)
     if value is None:
         if optional:
             return None
