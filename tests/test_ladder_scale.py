@@ -9,6 +9,7 @@ import pytest
 
 import oodml.classstats as cs
 import oodml.splits.ladder as ladder
+import oodml.splits.ranking as ranking
 from oodml.classstats import ClassStats, MeansDistance, MeansScreen
 from oodml.frechet import frechet_distance_samples
 from oodml.splits.ladder import run_procedure, start_split
@@ -95,8 +96,10 @@ def wide(n_classes=90, dim=40, seed=0):
 
 @pytest.fixture
 def moments_route(monkeypatch):
-    """Send every problem through the running-moments route (normally rank > 512 only)."""
+    """Send every problem through the large-problem routes: running moments and anchors
+    (normally rank > 512 only) and the bounded ranking heads (normally >= 4096 classes)."""
     monkeypatch.setattr(cs, "MOMENTS_MIN_RANK", 0)
+    monkeypatch.setattr(ranking, "FULL_BELOW", 0)
 
 
 def test_running_moments_equal_direct_refits(moments_route, monkeypatch):
@@ -144,6 +147,7 @@ def test_oodml_walk_identical_to_previous_implementation_omniglot(
     """The full default walk on the real efficientnet-lite0 features, every step."""
     if route == "moments":
         monkeypatch.setattr(cs, "MOMENTS_MIN_RANK", 0)
+        monkeypatch.setattr(ranking, "FULL_BELOW", 0)
     manifest, fs = omniglot_features
     stats = ClassStats.from_features(fs.features, fs.labels)
     train, test = start_split(stats.classes, manifest.default_train, manifest.default_test, None)

@@ -26,7 +26,10 @@ import numpy as np
 
 from oodml.classstats import SplitDistance
 from oodml.errors import ConfigError
+from oodml.splits.ranking import Ranker, scores
 from oodml.splits.trajectory import Step
+
+__all__ = ["scores"]
 
 Progress = Callable[[], None]
 
@@ -190,15 +193,6 @@ class GreedyParams(_Params):
         return 2 * self.max_steps
 
 
-def scores(vectors: np.ndarray, train: Sequence[int], test: Sequence[int]):
-    """(a, b): the ranking scores of the train and test positions (see the module docstring)."""
-    x, y = vectors[list(train)], vectors[list(test)]
-    mu_train, mu_test = x.mean(axis=0), y.mean(axis=0)
-    a = np.linalg.norm(x - mu_test, axis=1) - np.linalg.norm(x - mu_train, axis=1)
-    b = np.linalg.norm(y - mu_train, axis=1) - np.linalg.norm(y - mu_test, axis=1)
-    return a, b
-
-
 def _recent(history: list[int], h: int) -> list[int]:
     return history[max(0, len(history) - h) :] if h > 0 else []
 
@@ -233,18 +227,20 @@ def oodml_pick(
     return pa, pb
 
 
-def _orders(vectors, train, test, reverse: bool) -> tuple[np.ndarray, np.ndarray]:
-    a, b = scores(vectors, train, test)
-    oa, ob = np.argsort(a, kind="stable"), np.argsort(b, kind="stable")
-    return (oa[::-1], ob[::-1]) if reverse else (oa, ob)
+def _ranker(vectors: np.ndarray | Ranker) -> Ranker:
+    return vectors if isinstance(vectors, Ranker) else Ranker(vectors)
 
 
-def _oodml_swaps(vectors, train, test, s, history, hist_a, hist_b, reverse):
-    """Make the s picks of one iteration and exchange them in place; returns the picks."""
-    order_a, order_b = _orders(vectors, train, test, reverse)
+def _oodml_swaps(ranker, train, test, s, history, hist_a, hist_b, reverse):
+    """Make the s picks of one iteration and exchange them in place; returns the picks.
+
+    The picks only look at the first s + history entries of each order (at most ``history``
+    of them are blocked), so only those heads are computed (:class:`Ranker`).
+    """
+    order_a, order_b = ranker.heads(train, test, s + history + 1, reverse)
     picks_a, picks_b = [], []
     for k in range(s):
-        pa, pb = oodml_pick(order_a, order_b, k, hist_a, hist_b, history)
+        pa, pb = oodml_pick(np.asarray(order_a), np.asarray(order_b), k, hist_a, hist_b, history)
         if pa is None or pb is None:
             continue
         train[pa], test[pb] = test[pb], train[pa]
@@ -271,6 +267,7 @@ def oodml_swap_walk(
     ``train`` and ``test`` are updated in place to the final state (after the last
     iteration's swaps, which is not recorded here).
     """
+    ranker = _ranker(vectors)
     hist_a: list[int] = []
     hist_b: list[int] = []
     sign = -1 if reverse else 1
@@ -278,7 +275,7 @@ def oodml_swap_walk(
     for i in range(iterations):
         d = dist(train, test)
         out.append(Step(sign * i * swaps_per_iter, phase, tuple(train), tuple(test), (), d))
-        _oodml_swaps(vectors, train, test, swaps_per_iter, history, hist_a, hist_b, reverse)
+        _oodml_swaps(ranker, train, test, swaps_per_iter, history, hist_a, hist_b, reverse)
         if tick:
             tick()
     return out
@@ -308,6 +305,7 @@ def oodml_removal_walk(
     Guards the published script lacks: a pick that finds no admissible position is skipped,
     and the phase stops early instead of leaving a side with fewer than 2 classes.
     """
+    ranker = _ranker(vectors)
     hist_a: list[int] = []
     hist_b: list[int] = []
     removed: list[int] = []
@@ -326,7 +324,7 @@ def oodml_removal_walk(
         )
         old_train, old_test = list(train), list(test)
         picks_a, picks_b = _oodml_swaps(
-            vectors, train, test, swaps_per_iter, history, hist_a, hist_b, False
+            ranker, train, test, swaps_per_iter, history, hist_a, hist_b, False
         )
         after = dist(train, test)
         if after >= before:
@@ -359,6 +357,7 @@ def oodml_procedure(
     """
     params = params.resolved()
     n, s, h = params.iterations, params.swaps_per_iter, params.history
+    vectors = _ranker(vectors)
     easy = oodml_swap_walk(
         vectors,
         dist,
@@ -411,20 +410,15 @@ class _Move:
     tie: tuple[str, str]
 
 
-def _ranked(score: np.ndarray, side: Sequence[int], names: Sequence[str], reverse: bool):
-    """Positions of ``side`` by ascending score (descending if ``reverse``), ties by name."""
-    key = -score if reverse else score
-    return sorted(range(len(side)), key=lambda p: (key[p], names[side[p]]))
-
-
 def _best_move(
     moves: list[_Move], dist: SplitDistance, cur: float, sign: float,
     screen: Screen | None, verify: int, base: float | None,
-) -> tuple[_Move, float] | None:
-    """The move of largest gain sign * (d - cur) > 0, or None.
+) -> tuple[_Move, float, float] | None:
+    """(move, its exact distance, its estimate) of largest gain sign * (d - cur) > 0, or None.
 
     Without ``screen`` every move's exact distance decides. With ``screen`` (a cheap batched
-    estimate, e.g. the eps-free low-rank distance; ``base`` is its value for the current split)
+    estimate, e.g. the eps-free low-rank distance; ``base`` is its value for the current split,
+    which the walk carries over from the estimate of the move that led there)
     moves are ordered by their estimate, and the first of the top ``verify`` with an estimated
     gain > 0 whose exact distance strictly improves is taken (a screen with a true
     ``ranks_only`` attribute, whose estimates are biased, skips the estimated-gain test).
@@ -445,7 +439,7 @@ def _best_move(
     for i in order:
         d = float(est[i]) if screen is None else dist(moves[i].train, moves[i].test)
         if sign * (d - cur) > 0:
-            return moves[i], d
+            return moves[i], d, float(est[i])
         if screen is None:
             return None
     return None
@@ -485,12 +479,18 @@ def greedy_walk(
     """
     sign = -1.0 if easier else 1.0
     phase = "easier" if easier else "harder"
+    ranker = _ranker(vectors)
+    head = max(candidates, removal_candidates)
     cur = dist(train, test)
     removed: list[int] = []
     out: list[Step] = []
+    needs_base = screen is not None and not getattr(screen, "ranks_only", False)
+    base = float(screen([list(train)], [list(test)])[0]) if needs_base else None
     for n in range(1, max_steps + 1):
-        a, b = scores(vectors, train, test)
-        rank_a, rank_b = _ranked(a, train, names, easier), _ranked(b, test, names, easier)
+        rank_a, rank_b = ranker.heads(
+            train, test, head, easier,
+            ties=(lambda p: names[train[p]], lambda p: names[test[p]]),
+        )
         cand_a, cand_b = rank_a[:candidates], rank_b[:candidates]
         swaps = []
         for pa in cand_a:
@@ -498,7 +498,6 @@ def greedy_walk(
                 tr, te = list(train), list(test)
                 tr[pa], te[pb] = test[pb], train[pa]
                 swaps.append(_Move(tr, te, None, (names[train[pa]], names[test[pb]])))
-        base = float(screen([list(train)], [list(test)])[0]) if screen else None
         best = _best_move(swaps, dist, cur, sign, screen, verify, base)
         if best is None and len(removed) < max_removed:
             drops = []
@@ -513,7 +512,8 @@ def greedy_walk(
             best = _best_move(drops, dist, cur, sign, screen, verify, base)
         if best is None:
             break
-        move, cur = best
+        move, cur, estimate = best
+        base = estimate if needs_base else None
         train[:], test[:] = move.train, move.test
         if move.gone is not None:
             removed.append(move.gone)
@@ -559,6 +559,7 @@ def greedy_procedure(
         "tick": tick,
     }
     budget = math.floor(params.max_removed_fraction * (len(train) + len(test)))
+    vectors = _ranker(vectors)
     start = Step(0, "start", tuple(train), tuple(test), (), dist(list(train), list(test)))
     easy = greedy_walk(vectors, names, dist, list(train), list(test), easier=True,
                        max_removed=0, **common)

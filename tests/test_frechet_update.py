@@ -1,0 +1,198 @@
+"""Issue 13: exact tr sqrt(S_a' S_b') after low-rank changes (oodml.frechet_update), the
+anchored class-means evaluator built on it, and the exact ranking heads (oodml.splits.ranking)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import oodml.classstats as cs
+import oodml.splits.ranking as ranking
+from oodml.classstats import MeansDistance
+from oodml.frechet import frechet_distance_samples, trace_sqrt_product
+from oodml.frechet_update import TransportAnchor
+from oodml.splits.ranking import Ranker, scores
+
+EPS = 1e-8
+
+
+def _cov(x: np.ndarray, eps: float = EPS) -> np.ndarray:
+    c = np.cov(x, rowvar=False)
+    c[np.diag_indices_from(c)] += eps
+    return c
+
+
+def _swap_change(x, x2, idx, n):
+    """(U, c) with cov(x2) = cov(x) + U diag(c) U^T when rows ``idx`` of x became x2's."""
+    s, s2 = x.sum(0), x2.sum(0)
+    u = np.concatenate([x2[idx].T, x[idx].T, s2[:, None], s[:, None]], axis=1)
+    k = len(idx)
+    c = np.concatenate([np.ones(k), -np.ones(k), [-1.0 / n], [1.0 / n]]) / (n - 1)
+    return u, c
+
+
+@pytest.mark.parametrize("dim,n,k", [(12, 60, 1), (50, 300, 3), (50, 300, 10), (160, 800, 6)])
+def test_tau_after_low_rank_changes_equals_dense(dim, n, k):
+    rng = np.random.default_rng(dim + k)
+    xa = rng.standard_normal((n, dim)) * rng.uniform(0.2, 1.5, dim)
+    xb = rng.standard_normal((n, dim)) * rng.uniform(0.2, 1.5, dim) + 0.3
+    anchor = TransportAnchor(_cov(xa), _cov(xb), EPS)
+    assert anchor.tau == pytest.approx(trace_sqrt_product(_cov(xa), _cov(xb), "svd"), rel=1e-13)
+    ia, ib = rng.choice(n, k, replace=False), rng.choice(n, k, replace=False)
+    xa2, xb2 = xa.copy(), xb.copy()
+    xa2[ia], xb2[ib] = xb[ib], xa[ia]
+    ua, ca = _swap_change(xa, xa2, ia, n)
+    ub, cb = _swap_change(xb, xb2, ib, n)
+    exact = trace_sqrt_product(_cov(xa2), _cov(xb2), "svd")
+    got = anchor.tau_after(ua, ca, ub, cb)
+    assert abs(got - exact) <= 1e-12 * exact
+    assert abs(exact - anchor.tau) > 1e-4 * exact  # the change is real, not rounding
+    # one side only, and nothing at all
+    one = anchor.tau_after(ua, ca, np.zeros((dim, 0)), np.zeros(0))
+    assert one == pytest.approx(trace_sqrt_product(_cov(xa2), _cov(xb), "svd"), rel=1e-12)
+    assert anchor.tau_after(np.zeros((dim, 0)), [], np.zeros((dim, 0)), []) == anchor.tau
+
+
+def test_transport_factors_and_inverse_traces():
+    rng = np.random.default_rng(3)
+    sa, sb = _cov(rng.standard_normal((90, 7))), _cov(rng.standard_normal((90, 7)) * 2)
+    anchor = TransportAnchor(sa, sb, EPS)
+    wa, wb = anchor.transport_factors()
+    t = wa.T @ wa
+    np.testing.assert_allclose(t @ sa @ t, sb, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(t @ (wb.T @ wb), np.eye(7), atol=1e-10)
+    inv_a, inv_b = anchor.inverse_traces()
+    assert inv_a == pytest.approx(np.trace(np.linalg.inv(sa)), rel=1e-10)
+    assert inv_b == pytest.approx(np.trace(np.linalg.inv(sb)), rel=1e-10)
+
+
+def test_anchor_refuses_what_it_cannot_do_exactly():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((5, 20))  # rank 4 in 20-d: only eps keeps it positive definite
+    with pytest.raises(np.linalg.LinAlgError, match="ill-conditioned"):
+        TransportAnchor(_cov(x), _cov(x + 1), EPS)
+    with pytest.raises(np.linalg.LinAlgError):
+        TransportAnchor(_cov(x, 0.0), _cov(x, 0.0), 1e-8)  # not positive definite
+    with pytest.raises(np.linalg.LinAlgError, match="positive floor"):
+        TransportAnchor(np.eye(3), np.eye(3), 0.0)
+
+
+def _means(c=700, d=24, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((6, d)) * 2
+    return centres[np.arange(c) % 6] + rng.standard_normal((c, d)) * rng.uniform(0.3, 1.2, d)
+
+
+def test_anchored_means_distance_walk_equals_direct_refits(monkeypatch):
+    """Swaps, one-sided and two-sided removals, re-anchoring: every distance as a direct refit,
+    including removals answered from an anchor with the first-order eps rescaling term."""
+    monkeypatch.setattr(cs, "MOMENTS_MIN_RANK", 0)
+    md = MeansDistance(_means(c=4000, d=16))
+    rng = np.random.default_rng(1)
+    a, b = list(range(0, 4000, 2)), list(range(1, 4000, 2))
+    routes = {"dense": 0, "swaps": 0, "removals": 0}
+    for step in range(60):
+        built = md.anchors_built
+        d = md.distance(a, b)
+        if md.anchors_built > built:
+            routes["dense"] += 1
+        else:
+            routes["swaps" if md.anchor.n == (len(a), len(b)) else "removals"] += 1
+        ref = frechet_distance_samples(md.coords[a], md.coords[b], eps=EPS)
+        assert abs(d - ref) <= 1e-12 * ref, step
+        i, j = rng.integers(len(a)), rng.integers(len(b))
+        a[i], b[j] = b[j], a[i]
+        if step % 3 == 1:
+            a.pop(int(rng.integers(len(a))))
+        if step % 5 == 2:
+            b.pop(int(rng.integers(len(b))))
+    assert min(routes.values()) >= 3, routes  # every route ran
+
+
+def test_removals_near_rank_deficiency_take_the_dense_route(monkeypatch):
+    """Few classes per dimension: the eps rescaling of removals is not small, so re-anchor."""
+    monkeypatch.setattr(cs, "MOMENTS_MIN_RANK", 0)
+    md = MeansDistance(_means(c=120, d=30, seed=2))
+    a, b = list(range(0, 100, 2)), list(range(1, 100, 2))
+    md.distance(a, b)
+    built = md.anchors_built
+    d = md.distance(a[:-2], b)
+    assert md.anchors_built == built + 1
+    ref = frechet_distance_samples(md.coords[a[:-2]], md.coords[b], eps=EPS)
+    assert d == pytest.approx(ref, rel=1e-12)
+
+
+def _full_head(v, train, test, length, reverse, names):
+    a, b = scores(v, train, test)
+    out = []
+    for full, side in ((a, train), (b, test)):
+        if names is not None:
+            key = -full if reverse else full
+            out.append(sorted(range(len(side)), key=lambda p: (key[p], names[side[p]]))[:length])
+        else:
+            order = np.argsort(full, kind="stable")
+            out.append([int(p) for p in (order[::-1] if reverse else order)[:length]])
+    return tuple(out)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("named", [False, True])
+def test_ranking_heads_equal_the_full_sort_along_a_walk(monkeypatch, reverse, named):
+    """Running sums moved by swaps and removals (and rebuilt), exact and near ties."""
+    monkeypatch.setattr(ranking, "FULL_BELOW", 0)
+    monkeypatch.setattr(ranking, "REBUILD_UPDATES", 40)
+    rng = np.random.default_rng(7)
+    v = rng.standard_normal((400, 16)) * 3 + 5
+    v[50] = v[51] = v[52]  # exact ties
+    names = [f"k{(i * 7919) % 400:03d}" for i in range(400)]
+    perm = [int(i) for i in rng.permutation(400)]
+    train, test = perm[:250], perm[250:]
+    ranker = Ranker(v)
+    for step in range(30):
+        ties = (lambda p: names[train[p]], lambda p: names[test[p]]) if named else None
+        got = ranker.heads(train, test, 12, reverse, ties)
+        assert got == _full_head(v, train, test, 12, reverse, names if named else None), step
+        pa, pb = got[0][step % 3], got[1][step % 2]
+        train[pa], test[pb] = test[pb], train[pa]
+        if step % 4 == 3:
+            train.pop(got[0][0])
+    assert ranker._updates < 40  # rebuilt on the way
+
+
+def test_ranking_heads_fall_back_on_undecided_near_ties(monkeypatch):
+    monkeypatch.setattr(ranking, "FULL_BELOW", 0)
+    rng = np.random.default_rng(8)
+    v = rng.standard_normal((300, 8))
+    train, test = list(range(150)), list(range(150, 300))
+    a, _ = scores(v, train, test)
+    best = int(np.argmin(a))
+    v[160] = v[150]
+    v[7] = v[best] * (1 + 1e-15)  # a near-tie at the head of the train order
+    ranker = Ranker(v)
+    got = ranker.heads(train, test, 5, False)
+    assert got == _full_head(v, train, test, 5, False, None)
+    assert ranker.fallbacks == 1
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("named", [False, True])
+def test_ranking_heads_equal_the_full_sort(monkeypatch, reverse, named):
+    monkeypatch.setattr(ranking, "FULL_BELOW", 0)
+    rng = np.random.default_rng(7)
+    v = rng.standard_normal((400, 16)) * 3 + 5
+    v[50] = v[51] = v[52]  # exact ties
+    v[200] = v[53] + 1e-13  # near-ties
+    train, test = list(rng.permutation(400)[:250]), None
+    test = [i for i in range(400) if i not in set(train)]
+    names = [f"k{(i * 7919) % 400:03d}" for i in range(400)]
+    a, b = scores(v, train, test)
+    ties = (lambda p: names[train[p]], lambda p: names[test[p]]) if named else None
+    got_a, got_b = Ranker(v).heads(train, test, 12, reverse, ties)
+    for full, side, got in ((a, train, got_a), (b, test, got_b)):
+        if named:
+            key = -full if reverse else full
+            want = sorted(range(len(side)), key=lambda p: (key[p], names[side[p]]))[:12]
+        else:
+            order = np.argsort(full, kind="stable")
+            want = list((order[::-1] if reverse else order)[:12])
+        assert got == want
