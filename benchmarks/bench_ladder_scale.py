@@ -14,6 +14,11 @@ same data, extrapolated to a ladder as (per-distance cost) x (exact distances ou
 evaluated); finally a CUB/CARS-sized case (200 classes x 2048-d, both procedures, full walks)
 and the peak resident memory of the process.
 
+How the class-means walks get there (issue 13): exact distances come from an anchor split
+decomposed once (``oodml.frechet_update.TransportAnchor``) and low-rank updates while the
+split stays within 60 classes of it ("anchors" counts the O(d^3) decompositions); the
+rankings' heads come from one pass over the class means (``oodml.splits.ranking.Ranker``).
+
 Walk lengths: ``oodml`` runs its full default walk (25 + 25 + 35 iterations) unless
 ``--oodml-iterations`` is given. ``greedy`` runs ``--greedy-steps`` steps per direction (its
 default walk allows 200); the full-walk time is extrapolated as 2 x 200 x (seconds per step),
@@ -97,17 +102,22 @@ def walk(stats, train, test, mode, procedure, params, label, per_what="step"):
     def progress(done, total):
         ticks["n"], ticks["total"] = done, total
 
+    md = stats.means_distance() if mode == "class-means" else None
+    anchors0 = md.anchors_built if md is not None else 0
     t0, c0 = time.perf_counter(), time.process_time()
     traj = run_procedure(stats, train, test, mode=mode, procedure=procedure, params=params,
                          progress=progress)
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    anchors = ""
+    if md is not None and md.incremental:
+        anchors = f"  anchors {md.anchors_built - anchors0}"
     moves = max(1, len(traj.steps) - 1)
     h = traj.hardest
     print(f"  {label:28s} {dt:8.1f} s wall ({cpu:7.1f} s CPU)  {dt / moves:6.2f} s/{per_what}  "
           f"steps {len(traj.steps):3d}  exact distances {counter['n']:4d}  range "
           f"{traj.easiest.distance:.4f} .. {h.distance:.4f} (start {traj.start.distance:.4f})  "
           f"removed at hardest {len(h.removed)}  strictly increasing "
-          f"{traj.is_strictly_increasing}  progress total {ticks['total']}", flush=True)
+          f"{traj.is_strictly_increasing}  progress total {ticks['total']}{anchors}", flush=True)
     return traj, dt, cpu, counter["n"]
 
 

@@ -140,6 +140,33 @@ def test_oodml_walk_identical_to_previous_implementation_synthetic(moments_route
     assert traj.hardest.removed
 
 
+def test_oodml_walk_identical_with_anchored_removals(moments_route, monkeypatch):
+    """Many classes per dimension (as SOP: 11k per side in 2048-d): swaps and removals are
+    answered from anchors by low-rank updates; the walk is the previous implementation's."""
+    stats = wide(n_classes=1200, dim=12, seed=5)
+    calls = {"anchored": 0, "anchored removals": 0}
+    real = cs._SplitAnchor.tau
+
+    def spy(self, coords, a, b):
+        got = real(self, coords, a, b)
+        if got is not None:
+            calls["anchored"] += 1
+            calls["anchored removals"] += (a.n, b.n) != self.n
+        return got
+
+    monkeypatch.setattr(cs._SplitAnchor, "tau", spy)
+    train, test = start_split(stats.classes, (), (), seed=2)
+    traj = run_procedure(stats, train, test, procedure="oodml", params={"iterations": 12})
+    coords = stats.means - stats.means.mean(axis=0)
+    ref = reference_oodml(stats.means, stats.classes, list(stats.indices(train)),
+                          list(stats.indices(test)), 12, 2, 5,
+                          lambda a, b: direct(coords, a, b))
+    assert_same_walk(traj, ref)
+    assert traj.hardest.removed
+    assert calls["anchored"] > 20 and calls["anchored removals"] > 3, calls
+    assert stats.means_distance().anchors_built < calls["anchored"]
+
+
 @pytest.mark.parametrize("route", ["default", "moments"])
 def test_oodml_walk_identical_to_previous_implementation_omniglot(
     omniglot_features, monkeypatch, route

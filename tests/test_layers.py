@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                     "oodml.progress", "oodml.hub")),
     ("data", ("oodml.data",)),
     ("features", ("oodml.features",)),
-    ("stats", ("oodml.frechet", "oodml.classstats", "oodml.fid")),
+    ("stats", ("oodml.frechet", "oodml.frechet_update", "oodml.classstats", "oodml.fid")),
     ("splits", ("oodml.splits",)),
     ("metrics", ("oodml.metrics",)),
     ("results", ("oodml.results",)),
