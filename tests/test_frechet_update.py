@@ -196,3 +196,15 @@ def test_ranking_heads_equal_the_full_sort(monkeypatch, reverse, named):
             order = np.argsort(full, kind="stable")
             want = list((order[::-1] if reverse else order)[:12])
         assert got == want
+
+
+def test_means_distance_without_eps_takes_the_dense_route(monkeypatch):
+    """eps = 0 gives no eigenvalue floor for the quadrature: every distance is dense, exact."""
+    monkeypatch.setattr(cs, "MOMENTS_MIN_RANK", 0)
+    md = MeansDistance(_means(c=300, d=10, seed=3), eps=0.0)
+    a, b = list(range(0, 300, 2)), list(range(1, 300, 2))
+    for _ in range(3):
+        ref = frechet_distance_samples(md.coords[a], md.coords[b])
+        assert md.distance(a, b) == pytest.approx(ref, rel=1e-12)
+        a[0], b[0] = b[0], a[0]
+    assert md.anchor is None and md.anchors_built == 0
