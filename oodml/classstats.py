@@ -527,8 +527,7 @@ class _SplitAnchor:
         self.trace_g = (a.trace_g, b.trace_g)
         self.eps = eps
         self.frechet = frechet
-        wa, wb = frechet.transport_factors()
-        self.trace_t = (float(np.einsum("ij,ij->", wa, wa)), float(np.einsum("ij,ij->", wb, wb)))
+        self.trace_t = frechet.transport_traces()
         self.inverse_traces = frechet.inverse_traces()
 
     def changes(self, members: tuple[set[int], set[int]]) -> list[tuple[list[int], list[int]]]:

@@ -97,11 +97,20 @@ class TransportAnchor:
         return (float(np.einsum("ij,ij->", self.ga, self.ga)),
                 float(np.einsum("ij,ij->", self.gb, self.gb / lam[:, None])))
 
+    def transport_traces(self) -> tuple[float, float]:
+        """(tr T, tr T^-1) = (sum l^1/2 |row i of G_a|^2, sum l^-1/2 |row i of G_b|^2)."""
+        root = np.sqrt(self._clipped())
+        return (float(root @ np.einsum("ij,ij->i", self.ga, self.ga)),
+                float((1.0 / root) @ np.einsum("ij,ij->i", self.gb, self.gb)))
+
+    def _clipped(self) -> np.ndarray:
+        tiny = float(self.lam[-1]) * self.dim * np.finfo(np.float64).eps
+        return np.maximum(self.lam, max(self.floor**2, tiny))
+
     def transport_factors(self) -> tuple[np.ndarray, np.ndarray]:
         """(W_a, W_b) with T = W_a^T W_a the optimal-transport map from N(., S_a) to
         N(., S_b) and T^-1 = W_b^T W_b: W_a = l^1/4 Q^T L^-1, W_b = l^-1/4 Q^T L^T."""
-        tiny = float(self.lam[-1]) * self.dim * np.finfo(np.float64).eps
-        lam = np.maximum(self.lam, max(self.floor**2, tiny))
+        lam = self._clipped()
         return self.ga * lam[:, None] ** 0.25, self.gb * lam[:, None] ** -0.25
 
     def tau_after(

@@ -61,6 +61,8 @@ def test_transport_factors_and_inverse_traces():
     t = wa.T @ wa
     np.testing.assert_allclose(t @ sa @ t, sb, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(t @ (wb.T @ wb), np.eye(7), atol=1e-10)
+    assert anchor.transport_traces() == pytest.approx((np.trace(t), np.trace(wb.T @ wb)),
+                                                      rel=1e-12)
     inv_a, inv_b = anchor.inverse_traces()
     assert inv_a == pytest.approx(np.trace(np.linalg.inv(sa)), rel=1e-10)
     assert inv_b == pytest.approx(np.trace(np.linalg.inv(sb)), rel=1e-10)

@@ -4,21 +4,24 @@ Both procedures rank train position p by a_p = |x_p - mu_test| - |x_p - mu_train
 position q by b_q = |y_q - mu_train| - |y_q - mu_test| (:func:`scores`), but only ever look at
 the first few entries of each order (oodml: s + H; greedy: the top ``removal_candidates``).
 Computing every norm costs four passes over the C x D class means per step (0.8 s at SOP
-scale), more than the exact distance.
+scale), more than the exact distance. Below ``FULL_BELOW`` (64) classes a side every score
+is computed.
 
 :class:`Ranker` returns the same heads from one product per side, |x - mu|^2 = |x|^2 -
 2 x.mu + |mu|^2 with |x|^2 computed once, and a rigorous bound E_p on how far that estimate
 can be from the value :func:`scores` computes (float64 dot products of length D err by at
 most (D + 2) u (|x| + |mu|)^2, u = 2^-53; the direct norm by (D + 2) u |x - mu|; both are
 doubled for safety), plus the effect of its means: they are running sums moved from the
-previous call's split, within (2n + updates + 2) u |max_c |x_c|| of the ones :func:`scores`
-computes. Every position whose interval [a^ - E, a^ + E] can reach the K-th best upper end
-gets its score from direct norms, with its own bound; a position left out has a score
-strictly worse than K others. The head is sorted from the direct norms, and it is used only
-if every neighbouring pair in it is decided: the values differ by more than both bounds, or
-the two vectors are identical (their scores then tie exactly under any computation, and the
-tie rule decides). Otherwise (never seen outside constructed near-ties) every score is
-computed as :func:`scores` does. So the head, ties included, is the one the full sort gives.
+previous call's split, within ((n + U)^2 / n + n + 2) u |max_c |x_c|| of the ones
+:func:`scores` computes (U class updates since the sums were built; every partial sum is at
+most (n + U) max |x| in each coordinate). Every position whose interval [a^ - E, a^ + E]
+can reach the K-th best upper end gets its score from direct norms, with its own bound; a
+position left out has a score strictly worse than K others. The head is sorted from the
+direct norms, and it is used only if every neighbouring pair in it is decided: the values
+differ by more than both bounds, or the two vectors are identical (their scores then tie
+exactly under any computation, and the tie rule decides). Otherwise (never seen outside
+constructed near-ties) every score is computed as :func:`scores` does. So the head, ties
+included, is the one the full sort gives.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-FULL_BELOW = 4096
+FULL_BELOW = 64
 _U = float(np.finfo(np.float64).eps) / 2
 
 
@@ -124,8 +127,8 @@ class Ranker:
                     total -= self.vectors[left].sum(axis=0)
             self._sums = [(m, total) for m, (_, total) in zip(new, self._sums, strict=True)]
             self._updates += moved
-        n = max(len(train), len(test))
-        e_mu = (2 * n + self._updates + 2) * _U * self.colmax
+        n, n_min = max(len(train), len(test)), min(len(train), len(test))
+        e_mu = ((n + self._updates) ** 2 / n_min + n + 2) * _U * self.colmax
         return self._sums[0][1] / len(train), self._sums[1][1] / len(test), e_mu
 
 
