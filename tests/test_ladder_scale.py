@@ -127,17 +127,23 @@ def test_running_moments_equal_direct_refits(moments_route, monkeypatch):
         md.distance([0, 1, 2], [2, 3])
 
 
-def test_oodml_walk_identical_to_previous_implementation_synthetic(moments_route):
-    stats = wide()
+def assert_oodml_walk_as_before(stats, iterations):
+    """The oodml walk from a seeded half/half start equals the reference walk, step by step."""
     train, test = start_split(stats.classes, (), (), seed=2)
-    traj = run_procedure(stats, train, test, procedure="oodml", params={"iterations": 10})
-    assert stats.means_distance().incremental
+    traj = run_procedure(stats, train, test, procedure="oodml",
+                         params={"iterations": iterations})
     coords = stats.means - stats.means.mean(axis=0)
     ref = reference_oodml(stats.means, stats.classes, list(stats.indices(train)),
-                          list(stats.indices(test)), 10, 2, 5,
+                          list(stats.indices(test)), iterations, 2, 5,
                           lambda a, b: direct(coords, a, b))
     assert_same_walk(traj, ref)
     assert traj.hardest.removed
+
+
+def test_oodml_walk_identical_to_previous_implementation_synthetic(moments_route):
+    stats = wide()
+    assert_oodml_walk_as_before(stats, 10)
+    assert stats.means_distance().incremental
 
 
 def test_oodml_walk_identical_with_anchored_removals(moments_route, monkeypatch):
@@ -155,14 +161,7 @@ def test_oodml_walk_identical_with_anchored_removals(moments_route, monkeypatch)
         return got
 
     monkeypatch.setattr(cs._SplitAnchor, "tau", spy)
-    train, test = start_split(stats.classes, (), (), seed=2)
-    traj = run_procedure(stats, train, test, procedure="oodml", params={"iterations": 12})
-    coords = stats.means - stats.means.mean(axis=0)
-    ref = reference_oodml(stats.means, stats.classes, list(stats.indices(train)),
-                          list(stats.indices(test)), 12, 2, 5,
-                          lambda a, b: direct(coords, a, b))
-    assert_same_walk(traj, ref)
-    assert traj.hardest.removed
+    assert_oodml_walk_as_before(stats, 12)
     assert calls["anchored"] > 20 and calls["anchored removals"] > 3, calls
     assert stats.means_distance().anchors_built < calls["anchored"]
 
