@@ -136,7 +136,9 @@ def synthetic_splitfile(stats: ClassStats, a: list[str], b: list[str], seed: int
 def test_same_seed_gives_identical_bytes_and_the_field_round_trips(tmp_path: Path) -> None:
     stats, a, b = class_features(20, 20, 8, 1.0, 2, seed=4)
     sf = synthetic_splitfile(stats, a, b, seed=7)
-    one = with_distance_cis(sf, ladder_cis(stats, sf, n_boot=50))
+    ticks = []
+    one = with_distance_cis(sf, ladder_cis(stats, sf, n_boot=50, tick=lambda: ticks.append(1)))
+    assert len(ticks) == 50 * len(sf.ladder)  # one per replicate: the progress bar's total
     two = with_distance_cis(sf, ladder_cis(stats, sf, n_boot=50))
     assert dumps(one) == dumps(two)
     other = with_distance_cis(sf, ladder_cis(stats, replace(sf, seed=8), n_boot=50))

@@ -254,8 +254,9 @@ def generate_splitfile(
     )
     if not config.bootstrap:
         return splitfile
-    task = progress.task(f"distance intervals ({config.bootstrap} bootstraps)", None)
-    cis = ladder_cis(stats, splitfile, n_boot=config.bootstrap)
+    task = progress.task(f"distance intervals ({config.bootstrap} bootstraps a split)",
+                         len(splitfile.ladder) * config.bootstrap)
+    cis = ladder_cis(stats, splitfile, n_boot=config.bootstrap, tick=task.advance)
     task.close()
     return with_distance_cis(splitfile, cis)
 
