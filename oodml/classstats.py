@@ -303,9 +303,8 @@ def _pooled_distance(
 MOMENTS_MIN_RANK = 512
 MOMENTS_REBUILD_UPDATES = 4096
 ANCHOR_MAX_RANK = 64
-ANCHOR_MAX_REMAINDER = 1e-13
-ANCHOR_MAX_SHIFT = 1e-6
-ANCHOR_MIN_CLASSES_PER_DIM = 2
+ANCHOR_MAX_ERROR = 1e-10
+ANCHOR_RETRY = 8
 
 
 class MeansDistance:
@@ -335,9 +334,11 @@ class MeansDistance:
     (:class:`_SplitAnchor`): one split whose pair of covariances was decomposed
     (:class:`oodml.frechet_update.TransportAnchor`, O(r^3)). A split that differs from the
     anchor in at most ``ANCHOR_MAX_RANK`` - 4 classes gets tr sqrt(S_a S_b) from the anchor in
-    O(r^2 m) (see :meth:`_SplitAnchor.tau`); any other split becomes the new anchor. When an
-    anchor cannot be used (a covariance too close to singular, eps = 0), every call takes the
-    dense O(r^3) route.
+    O(r^2 m): exact for swaps, and for removals within a proven bound of at most
+    ``ANCHOR_MAX_ERROR`` (1e-10) of the distance (see :class:`_SplitAnchor`); any other split
+    becomes the new anchor. A split that cannot be an anchor (eps = 0, or S_a S_b with a
+    condition number above 1e8) takes the dense O(r^3) route, and so do the next
+    ``ANCHOR_RETRY`` (8) dense calls before an anchor is tried again.
     """
 
     def __init__(self, means: np.ndarray, eps: float = CLASS_MEANS_EPS) -> None:
@@ -351,7 +352,7 @@ class MeansDistance:
         self._updates = 0
         self.anchor: _SplitAnchor | None = None
         self.anchors_built = 0
-        self._anchors_ok = True
+        self._anchor_retry_in = 0
         centred = means - means.mean(axis=0)
         c, d = centred.shape
         if c > d:
@@ -385,23 +386,29 @@ class MeansDistance:
         if not self.incremental:
             return frechet_distance_samples(self.coords[ia], self.coords[ib], eps=self.eps)
         a, b = self._moments_for(ia, ib)
-        tau = self.anchor.tau(self.coords, a, b) if self.anchor is not None else None
-        if tau is None:
-            with blas_threads_for(self.rank):
-                tau = self._dense_tau(a, b)
         diff = a.s / a.n - b.s / b.n
-        return float(diff @ diff) + a.trace(self.eps, self.rank) + b.trace(
-            self.eps, self.rank) - 2.0 * tau
+        rest = float(diff @ diff) + a.trace(self.eps, self.rank) + b.trace(self.eps, self.rank)
+        if self.anchor is not None:
+            with blas_threads_for(self.rank):
+                anchored = self.anchor.tau(self.coords, a, b)
+            if anchored is not None:
+                tau, error = anchored
+                distance = rest - 2.0 * tau
+                if 2.0 * error <= ANCHOR_MAX_ERROR * abs(distance):
+                    return distance
+        with blas_threads_for(self.rank):
+            tau = self._dense_tau(a, b)
+        return rest - 2.0 * tau
 
     def anchor_at(self, idx_a: np.ndarray, idx_b: np.ndarray) -> _SplitAnchor:
         """An anchor at the split ``idx_a`` vs ``idx_b``: it becomes the evaluator's anchor when
-        the problem allows anchors; else one kept only for first-order screening (no
-        conditioning limit, never used for exact distances)."""
+        the split allows one; else one kept only for first-order screening (no conditioning
+        limit, never used for exact distances)."""
         a, b = self._moments_for(np.asarray(idx_a), np.asarray(idx_b))
+        if self.anchor is not None and self.anchor.members == (a.members, b.members):
+            return self.anchor
         with blas_threads_for(self.rank):
-            if self._anchors_ok:
-                self._dense_tau(a, b)
-            if self.anchor is not None and self.anchor.members == (a.members, b.members):
+            if self._try_anchor(a, b):
                 return self.anchor
             frechet = TransportAnchor(a.cov(self.eps), b.cov(self.eps), max(self.eps, 1e-300),
                                       max_condition=None)
@@ -409,16 +416,28 @@ class MeansDistance:
 
     def _dense_tau(self, a: _Moments, b: _Moments) -> float:
         """tr sqrt(S_a S_b) from the covariances; the split becomes the anchor if it can."""
-        ca, cb = a.cov(self.eps), b.cov(self.eps)
-        if self._anchors_ok:
-            try:
-                self.anchor = _SplitAnchor(a, b, self.eps, TransportAnchor(ca, cb, self.eps / 2))
-                self.anchors_built += 1
-                return self.anchor.frechet.tau
-            except np.linalg.LinAlgError:
-                self._anchors_ok = False
-                self.anchor = None
-        return trace_sqrt_product(ca, cb)
+        if self._try_anchor(a, b):
+            return self.anchor.frechet.tau
+        return trace_sqrt_product(a.cov(self.eps), b.cov(self.eps))
+
+    def _try_anchor(self, a: _Moments, b: _Moments) -> bool:
+        """Make the split the anchor; False when it cannot be one (then none is kept). After a
+        refusal the next ``ANCHOR_RETRY`` dense calls do not try again: an ill-conditioned
+        split's neighbours usually are too, and each try costs an eigendecomposition."""
+        self.anchor = None
+        if self.eps <= 0:
+            return False
+        if self._anchor_retry_in > 0:
+            self._anchor_retry_in -= 1
+            return False
+        try:
+            frechet = TransportAnchor(a.cov(self.eps), b.cov(self.eps), self.eps / 2)
+        except np.linalg.LinAlgError:
+            self._anchor_retry_in = ANCHOR_RETRY
+            return False
+        self.anchor = _SplitAnchor(a, b, self.eps, frechet)
+        self.anchors_built += 1
+        return True
 
     def _moments_for(self, ia: np.ndarray, ib: np.ndarray) -> list[_Moments]:
         new = [set(ia.tolist()), set(ib.tolist())]
@@ -503,21 +522,24 @@ class _SplitAnchor:
     - s s^T / n) / (n - 1) with alpha = (n0 - 1) / (n - 1), i.e. S' = alpha (S0 + U C U^T)
     + delta I with U = [X_in^T, X_out^T, s0, s] (k + 2 columns), C = diag(1, -1, 1/n0, -1/n)
     / (n0 - 1) and delta = (1 - alpha) eps. tr sqrt(alpha_a X alpha_b Y) = sqrt(alpha_a alpha_b)
-    tr sqrt(X Y), and the low-rank part is exact (:meth:`TransportAnchor.tau_after`).
+    tr sqrt(X Y), and the low-rank part is exact (:meth:`TransportAnchor.after`).
 
     Swaps keep n, so delta = 0 and the result is exact. Removals leave delta = (1 - alpha) eps
-    (for SOP about -2e-12 per class removed) times I, a full-rank change, which enters through
-    its first-order term (delta_a / 2) tr T + (delta_b / 2) tr T^-1 with the anchor's transport
-    map T (scaled by sqrt(alpha_b / alpha_a)). The remainder is of order delta times the change
-    of tr T since the anchor, and of order delta / lambda_min relative to the term itself. So
-    the term is used only where it is tiny and its remainder cannot blow up: every side keeps
-    more than ``ANCHOR_MIN_CLASSES_PER_DIM`` (2) classes per dimension (no covariance near
-    rank-deficient, where lambda_min falls to eps), |delta| tr S^-1 <= ``ANCHOR_MAX_SHIFT``
-    (1e-6) at the anchor, and the remainder, estimated as the term times the fraction of
-    classes moved since the anchor (tr T changes about that much), is at most
-    ``ANCHOR_MAX_REMAINDER`` (1e-13) of tau; tests measure the result within 1e-12 of the
-    dense distance (SOP scale: 4e-15 after 10 removals). Otherwise, and for changes of
-    more than ``ANCHOR_MAX_RANK`` columns, :meth:`tau` returns None and the caller re-anchors.
+    (SOP: about -1e-12 per class removed) times I, a full-rank change. It enters through the
+    first-order term tau(delta) ~ tau(0) + delta_a / 2 tr T + delta_b / 2 tr T^-1, with the
+    anchor's transport map T (scaled by sqrt(alpha_b / alpha_a)) standing in for the one of the
+    changed pair. The error has a bound: along the path s delta (s in [0, 1]) the transport map
+    T_s lies (Loewner order) between lo T and hi T, where [rho_lo, rho_hi] bounds the low-rank
+    change (:meth:`TransportAnchor.after`) and the path moves each A_s = alpha X + s delta I by at
+    most a factor 1 +- e, e = |delta| / (eps - delta) (A_0 >= (eps - delta) I since the
+    covariance of the means is PSD), so lo = rho_lo sqrt((1 - e_b) / (1 + e_a)) and
+    hi = rho_hi sqrt((1 + e_b) / (1 - e_a)). Hence |tr T_s - tr T| <= max(hi - 1, 1 - lo) tr T
+    (the same for T^-1 with 1/hi, 1/lo) and the error of tau is at most
+    |delta_a| / 2 tr T max(hi - 1, 1 - lo) + |delta_b| / 2 tr T^-1 max(1/lo - 1, 1 - 1/hi).
+    :meth:`tau` returns it with tau; :class:`MeansDistance` keeps the result only when twice the
+    bound is at most ``ANCHOR_MAX_ERROR`` (1e-10) of the distance (SOP walks: bounds near 1e-11,
+    measured errors near 1e-15) and otherwise re-anchors. Changes of more than
+    ``ANCHOR_MAX_RANK`` columns return None.
     """
 
     def __init__(self, a: _Moments, b: _Moments, eps: float, frechet: TransportAnchor) -> None:
@@ -528,14 +550,16 @@ class _SplitAnchor:
         self.eps = eps
         self.frechet = frechet
         self.trace_t = frechet.transport_traces()
-        self.inverse_traces = frechet.inverse_traces()
 
     def changes(self, members: tuple[set[int], set[int]]) -> list[tuple[list[int], list[int]]]:
         """(joined, left) class indices per side, relative to the anchor."""
         return [(sorted(m - o), sorted(o - m)) for m, o in zip(members, self.members, strict=True)]
 
-    def tau(self, coords: np.ndarray, a: _Moments, b: _Moments) -> float | None:
-        """tr sqrt(S_a S_b) of the split with moments ``a``, ``b``, or None (re-anchor)."""
+    def tau(
+        self, coords: np.ndarray, a: _Moments, b: _Moments
+    ) -> tuple[float, float] | None:
+        """(tr sqrt(S_a S_b), a bound on its error) for the split with moments ``a``, ``b``, or
+        None (re-anchor)."""
         changes = self.changes((a.members, b.members))
         columns = sum(len(j) + len(left) + 2 for j, left in changes if j or left)
         if columns > ANCHOR_MAX_RANK:
@@ -553,20 +577,22 @@ class _SplitAnchor:
             c = np.concatenate([np.ones(len(joined)), -np.ones(len(left)),
                                 [1.0 / n0, -1.0 / side.n]]) / (n0 - 1)
             factors += [u, c]
-        if any(deltas) and (
-            min(a.n, b.n) <= ANCHOR_MIN_CLASSES_PER_DIM * coords.shape[1]
-            or any(abs(d) * t > ANCHOR_MAX_SHIFT
-                   for d, t in zip(deltas, self.inverse_traces, strict=True))
-        ):
-            return None
+        tau, rho_lo, rho_hi = self.frechet.after(*factors)
+        tau *= np.sqrt(alphas[0] * alphas[1])
+        if not any(deltas):
+            return float(tau), 0.0
         ratio = np.sqrt(alphas[1] / alphas[0])
         correction = 0.5 * (deltas[0] * ratio * self.trace_t[0]
                             + deltas[1] / ratio * self.trace_t[1])
-        tau = np.sqrt(alphas[0] * alphas[1]) * self.frechet.tau_after(*factors)
-        moved = sum(len(j) + len(left) for j, left in changes)
-        if abs(correction) * moved / min(a.n, b.n) > ANCHOR_MAX_REMAINDER * abs(tau):
+        e_a, e_b = (abs(d) / (self.eps - d) for d in deltas)
+        if max(e_a, e_b) >= 1.0:
             return None
-        return float(tau + correction)
+        lo = rho_lo * np.sqrt((1.0 - e_b) / (1.0 + e_a))
+        hi = rho_hi * np.sqrt((1.0 + e_b) / (1.0 - e_a))
+        error = 0.5 * (abs(deltas[0]) * ratio * self.trace_t[0] * max(hi - 1.0, 1.0 - lo)
+                       + abs(deltas[1]) / ratio * self.trace_t[1] * max(1.0 / lo - 1.0,
+                                                                         1.0 - 1.0 / hi))
+        return float(tau + correction), float(error)
 
 
 class SamplesDistance:
@@ -845,7 +871,13 @@ class MeansScreen:
         sets = [(set(a), set(b)) for a, b in zip(trains, tests, strict=True)]
         self._use(self.md.anchor)
         if self._anchor is None or any(self._far(a, b) for a, b in sets):
-            self._use(self.md.anchor_at(np.asarray(trains[0]), np.asarray(tests[0])))
+            try:
+                self._use(self.md.anchor_at(np.asarray(trains[0]), np.asarray(tests[0])))
+            except np.linalg.LinAlgError:
+                # a covariance too close to singular for a Cholesky factor: rank exactly
+                self._anchor = None
+                return np.array([self.md.distance(a, b) for a, b in zip(trains, tests,
+                                                                        strict=True)])
         return np.array([self._estimate(a, b) for a, b in sets])
 
     def _far(self, a: set[int], b: set[int]) -> bool:

@@ -24,7 +24,7 @@ quadrature nodes, exact up to float64 rounding. Derivation:
    tr (t^2 + M)^-1 - tr (t^2 + N)^-1 = tr[(I + K W~^T R U~)^-1 K W~^T R^2 U~]  (m x m).
 4. With t = e^x the integrand is analytic in the strip |Im x| < pi/2 (its poles sit at
    t = +-i sqrt(u)), so the trapezoid rule with step h converges like exp(-pi^2 / h), below
-   float64 rounding for h = 1/4. The nodes span sqrt(floor) e^-13 .. sqrt(tr S_a' tr S_b')
+   float64 rounding for h = 1/4. The nodes span floor e^-13 .. sqrt(tr S_a' tr S_b')
    e^13, where ``floor`` bounds both covariances' eigenvalues from below (u >= floor^2)
    and tr S_a' tr S_b' bounds u from above. Beyond the ends the integrand is below e^-36 of
    its scale: at the low end it falls like t^3; at the high end its leading term c1 / t^2
@@ -82,20 +82,13 @@ class TransportAnchor:
         self.lam = lam
         self.ga = sla.solve_triangular(lower, q, lower=True, trans="T", check_finite=False).T
         self.gb = dtrmm(1.0, lower, q, side=0, lower=1).T
-        self.tau = float(np.sqrt(lam).sum())
+        self.tau = float(np.sqrt(np.maximum(lam, 0.0)).sum())
         self.trace_a = float(np.trace(sigma_a))
         self.trace_b = float(np.trace(sigma_b))
 
     @property
     def dim(self) -> int:
         return self.lam.shape[0]
-
-    def inverse_traces(self) -> tuple[float, float]:
-        """(tr S_a^-1, tr S_b^-1): S_a^-1 = G_a^T G_a and S_b^-1 = G_b^T diag(1/l) G_b with
-        G_a = Q^T L^-1, G_b = Q^T L^T; each bounds 1 / lambda_min of its covariance."""
-        lam = np.maximum(self.lam, self.floor**2)
-        return (float(np.einsum("ij,ij->", self.ga, self.ga)),
-                float(np.einsum("ij,ij->", self.gb, self.gb / lam[:, None])))
 
     def transport_traces(self) -> tuple[float, float]:
         """(tr T, tr T^-1) = (sum l^1/2 |row i of G_a|^2, sum l^-1/2 |row i of G_b|^2)."""
@@ -118,12 +111,30 @@ class TransportAnchor:
     ) -> float:
         """tr sqrt((S_a + U_a diag(c_a) U_a^T)(S_b + U_b diag(c_b) U_b^T)) (d x k_a, k_a,
         d x k_b, k_b; either k may be 0)."""
+        return self.after(ua, ca, ub, cb)[0]
+
+    def after(
+        self, ua: np.ndarray, ca: np.ndarray, ub: np.ndarray, cb: np.ndarray
+    ) -> tuple[float, float, float]:
+        """(tau', rho_lo, rho_hi) for the changed pair S_a', S_b' of :meth:`tau_after`, with
+        rho_lo T <= T' <= rho_hi T (Loewner order) between the anchor's transport map T and the
+        changed pair's T' (so also T'^-1 between T^-1 / rho_hi and T^-1 / rho_lo).
+
+        Why: with P_a = L^-1 S_a' L^-T = I + Y C_a Y^T and P_b = S_b^-1/2 S_b' S_b^-1/2, whose
+        eigenvalues lie in [p_a, q_a] and [p_b, q_b], p_a S_a <= S_a' <= q_a S_a (same for b).
+        T = S_a^-1 # S_b (matrix geometric mean), which is monotone in both arguments and
+        satisfies (x X) # (y Y) = sqrt(x y) X # Y, so T' lies between sqrt(p_b / q_a) T and
+        sqrt(q_b / p_a) T. The nonzero eigenvalues of Y C_a Y^T are those of R C_a R^T with
+        Y = QR (same for b, with S_b^-1 = G_b^T diag(1/l) G_b)."""
         lam = self.lam
         ca, cb = np.asarray(ca, dtype=np.float64), np.asarray(cb, dtype=np.float64)
         y = self.ga @ ua if ca.size else np.zeros((self.dim, 0))
         v = self.gb @ ub if cb.size else np.zeros((self.dim, 0))
+        p_a, q_a = _eigen_range(y, ca)
+        p_b, q_b = _eigen_range(v / np.sqrt(self._clipped())[:, None], cb)
+        rho = (np.sqrt(max(p_b, 0.0) / q_a), np.sqrt(q_b / p_a) if p_a > 0 else np.inf)
         if ca.size + cb.size == 0:
-            return self.tau
+            return self.tau, 1.0, 1.0
         u = np.concatenate([lam[:, None] * y, v], axis=1)
         w = np.concatenate([y, v + y @ (ca[:, None] * (y.T @ v))], axis=1)
         k = np.concatenate([ca, cb])
@@ -131,7 +142,17 @@ class TransportAnchor:
             self.trace_a)
         trace_b = self.trace_b + float(cb @ np.einsum("ij,ij->j", ub, ub)) if cb.size else (
             self.trace_b)
-        return self.tau + _delta_tau(lam, u, w, k, self.floor, max(trace_a * trace_b, 0.0))
+        tau = self.tau + _delta_tau(lam, u, w, k, self.floor, max(trace_a * trace_b, 0.0))
+        return tau, float(rho[0]), float(rho[1])
+
+
+def _eigen_range(y: np.ndarray, c: np.ndarray) -> tuple[float, float]:
+    """[p, q]: the range of the eigenvalues of I + Y diag(c) Y^T (1 when Y has no columns)."""
+    if not c.size:
+        return 1.0, 1.0
+    r = np.linalg.qr(y, mode="r")
+    e = np.linalg.eigvalsh((r * c) @ r.T)
+    return 1.0 + min(float(e[0]), 0.0), 1.0 + max(float(e[-1]), 0.0)
 
 
 def _delta_tau(

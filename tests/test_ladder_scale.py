@@ -186,6 +186,25 @@ def test_oodml_walk_identical_to_previous_implementation_omniglot(
     assert_same_walk(traj, ref)
 
 
+def test_greedy_walk_identical_through_the_large_problem_routes(monkeypatch):
+    """Running moments, anchors and the bounded ranking heads change no step of a greedy walk
+    (same Gram screen): class lists as the default route's, distances to 1e-9."""
+    stats = wide(n_classes=120, dim=14, seed=6)
+    train, test = start_split(stats.classes, (), (), seed=1)
+    params = {"max_steps": 60, "removal": "any"}
+    before = run_procedure(stats, train, test, params=params)
+    monkeypatch.setattr(cs, "MOMENTS_MIN_RANK", 0)
+    monkeypatch.setattr(ranking, "FULL_BELOW", 0)
+    stats = wide(n_classes=120, dim=14, seed=6)  # fresh: no cached evaluator
+    after = run_procedure(stats, train, test, params=params)
+    assert stats.means_distance().incremental and stats.means_distance().anchors_built > 0
+    assert any(s.removed for s in after.steps)
+    assert [(s.index, s.train, s.test, s.removed) for s in after.steps] == [
+        (s.index, s.train, s.test, s.removed) for s in before.steps]
+    for s, r in zip(after.steps, before.steps, strict=True):
+        assert s.distance == pytest.approx(r.distance, rel=1e-9)
+
+
 def test_first_order_screen_anchor_and_transport_map(moments_route):
     stats = wide(n_classes=1200, dim=12, seed=3)
     md = stats.means_distance()

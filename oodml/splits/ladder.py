@@ -161,13 +161,14 @@ def means_screen(stats: ClassStats) -> P.Screen:
 def candidate_screen(stats: ClassStats, dm: DistanceMode, eps: float | None) -> P.Screen | None:
     """How greedy ranks candidate moves in mode ``dm``: the batched Gram screen up to
     ``SCREEN_MAX_CLASSES`` classes; above, the first-order :class:`MeansScreen` when the
-    class-means problem is large (rank > 512); else None (exact distances rank)."""
+    class-means problem is large (rank > 512) and eps > 0 (its transport map needs positive
+    definite covariances); else None (exact distances rank)."""
     if not dm.screens:
         return None
     if screen_fits(stats):
         return means_screen(stats)
     md = stats.means_distance(dm.eps(eps))
-    return MeansScreen(md) if md.incremental else None
+    return MeansScreen(md) if md.incremental and md.eps > 0 else None
 
 
 @dataclass(frozen=True)

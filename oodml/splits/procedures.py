@@ -26,10 +26,8 @@ import numpy as np
 
 from oodml.classstats import SplitDistance
 from oodml.errors import ConfigError
-from oodml.splits.ranking import Ranker, scores
+from oodml.splits.ranking import Ranker
 from oodml.splits.trajectory import Step
-
-__all__ = ["scores"]
 
 Progress = Callable[[], None]
 
@@ -418,7 +416,8 @@ def _best_move(
 
     Without ``screen`` every move's exact distance decides. With ``screen`` (a cheap batched
     estimate, e.g. the eps-free low-rank distance; ``base`` is its value for the current split,
-    which the walk carries over from the estimate of the move that led there)
+    which the walk carries over from the estimate of the move that led there, so the screen
+    must be a function of the split alone)
     moves are ordered by their estimate, and the first of the top ``verify`` with an estimated
     gain > 0 whose exact distance strictly improves is taken (a screen with a true
     ``ranks_only`` attribute, whose estimates are biased, skips the estimated-gain test).

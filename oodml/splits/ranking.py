@@ -4,8 +4,8 @@ Both procedures rank train position p by a_p = |x_p - mu_test| - |x_p - mu_train
 position q by b_q = |y_q - mu_train| - |y_q - mu_test| (:func:`scores`), but only ever look at
 the first few entries of each order (oodml: s + H; greedy: the top ``removal_candidates``).
 Computing every norm costs four passes over the C x D class means per step (0.8 s at SOP
-scale), more than the exact distance. Below ``FULL_BELOW`` (64) classes a side every score
-is computed.
+scale), more than the exact distance. Below ``FULL_BELOW`` (64) classes a side, and for
+vectors that are not float64 (the bounds below assume float64), every score is computed.
 
 :class:`Ranker` returns the same heads from one product per side, |x - mu|^2 = |x|^2 -
 2 x.mu + |mu|^2 with |x|^2 computed once, and a rigorous bound E_p on how far that estimate
@@ -56,6 +56,7 @@ class Ranker:
 
     def __init__(self, vectors: np.ndarray) -> None:
         self.vectors = vectors
+        self.bounded = vectors.dtype == np.float64  # the error bounds assume float64
         self.sqnorms = np.einsum("ij,ij->i", vectors, vectors)
         self.norms = np.sqrt(self.sqnorms)
         self.colmax = float(np.linalg.norm(np.abs(vectors).max(axis=0))) if vectors.size else 0.0
@@ -78,7 +79,7 @@ class Ranker:
         descending when reversed).
         """
         tie_a, tie_b = ties if ties is not None else (None, None)
-        if min(len(train), len(test)) < FULL_BELOW:
+        if min(len(train), len(test)) < FULL_BELOW or not self.bounded:
             return self._full(train, test, length, reverse, tie_a, tie_b)
         mu_train, mu_test, e_mu = self._means(train, test)
         dots = self.vectors @ np.stack([mu_test, mu_train], axis=1)
@@ -94,7 +95,7 @@ class Ranker:
             d_far, d_near = np.linalg.norm(sub - far, axis=1), np.linalg.norm(sub - near, axis=1)
             value = d_far - d_near
             bound = 2.0 * (2.0 * e_mu + 2.0 * (sub.shape[1] + 2) * _U * (d_far + d_near)) + 1e-300
-            head, order = _sorted_head(cand, value, length, reverse, tie, full=True)
+            head, order = _sorted_head(cand, value, length, reverse, tie)
             if not _decided(order, length, value, bound, sub):
                 self.fallbacks += 1
                 return self._full(train, test, length, reverse, tie_a, tie_b)
@@ -189,8 +190,7 @@ def _decided(
 
 
 def _sorted_head(
-    positions: np.ndarray, values: np.ndarray, length: int, reverse: bool, tie: Tie | None,
-    full: bool = False,
+    positions: np.ndarray, values: np.ndarray, length: int, reverse: bool, tie: Tie | None
 ) -> tuple[list[int], list[int]]:
     """(the first ``length`` positions, the order of all entries as indices into ``values``)."""
     pos = [int(p) for p in positions]
