@@ -849,8 +849,10 @@ class MeansScreen:
     d' = |s_a'/n_a' - s_b'/n_b'|^2 + tr S_a' + tr S_b' - 2 (tau + d tau).
 
     The anchor is the evaluator's (:meth:`MeansDistance.anchor_at`, shared with the exact
-    distances); it moves to the current split once a batch's candidates differ from it in more
-    than ``refresh`` classes or the evaluator has re-anchored elsewhere.
+    distances); once a batch's candidates differ from it in more than ``refresh`` classes it
+    moves to the batch's first candidate (one move from the current split), and it follows the
+    evaluator whenever that re-anchors elsewhere. Should no anchor be possible (a Cholesky
+    failure), the batch is ranked by exact distances.
 
     tau is concave, so the neglected second-order term makes every estimate of a moved class
     too low by a similar amount: the estimates rank candidates but their gain over the current
