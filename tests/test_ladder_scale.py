@@ -285,3 +285,29 @@ def test_pooled_gaussian_bulk_start_equals_class_by_class():
     np.testing.assert_allclose(bulk.cov, np.cov(x[rows], rowvar=False), rtol=1e-10, atol=1e-12)
     with pytest.raises(cs.ConfigError, match="listed twice"):
         stats.pooled([*classes, classes[0]])
+
+
+def test_samples_steps_read_only_the_moved_classes(monkeypatch):
+    """Samples mode (issue 13): after the start, a step reads the rows of the classes that
+    moved and no others, so its cost does not grow with the images of the classes that stay."""
+    rng = np.random.default_rng(9)
+    sizes = rng.integers(2, 13, size=60)
+    labels = [f"k{c:02d}" for c, n in enumerate(sizes) for _ in range(n)]
+    x = rng.standard_normal((len(labels), 10)) + np.repeat(rng.standard_normal((60, 10)),
+                                                         sizes, axis=0)
+    stats = ClassStats.from_features(x, labels)
+    stats._gram_cache_bytes = 0  # no cache: every Gram matrix read goes to the rows
+    evaluator = cs.DISTANCE_MODES["samples"].evaluator(stats, range(30), range(30, 60), None)
+    read = []
+    real = ClassStats._centred
+    monkeypatch.setattr(ClassStats, "_centred", lambda self, i: read.append(i) or real(self, i))
+    train, test = list(range(30)), list(range(30, 60))
+    for step in range(8):
+        moved = {train[step], test[step]}
+        train[step], test[step] = test[step], train[step]
+        if step % 3 == 2:
+            moved.add(train.pop())
+        read.clear()
+        got = evaluator(train, test)
+        assert set(read) == moved, step
+        assert got == pytest.approx(stats.distance(train, test, mode="samples"), rel=1e-9)
