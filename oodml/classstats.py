@@ -42,7 +42,7 @@ from oodml.frechet import (
     frechet_distance_samples,
     trace_sqrt_product,
 )
-from oodml.frechet_update import TransportAnchor
+from oodml.frechet_update import MAX_CONDITION, TransportAnchor
 
 Mode = Literal["class-means", "samples"]
 MODES: tuple[str, ...] = ("class-means", "samples")
@@ -302,8 +302,10 @@ def _pooled_distance(
 
 MOMENTS_MIN_RANK = 512
 MOMENTS_REBUILD_UPDATES = 4096
+MOMENTS_MAX_CANCELLATION = 64.0
 ANCHOR_MAX_RANK = 64
 ANCHOR_MAX_ERROR = 1e-10
+ANCHOR_MAX_SPREAD = 100.0
 ANCHOR_RETRY = 8
 
 
@@ -326,14 +328,17 @@ class MeansDistance:
     ``distance`` moves the moments from the previous call's sets to the new ones: n, s and
     tr G at once (O(k r)), G itself by one rank-k update, G += X_in^T X_in - X_out^T X_out,
     deferred until an anchor needs it. Rounding accumulates with the updates, so the moments
-    are rebuilt from the rows after every 4096 class updates (and whenever a call differs from
-    the previous one in more classes than it keeps). Coordinates are centred on the mean of
-    all class means, which keeps G - s s^T / n free of large cancellations.
+    are rebuilt from the rows after every 4096 class updates, whenever a call differs from
+    the previous one in more classes than it keeps, and whenever the rows that passed through
+    a side weigh more than ``MOMENTS_MAX_CANCELLATION`` (64) times what it holds (sum |x|^2
+    against tr G: an outlier class that left would otherwise leave its rounding behind in G).
+    Coordinates are centred on the mean of all class means, which keeps G - s s^T / n free of
+    large cancellations.
 
     The mean term and the traces come from the moments; tr sqrt(S_a S_b) from an *anchor*
     (:class:`_SplitAnchor`): one split whose pair of covariances was decomposed
     (:class:`oodml.frechet_update.TransportAnchor`, O(r^3)). A split that differs from the
-    anchor in at most ``ANCHOR_MAX_RANK`` - 4 classes gets tr sqrt(S_a S_b) from the anchor in
+    anchor in at most ``ANCHOR_MAX_RANK`` - 2 classes gets tr sqrt(S_a S_b) from the anchor in
     O(r^2 m): exact for swaps, and for removals within a proven bound of at most
     ``ANCHOR_MAX_ERROR`` (1e-10) of the distance (see :class:`_SplitAnchor`); any other split
     becomes the new anchor. A split that cannot be an anchor (eps = 0, or S_a S_b with a
@@ -396,6 +401,10 @@ class MeansDistance:
                 distance = rest - 2.0 * tau
                 if 2.0 * error <= ANCHOR_MAX_ERROR * abs(distance):
                     return distance
+        if min(a.n, b.n) <= self.rank:
+            # a side with no more classes than dimensions: its covariance is singular but for
+            # eps, which G - s s^T / n would drown in rounding; refit from the rows instead
+            return frechet_distance_samples(self.coords[ia], self.coords[ib], eps=self.eps)
         with blas_threads_for(self.rank):
             tau = self._dense_tau(a, b)
         return rest - 2.0 * tau
@@ -408,36 +417,45 @@ class MeansDistance:
         if self.anchor is not None and self.anchor.members == (a.members, b.members):
             return self.anchor
         with blas_threads_for(self.rank):
-            if self._try_anchor(a, b):
+            frechet = self._try_anchor(a, b)
+            if self.anchor is not None:
                 return self.anchor
-            frechet = TransportAnchor(a.cov(self.eps), b.cov(self.eps), max(self.eps, 1e-300),
-                                      max_condition=None)
+            if frechet is None:
+                frechet = TransportAnchor(a.cov(self.eps), b.cov(self.eps),
+                                          max(self.eps, 1e-300), max_condition=None)
         return _SplitAnchor(a, b, self.eps, frechet)
 
     def _dense_tau(self, a: _Moments, b: _Moments) -> float:
         """tr sqrt(S_a S_b) from the covariances; the split becomes the anchor if it can."""
-        if self._try_anchor(a, b):
+        self._try_anchor(a, b)
+        if self.anchor is not None:
             return self.anchor.frechet.tau
         return trace_sqrt_product(a.cov(self.eps), b.cov(self.eps))
 
-    def _try_anchor(self, a: _Moments, b: _Moments) -> bool:
-        """Make the split the anchor; False when it cannot be one (then none is kept). After a
-        refusal the next ``ANCHOR_RETRY`` dense calls do not try again: an ill-conditioned
-        split's neighbours usually are too, and each try costs an eigendecomposition."""
+    def _try_anchor(self, a: _Moments, b: _Moments) -> TransportAnchor | None:
+        """Decompose the split and make it the anchor when S_a S_b is conditioned well enough
+        (``frechet_update.MAX_CONDITION``); returns the decomposition (usable for screening
+        either way), or None when none was made: eps = 0, a failed Cholesky factor, or within
+        ``ANCHOR_RETRY`` dense calls of a refusal (an ill-conditioned split's neighbours
+        usually are too, and each try costs an eigendecomposition)."""
         self.anchor = None
         if self.eps <= 0:
-            return False
+            return None
         if self._anchor_retry_in > 0:
             self._anchor_retry_in -= 1
-            return False
+            return None
         try:
-            frechet = TransportAnchor(a.cov(self.eps), b.cov(self.eps), self.eps / 2)
+            frechet = TransportAnchor(a.cov(self.eps), b.cov(self.eps), self.eps / 2,
+                                      max_condition=None)
         except np.linalg.LinAlgError:
             self._anchor_retry_in = ANCHOR_RETRY
-            return False
-        self.anchor = _SplitAnchor(a, b, self.eps, frechet)
-        self.anchors_built += 1
-        return True
+            return None
+        if frechet.condition <= MAX_CONDITION:
+            self.anchor = _SplitAnchor(a, b, self.eps, frechet)
+            self.anchors_built += 1
+        else:
+            self._anchor_retry_in = ANCHOR_RETRY
+        return frechet
 
     def _moments_for(self, ia: np.ndarray, ib: np.ndarray) -> list[_Moments]:
         new = [set(ia.tolist()), set(ib.tolist())]
@@ -452,7 +470,9 @@ class MeansDistance:
                 for side, (add, rem) in zip(self._sides, changes, strict=True):
                     side.update(self.coords, add, rem)
                 self._updates += moved
-                return self._sides
+                if all(side.mass <= MOMENTS_MAX_CANCELLATION * side.trace_g
+                       for side in self._sides):
+                    return self._sides
         self._sides = [_Moments.of(self.coords, sorted(m)) for m in new]
         self._updates = 0
         return self._sides
@@ -470,6 +490,7 @@ class _Moments:
         self.coords = coords
         self.members, self.n, self.s, self._g = members, n, s, g
         self.trace_g = float(np.trace(g))
+        self.mass = self.trace_g  # sum of |x|^2 over every row ever added or taken away
         self._pending: dict[int, int] = {}
 
     @classmethod
@@ -493,7 +514,9 @@ class _Moments:
                 continue
             x = coords[rows]
             self.s += sign * x.sum(axis=0)
-            self.trace_g += sign * float(np.einsum("ij,ij->", x, x))
+            squares = float(np.einsum("ij,ij->", x, x))
+            self.trace_g += sign * squares
+            self.mass += squares
             for c in rows:
                 net = self._pending.get(c, 0) + sign
                 if net:
@@ -517,12 +540,17 @@ class _Moments:
 class _SplitAnchor:
     """A split whose covariance pair was decomposed, and tr sqrt(S_a' S_b') of splits near it.
 
-    A side's covariance after classes X_in join and X_out leave (n0 -> n rows) is, from the
-    moments, S' = alpha S0 + (1 - alpha) eps I + (X_in^T X_in - X_out^T X_out + s0 s0^T / n0
-    - s s^T / n) / (n - 1) with alpha = (n0 - 1) / (n - 1), i.e. S' = alpha (S0 + U C U^T)
-    + delta I with U = [X_in^T, X_out^T, s0, s] (k + 2 columns), C = diag(1, -1, 1/n0, -1/n)
-    / (n0 - 1) and delta = (1 - alpha) eps. tr sqrt(alpha_a X alpha_b Y) = sqrt(alpha_a alpha_b)
-    tr sqrt(X Y), and the low-rank part is exact (:meth:`TransportAnchor.after`).
+    A side's covariance does not change when every row is shifted by the anchor side's mean
+    c = s0 / n0, and in shifted rows x~ = x - c the anchor's sum is 0. So after classes X_in
+    join and X_out leave (n0 -> n rows), S' = alpha S0 + (1 - alpha) eps I + (X~_in^T X~_in
+    - X~_out^T X~_out - s~ s~^T / n) / (n - 1) with alpha = (n0 - 1) / (n - 1) and
+    s~ = sum X~_in - sum X~_out (no large sums that cancel, however far the side's mean lies
+    from the origin), i.e. S' = alpha (S0 + U C U^T) + delta I with U = [X~_in^T, X~_out^T,
+    s~] (k + 1 columns), C = diag(1, -1, -1/n) / (n0 - 1) and delta = (1 - alpha) eps.
+    tr sqrt(alpha_a X alpha_b Y) = sqrt(alpha_a alpha_b) tr sqrt(X Y), and the low-rank part
+    is exact up to rounding (:meth:`TransportAnchor.after`). That rounding grows with the
+    spread rho_hi / rho_lo of the change (a class that dominated a direction leaving), so a
+    split whose spread exceeds ``ANCHOR_MAX_SPREAD`` (100; walks see 1.03 .. 14) re-anchors.
 
     Swaps keep n, so delta = 0 and the result is exact. Removals leave delta = (1 - alpha) eps
     (SOP: about -1e-12 per class removed) times I, a full-rank change. It enters through the
@@ -539,7 +567,7 @@ class _SplitAnchor:
     :meth:`tau` returns it with tau; :class:`MeansDistance` keeps the result only when twice the
     bound is at most ``ANCHOR_MAX_ERROR`` (1e-10) of the distance (SOP walks: bounds near 1e-11,
     measured errors near 1e-15) and otherwise re-anchors. Changes of more than
-    ``ANCHOR_MAX_RANK`` columns return None.
+    ``ANCHOR_MAX_RANK`` columns (k + 1 per changed side) return None.
     """
 
     def __init__(self, a: _Moments, b: _Moments, eps: float, frechet: TransportAnchor) -> None:
@@ -561,7 +589,7 @@ class _SplitAnchor:
         """(tr sqrt(S_a S_b), a bound on its error) for the split with moments ``a``, ``b``, or
         None (re-anchor)."""
         changes = self.changes((a.members, b.members))
-        columns = sum(len(j) + len(left) + 2 for j, left in changes if j or left)
+        columns = sum(len(j) + len(left) + 1 for j, left in changes if j or left)
         if columns > ANCHOR_MAX_RANK:
             return None
         factors, alphas, deltas = [], [], []
@@ -572,12 +600,16 @@ class _SplitAnchor:
             if not joined and not left:
                 factors += [np.zeros((coords.shape[1], 0)), np.zeros(0)]
                 continue
-            u = np.concatenate([coords[joined].T, coords[left].T, s0[:, None], side.s[:, None]],
-                               axis=1)
+            centre = s0 / n0
+            x_in, x_out = coords[joined] - centre, coords[left] - centre
+            shift = x_in.sum(axis=0) - x_out.sum(axis=0)
+            u = np.concatenate([x_in.T, x_out.T, shift[:, None]], axis=1)
             c = np.concatenate([np.ones(len(joined)), -np.ones(len(left)),
-                                [1.0 / n0, -1.0 / side.n]]) / (n0 - 1)
+                                [-1.0 / side.n]]) / (n0 - 1)
             factors += [u, c]
         tau, rho_lo, rho_hi = self.frechet.after(*factors)
+        if not (rho_lo > 0 and rho_hi <= ANCHOR_MAX_SPREAD * rho_lo):
+            return None
         tau *= np.sqrt(alphas[0] * alphas[1])
         if not any(deltas):
             return float(tau), 0.0
@@ -852,7 +884,8 @@ class MeansScreen:
     distances); once a batch's candidates differ from it in more than ``refresh`` classes it
     moves to the batch's first candidate (one move from the current split), and it follows the
     evaluator whenever that re-anchors elsewhere. Should no anchor be possible (a Cholesky
-    failure), the batch is ranked by exact distances.
+    failure), it ranks by exact distances (``exact``) from then on, so one walk never mixes
+    the two kinds of value in a ranking after that point.
 
     tau is concave, so the neglected second-order term makes every estimate of a moved class
     too low by a similar amount: the estimates rank candidates but their gain over the current
@@ -868,18 +901,19 @@ class MeansScreen:
         self.refresh = refresh
         self._anchor: dict | None = None
         self.anchors = 0
+        self.exact = False
 
     def __call__(self, trains: list[list[int]], tests: list[list[int]]) -> np.ndarray:
         sets = [(set(a), set(b)) for a, b in zip(trains, tests, strict=True)]
-        self._use(self.md.anchor)
-        if self._anchor is None or any(self._far(a, b) for a, b in sets):
+        if not self.exact:
+            self._use(self.md.anchor)
+        if not self.exact and (self._anchor is None or any(self._far(a, b) for a, b in sets)):
             try:
                 self._use(self.md.anchor_at(np.asarray(trains[0]), np.asarray(tests[0])))
             except np.linalg.LinAlgError:
-                # a covariance too close to singular for a Cholesky factor: rank exactly
-                self._anchor = None
-                return np.array([self.md.distance(a, b) for a, b in zip(trains, tests,
-                                                                        strict=True)])
+                self.exact = True
+        if self.exact:
+            return np.array([self.md.distance(a, b) for a, b in zip(trains, tests, strict=True)])
         return np.array([self._estimate(a, b) for a, b in sets])
 
     def _far(self, a: set[int], b: set[int]) -> bool:

@@ -90,6 +90,11 @@ class TransportAnchor:
     def dim(self) -> int:
         return self.lam.shape[0]
 
+    @property
+    def condition(self) -> float:
+        """Condition number of S_a S_b (inf when it is singular to working precision)."""
+        return float(self.lam[-1] / self.lam[0]) if self.lam[0] > 0 else np.inf
+
     def transport_traces(self) -> tuple[float, float]:
         """(tr T, tr T^-1) = (sum l^1/2 |row i of G_a|^2, sum l^-1/2 |row i of G_b|^2)."""
         root = np.sqrt(self._clipped())
@@ -138,6 +143,12 @@ class TransportAnchor:
         u = np.concatenate([lam[:, None] * y, v], axis=1)
         w = np.concatenate([y, v + y @ (ca[:, None] * (y.T @ v))], axis=1)
         k = np.concatenate([ca, cb])
+        # Column j of U and of W may differ in scale by the covariances' magnitude (a-columns
+        # carry l, b-columns do not); U D, W D^-1 leave U K W^T and every trace below unchanged
+        # (a similarity by D) while keeping the m x m systems balanced.
+        nu, nw = np.linalg.norm(u, axis=0), np.linalg.norm(w, axis=0)
+        scale = np.where((nu > 0) & (nw > 0), np.sqrt(nw / np.where(nu > 0, nu, 1.0)), 1.0)
+        u, w = u * scale, w / scale
         trace_a = self.trace_a + float(ca @ np.einsum("ij,ij->j", ua, ua)) if ca.size else (
             self.trace_a)
         trace_b = self.trace_b + float(cb @ np.einsum("ij,ij->j", ub, ub)) if cb.size else (

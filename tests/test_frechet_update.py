@@ -192,6 +192,77 @@ def test_anchored_removals_keep_within_their_error_bound(monkeypatch):
     assert sum(seen[1:]) >= 5 and not all(seen[1:])  # both routes ran
 
 
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+@pytest.mark.parametrize("offset", [0.0, 300.0])
+def test_anchored_swaps_and_removals_keep_their_digits(monkeypatch, scale, offset):
+    """Coordinates of any scale, and sides whose means lie far from the origin: the low-rank
+    systems are balanced and the changes are taken relative to the anchor side's mean."""
+    monkeypatch.setattr(cs, "MOMENTS_MIN_RANK", 0)
+    rng = np.random.default_rng(3)
+    c, d = 600, 40
+    centres = rng.standard_normal((6, d)) * 2
+    m = (centres[np.arange(c) % 6] + rng.standard_normal((c, d)) * rng.uniform(0.3, 1.2, d))
+    perm = [int(x) for x in rng.permutation(c)]
+    a, b = perm[:300], perm[300:]
+    m[a] += offset  # the two sides far apart: large sums, a large mean term
+    md = MeansDistance(m * scale)
+    for step in range(12):
+        md.distance(a, b)  # from the start split, which is (or becomes) the anchor
+        built = md.anchors_built
+        a2, b2 = list(a), list(b)
+        for _ in range(1 + step % 3):
+            i, j = rng.integers(300), rng.integers(300)
+            a2[i], b2[j] = b2[j], a2[i]
+        if step % 2:
+            a2 = a2[: -(step % 4 + 1)]
+        got = md.distance(a2, b2)
+        ref = frechet_distance_samples(md.coords[a2], md.coords[b2], eps=EPS)
+        assert abs(got - ref) <= 1e-12 * ref, step
+        if step % 2 == 0:
+            assert md.anchors_built == built, step  # a swap: answered from the anchor
+
+
+def test_a_change_that_reshapes_a_direction_re_anchors(monkeypatch):
+    """The class that makes up a direction of one side leaves: the transport map changes by a
+    factor of hundreds there, the low-rank route would lose digits, so the split re-anchors."""
+    monkeypatch.setattr(cs, "MOMENTS_MIN_RANK", 0)
+    rng = np.random.default_rng(0)
+    d, n = 6, 12
+    xa, xb = rng.standard_normal((n, d)), rng.standard_normal((n, d)) + 0.5
+    xa[0, -1] = 2000.0
+    md = MeansDistance(np.concatenate([xa, xb, rng.standard_normal((1, d)) * 0.5]))
+    a0, b0 = list(range(n)), list(range(n, 2 * n))
+    md.distance(a0, b0)
+    spread = []
+    real = TransportAnchor.after
+
+    def spy(self, *args):
+        got = real(self, *args)
+        spread.append(got[2] / got[1])
+        return got
+
+    monkeypatch.setattr(TransportAnchor, "after", spy)
+    a1 = [2 * n] + a0[1:]
+    got = md.distance(a1, b0)
+    assert spread[-1] > cs.ANCHOR_MAX_SPREAD and md.anchors_built == 2
+    assert got == pytest.approx(frechet_distance_samples(md.coords[a1], md.coords[b0], eps=EPS),
+                                rel=1e-12)
+
+
+def test_a_side_with_fewer_classes_than_dimensions_is_refit(monkeypatch):
+    """Its covariance is singular but for eps, which the moments' G - s s^T / n would lose
+    in rounding at large scales: refit from the rows, as the previous implementation did."""
+    monkeypatch.setattr(cs, "MOMENTS_MIN_RANK", 0)
+    m = np.random.default_rng(1).standard_normal((40, 6)) * 1e4
+    md = MeansDistance(m)
+    a, b = list(range(20)), list(range(20, 29))
+    md.distance(a, b)
+    for k in range(1, 5):
+        got = md.distance(a, b[:-k])
+        ref = frechet_distance_samples(md.coords[a], md.coords[b[:-k]], eps=EPS)
+        assert abs(got - ref) <= 1e-12 * ref, k
+
+
 def _full_head(v, train, test, length, reverse, names):
     a, b = scores(v, train, test)
     out = []
