@@ -567,7 +567,7 @@ class _SplitAnchor:
     :meth:`tau` returns it with tau; :class:`MeansDistance` keeps the result only when twice the
     bound is at most ``ANCHOR_MAX_ERROR`` (1e-10) of the distance (SOP walks: bounds near 1e-11,
     measured errors near 1e-15) and otherwise re-anchors. Changes of more than
-    ``ANCHOR_MAX_RANK`` columns (k + 1 per changed side) return None.
+    ``ANCHOR_MAX_RANK`` columns (k + 1 per changed side), or more than d / 2, return None.
     """
 
     def __init__(self, a: _Moments, b: _Moments, eps: float, frechet: TransportAnchor) -> None:
@@ -590,8 +590,8 @@ class _SplitAnchor:
         None (re-anchor)."""
         changes = self.changes((a.members, b.members))
         columns = sum(len(j) + len(left) + 1 for j, left in changes if j or left)
-        if columns > ANCHOR_MAX_RANK:
-            return None
+        if columns > min(ANCHOR_MAX_RANK, coords.shape[1] // 2):
+            return None  # beyond d / 2 columns the dense route is as cheap and better posed
         factors, alphas, deltas = [], [], []
         for (joined, left), side, n0, s0 in zip(changes, (a, b), self.n, self.s, strict=True):
             alpha = (n0 - 1) / (side.n - 1)
@@ -607,7 +607,10 @@ class _SplitAnchor:
             c = np.concatenate([np.ones(len(joined)), -np.ones(len(left)),
                                 [-1.0 / side.n]]) / (n0 - 1)
             factors += [u, c]
-        tau, rho_lo, rho_hi = self.frechet.after(*factors)
+        try:
+            tau, rho_lo, rho_hi = self.frechet.after(*factors)
+        except np.linalg.LinAlgError:
+            return None
         if not (rho_lo > 0 and rho_hi <= ANCHOR_MAX_SPREAD * rho_lo):
             return None
         tau *= np.sqrt(alphas[0] * alphas[1])

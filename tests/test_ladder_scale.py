@@ -147,9 +147,10 @@ def test_oodml_walk_identical_to_previous_implementation_synthetic(moments_route
 
 
 def test_oodml_walk_identical_with_anchored_removals(moments_route, monkeypatch):
-    """Many classes per dimension (as SOP: 11k per side in 2048-d): swaps and removals are
-    answered from anchors by low-rank updates; the walk is the previous implementation's."""
-    stats = wide(n_classes=1200, dim=12, seed=5)
+    """Many classes per dimension (as SOP: 11k per side in 2048-d; 32-d so that an anchor
+    takes changes of up to 16 columns): swaps and removals are answered from anchors by
+    low-rank updates; the walk is the previous implementation's."""
+    stats = wide(n_classes=1200, dim=32, seed=5)
     calls = {"anchored": 0, "anchored removals": 0}
     real = cs._SplitAnchor.tau
 
