@@ -910,11 +910,11 @@ class MeansScreen:
         sets = [(set(a), set(b)) for a, b in zip(trains, tests, strict=True)]
         if not self.exact:
             self._use(self.md.anchor)
-        if not self.exact and (self._anchor is None or any(self._far(a, b) for a, b in sets)):
-            try:
-                self._use(self.md.anchor_at(np.asarray(trains[0]), np.asarray(tests[0])))
-            except np.linalg.LinAlgError:
-                self.exact = True
+            if self._anchor is None or any(self._far(a, b) for a, b in sets):
+                try:
+                    self._use(self.md.anchor_at(np.asarray(trains[0]), np.asarray(tests[0])))
+                except np.linalg.LinAlgError:
+                    self.exact = True
         if self.exact:
             return np.array([self.md.distance(a, b) for a, b in zip(trains, tests, strict=True)])
         return np.array([self._estimate(a, b) for a, b in sets])

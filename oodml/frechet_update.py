@@ -73,13 +73,13 @@ class TransportAnchor:
         m = dtrmm(1.0, lower, half, side=0, lower=1, trans_a=1, overwrite_b=1)
         lam, q = sla.eigh(m, check_finite=False, overwrite_a=True, driver="evd")
         del m, half
-        if max_condition is not None and not lam[0] > lam[-1] / max_condition:
+        self.lam = lam
+        if max_condition is not None and not self.condition <= max_condition:
             raise np.linalg.LinAlgError(
                 f"S_a S_b is too ill-conditioned for low-rank updates "
                 f"(eigenvalues {lam[0]:.3g} .. {lam[-1]:.3g})"
             )
         self.floor = float(floor)
-        self.lam = lam
         self.ga = sla.solve_triangular(lower, q, lower=True, trans="T", check_finite=False).T
         self.gb = dtrmm(1.0, lower, q, side=0, lower=1).T
         self.tau = float(np.sqrt(np.maximum(lam, 0.0)).sum())
@@ -133,13 +133,13 @@ class TransportAnchor:
         Y = QR (same for b, with S_b^-1 = G_b^T diag(1/l) G_b)."""
         lam = self.lam
         ca, cb = np.asarray(ca, dtype=np.float64), np.asarray(cb, dtype=np.float64)
+        if ca.size + cb.size == 0:
+            return self.tau, 1.0, 1.0
         y = self.ga @ ua if ca.size else np.zeros((self.dim, 0))
         v = self.gb @ ub if cb.size else np.zeros((self.dim, 0))
         p_a, q_a = _eigen_range(y, ca)
         p_b, q_b = _eigen_range(v / np.sqrt(self._clipped())[:, None], cb)
         rho = (np.sqrt(max(p_b, 0.0) / q_a), np.sqrt(q_b / p_a) if p_a > 0 else np.inf)
-        if ca.size + cb.size == 0:
-            return self.tau, 1.0, 1.0
         u = np.concatenate([lam[:, None] * y, v], axis=1)
         w = np.concatenate([y, v + y @ (ca[:, None] * (y.T @ v))], axis=1)
         k = np.concatenate([ca, cb])
