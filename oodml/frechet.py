@@ -9,6 +9,9 @@ sum of square roots of its eigenvalues (``eigvalsh``, no eigenvectors). Everythi
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from functools import lru_cache
 
@@ -56,6 +59,44 @@ def _symmetrize(a: np.ndarray) -> np.ndarray:
     a += a.T
     a *= 0.5
     return a
+
+
+STACK_CHUNK = 4
+
+
+def _stack_pool() -> tuple[ThreadPoolExecutor | None, int]:
+    """(pool, workers) of this process (a forked child makes its own)."""
+    return _stack_pool_of(os.getpid())
+
+
+@lru_cache(maxsize=1)
+def _stack_pool_of(pid: int) -> tuple[ThreadPoolExecutor | None, int]:
+    """One thread per usable core, at most 8; no pool on one core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = min(cores or 1, 8)
+    if workers < 2:
+        return None, 1
+    return ThreadPoolExecutor(workers, thread_name_prefix="oodml-stack"), workers
+
+
+def stacked(fn: Callable[..., np.ndarray], *arrays: np.ndarray) -> np.ndarray:
+    """``fn(*arrays)`` for a function that works row by row along axis 0 (the same length
+    for every array), split into chunks of at least ``STACK_CHUNK`` rows, one thread per
+    core.
+
+    For stacks of small dense problems (the greedy screen's n x n eigenproblems): NumPy and
+    LAPACK release the GIL, and small problems run on one BLAS thread (see
+    :func:`blas_threads_for`), so otherwise all but one core would idle. Every row goes
+    through the same calls either way, so the result is identical to ``fn(*arrays)``.
+    """
+    pool, workers = _stack_pool()
+    n = len(arrays[0])
+    if pool is None or n < 2 * STACK_CHUNK:
+        return fn(*arrays)
+    parts = min(workers, n // STACK_CHUNK)
+    cuts = np.linspace(0, n, parts + 1).astype(int)
+    chunks = [[x[i:j] for x in arrays] for i, j in zip(cuts[:-1], cuts[1:], strict=True)]
+    return np.concatenate(list(pool.map(lambda c: fn(*c), chunks)))
 
 
 def _sum_sqrt_eigvalsh(m: np.ndarray) -> float:

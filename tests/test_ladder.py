@@ -363,3 +363,68 @@ def test_real_omniglot_pixels_greedy_vs_oodml(omniglot_zip):
     n_rm = len(oodml.hardest.removed)
     reach = max(s.distance for s in greedy.steps if len(s.removed) <= n_rm)
     assert reach >= oodml.hardest.distance
+
+
+def _screen_batch(rng, n_classes, n1, n2, batch):
+    """Random disjoint (train, test) index lists: n1 train and n2 test classes each."""
+    trains, tests = [], []
+    for _ in range(batch):
+        perm = rng.permutation(n_classes)
+        trains.append(list(perm[:n1]))
+        tests.append(list(perm[n1:n1 + n2]))
+    return trains, tests
+
+
+@pytest.mark.parametrize("shape", [(40, 12, 17, 9), (40, 20, 20, 2048), (30, 14, 9, 5)])
+def test_gram_screen_is_the_eps_free_means_distance(shape):
+    """The greedy screen's value of every split of a batch is the eps = 0 Fréchet distance of
+    the two sets of class means (the low-rank route of frechet_distance_samples), for
+    n1 < n2, n1 = n2 with D >> n, and n1 > n2 with D < n, and batches split across cores
+    give the same values."""
+    from oodml.frechet import frechet_distance_samples
+    from oodml.splits import ladder
+
+    n_classes, n1, n2, dim = shape
+    rng = np.random.default_rng(n_classes + dim)
+    centres = rng.standard_normal((4, dim)) * 3
+    means = centres[rng.integers(0, 4, n_classes)] + rng.standard_normal((n_classes, dim))
+    stats = ClassStats.from_features(means, [f"c{i:03d}" for i in range(n_classes)])
+    screen = ladder.means_screen(stats)
+    trains, tests = _screen_batch(rng, n_classes, n1, n2, 19)
+    got = screen(trains, tests)
+    want = np.array([frechet_distance_samples(stats.means[a], stats.means[b], eps=0.0)
+                     for a, b in zip(trains, tests, strict=True)])
+    # the screen takes sqrt of the clipped eigenvalues of G G^T: each of its n1 - rank zero
+    # eigenvalues comes out as rounding noise ~ n1 eps sigma_max^2 and adds its sqrt (the
+    # ranking only needs candidates' values consistent with each other)
+    sigma_max = max(np.linalg.norm(
+        (stats.means[a] - stats.means[a].mean(0)) @ (stats.means[b] - stats.means[b].mean(0)).T,
+        2) / np.sqrt((n1 - 1) * (n2 - 1)) for a, b in zip(trains, tests, strict=True))
+    zeros = n1 - min(n1 - 1, n2 - 1, dim)
+    noise = 2.0 * zeros * np.sqrt(n1 * np.finfo(float).eps) * sigma_max
+    assert np.abs(got - want).max() <= noise
+    assert noise < 1e-4 * np.abs(want).min()
+    one_by_one = np.concatenate([screen([a], [b]) for a, b in zip(trains, tests, strict=True)])
+    assert np.array_equal(got, one_by_one)
+
+
+def test_stacked_splits_rows_across_threads_without_changing_a_bit(monkeypatch):
+    import oodml.frechet as fr
+
+    rng = np.random.default_rng(3)
+    g = rng.standard_normal((23, 30, 30))
+    calls = []
+
+    def fn(x, y):
+        calls.append(len(x))
+        return np.linalg.eigvalsh(x @ x.transpose(0, 2, 1)) + y[:, None]
+
+    y = rng.standard_normal(23)
+    whole = fn(g, y)
+    calls.clear()
+    monkeypatch.setattr(fr, "_stack_pool", lambda: (fr.ThreadPoolExecutor(3), 3))
+    split = fr.stacked(fn, g, y)
+    assert sorted(calls) == [7, 8, 8]
+    assert np.array_equal(split, whole)
+    calls.clear()
+    assert np.array_equal(fr.stacked(fn, g[:7], y[:7]), whole[:7]) and calls == [7]
