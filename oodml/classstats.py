@@ -391,6 +391,11 @@ class MeansDistance:
         if not self.incremental:
             return frechet_distance_samples(self.coords[ia], self.coords[ib], eps=self.eps)
         a, b = self._moments_for(ia, ib)
+        if min(a.n, b.n) <= self.rank:
+            # a side with no more classes than dimensions: its covariance is singular but for
+            # eps, which G - s s^T / n (and any low-rank update of it) would drown in
+            # rounding; refit from the rows instead, anchored or not
+            return frechet_distance_samples(self.coords[ia], self.coords[ib], eps=self.eps)
         diff = a.s / a.n - b.s / b.n
         rest = float(diff @ diff) + a.trace(self.eps, self.rank) + b.trace(self.eps, self.rank)
         if self.anchor is not None:
@@ -401,10 +406,6 @@ class MeansDistance:
                 distance = rest - 2.0 * tau
                 if 2.0 * error <= ANCHOR_MAX_ERROR * abs(distance):
                     return distance
-        if min(a.n, b.n) <= self.rank:
-            # a side with no more classes than dimensions: its covariance is singular but for
-            # eps, which G - s s^T / n would drown in rounding; refit from the rows instead
-            return frechet_distance_samples(self.coords[ia], self.coords[ib], eps=self.eps)
         with blas_threads_for(self.rank):
             tau = self._dense_tau(a, b)
         return rest - 2.0 * tau
