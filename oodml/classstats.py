@@ -343,7 +343,9 @@ class MeansDistance:
     ``ANCHOR_MAX_ERROR`` (1e-10) of the distance (see :class:`_SplitAnchor`); any other split
     becomes the new anchor. A split that cannot be an anchor (eps = 0, or S_a S_b with a
     condition number above 1e8) takes the dense O(r^3) route, and so do the next
-    ``ANCHOR_RETRY`` (8) dense calls before an anchor is tried again.
+    ``ANCHOR_RETRY`` (8) dense calls before an anchor is tried again. A side with no more
+    classes than r dimensions is singular but for eps, which G - s s^T / n would drown in
+    rounding: such a split is refit from its rows before any anchor is consulted.
     """
 
     def __init__(self, means: np.ndarray, eps: float = CLASS_MEANS_EPS) -> None:
