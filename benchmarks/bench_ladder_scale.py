@@ -242,7 +242,7 @@ def cub(args: argparse.Namespace) -> None:
                                 "greedy", {}, "greedy, screen on one core", "step")
         finally:
             fr.STACK_CHUNK = chunk
-        print(f"    screen across {fr._stack_pool()[1]} cores: {one / times['greedy'][0]:.2f}x "
+        print(f"    screen across {fr.stack_workers()} cores: {one / times['greedy'][0]:.2f}x "
               f"faster than on one", flush=True)
     if args.reference_distances > 0:
         t0 = time.perf_counter()

@@ -79,6 +79,11 @@ def _stack_pool_of(pid: int) -> tuple[ThreadPoolExecutor | None, int]:
     return ThreadPoolExecutor(workers, thread_name_prefix="oodml-stack"), workers
 
 
+def stack_workers() -> int:
+    """Threads :func:`stacked` splits a stack across in this process (1: no pool)."""
+    return _stack_pool()[1]
+
+
 def stacked(fn: Callable[..., np.ndarray], *arrays: np.ndarray) -> np.ndarray:
     """``fn(*arrays)`` for a function that works row by row along axis 0 (the same length
     for every array), split into chunks of at least ``STACK_CHUNK`` rows, one thread per

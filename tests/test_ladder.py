@@ -428,3 +428,29 @@ def test_stacked_splits_rows_across_threads_without_changing_a_bit(monkeypatch):
     assert np.array_equal(split, whole)
     calls.clear()
     assert np.array_equal(fr.stacked(fn, g[:7], y[:7]), whole[:7]) and calls == [7]
+
+
+def test_gram_screen_runs_its_stacked_eigenproblems_on_one_blas_thread(monkeypatch):
+    """BLAS's own threads on top of the screen's one thread per core made the CUB-sized screen
+    slower on 2 cores than on 1, so the screen holds BLAS to one thread whoever calls it."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from oodml.splits import ladder
+
+    rng = np.random.default_rng(5)
+    means = rng.standard_normal((30, 16))
+    stats = ClassStats.from_features(means, [f"c{i:03d}" for i in range(30)])
+    seen = []
+    real = ladder.stacked
+
+    def spy(fn, *arrays):
+        seen.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+        return real(fn, *arrays)
+
+    monkeypatch.setattr(ladder, "stacked", spy)
+    trains, tests = _screen_batch(rng, 30, 10, 12, 9)
+    with threadpool_limits(2, user_api="blas"):
+        ladder.means_screen(stats)(trains, tests)
+        after = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    assert seen and set(seen) == {1}
+    assert set(after) == {2}
