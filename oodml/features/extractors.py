@@ -14,6 +14,8 @@ is a one-line error naming where to put it.
 from __future__ import annotations
 
 import os
+import pickle
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,7 +139,20 @@ EXTRACTORS: Registry[ExtractorSpec] = Registry("extractor")
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a state dict without unpickling arbitrary objects (weights_only)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ConfigError(
+            f"cannot read weights file {path}: not a torch state-dict file, or it holds objects "
+            f"other than tensors ({_unpickler_reason(exc)}), which oodml never unpickles; pass "
+            "a file written by torch.save(model.state_dict(), path)"
+        ) from None
+    except EOFError:
+        raise ConfigError(
+            f"cannot read weights file {path}: it is empty or truncated; download or copy it "
+            "again"
+        ) from None
     except Exception as exc:
         raise ConfigError(
             f"cannot read weights file {path}: {first_line(exc)}; pass a torch state-dict file"
@@ -145,6 +160,14 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise ConfigError(f"weights file {path} is not a state dict; pass a torch state-dict file")
     return state
+
+
+def _unpickler_reason(exc: BaseException) -> str:
+    """What torch's weights-only unpickler objected to, without its advice to turn it off."""
+    text = " ".join(str(exc).split())
+    _, found, reason = text.partition("WeightsUnpickler error:")
+    reason = reason.split("Check the documentation")[0].strip(" .") if found else ""
+    return reason[:200] or type(exc).__name__
 
 
 def load_strict(model: nn.Module, path: Path) -> nn.Module:

@@ -100,6 +100,21 @@ def _raw_bytes(raw: Any) -> bytes:
     raise RefusedGlobal("numpy array data is not raw bytes")
 
 
+class _NdarrayMarker:
+    """Stand-in for the global ``numpy.ndarray``: a study pickle only passes it to
+    ``_reconstruct``; calling it (``ndarray(shape)`` allocates the declared shape from a few
+    bytes) is refused."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise RefusedGlobal("calling numpy.ndarray is not allowed")
+
+    def __reduce__(self) -> Any:
+        raise RefusedGlobal("numpy.ndarray marker cannot be pickled")
+
+
+_NDARRAY = _NdarrayMarker()
+
+
 class _ArrayBuilder:
     """Stand-in for ``numpy.core.multiarray._reconstruct(ndarray, shape, dtype)`` plus the
     array's ``__setstate__``. numpy would allocate the declared shape at once (a 75-byte pickle
@@ -108,7 +123,7 @@ class _ArrayBuilder:
     memory than the pickle file."""
 
     def __init__(self, subtype: Any = None, shape: Any = None, dtype: Any = None) -> None:
-        if subtype is not np.ndarray:
+        if subtype is not _NDARRAY:
             raise RefusedGlobal("_reconstruct is only allowed for numpy.ndarray")
         self.array: np.ndarray | None = None
 
@@ -158,7 +173,7 @@ class SafeUnpickler(pickle.Unpickler):
         if module in _NUMPY_MODULES and name == "scalar":
             return _scalar
         if module == "numpy" and name == "ndarray":
-            return np.ndarray
+            return _NDARRAY
         if module == "numpy" and name == "dtype":
             return _DtypeSpec
         if module == "_codecs" and name == "encode":
@@ -215,11 +230,11 @@ def plain(obj: Any, where: str, depth: int = 0, budget: list[int] | None = None)
         if obj.array is None:
             raise SplitFileError(f"{where}: numpy array without data is not allowed")
         obj = obj.array
+    if isinstance(obj, np.ndarray):
         if budget is not None:
             budget[0] -= obj.size
             if budget[0] < 0:
                 raise SplitFileError(f"{name_of(where)}: arrays hold too many values")
-    if isinstance(obj, np.ndarray):
         if obj.dtype.kind not in _ALLOWED_KINDS:
             raise SplitFileError(f"{where}: numpy array of dtype {obj.dtype} is not allowed")
         return obj.tolist()

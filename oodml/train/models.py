@@ -19,7 +19,8 @@ import torchvision
 from torch import nn
 
 from oodml import hub
-from oodml.errors import ConfigError
+from oodml.errors import ConfigError, first_line
+from oodml.features.extractors import load_state_dict
 from oodml.hub import Progress
 from oodml.registry import Registry
 
@@ -146,10 +147,15 @@ def load_state(
             f"weights file {path} for backbone {arch!r} not found; put the file there, pass "
             "--weights PATH, or use --weights random"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
+    state = load_state_dict(path)
+    if isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"weights {path} do not fit backbone {arch!r}: {first_line(exc)}"
+        ) from None
     bad = [k for k in missing if "fc." not in k and "classifier" not in k and "head" not in k]
     if bad:
         raise ConfigError(f"weights {path} do not fit backbone {arch!r}: missing {bad[:3]}")
