@@ -83,7 +83,7 @@ def fewshot(**o) -> None:
     protocol=fewshot (mean and std over episodes) go to OUT/results.parquet and .csv. The base
     model is the one `oodml evaluate` trained with the same options (reused from its
     checkpoint, or trained here)."""
-    from oodml.train.run import run_fewshot_ladder
+    from oodml.train.fewshot import run_fewshot_ladder
 
     cfg = build(FewshotConfig, o)
     specs = build_specs(o)

@@ -15,12 +15,12 @@ from torch import nn
 
 from oodml.config import parse_kv
 from oodml.errors import ConfigError
+from oodml.features.extract import resolve_device
 from oodml.train.config import check_args, import_object
 from oodml.train.loop import (
     TensorInputs,
     TrainConfig,
     embed,
-    resolve_device,
     seed_everything,
     train,
 )
@@ -413,6 +413,9 @@ def test_train_config_and_device_errors():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             resolve_device("cuda")
     assert resolve_device("cpu").type == "cpu"
+    for device in ("meta", "mps", "xpu"):
+        with pytest.raises(ConfigError, match=f"unsupported device '{device}'"):
+            resolve_device(device)
 
 
 def test_optimisers_update_loss_parameters_too():

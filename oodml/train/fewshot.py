@@ -9,14 +9,16 @@ Support images are in neither role, so the score measures generalisation to unse
 classes seen only through their few support examples. Each shot count yields one row per
 metric: mean and (population, ddof=0) std over episodes, ``protocol="fewshot"``.
 
-API: ``run_fewshot(spec, cfg, progress) -> rows`` (``FewshotConfig`` and ``fewshot_key`` live
-in :mod:`oodml.train.spec`; ``run_fewshot_ladder`` in :mod:`oodml.train.run`).
+API: ``run_fewshot(spec, cfg, progress) -> rows`` for one spec, ``run_fewshot_ladder(specs, cfg,
+progress)`` for a ladder (check every spec first, then run and merge the table per spec);
+``FewshotConfig`` and ``fewshot_key`` live in :mod:`oodml.train.spec`.
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -25,15 +27,18 @@ from torch import nn
 
 from oodml.data.manifest import Manifest
 from oodml.errors import ConfigError, SplitFileError
+from oodml.features.extract import resolve_device
 from oodml.progress import NO_PROGRESS, Progress
-from oodml.results import config_json, finished_rows, write_run
+from oodml.results import config_json, finished_rows, merge_results, write_run
 from oodml.splits.splitfile import Split
-from oodml.train.loop import TensorInputs, embed, resolve_device, seed_everything, train
+from oodml.train.loop import TensorInputs, embed, seed_everything, train
 from oodml.train.losses import build_loss
 from oodml.train.miners import build_miner
 from oodml.train.models import EmbeddingModel, head_of
 from oodml.train.run import (
+    RunCallback,
     base_row,
+    check_specs,
     class_labels,
     embed_classes,
     make_inputs,
@@ -42,6 +47,7 @@ from oodml.train.run import (
     score_embeddings,
     spec_features,
     trained_model,
+    warm_features,
 )
 from oodml.train.samplers import MPerClassBatchSampler
 from oodml.train.spec import FewshotConfig, RunSpec, fewshot_key
@@ -210,4 +216,28 @@ def run_fewshot(
         ]
         write_run(spec.results_dir, fewshot_key(spec, shots), config, shot_rows)
         rows.extend(shot_rows)
+    return rows
+
+
+def run_fewshot_ladder(
+    specs: Sequence[RunSpec],
+    cfg: FewshotConfig,
+    progress: Progress = NO_PROGRESS,
+    *,
+    on_run: RunCallback | None = None,
+    check_device: bool = True,
+) -> list[dict[str, Any]]:
+    """Few-shot adaptation of every spec's trained model (trained here when no checkpoint
+    exists), every shot count of ``cfg``; rows are recorded and the table merged per spec."""
+    check_specs(specs, check_device=check_device)
+    for spec in specs:
+        check_fewshot(spec, cfg)
+    warm_features(specs, progress)
+    rows: list[dict[str, Any]] = []
+    for spec in specs:
+        out = run_fewshot(spec, cfg, progress)
+        rows.extend(out)
+        merge_results(spec.results_dir)
+        if on_run is not None:
+            on_run(spec, out, False)
     return rows

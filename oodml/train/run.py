@@ -10,8 +10,8 @@ configs of :mod:`oodml.train.spec`:
   already finished) and records it in ``RESULTS_DIR/runs/<key>.json`` (:mod:`oodml.results`).
 - ``run_ladder(specs, progress)``: check, run each spec, merge the table; ``on_run(spec, rows,
   skipped)`` is told about each finished run.
-- ``run_fewshot_ladder(specs, cfg, progress)``: the same for few-shot adaptation
-  (:mod:`oodml.train.fewshot`).
+- the few-shot counterpart, ``run_fewshot_ladder``, is in :mod:`oodml.train.fewshot` (which
+  builds on this module; nothing here imports it).
 
 Per-epoch checkpoints live in ``RESULTS_DIR/checkpoints/<key>.pt``; a killed run restarts from
 its last finished epoch; few-shot adaptation reuses the final checkpoint. Progress is reported
@@ -34,6 +34,7 @@ from torch import nn
 from oodml.data import load_dataset
 from oodml.data.manifest import Manifest
 from oodml.errors import ConfigError
+from oodml.features.extract import resolve_device
 from oodml.metrics import METRICS, evaluate_embeddings
 from oodml.metrics.knn import check_distance
 from oodml.metrics.sizecontrol import (
@@ -48,7 +49,6 @@ from oodml.train.loop import (
     Inputs,
     TensorInputs,
     embed,
-    resolve_device,
     seed_everything,
     state_tag,
     train,
@@ -57,11 +57,10 @@ from oodml.train.losses import build_loss, loss_info, resolve_loss_args
 from oodml.train.miners import build_miner, resolve_miner_args
 from oodml.train.models import build_model
 from oodml.train.samplers import build_sampler
-from oodml.train.spec import FewshotConfig, RunSpec, method_name, run_key
+from oodml.train.spec import RunSpec, method_name, run_key
 
 __all__ = [
     "check_specs",
-    "run_fewshot_ladder",
     "run_ladder",
     "run_one",
     "trained_model",
@@ -407,32 +406,6 @@ def run_ladder(
         overall.advance()
         merge_results(spec.results_dir)
     overall.close()
-    return rows
-
-
-def run_fewshot_ladder(
-    specs: Sequence[RunSpec],
-    cfg: FewshotConfig,
-    progress: Progress = NO_PROGRESS,
-    *,
-    on_run: RunCallback | None = None,
-    check_device: bool = True,
-) -> list[dict[str, Any]]:
-    """Few-shot adaptation of every spec's trained model (trained here when no checkpoint
-    exists), every shot count of ``cfg``; rows are recorded and the table merged per spec."""
-    from oodml.train.fewshot import check_fewshot, run_fewshot
-
-    check_specs(specs, check_device=check_device)
-    for spec in specs:
-        check_fewshot(spec, cfg)
-    warm_features(specs, progress)
-    rows: list[dict[str, Any]] = []
-    for spec in specs:
-        out = run_fewshot(spec, cfg, progress)
-        rows.extend(out)
-        merge_results(spec.results_dir)
-        if on_run is not None:
-            on_run(spec, out, False)
     return rows
 
 
