@@ -18,7 +18,7 @@ and the peak resident memory of the process.
 
 How the class-means walks get there (issue 13): exact distances come from an anchor split
 decomposed once (``oodml.frechet_update.TransportAnchor``) and low-rank updates while the
-split stays within 60 classes of it and, after removals, the proven error bound stays below
+split differs from it in at most 62 classes and, after removals, the proven error bound stays below
 1e-10 of the distance ("anchors" counts the O(d^3) decompositions); the
 rankings' heads come from one pass over the class means (``oodml.splits.ranking.Ranker``).
 

@@ -2,9 +2,11 @@
 
 d^2 = ||mu1 - mu2||^2 + tr S1 + tr S2 - 2 tr sqrt(S1 S2).
 
-``tr sqrt(S1 S2)`` is computed without ``scipy.linalg.sqrtm``: with S1 = L L^T the matrix
-S1 S2 is similar to the symmetric PSD matrix L^T S2 L, so the trace of the square root is the
-sum of square roots of its eigenvalues (``eigvalsh``, no eigenvectors). Everything is float64.
+``tr sqrt(S1 S2)`` is computed without ``scipy.linalg.sqrtm``. With S1 = F1 F1^T and
+S2 = F2 F2^T (Cholesky factors), S1 S2 is similar to F1^T S2 F1 = (F1^T F2)(F1^T F2)^T, so the
+trace of the square root is the nuclear norm of F1^T F2 (``svdvals``; the route for d <= 512,
+which never squares the spectrum) or the sum of square roots of the eigenvalues of F1^T S2 F1
+(``eigvalsh``, no eigenvectors; the faster route above). Everything is float64.
 """
 
 from __future__ import annotations
@@ -211,10 +213,12 @@ def frechet_distance_samples(x1: np.ndarray, x2: np.ndarray, eps: float = 0.0) -
     """Fréchet distance between Gaussians fitted to the rows of ``x1`` and ``x2`` (n_i x d),
     with ``eps`` added to both covariance diagonals.
 
-    When a side has fewer samples than dimensions the exact low-rank route is used:
-    eps = 0: tr sqrt(S1 S2) is the nuclear norm of A1^T A2 (n1 x n2);
-    eps > 0: the complement of span[A1, A2] contributes eps + eps - 2 sqrt(eps eps) = 0, so the
-    distance is computed in an orthonormal basis of that span, an (n1 + n2)-sized problem.
+    Exact low-rank routes when the samples span less than the d dimensions:
+    eps = 0 and a side with at most d samples: tr sqrt(S1 S2) is the nuclear norm of A1^T A2
+    (n1 x n2);
+    eps > 0 and n1 + n2 < d: the complement of span[A1, A2] contributes eps + eps - 2 sqrt(eps
+    eps) = 0, so the distance is computed in an orthonormal basis of that span, an
+    (n1 + n2)-sized problem. Otherwise the d x d covariances are formed.
     """
     mu1, a1 = _scaled_centred(x1)
     mu2, a2 = _scaled_centred(x2)

@@ -329,7 +329,8 @@ def embed(
     amp: bool = False,
     channels_last: bool = False,
 ) -> np.ndarray:
-    """L2-normalised embeddings (float32 N x dim) of all inputs, in order."""
+    """The model's outputs (float32 N x dim) for all inputs, in order: L2-normalised for an
+    ``EmbeddingModel``, whose head normalises; raw for a bare backbone."""
     model.to(device).eval()
     cuda = device.type == "cuda"
     out = []
