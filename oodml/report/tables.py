@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import scipy.stats as sps
 
 from oodml.errors import ResultsError
 
@@ -237,25 +238,16 @@ def coverage_notes(df: pd.DataFrame, metrics: list[str]) -> list[str]:
 
 
 def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
-    """Kendall's tau-b between two score vectors (ties in either count against neither side).
-
-    NaN when fewer than two items or when either vector is constant.
-    """
+    """Kendall's tau-b between two score vectors (``scipy.stats.kendalltau``, as
+    :mod:`oodml.splits.rescore` uses): NaN when fewer than two items or when either vector is
+    constant, without scipy's warning."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if x.shape != y.shape:
         raise ValueError("kendall_tau needs two vectors of the same length")
-    n = len(x)
-    if n < 2:
+    if len(x) < 2 or np.all(x == x[0]) or np.all(y == y[0]):
         return float("nan")
-    i, j = np.triu_indices(n, k=1)
-    sx = np.sign(x[i] - x[j])
-    sy = np.sign(y[i] - y[j])
-    n0 = len(i)
-    denom = np.sqrt(float(n0 - np.sum(sx == 0)) * float(n0 - np.sum(sy == 0)))
-    if denom == 0:
-        return float("nan")
-    return float(np.sum(sx * sy) / denom)
+    return float(sps.kendalltau(x, y).statistic)
 
 
 @dataclass(frozen=True)

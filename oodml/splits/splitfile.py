@@ -16,7 +16,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -26,6 +26,7 @@ from oodml import __version__
 from oodml.data.manifest import path_problem
 from oodml.errors import ChecksumMismatch, SplitFileError
 from oodml.fileio import atomic_write_bytes
+from oodml.splits.trajectory import is_strictly_increasing
 
 SCHEMA = "oodml-splits/1"
 FLOAT_DIGITS = 12
@@ -500,11 +501,6 @@ def overlapping_levels(sf: SplitFile) -> list[tuple[int, int]]:
         if a.distance_ci[1] >= b.distance_ci[0] and b.distance_ci[1] >= a.distance_ci[0]:
             out.append((a.id, b.id))
     return out
-
-
-def is_strictly_increasing(values: Iterable[float]) -> bool:
-    v = list(values)
-    return all(a < b for a, b in zip(v[:-1], v[1:], strict=True))
 
 
 def verify(sf: SplitFile, manifest: Any, features: Any = None, *, rtol: float = 1e-4) -> list[str]:

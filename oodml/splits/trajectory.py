@@ -9,11 +9,17 @@ no cycle.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+
+def is_strictly_increasing(values: Iterable[float]) -> bool:
+    """Whether each value is larger than the one before (True for fewer than two)."""
+    v = list(values)
+    return all(a < b for a, b in zip(v[:-1], v[1:], strict=True))
 
 
 @dataclass(frozen=True)
@@ -80,4 +86,4 @@ class Trajectory:
     @property
     def is_strictly_increasing(self) -> bool:
         """Whether distances strictly increase along ``index``."""
-        return bool(np.all(np.diff(self.distances) > 0))
+        return is_strictly_increasing(self.distances)
