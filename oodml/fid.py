@@ -19,7 +19,7 @@ from pathlib import Path
 from oodml.classstats import MODES, ClassStats, distance_between
 from oodml.config import check_choice
 from oodml.data import load_dataset
-from oodml.data.base import is_image, list_dir, require_dir
+from oodml.data.base import is_image, list_dir, require_dir, verify_images
 from oodml.data.manifest import DirSource, Manifest
 from oodml.errors import ConfigError
 from oodml.features.options import FeatureOptions
@@ -65,20 +65,32 @@ def class_list(inline: str | None, file: str | os.PathLike | None, option: str) 
     return names
 
 
-def folder_manifest(folder: str | os.PathLike) -> Manifest:
+def folder_manifest(folder: str | os.PathLike, skip_bad: bool = False) -> Manifest:
     """All images under ``folder`` (recursively) as one pseudo-class named by its absolute path,
-    so two folders with the same file names never share a feature-cache entry."""
+    so two folders with the same file names never share a feature-cache entry. With
+    ``skip_bad`` every image is decoded first and the unreadable ones are left out (listed in
+    ``Manifest.skipped``)."""
     root = require_dir(Path(folder), "a folder of images")
     paths = tuple(p for p in list_dir(root)[0] if is_image(p))
-    if len(paths) < 2:
-        raise ConfigError(f"{root} holds {len(paths)} image(s); a Fréchet distance needs >= 2")
-    return Manifest(
+    manifest = Manifest(
         name="folder",
         root=root,
         source=DirSource(root),
         paths=paths,
         labels=(root.as_posix(),) * len(paths),
     )
+    if skip_bad and paths:
+        bad = set(verify_images(manifest))
+        if bad:
+            kept = tuple(p for p in paths if p not in bad)
+            manifest = replace(manifest, paths=kept, labels=(root.as_posix(),) * len(kept),
+                               skipped=tuple(sorted(bad)))
+    if len(manifest.paths) < 2:
+        usable = "readable image(s)" if skip_bad else "image(s)"
+        raise ConfigError(
+            f"{root} holds {len(manifest.paths)} {usable}; a Fréchet distance needs >= 2"
+        )
+    return manifest
 
 
 def class_folders(folder: str | os.PathLike, skip_bad: bool = False) -> Manifest:
@@ -106,7 +118,7 @@ def fid_folders(
     with tempfile.TemporaryDirectory(prefix="oodml-fid-") as tmp:
         where = features.cache_dir if features.cache_dir is not None else tmp
         if mode == "samples":
-            manifests = [folder_manifest(f) for f in folders]
+            manifests = [folder_manifest(f, skip_bad) for f in folders]
         else:
             manifests = [class_folders(f, skip_bad) for f in folders]
         feats = [features.get(m, progress, cache_dir=where) for m in manifests]

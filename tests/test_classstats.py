@@ -350,3 +350,27 @@ def test_cli_class_means_of_two_class_folders_equals_the_dataset_route(
         ["fid", str(tmp_path / "A"), str(tmp_path / "B"), *common, "--skip-bad"], capsys)
     assert code == 0 and "skipped unreadable image" in err and "broken.png" in err
     assert printed_value(out) == pytest.approx(printed_value(ref), rel=1e-5)
+
+
+def test_cli_samples_fid_of_two_folders_skips_a_corrupt_image_with_skip_bad(
+    tiny_folders, tmp_path, capsys
+) -> None:
+    """--skip-bad works in the default samples mode too: the corrupt file is listed and the
+    value is that of the folders without it."""
+    import shutil
+
+    classes = sorted(p.name for p in (tiny_folders / "ds").iterdir())
+    shutil.copytree(tiny_folders / "ds" / classes[0], tmp_path / "A")
+    shutil.copytree(tiny_folders / "ds" / classes[1], tmp_path / "B")
+    common = ["--cache", str(tmp_path / "cache"), "--num-workers", "0",
+              "--extractor", "efficientnet-lite0"]
+    code, ref, err = run_cli(["fid", str(tmp_path / "A"), str(tmp_path / "B"), *common], capsys)
+    assert code == 0, err
+    (tmp_path / "B" / "broken.png").write_bytes(b"not a png")
+    code, _, err = run_cli(["fid", str(tmp_path / "A"), str(tmp_path / "B"), *common], capsys)
+    assert code == 2 and "broken.png" in err
+    code, out, err = run_cli(
+        ["fid", str(tmp_path / "A"), str(tmp_path / "B"), *common, "--skip-bad"], capsys)
+    assert code == 0, err
+    assert "skipped unreadable image" in err and "broken.png" in err
+    assert printed_value(out) == pytest.approx(printed_value(ref), rel=1e-5)
