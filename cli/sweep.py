@@ -37,9 +37,13 @@ def sweep(
     how = SweepRun(backend=backend, address=address, cpus_per_run=cpus_per_run,
                    gpus_per_run=gpus_per_run, retries=retries)
     cfg = load_config(config)
-    line = _StateLine()
-    with Live(line, console=Console(stderr=True), refresh_per_second=1):
-        outcome = run_sweep(cfg, how, on_update=line.set)
+    console = Console(stderr=True)
+    if console.is_terminal:
+        line = _StateLine()
+        with Live(line, console=console, refresh_per_second=1):
+            outcome = run_sweep(cfg, how, on_update=line.set)
+    else:
+        outcome = run_sweep(cfg, how, on_update=_LogLine().set)
     s = outcome.state
     for key, n in sorted(s.retried.items()):
         say(f"retried {key} {n} time(s)", err=True)
@@ -65,6 +69,19 @@ class _StateLine:
         from rich.text import Text
 
         return Text(self.state.line() if self.state else "starting sweep")
+
+
+class _LogLine:
+    """Off a terminal (a log file, CI): the status as whole lines, one per finished run."""
+
+    def __init__(self) -> None:
+        self.seen: tuple[int, int, int] | None = None
+
+    def set(self, state) -> None:
+        key = (state.done, state.skipped, len(state.failed))
+        if key != self.seen:
+            self.seen = key
+            say(state.line(), err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -127,6 +127,14 @@ def test_sweep_configs_of_the_wrong_type_are_one_line(capsys, study, tmp_path):
     assert "not UTF-8" in one_line_error(code, err)
     code, _, err = run(capsys, "sweep", str(tmp_path))
     assert "is a folder" in one_line_error(code, err)
+    # an error found once the sweep started: off a terminal no status line is glued to it
+    cfg = tmp_path / "badloss.toml"
+    cfg.write_text(head + '[[methods]]\nloss = "foo"\n')
+    code, _, err = run(capsys, "sweep", str(cfg))
+    assert "unknown loss 'foo'" in one_line_error(code, err)
+    cfg.write_text(head + method)
+    code, _, err = run(capsys, "sweep", str(cfg), "--address", "127.0.0.1:1")
+    assert "address='127.0.0.1:1' is a Ray cluster's" in one_line_error(code, err)
 
 
 def test_reports_on_damaged_tables_are_one_line(capsys, tmp_path):

@@ -46,6 +46,11 @@ class SweepRun:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend={self.backend!r} is not one of: {', '.join(BACKENDS)}")
+        if self.address is not None and self.backend != "ray":
+            raise ConfigError(
+                f"address={self.address!r} is a Ray cluster's; use backend='ray' with it, or "
+                "drop it"
+            )
         check_float("cpus_per_run", self.cpus_per_run, positive=True)
         check_float("gpus_per_run", self.gpus_per_run, 0.0)
         check_int("retries", self.retries, 0)

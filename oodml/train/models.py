@@ -125,7 +125,7 @@ def _hub_weights_file(
         where=f"torchvision's ImageNet weights for {arch}",
         offline=offline,
         progress=progress,
-        also="use --weights random",
+        also="use --backbone-weights random",
     )
 
 
@@ -145,7 +145,7 @@ def load_state(
     if not path.is_file():
         raise ConfigError(
             f"weights file {path} for backbone {arch!r} not found; put the file there, pass "
-            "--weights PATH, or use --weights random"
+            "--backbone-weights PATH, or use --backbone-weights random"
         )
     state = load_state_dict(path)
     if isinstance(state.get("state_dict"), dict):
