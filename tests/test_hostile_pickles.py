@@ -227,3 +227,18 @@ def test_sound_file_has_no_problems_and_empty_ladder_is_one(tmp_path):
     problems += verify(sf, FakeManifest(), None)
     assert any("checksum mismatch" in p for p in problems)
     assert "the ladder holds no splits" in problems
+
+
+def test_an_empty_ladder_with_a_valid_checksum_is_refused_on_load(tmp_path):
+    """show, plot, rescore and evaluate load with load_splitfile: a file with nothing to
+    evaluate is a one-line error there (verify still lists it among its problems)."""
+    from dataclasses import replace
+
+    path = make_splitfile(tmp_path)
+    empty = tmp_path / "empty.json"
+    save_splitfile(replace(load_splitfile(path), ladder=()), empty)
+    with pytest.raises(SplitFileError, match="holds no splits") as err:
+        load_splitfile(empty)
+    assert "\n" not in str(err.value) and str(empty) in str(err.value)
+    sf, problems = load_for_verify(empty)
+    assert problems == [] and "the ladder holds no splits" in verify(sf, FakeManifest(), None)

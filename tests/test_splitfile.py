@@ -206,7 +206,7 @@ def test_verify_reports_every_problem(saved: Path, manifest: Manifest) -> None:
     assert "fingerprint" in text
     assert f"class {cls!r}: split file says 20 images, dataset has 19" in text
     assert re.search(rf"split 2: \d+ episode image\(s\) not in the dataset, e.g. '{dropped}'", text)
-    assert f"class {gone!r}: split file says 20 images, dataset has no" in text
+    assert f"class {gone!r}: split file says 20 images, dataset has no such class" in text
     for i in (1, 2, 3):
         assert f"split {i}: 1 class(es) not in the dataset, e.g. {gone!r}" in text
     assert len(problems) == 7

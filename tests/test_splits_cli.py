@@ -159,7 +159,7 @@ def test_verify_lists_every_problem(
     assert code == 1
     problems = [line for line in out.splitlines() if line.startswith("problem:")]
     assert any("fingerprint" in p for p in problems)
-    assert any(gone in p and "dataset has no" in p for p in problems)
+    assert any(gone in p and "dataset has no such class" in p for p in problems)
     assert any("episode image(s) not in the dataset" in p for p in problems)
     assert f"{len(problems)} problem(s)" in out and len(problems) >= 3 + len(sf.ladder) - 1
 

@@ -224,7 +224,13 @@ def load_splitfile(path: str | os.PathLike, *, check_sha: bool = True) -> SplitF
         raise SplitFileError(f"split file {p} does not exist; check the path") from None
     except OSError as exc:
         raise SplitFileError(f"cannot read split file {p}: {exc.strerror}") from None
-    return loads(data, str(p), check_sha=check_sha)
+    sf = loads(data, str(p), check_sha=check_sha)
+    if not sf.ladder:
+        raise SplitFileError(
+            f"split file {p} holds no splits (its ladder is empty); regenerate it with "
+            "oodml splits generate"
+        )
+    return sf
 
 
 def loads(data: bytes, name: str = "<split file>", *, check_sha: bool = True) -> SplitFile:
@@ -521,7 +527,7 @@ def verify(sf: SplitFile, manifest: Any, features: Any = None, *, rtol: float = 
     counts = manifest.class_counts
     for cls, n in sorted((sf.class_counts or {}).items()):
         if counts.get(cls, 0) != n:
-            has = counts.get(cls, "no")
+            has = f"{counts[cls]}" if cls in counts else "no such class"
             problems.append(f"class {cls!r}: split file says {n} images, dataset has {has}")
     label_of = dict(zip(manifest.paths, manifest.labels, strict=True))
     for s in sf.ladder:
