@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import typer
 
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     args = [a for a in args if a != "--debug"]
     args, notes = rewrite_aliases(args)
     set_default_progress(download_bar)
+    if not debug:
+        warnings.showwarning = _warning_line
     for note in notes:
         typer.echo(note, err=True)
     try:
@@ -93,7 +96,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except Exception as exc:
         if isinstance(exc, _usage_errors()):
-            exc.show()
+            if debug:
+                exc.show()
+            else:
+                typer.echo(f"error: {_usage_line(exc)}", err=True)
             sys.exit(exc.exit_code)
         if debug:
             raise
@@ -103,6 +109,18 @@ def main(argv: list[str] | None = None) -> None:
             err=True,
         )
         sys.exit(1)
+
+
+def _usage_line(exc: Exception) -> str:
+    """click's usage error as one line, pointing at the command's --help."""
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    return _one_line(exc.format_message()) + hint  # type: ignore[attr-defined]
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library warning as one 'warning:' line on stderr (no source line, no location)."""
+    typer.echo(f"warning: {_one_line(str(message))}", err=True)
 
 
 def _usage_errors() -> tuple[type[Exception], ...]:

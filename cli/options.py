@@ -114,8 +114,11 @@ def parse_list(text: str, name: str, item: type) -> tuple:
     try:
         return tuple(item(p) for p in parts)
     except ValueError:
-        kind = "integers" if item is int else "names"
-        raise ConfigError(f"{name}={text!r} must be comma-separated {kind}, e.g. 0,1,2") from None
+        kind, example = {int: ("integers", "1,2,5"), float: ("numbers", "20,40,80")}.get(
+            item, ("names", "a,b"))
+        raise ConfigError(
+            f"{name}={text!r} must be comma-separated {kind}, e.g. {example}"
+        ) from None
 
 
 def config_value(tp: Any, value: Any, name: str) -> Any:

@@ -33,6 +33,7 @@ def run(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
 def test_usage_errors_are_a_message_and_exit_2(capsys, args, needle) -> None:
     code, _, err = run(capsys, *args)
     assert code == 2 and needle in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and "--help" in err
 
 
 def test_user_errors_are_one_red_line(capsys, tmp_path) -> None:
@@ -84,3 +85,15 @@ def test_atomic_write_errors_are_output_errors(tmp_path) -> None:
         atomic_write(target, failing)
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == [
         "a-file", "kept.txt"]
+
+
+def test_library_warnings_are_one_line_on_the_command_line(capsys, monkeypatch) -> None:
+    import warnings
+
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+    run(capsys, "--version")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("cache entry damaged\n  details; recomputing", RuntimeWarning, stacklevel=1)
+    err = capsys.readouterr().err
+    assert err == "warning: cache entry damaged details; recomputing\n"
