@@ -53,7 +53,8 @@ def check(
     from oodml.data.check import check_dataset
 
     report = check_dataset(name, root)
-    say(", ".join(f"{k}: {v}" for k, v in report.observed.items()))
+    if report.observed:
+        say(", ".join(f"{k}: {v}" for k, v in report.observed.items()))
     for problem in report.problems:
         say(f"problem: {problem}")
     for note in report.notes:

@@ -94,9 +94,18 @@ def test_other_zip_bytes_are_a_note(extracted, tmp_path):
 
 
 def test_unreadable_layout_is_a_problem_not_a_crash(tmp_path):
-    report = check_dataset("omniglot-evaluation", tmp_path / "nowhere")
-    assert not report.ok and "does not exist" in report.problems[0]
+    (tmp_path / "empty").mkdir()
+    report = check_dataset("omniglot-evaluation", tmp_path / "empty")
+    assert not report.ok and "cannot read the layout" in report.problems[0]
     assert "\n" not in report.problems[0]
+
+
+def test_a_root_that_does_not_exist_is_an_error_like_every_command_s(tmp_path):
+    """Nothing to compare: a one-line DataError (exit 2 on the command line), not a report."""
+    from oodml.errors import DataError
+
+    with pytest.raises(DataError, match="nowhere does not exist"):
+        check_dataset("omniglot-evaluation", tmp_path / "nowhere")
 
 
 # --- CUB-200-2011 at full size (empty files: listing never decodes) ---------------------------

@@ -287,10 +287,13 @@ def check_dataset(name: str, root: str | os.PathLike) -> CheckReport:
     """Compare the copy of ``name`` at ``root`` with the published facts.
 
     A layout the loader cannot read is reported as a problem (its one-line message), not
-    raised; an unknown ``name`` raises ConfigError. Images are listed, not decoded.
+    raised; an unknown ``name`` raises ConfigError and a root that does not exist a DataError
+    (nothing to compare). Images are listed, not decoded.
     """
     f = dataset_info(name)
     root = Path(root).expanduser()
+    if not root.exists():
+        raise DataError(f"dataset root {root} does not exist; pass the folder or zip of {name}")
     try:
         m = load_dataset(f.loader, root)
     except DataError as exc:
