@@ -162,3 +162,26 @@ def test_class_list_that_is_not_utf8_is_a_one_line_error(tmp_path):
     good = tmp_path / "b.txt"
     good.write_text("caf\u00e9\n", encoding="utf-8")
     assert read_text(good) == "caf\u00e9\n"
+
+
+def test_unreadable_checkpoints_are_one_line_errors_without_torch_s_advice(tmp_path):
+    """A checkpoint of foreign objects, a text file and a truncated one: each a one-line
+    ConfigError naming the file; none suggests weights_only=False."""
+    import pickle
+
+    from oodml.errors import ConfigError
+    from oodml.train import loop
+
+    foreign = tmp_path / "foreign.pt"
+    foreign.write_bytes(pickle.dumps(ConfigError("x")))
+    text = tmp_path / "text.pt"
+    text.write_text("hello\n")
+    good = tmp_path / "good.pt"
+    loop.save_checkpoint(good, {"epoch": 1, "w": torch.ones(3)})
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:100])
+    for path in (foreign, text, truncated):
+        with pytest.raises(ConfigError, match="delete it to start over") as err:
+            loop.load_checkpoint(path)
+        msg = str(err.value)
+        assert str(path) in msg and "\n" not in msg and "weights_only" not in msg, msg

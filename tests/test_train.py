@@ -294,17 +294,20 @@ def test_unreadable_or_unfitting_backbone_weights_are_one_line_errors(tmp_path):
     turning weights_only off."""
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("hello text\n")
     not_a_dict = tmp_path / "list.pt"
     torch.save([torch.zeros(2)], not_a_dict)
     wrong = tmp_path / "wrong.pt"
     state = build_backbone("resnet18", weights=None)[0].state_dict()
     state["conv1.weight"] = torch.zeros(3, 3, 3, 3)
     torch.save({"state_dict": state}, wrong)
-    for path in (garbage, not_a_dict, wrong):
+    for path in (garbage, text_file, not_a_dict, wrong):
         with pytest.raises(ConfigError) as err:
             build_backbone("resnet18", weights=str(path))
         text = str(err.value)
         assert str(path) in text and "\n" not in text and "weights_only" not in text
+        assert path is wrong or "torch state-dict file" in text
 
 
 def test_efficientnet_lite0_backbone_uses_the_offline_weights():

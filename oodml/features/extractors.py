@@ -142,10 +142,10 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except (pickle.UnpicklingError, KeyError, IndexError, ValueError) as exc:
         raise ConfigError(
             f"cannot read weights file {path}: not a torch state-dict file, or it holds objects "
-            f"other than tensors ({_unpickler_reason(exc)}), which oodml never unpickles; pass "
+            f"other than tensors ({torch_load_problem(exc)}), which oodml never unpickles; pass "
             "a file written by torch.save(model.state_dict(), path)"
         ) from None
     except EOFError:
@@ -162,11 +162,14 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _unpickler_reason(exc: BaseException) -> str:
-    """What torch's weights-only unpickler objected to, without its advice to turn it off."""
+def torch_load_problem(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one line and without torch's
+    advice to turn weights_only off."""
     text = " ".join(str(exc).split())
     _, found, reason = text.partition("WeightsUnpickler error:")
     reason = reason.split("Check the documentation")[0].strip(" .") if found else ""
+    if not isinstance(exc, pickle.UnpicklingError):
+        reason = f"unknown pickle opcode {text}" if isinstance(exc, KeyError) else text
     return reason[:200] or type(exc).__name__
 
 
