@@ -34,17 +34,46 @@ def say(line: str, *, err: bool = False) -> None:
     typer.echo(line, err=err)
 
 
+LOG_AFTER_S = 10.0
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s // 60 % 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
 class _Task:
-    def __init__(self, bars: Progress, task_id) -> None:
+    def __init__(self, bars: Progress, task_id, log: bool = False) -> None:
         self._bars, self._id = bars, task_id
+        self._log, self._tenth = log, 0
 
     def advance(self, n: int = 1) -> None:
         self._bars.advance(self._id, n)
+        self._line()
 
     def update(self, *, description=None, completed=None, total=None) -> None:
         kwargs = {k: v for k, v in (("description", description), ("completed", completed),
                                     ("total", total)) if v is not None}
         self._bars.update(self._id, **kwargs)
+        self._line()
+
+    def _line(self) -> None:
+        """Off a terminal (a log file, CI) no bar is drawn: a line per tenth of the total
+        instead, with the time so far and the remaining time it implies, once the task has run
+        ``LOG_AFTER_S`` (quick work stays quiet)."""
+        if not self._log:
+            return
+        task = next((t for t in self._bars.tasks if t.id == self._id), None)
+        if task is None or not task.total or task.completed <= 0:
+            return
+        tenth = min(10, int(10 * task.completed / task.total))
+        spent = task.elapsed or 0.0
+        if tenth <= self._tenth or spent < LOG_AFTER_S:
+            return
+        self._tenth = tenth
+        left = spent * (task.total - task.completed) / task.completed
+        typer.echo(f"{task.description}: {task.completed:g}/{task.total:g} after "
+                   f"{_clock(spent)}, about {_clock(left)} left", err=True)
 
     def close(self) -> None:
         self._bars.remove_task(self._id)
@@ -54,8 +83,9 @@ class Bars:
     """The library's :class:`oodml.progress.Progress` drawn as rich bars on stderr (with an
     ETA); ``with Bars() as progress: library_call(..., progress=progress)``."""
 
-    def __init__(self, console: Console | None = None) -> None:
+    def __init__(self, console: Console | None = None, *, log_lines: bool = True) -> None:
         self.console = console or Console(stderr=True)
+        self.log_lines = log_lines
         self._bars = Progress(
             TextColumn("{task.description}", markup=False),
             BarColumn(),
@@ -75,7 +105,8 @@ class Bars:
         self._bars.stop()
 
     def task(self, description: str, total: int | None = None, completed: int = 0) -> _Task:
-        return _Task(self._bars, self._bars.add_task(description, total=total, completed=completed))
+        task_id = self._bars.add_task(description, total=total, completed=completed)
+        return _Task(self._bars, task_id, log=self._bars.disable and self.log_lines)
 
     def log(self, line: str) -> None:
         self.console.print(Text(line), soft_wrap=True)

@@ -97,3 +97,23 @@ def test_library_warnings_are_one_line_on_the_command_line(capsys, monkeypatch) 
         warnings.warn("cache entry damaged\n  details; recomputing", RuntimeWarning, stacklevel=1)
     err = capsys.readouterr().err
     assert err == "warning: cache entry damaged details; recomputing\n"
+
+
+def test_progress_off_a_terminal_is_a_line_per_tenth_once_work_is_slow(capsys, monkeypatch):
+    """A log file gets no bar: a line per tenth of the total (time so far, time left) once a
+    task has run LOG_AFTER_S; quick tasks print nothing."""
+    from oodml_cli import ui
+
+    with ui.Bars() as bars:
+        quick = bars.task("quick", total=4)
+        for _ in range(4):
+            quick.advance()
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(ui, "LOG_AFTER_S", 0.0)
+    with ui.Bars() as bars:
+        slow = bars.task("walk", total=20)
+        for _ in range(20):
+            slow.advance()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 10 and lines[0].startswith("walk: 2/20 after ")
+    assert lines[-1].startswith("walk: 20/20 after ") and lines[-1].endswith("0m00s left")
