@@ -94,6 +94,7 @@ def test_fewshot_and_generate_reject_bad_values_before_work(capsys, study, tmp_p
         (["--seed", "-1"], "seed=-1 must be an integer in"),
         (["--levels", "0"], "levels=0 must be an integer >= 1"),
         (["--targets", "1,x"], "targets='1,x'"),
+        (["--levels", "3", "--targets", "20,40"], "levels=3 and targets=[20.0, 40.0] both given"),
         (["--mode", "pixels"], "unknown distance mode 'pixels'"),
         (["--val-fraction", "nan"], "val_fraction=nan"),
     ]:

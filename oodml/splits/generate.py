@@ -81,6 +81,9 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
+DEFAULT_LEVELS = 8
+
+
 @dataclass(frozen=True)
 class LadderConfig:
     """Every option of ladder generation, validated when built (errors name the field).
@@ -88,8 +91,9 @@ class LadderConfig:
     ``mode``: distance ("class-means" | "samples"); ``procedure``: walk ("greedy" | "oodml");
     ``params``: the procedure's dataclass (:class:`~oodml.splits.procedures.GreedyParams`,
     :class:`~oodml.splits.procedures.OodmlParams`) or a mapping of overrides (parsed Python
-    values), stored resolved for ``mode``; ``levels``: K splits; ``targets``: pick the splits
-    nearest these distances instead (``levels`` then ignored); ``seed``: random start and
+    values), stored resolved for ``mode``; ``levels``: K splits (None: 8); ``targets``: pick
+    the splits nearest these distances instead (not together with ``levels``; the file then
+    records the default 8 as before); ``seed``: random start and
     sub-splits; ``start``: "auto" | "default" | "random"; ``val_fraction``, ``shots``,
     ``episodes``: sub-splits; ``eps``: added to both covariance diagonals (None: the mode's
     default, 1e-8 class-means, 0 samples); ``removal``: greedy's removal policy
@@ -101,7 +105,7 @@ class LadderConfig:
     mode: str = "class-means"
     procedure: str = "greedy"
     params: Params | Mapping[str, Any] | None = field(default=None, compare=True)
-    levels: int = 8
+    levels: int | None = None
     targets: tuple[float, ...] | None = None
     seed: int = 0
     start: str = "auto"
@@ -130,6 +134,13 @@ class LadderConfig:
         if self.eps is not None:
             object.__setattr__(self, "eps", dm.eps(self.eps))
         object.__setattr__(self, "params", resolve_params(self.procedure, self.mode, params))
+        if self.levels is not None and self.targets is not None:
+            raise ConfigError(
+                f"levels={self.levels!r} and targets={list(self.targets)!r} both given; targets "
+                "pick one split per target, so give one of them"
+            )
+        if self.levels is None:
+            object.__setattr__(self, "levels", DEFAULT_LEVELS)
         if not _is_int(self.levels) or self.levels < 1:
             raise ConfigError(f"levels={self.levels!r} must be an integer >= 1")
         if self.targets is not None:
