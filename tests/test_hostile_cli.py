@@ -63,6 +63,10 @@ def train_args(study, out: Path, *extra: str) -> list[str]:
         (["--embed-dim", "0"], "embed_dim=0 must be >= 1"),
         (["--distance", "manhattan"], "distance='manhattan' is not one of"),
         (["--splits", "7"], "split id 7 is not in the ladder"),
+        (["--seeds", "0,0"], "seeds='0,0' lists 0 twice"),
+        (["--splits", "1,1"], "splits='1,1' lists 1 twice"),
+        (["--head-only", "--backbone-weights", "missing.pth"],
+         "weights='missing.pth' (--backbone-weights) is for training a backbone"),
     ],
 )
 def test_evaluate_rejects_bad_values_in_one_line(capsys, study, tmp_path, extra, names):

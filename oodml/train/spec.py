@@ -107,6 +107,12 @@ class RunSpec:
             raise ConfigError(f"metrics={self.metrics!r} must list at least one metric name")
         if not isinstance(self.train, TrainConfig):
             raise ConfigError("train must be a TrainConfig (a [train] table in a sweep)")
+        if self.backbone is None and self.weights != "imagenet":
+            raise ConfigError(
+                f"weights={self.weights!r} (--backbone-weights) is for training a backbone; "
+                "head-only training uses the extractor's cached features, so give a backbone "
+                "or drop it"
+            )
 
     @property
     def head_only(self) -> bool:
