@@ -414,3 +414,25 @@ def test_rebuild_removes_views_it_no_longer_writes_and_files_are_world_readable(
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ResultsError, match="is a file"):
         build_report([csv], tmp_path / "afile")
+
+
+def test_a_rescored_table_of_another_split_file_is_refused(tmp_path):
+    """The agreement section must describe the ladder of --splits: a table with other split
+    ids or distances is a one-line error before anything is written; the matching one works."""
+    from oodml.splits.rescore import Rescore
+
+    sf = splitfile()
+    frame = results_frame().assign(splitfile_sha256=sf.sha256)
+    common = dict(n_train=(4, 4, 3), n_test=(4, 3, 3), extractor="none", mode="class-means",
+                  rescored_extractor="b", rescored_mode="samples", rescored=(1.0, 3.0, 2.0))
+    mine = Rescore(split_ids=(1, 2, 3), distance=(10.0, 20.0, 40.0), **common)
+    other = Rescore(split_ids=(1, 2, 3), distance=(10.0, 25.0, 40.0), **common)
+    fewer = Rescore(split_ids=(1, 2), distance=(10.0, 20.0), **{
+        **common, "n_train": (4, 4), "n_test": (4, 3), "rescored": (1.0, 3.0)})
+    for bad in (other, fewer):
+        with pytest.raises(ResultsError, match="other ids or distances") as err:
+            build_report(frame, tmp_path / "r", splitfile=sf, rescored=bad)
+        assert "\n" not in str(err.value)
+    assert not (tmp_path / "r").exists()
+    out = build_report(frame, tmp_path / "r", splitfile=sf, rescored=mine)
+    assert "Agreement across extractors" in (out.out_dir / "index.html").read_text()

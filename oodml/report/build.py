@@ -104,12 +104,22 @@ def build_report(results: Sequence[str | os.PathLike] | pd.DataFrame, out_dir: s
     embedding view (which also needs ``class_means``); without them the page says what was
     skipped and why. ``rescored`` (a :class:`oodml.splits.rescore.Rescore`, e.g. read with
     ``read_rescore_csv``) adds the agreement of the ladder's distances with another extractor
-    or mode. ``step`` is called with a short description before each stage.
+    or mode; it must be of ``splitfile`` (same split ids and distances) when both are given.
+    ``step`` is called with a short description before each stage.
     """
     def tick(what: str) -> None:
         if step is not None:
             step(what)
 
+    if rescored is not None and splitfile is not None:
+        ladder = [(s.id, float(s.distance)) for s in splitfile.ladder]
+        if list(zip(rescored.split_ids, rescored.distance, strict=False)) != ladder or len(
+                rescored.split_ids) != len(ladder):
+            raise ResultsError(
+                f"the rescored table lists splits {list(rescored.split_ids)} with other ids or "
+                "distances than the split file's ladder; rescore this split file (`oodml splits "
+                "rescore SPLITFILE ... --out`)"
+            )
     final = Path(out_dir)
     if final.exists() and not final.is_dir():
         raise ResultsError(f"report folder {final} is a file; pass a folder for the report")
