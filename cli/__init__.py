@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(exc, _usage_errors()):
             if debug:
                 exc.show()
-            else:
+            elif exc.format_message().strip():  # empty: the help was printed instead
                 typer.echo(f"error: {_usage_line(exc)}", err=True)
             sys.exit(exc.exit_code)
         if debug:

@@ -49,10 +49,6 @@ def build_specs(o: dict[str, Any]) -> list[RunSpec]:
     for sid in split_ids or ():
         sf.split(sid)
     seeds = parse_list(o["seeds"], "seeds", int) or (0,)
-    for name, values in (("splits", split_ids or ()), ("seeds", seeds)):
-        twice = sorted({v for v in values if list(values).count(v) > 1})
-        if twice:
-            raise ConfigError(f"{name}={o[name]!r} lists {twice[0]} twice; give each once")
     train = build(TrainConfig, o)
     values = {**o, "weights": None if o["weights"] == "random" else o["weights"]}
     return [

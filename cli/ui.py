@@ -16,6 +16,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from oodml.progress import format_duration
+
 
 def download_bar(done: int, total: int | None) -> None:
     """A weights download's progress on stderr: one updating line on a terminal, a line per
@@ -37,15 +39,10 @@ def say(line: str, *, err: bool = False) -> None:
 LOG_AFTER_S = 10.0
 
 
-def _clock(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 3600}h{s // 60 % 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
 class _Task:
-    def __init__(self, bars: Progress, task_id, log: bool = False) -> None:
+    def __init__(self, bars: Progress, task_id, log: bool = False, start: float = 0) -> None:
         self._bars, self._id = bars, task_id
-        self._log, self._tenth = log, 0
+        self._log, self._tenth, self._start = log, 0, start
 
     def advance(self, n: int = 1) -> None:
         self._bars.advance(self._id, n)
@@ -64,16 +61,18 @@ class _Task:
         if not self._log:
             return
         task = next((t for t in self._bars.tasks if t.id == self._id), None)
-        if task is None or not task.total or task.completed <= 0:
+        if task is None or not task.total:
             return
+        if task.completed < self._start:  # the task was reset: start over
+            self._start, self._tenth = task.completed, 0
         tenth = min(10, int(10 * task.completed / task.total))
-        spent = task.elapsed or 0.0
-        if tenth <= self._tenth or spent < LOG_AFTER_S:
+        spent, done_here = task.elapsed or 0.0, task.completed - self._start
+        if tenth <= self._tenth or spent < LOG_AFTER_S or done_here <= 0:
             return
         self._tenth = tenth
-        left = spent * (task.total - task.completed) / task.completed
+        left = spent * max(0.0, task.total - task.completed) / done_here
         typer.echo(f"{task.description}: {task.completed:g}/{task.total:g} after "
-                   f"{_clock(spent)}, about {_clock(left)} left", err=True)
+                   f"{format_duration(spent)}, about {format_duration(left)} left", err=True)
 
     def close(self) -> None:
         self._bars.remove_task(self._id)
@@ -83,9 +82,8 @@ class Bars:
     """The library's :class:`oodml.progress.Progress` drawn as rich bars on stderr (with an
     ETA); ``with Bars() as progress: library_call(..., progress=progress)``."""
 
-    def __init__(self, console: Console | None = None, *, log_lines: bool = True) -> None:
+    def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
-        self.log_lines = log_lines
         self._bars = Progress(
             TextColumn("{task.description}", markup=False),
             BarColumn(),
@@ -106,7 +104,7 @@ class Bars:
 
     def task(self, description: str, total: int | None = None, completed: int = 0) -> _Task:
         task_id = self._bars.add_task(description, total=total, completed=completed)
-        return _Task(self._bars, task_id, log=self._bars.disable and self.log_lines)
+        return _Task(self._bars, task_id, log=self._bars.disable, start=completed)
 
     def log(self, line: str) -> None:
         self.console.print(Text(line), soft_wrap=True)

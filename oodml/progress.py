@@ -72,3 +72,11 @@ def tick_callback(progress: Progress, description: str):
         task.update(completed=done, total=total)
 
     return tick, task
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as ``1h02m`` (an hour or more) or ``3m07s``, for ETAs in progress lines."""
+    s = max(0, int(round(seconds)))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s"

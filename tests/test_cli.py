@@ -19,6 +19,12 @@ def run(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
+def test_no_command_prints_the_help_and_no_empty_error(capsys) -> None:
+    for args in ((), ("splits",)):
+        code, out, err = run(capsys, *args)
+        assert "Usage" in out + err and "error:" not in err, args
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
@@ -117,3 +123,13 @@ def test_progress_off_a_terminal_is_a_line_per_tenth_once_work_is_slow(capsys, m
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 10 and lines[0].startswith("walk: 2/20 after ")
     assert lines[-1].startswith("walk: 20/20 after ") and lines[-1].endswith("0m00s left")
+    with ui.Bars() as bars:  # a resumed task counts only the work done since it started
+        resumed = bars.task("epochs", total=10, completed=5)
+        for _ in range(5):
+            resumed.advance()
+        resumed.update(completed=0)  # reset: reports again from the start
+        for _ in range(10):
+            resumed.advance()
+    lines = capsys.readouterr().err.splitlines()
+    assert [ln.split(" after")[0] for ln in lines] == [
+        *(f"epochs: {i}/10" for i in range(6, 11)), *(f"epochs: {i}/10" for i in range(1, 11))]

@@ -63,8 +63,9 @@ def train_args(study, out: Path, *extra: str) -> list[str]:
         (["--embed-dim", "0"], "embed_dim=0 must be >= 1"),
         (["--distance", "manhattan"], "distance='manhattan' is not one of"),
         (["--splits", "7"], "split id 7 is not in the ladder"),
-        (["--seeds", "0,0"], "seeds='0,0' lists 0 twice"),
-        (["--splits", "1,1"], "splits='1,1' lists 1 twice"),
+        (["--seeds", "0,0"], "_seed0 is listed twice"),
+        (["--splits", "1,1"], "split001_seed0 is listed twice"),
+        (["--head-only", "--backbone-weights", "random"], "weights='random' (--backbone-weights)"),
         (["--head-only", "--backbone-weights", "missing.pth"],
          "weights='missing.pth' (--backbone-weights) is for training a backbone"),
     ],
@@ -87,6 +88,8 @@ def test_fewshot_and_generate_reject_bad_values_before_work(capsys, study, tmp_p
                                                             omniglot_zip):
     code, _, err = run(capsys, "fewshot", *train_args(study, tmp_path / "r")[1:], "--shots", "0")
     assert "shots=0 must be >= 1" in one_line_error(code, err)
+    code, _, err = run(capsys, "fewshot", *train_args(study, tmp_path / "r")[1:], "--shots", "2,2")
+    assert "shots=[2, 2] lists a shot count twice" in one_line_error(code, err)
     cache = tmp_path / "cache"
     base = ["splits", "generate", "omniglot", "--root", str(omniglot_zip), "--cache", str(cache),
             "-o", str(tmp_path / "l.json")]

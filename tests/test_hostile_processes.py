@@ -180,8 +180,13 @@ def test_unreadable_checkpoints_are_one_line_errors_without_torch_s_advice(tmp_p
     loop.save_checkpoint(good, {"epoch": 1, "w": torch.ones(3)})
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[:100])
-    for path in (foreign, text, truncated):
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    why = {foreign: "not a torch file of tensors", text: "not a torch file of tensors",
+           truncated: "empty or truncated", empty: "empty or truncated"}
+    for path, reason in why.items():
         with pytest.raises(ConfigError, match="delete it to start over") as err:
             loop.load_checkpoint(path)
         msg = str(err.value)
         assert str(path) in msg and "\n" not in msg and "weights_only" not in msg, msg
+        assert reason in msg, msg

@@ -192,3 +192,16 @@ def test_splits_walk_modules_form_no_cycle_and_one_blas_limiter():
     for path in (splits / "ladder.py", REPO / "oodml" / "classstats.py"):
         assert not any("threadpoolctl" in m for m in _imports(path)), path
     assert "PHASES" not in (splits / "ladder.py").read_text()
+
+
+def test_a_targets_config_copies_with_replace_and_levels_defaults_to_8():
+    """levels stays None beside targets, so dataclasses.replace does not see both given."""
+    from dataclasses import replace
+
+    from oodml.splits.generate import LadderConfig
+
+    cfg = LadderConfig(targets=(20, 40))
+    assert cfg.levels is None and replace(cfg, seed=1).targets == (20.0, 40.0)
+    assert LadderConfig().levels == 8 and replace(LadderConfig(), seed=1).levels == 8
+    with pytest.raises(ConfigError, match="levels=3 and targets=.* both given"):
+        LadderConfig(levels=3, targets=(20,))

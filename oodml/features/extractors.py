@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -136,41 +137,40 @@ class ExtractorSpec:
 EXTRACTORS: Registry[ExtractorSpec] = Registry("extractor")
 
 
-def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Read a state dict without unpickling arbitrary objects (weights_only)."""
+def read_torch_file(path: Path, what: str, advice: str) -> Any:
+    """``torch.load(path, weights_only=True)`` (never unpickles arbitrary objects), with every
+    failure a one-line ConfigError: "cannot read {what} {path}: why; {advice}". The reason is
+    ours, never torch's advice to turn weights_only off."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, KeyError, IndexError, ValueError) as exc:
-        raise ConfigError(
-            f"cannot read weights file {path}: not a torch state-dict file, or it holds objects "
-            f"other than tensors ({torch_load_problem(exc)}), which oodml never unpickles; pass "
-            "a file written by torch.save(model.state_dict(), path)"
-        ) from None
-    except EOFError:
-        raise ConfigError(
-            f"cannot read weights file {path}: it is empty or truncated; download or copy it "
-            "again"
-        ) from None
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ConfigError(
-            f"cannot read weights file {path}: {first_line(exc)}; pass a torch state-dict file"
-        ) from None
+        why = _torch_load_problem(exc)
+        raise ConfigError(f"cannot read {what} {path}: {why}; {advice}") from None
+
+
+def _torch_load_problem(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, EOFError) or "failed reading zip archive" in text:
+        return "it is empty or truncated"
+    if isinstance(exc, (pickle.UnpicklingError, KeyError, IndexError, ValueError)):
+        _, found, reason = text.partition("WeightsUnpickler error:")
+        reason = reason.split("Check the documentation")[0].strip(" .") if found else ""
+        if not isinstance(exc, pickle.UnpicklingError):
+            reason = f"{type(exc).__name__} {text}"
+        return ("not a torch file of tensors, or it holds other objects, which oodml never "
+                f"unpickles ({reason[:200] or type(exc).__name__})")
+    return text[:200] or type(exc).__name__
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a state dict without unpickling arbitrary objects (weights_only)."""
+    state = read_torch_file(path, "weights file", "pass a file written by "
+                            "torch.save(model.state_dict(), path), or download or copy it again")
     if not isinstance(state, dict):
         raise ConfigError(f"weights file {path} is not a state dict; pass a torch state-dict file")
     return state
-
-
-def torch_load_problem(exc: BaseException) -> str:
-    """Why ``torch.load(weights_only=True)`` refused a file, in one line and without torch's
-    advice to turn weights_only off."""
-    text = " ".join(str(exc).split())
-    _, found, reason = text.partition("WeightsUnpickler error:")
-    reason = reason.split("Check the documentation")[0].strip(" .") if found else ""
-    if not isinstance(exc, pickle.UnpicklingError):
-        reason = f"unknown pickle opcode {text}" if isinstance(exc, KeyError) else text
-    return reason[:200] or type(exc).__name__
 
 
 def load_strict(model: nn.Module, path: Path) -> nn.Module:

@@ -113,12 +113,11 @@ def build_report(results: Sequence[str | os.PathLike] | pd.DataFrame, out_dir: s
 
     if rescored is not None and splitfile is not None:
         ladder = [(s.id, float(s.distance)) for s in splitfile.ladder]
-        if list(zip(rescored.split_ids, rescored.distance, strict=False)) != ladder or len(
-                rescored.split_ids) != len(ladder):
+        if list(zip(rescored.split_ids, rescored.distance, strict=False)) != ladder:
             raise ResultsError(
-                f"the rescored table lists splits {list(rescored.split_ids)} with other ids or "
-                "distances than the split file's ladder; rescore this split file (`oodml splits "
-                "rescore SPLITFILE ... --out`)"
+                f"the rescored table{' ' + rescored.source if rescored.source else ''} lists "
+                f"splits {list(rescored.split_ids)} with other ids or distances than the ladder of "
+                "--splits; rescore that split file (`oodml splits rescore SPLITFILE ... --out`)"
             )
     final = Path(out_dir)
     if final.exists() and not final.is_dir():

@@ -91,9 +91,9 @@ class LadderConfig:
     ``mode``: distance ("class-means" | "samples"); ``procedure``: walk ("greedy" | "oodml");
     ``params``: the procedure's dataclass (:class:`~oodml.splits.procedures.GreedyParams`,
     :class:`~oodml.splits.procedures.OodmlParams`) or a mapping of overrides (parsed Python
-    values), stored resolved for ``mode``; ``levels``: K splits (None: 8); ``targets``: pick
-    the splits nearest these distances instead (not together with ``levels``; the file then
-    records the default 8 as before); ``seed``: random start and
+    values), stored resolved for ``mode``; ``levels``: K splits (None: 8, or None with
+    ``targets``); ``targets``: pick the splits nearest these distances instead (not together
+    with ``levels``; the file records levels 8 then, as before); ``seed``: random start and
     sub-splits; ``start``: "auto" | "default" | "random"; ``val_fraction``, ``shots``,
     ``episodes``: sub-splits; ``eps``: added to both covariance diagonals (None: the mode's
     default, 1e-8 class-means, 0 samples); ``removal``: greedy's removal policy
@@ -139,9 +139,9 @@ class LadderConfig:
                 f"levels={self.levels!r} and targets={list(self.targets)!r} both given; targets "
                 "pick one split per target, so give one of them"
             )
-        if self.levels is None:
+        if self.levels is None and self.targets is None:
             object.__setattr__(self, "levels", DEFAULT_LEVELS)
-        if not _is_int(self.levels) or self.levels < 1:
+        if self.levels is not None and (not _is_int(self.levels) or self.levels < 1):
             raise ConfigError(f"levels={self.levels!r} must be an integer >= 1")
         if self.targets is not None:
             targets = tuple(self.targets)
@@ -226,7 +226,7 @@ def generate_splitfile(
     )
     task.close()
     targets = list(config.targets) if config.targets else None
-    steps = select_ladder(trajectory, k=config.levels, targets=targets)
+    steps = select_ladder(trajectory, k=config.levels or DEFAULT_LEVELS, targets=targets)
     class_paths = paths_by_class(manifest.labels, manifest.paths)
     ladder = [
         build_split(
@@ -256,7 +256,8 @@ def generate_splitfile(
         seed=config.seed,
         ladder=ladder,
         oodml_version=__version__,
-        selection={"levels": config.levels, "targets": targets, "start": config.start},
+        selection={"levels": config.levels or DEFAULT_LEVELS, "targets": targets,
+                   "start": config.start},
         subsplits={
             "val_fraction": config.val_fraction,
             "shots": sorted(config.shots),

@@ -13,7 +13,7 @@ import csv
 import io
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from scipy import stats as sps
@@ -42,6 +42,8 @@ class Rescore:
     mode: str
     rescored_extractor: str
     rescored_mode: str
+    source: str | None = field(default=None, compare=False)
+    """The CSV it was read from, for error messages (None when computed here)."""
 
     @property
     def kendall_tau(self) -> float:
@@ -172,6 +174,7 @@ def read_rescore_csv(path: str | os.PathLike) -> Rescore:
         distance=tuple(cols[3]), rescored=tuple(cols[4]),
         extractor=first["extractor"], mode=first["mode"],
         rescored_extractor=first["rescored_extractor"], rescored_mode=first["rescored_mode"],
+        source=str(p),
     )
 
 

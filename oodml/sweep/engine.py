@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from oodml.errors import first_line
+from oodml.progress import format_duration
 
 
 @dataclass(frozen=True)
@@ -54,18 +55,11 @@ class SweepState:
 
     def line(self) -> str:
         eta = self.eta_seconds()
-        eta_text = "?" if eta is None else _fmt_seconds(eta)
+        eta_text = "?" if eta is None else format_duration(eta)
         return (
             f"done {self.done} · running {self.running} · failed {len(self.failed)} · "
             f"left {self.left} · skipped {self.skipped} · ETA {eta_text}"
         )
-
-
-def _fmt_seconds(s: float) -> str:
-    s = int(round(s))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s"
 
 
 class Backend(Protocol):

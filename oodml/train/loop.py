@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import random
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -24,7 +23,7 @@ from torch import nn
 
 from oodml.config import check_choice, check_float, check_int
 from oodml.errors import ConfigError, OutputError, TrainingError, first_line
-from oodml.features.extractors import torch_load_problem
+from oodml.features.extractors import read_torch_file
 from oodml.fileio import atomic_write
 from oodml.progress import NO_PROGRESS, Progress
 from oodml.train.samplers import BatchSampler
@@ -194,14 +193,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConfigError(
-            f"cannot read checkpoint {path} ({torch_load_problem(exc)}); delete it to start over"
-        ) from None
+    return read_torch_file(path, "checkpoint", "delete it to start over")
 
 
 def train(

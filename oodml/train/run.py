@@ -223,6 +223,13 @@ def check_specs(specs: Sequence[RunSpec], *, check_device: bool = True) -> None:
 
     ``check_device=False`` leaves the device to the machine that runs the spec (a Ray driver
     without a GPU submitting runs to GPU workers)."""
+    keys = [run_key(spec) for spec in specs]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise ConfigError(
+            f"run {twice[0]} is listed twice (same method, split and seed); give each split "
+            "and seed once"
+        )
     for spec in specs:
         if check_device:
             resolve_device(spec.device)

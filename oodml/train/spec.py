@@ -108,8 +108,9 @@ class RunSpec:
         if not isinstance(self.train, TrainConfig):
             raise ConfigError("train must be a TrainConfig (a [train] table in a sweep)")
         if self.backbone is None and self.weights != "imagenet":
+            given = "random" if self.weights is None else self.weights
             raise ConfigError(
-                f"weights={self.weights!r} (--backbone-weights) is for training a backbone; "
+                f"weights={given!r} (--backbone-weights) is for training a backbone; "
                 "head-only training uses the extractor's cached features, so give a backbone "
                 "or drop it"
             )
@@ -136,6 +137,10 @@ class FewshotConfig:
             raise ConfigError("shots must list at least one shot count, e.g. 2,5")
         for s in self.shots:
             check_int("shots", s, 1)
+        if len(set(self.shots)) != len(self.shots):
+            raise ConfigError(
+                f"shots={list(self.shots)!r} lists a shot count twice; give each once"
+            )
         check_int("ft_epochs", self.ft_epochs, 1)
         if self.ft_lr is not None:
             from oodml.config import check_float
