@@ -29,7 +29,7 @@ MODE_HELP = (
      option("a_file", Path | None, None, "--a-file", help="File with side A classes."),
      option("b_file", Path | None, None, "--b-file", help="File with side B classes."),
      option("mode", str, "samples", "--mode", help=MODE_HELP),
-     option("eps", float | None, None, "--eps", min=0.0, help="Added to both diagonals "
+     option("eps", float | None, None, "--eps", help="Added to both diagonals "
             "(default 0 samples, 1e-8 class-means)."),
      option("skip_bad", bool, False, "--skip-bad", help=SKIP_BAD.help)],
     field_params(FeatureOptions, defaults={"extractor": "inception"}),

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from oodml.classstats import MODES, ClassStats, distance_between
+from oodml.classstats import MODES, ClassStats, distance_between, distance_mode
 from oodml.config import check_choice
 from oodml.data import load_dataset
 from oodml.data.base import is_image, list_dir, require_dir, verify_images
@@ -113,6 +113,7 @@ def fid_folders(
     """Fréchet distance between two image folders. Features are cached only when
     ``features.cache_dir`` is given (a folder of loose images is rarely seen twice)."""
     check_choice("mode", mode, MODES)
+    distance_mode(mode).eps(eps)  # a bad eps fails before any feature extraction
     if len(folders) != 2:
         raise ConfigError(f"give exactly two image folders (got {len(folders)}) or a dataset")
     with tempfile.TemporaryDirectory(prefix="oodml-fid-") as tmp:
@@ -150,6 +151,7 @@ def fid_classes(
 ) -> FidResult:
     """Fréchet distance between two class sets of a dataset (features from the cache)."""
     check_choice("mode", mode, MODES)
+    distance_mode(mode).eps(eps)  # a bad eps fails before any feature extraction
     unknown = sorted(set(list(side_a) + list(side_b)).difference(manifest.class_counts))
     if unknown:
         raise ConfigError(

@@ -34,8 +34,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}; choose a writable "
-                          "location") from None
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker else exc.strerror or exc
+        raise OutputError(f"cannot write {path}: {why}; choose a writable location") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -82,6 +82,10 @@ def test_output_paths_that_cannot_exist_fail_in_one_line(capsys, study, tmp_path
     code, _, err = run(capsys, "splits", "plot", str(study.splitfile), "-o",
                        str(tmp_path / ("p" * 300) / "x.png"))
     one_line_error(code, err)
+    (tmp_path / "afile").write_text("x")
+    code, _, err = run(capsys, "splits", "plot", str(study.splitfile), "-o",
+                       str(tmp_path / "afile" / "sub" / "x.png"))
+    assert f"{tmp_path / 'afile'} is a file, not a folder" in one_line_error(code, err)
 
 
 def test_fewshot_and_generate_reject_bad_values_before_work(capsys, study, tmp_path,
@@ -252,3 +256,11 @@ def test_a_run_file_with_bad_rows_is_one_line(tmp_path):
     path.write_text(json.dumps({"key": "k", "config": "A", "rows": [1]}))
     with pytest.raises(ResultsError, match="a result row is int"):
         merge_results(tmp_path)
+
+
+def test_fid_eps_is_checked_with_its_reason_before_any_extraction(capsys, tmp_path):
+    """nan used to be refused by the option parser as 'not >= 0'; both reasons now come from
+    the distance mode's check, which runs before the folders are read."""
+    for value, shown in (("nan", "nan"), ("-1", "-1.0"), ("inf", "inf")):
+        code, _, err = run(capsys, "fid", str(tmp_path / "a"), str(tmp_path / "b"), "--eps", value)
+        assert f"eps={shown} must be a finite number >= 0" in one_line_error(code, err)
