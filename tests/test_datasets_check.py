@@ -210,3 +210,11 @@ def test_cars_counts(tmp_path, monkeypatch):
     assert check_dataset("cars196", tmp_path).ok
     touch(tmp_path / "images" / "Volvo 240" / "extra.jpg")
     assert check_dataset("cars196", tmp_path).problems == ("images: 11, published 10 (+1)",)
+
+
+def test_the_loader_name_omniglot_points_to_its_published_archives():
+    with pytest.raises(ConfigError, match="'omniglot' is published as several archives") as err:
+        dataset_info("omniglot")
+    assert "omniglot-small1" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="unknown dataset 'imagenet'"):
+        dataset_info("imagenet")

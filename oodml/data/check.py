@@ -174,6 +174,12 @@ def dataset_info(name: str) -> DatasetFacts:
     try:
         return FACTS[name]
     except KeyError:
+        variants = [n for n in dataset_names() if n.startswith(f"{name}-")]
+        if variants:
+            raise ConfigError(
+                f"{name!r} is published as several archives with their own facts: "
+                f"{', '.join(variants)}; name one of them"
+            ) from None
         raise ConfigError(
             f"unknown dataset {name!r}; choose one of: {', '.join(dataset_names())}"
         ) from None
