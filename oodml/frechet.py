@@ -39,7 +39,11 @@ def blas_threads_for(dim: int) -> AbstractContextManager:
     """One BLAS thread for problems of dimension <= 512, where thread start-up dominates and
     a busy machine makes multi-threaded small factorisations ~100x slower; no-op otherwise
     (or when threadpoolctl is not installed)."""
-    controller = _blas_controller() if dim <= _ONE_THREAD_MAX_DIM else None
+    return _one_blas_thread() if dim <= _ONE_THREAD_MAX_DIM else nullcontext()
+
+
+def _one_blas_thread() -> AbstractContextManager:
+    controller = _blas_controller()
     if controller is None:
         return nullcontext()
     return controller.limit(limits=1, user_api="blas")
@@ -92,9 +96,10 @@ def stacked(fn: Callable[..., np.ndarray], *arrays: np.ndarray) -> np.ndarray:
     core.
 
     For stacks of small dense problems (the greedy screen's n x n eigenproblems): NumPy and
-    LAPACK release the GIL, and small problems run on one BLAS thread (see
-    :func:`blas_threads_for`), so otherwise all but one core would idle. Every row goes
-    through the same calls either way, so the result is identical to ``fn(*arrays)``.
+    LAPACK release the GIL, so otherwise all but one core would idle. While the threads run,
+    BLAS is held to one thread of its own (BLAS threads on top of one thread per core ran the
+    CUB-sized screen slower on 2 cores than on 1). Every row goes through the same calls
+    either way, so the result is identical to ``fn(*arrays)``.
     """
     pool, workers = _stack_pool()
     n = len(arrays[0])
@@ -103,7 +108,8 @@ def stacked(fn: Callable[..., np.ndarray], *arrays: np.ndarray) -> np.ndarray:
     parts = min(workers, n // STACK_CHUNK)
     cuts = np.linspace(0, n, parts + 1).astype(int)
     chunks = [[x[i:j] for x in arrays] for i, j in zip(cuts[:-1], cuts[1:], strict=True)]
-    return np.concatenate(list(pool.map(lambda c: fn(*c), chunks)))
+    with _one_blas_thread():
+        return np.concatenate(list(pool.map(lambda c: fn(*c), chunks)))
 
 
 def _sum_sqrt_eigvalsh(m: np.ndarray) -> float:

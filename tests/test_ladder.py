@@ -432,9 +432,11 @@ def test_stacked_splits_rows_across_threads_without_changing_a_bit(monkeypatch):
 
 def test_gram_screen_runs_its_stacked_eigenproblems_on_one_blas_thread(monkeypatch):
     """BLAS's own threads on top of the screen's one thread per core made the CUB-sized screen
-    slower on 2 cores than on 1, so the screen holds BLAS to one thread whoever calls it."""
+    slower on 2 cores than on 1, so stacked holds BLAS to one thread while its workers run,
+    whoever calls it (checked from inside the workers), and restores it after."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
+    import oodml.frechet as fr
     from oodml.splits import ladder
 
     rng = np.random.default_rng(5)
@@ -442,10 +444,14 @@ def test_gram_screen_runs_its_stacked_eigenproblems_on_one_blas_thread(monkeypat
     stats = ClassStats.from_features(means, [f"c{i:03d}" for i in range(30)])
     seen = []
     real = ladder.stacked
+    monkeypatch.setattr(fr, "_stack_pool", lambda: (fr.ThreadPoolExecutor(2), 2))
 
     def spy(fn, *arrays):
-        seen.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
-        return real(fn, *arrays)
+        def counted(*chunk):
+            seen.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+            return fn(*chunk)
+
+        return real(counted, *arrays)
 
     monkeypatch.setattr(ladder, "stacked", spy)
     trains, tests = _screen_batch(rng, 30, 10, 12, 9)
