@@ -155,9 +155,10 @@ def _torch_load_problem(exc: BaseException) -> str:
     if isinstance(exc, EOFError) or "failed reading zip archive" in text:
         return "it is empty or truncated"
     if isinstance(exc, (pickle.UnpicklingError, KeyError, IndexError, ValueError)):
-        _, found, reason = text.partition("WeightsUnpickler error:")
-        reason = reason.split("Check the documentation")[0].strip(" .") if found else ""
-        if not isinstance(exc, pickle.UnpicklingError):
+        if isinstance(exc, pickle.UnpicklingError):
+            _, _, reason = text.partition("WeightsUnpickler error:")
+            reason = reason.split("Check the documentation")[0].strip(" .")
+        else:
             reason = f"{type(exc).__name__} {text}"
         return ("not a torch file of tensors, or it holds other objects, which oodml never "
                 f"unpickles ({reason[:200] or type(exc).__name__})")

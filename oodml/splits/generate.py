@@ -226,7 +226,8 @@ def generate_splitfile(
     )
     task.close()
     targets = list(config.targets) if config.targets else None
-    steps = select_ladder(trajectory, k=config.levels or DEFAULT_LEVELS, targets=targets)
+    levels = config.levels or DEFAULT_LEVELS  # None beside targets; recorded as 8, as before
+    steps = select_ladder(trajectory, k=levels, targets=targets)
     class_paths = paths_by_class(manifest.labels, manifest.paths)
     ladder = [
         build_split(
@@ -256,8 +257,7 @@ def generate_splitfile(
         seed=config.seed,
         ladder=ladder,
         oodml_version=__version__,
-        selection={"levels": config.levels or DEFAULT_LEVELS, "targets": targets,
-                   "start": config.start},
+        selection={"levels": levels, "targets": targets, "start": config.start},
         subsplits={
             "val_fraction": config.val_fraction,
             "shots": sorted(config.shots),

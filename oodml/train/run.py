@@ -21,6 +21,7 @@ through :class:`oodml.progress.Progress` (the CLI draws it; the default draws no
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import lru_cache
@@ -223,8 +224,7 @@ def check_specs(specs: Sequence[RunSpec], *, check_device: bool = True) -> None:
 
     ``check_device=False`` leaves the device to the machine that runs the spec (a Ray driver
     without a GPU submitting runs to GPU workers)."""
-    keys = [run_key(spec) for spec in specs]
-    twice = sorted({k for k in keys if keys.count(k) > 1})
+    twice = sorted(k for k, n in Counter(run_key(spec) for spec in specs).items() if n > 1)
     if twice:
         raise ConfigError(
             f"run {twice[0]} is listed twice (same method, split and seed); give each split "
