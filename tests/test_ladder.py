@@ -432,8 +432,8 @@ def test_stacked_splits_rows_across_threads_without_changing_a_bit(monkeypatch):
 
 def test_gram_screen_runs_its_stacked_eigenproblems_on_one_blas_thread(monkeypatch):
     """BLAS's own threads on top of the screen's one thread per core made the CUB-sized screen
-    slower on 2 cores than on 1, so stacked holds BLAS to one thread while its workers run,
-    whoever calls it (checked from inside the workers), and restores it after."""
+    slower on 2 cores than on 1, so stacked holds BLAS to one thread while it hands the chunks
+    to its workers, whoever calls it, and restores it after."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
     import oodml.frechet as fr
@@ -443,17 +443,13 @@ def test_gram_screen_runs_its_stacked_eigenproblems_on_one_blas_thread(monkeypat
     means = rng.standard_normal((30, 16))
     stats = ClassStats.from_features(means, [f"c{i:03d}" for i in range(30)])
     seen = []
-    real = ladder.stacked
-    monkeypatch.setattr(fr, "_stack_pool", lambda: (fr.ThreadPoolExecutor(2), 2))
 
-    def spy(fn, *arrays):
-        def counted(*chunk):
+    class Pool(fr.ThreadPoolExecutor):
+        def map(self, fn, *iterables):
             seen.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
-            return fn(*chunk)
+            return super().map(fn, *iterables)
 
-        return real(counted, *arrays)
-
-    monkeypatch.setattr(ladder, "stacked", spy)
+    monkeypatch.setattr(fr, "_stack_pool", lambda: (Pool(2), 2))
     trains, tests = _screen_batch(rng, 30, 10, 12, 9)
     with threadpool_limits(2, user_api="blas"):
         ladder.means_screen(stats)(trains, tests)
