@@ -909,7 +909,11 @@ class MeansScreen:
         self.anchors = 0
         self.exact = False
 
-    def __call__(self, trains: list[list[int]], tests: list[list[int]]) -> np.ndarray:
+    def __call__(
+        self, trains: list[list[int]], tests: list[list[int]], around: object = None
+    ) -> np.ndarray:
+        """Estimates for candidate splits (``around``, the split they came from, is not
+        needed: the anchor plays its part)."""
         sets = [(set(a), set(b)) for a, b in zip(trains, tests, strict=True)]
         if not self.exact:
             self._use(self.md.anchor)

@@ -41,10 +41,11 @@ import numpy as np
 
 from oodml.classstats import ClassStats, DistanceMode, MeansScreen, distance_mode
 from oodml.errors import ConfigError
-from oodml.frechet import blas_threads_for, stacked
+from oodml.frechet import blas_threads_for
 from oodml.registry import Registry
 from oodml.splits import procedures as P
 from oodml.splits.procedures import GreedyParams, OodmlParams
+from oodml.splits.screen import GramScreen
 from oodml.splits.select import select_ladder
 from oodml.splits.trajectory import Step, Trajectory
 
@@ -119,57 +120,18 @@ SCREEN_MAX_CLASSES = 2000
 
 
 def screen_fits(stats: ClassStats) -> bool:
-    """Whether the batched screen below is affordable: it holds a C x C Gram matrix and one
-    n1 x n1 eigenproblem per candidate, fine for CUB200/CARS196-sized ladders, not for SOP's
-    ~22k classes, where greedy ranks candidates by their exact distances instead."""
+    """Whether the batched Gram screen is affordable: it holds the C x C Gram matrix of the
+    class means and decomposes one ~min(n1, n2)-sized matrix per split the walk moves from
+    (candidates it cannot update get a dense eigenproblem each): fine for CUB200/CARS196 and
+    Omniglot, not for SOP's ~22k classes, where :class:`MeansScreen` ranks instead."""
     return len(stats.classes) <= SCREEN_MAX_CLASSES
 
 
 def means_screen(stats: ClassStats) -> P.Screen:
-    """Batched estimate of class-means distances for greedy's candidate ranking.
-
-    The eps-free Fréchet distance over class means by the low-rank route: with centred,
-    scaled means A (n1 x D) and B (n2 x D), tr sqrt(S1 S2) is the nuclear norm of A B^T, whose
-    singular values squared are the eigenvalues of (A B^T)(A B^T)^T. Everything comes from
-    the C x C Gram matrix g of the means: with r_A = g[A].sum(0) (s_A . m_x for every class
-    x), the sums s_A . s_A, s_A . s_B and the row and column means of g[A, B] are entries of
-    r_A and r_B, so a batch costs two row gathers, one n1 x n2 gather and one n1 x n1
-    ``eigvalsh`` per candidate, split across cores (:func:`oodml.frechet.stacked`, which holds
-    BLAS to one thread meanwhile). It
-    differs from the exact eps=1e-8 distance by ~1e-3; every applied step is still checked
-    with the exact distance.
-
-    Why not cheaper: a CUB-sized swap (1 of 100 classes per side) is not a small change. On
-    the 200-class benchmark the first-order estimate of ||A' B'^T||_* misses by ~2700 while
-    the 25 candidates of a step span ~50 (medians over the walk's 209 batches) and the
-    neighbours in their order lie ~0.5 apart, so only the exact nuclear norm ranks them.
-    """
-    m = stats.means - stats.means.mean(axis=0)
-    gram = m @ m.T
-    diag = np.diag(gram).copy()
-
-    def chunk(ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
-        n1, n2 = ia.shape[1], ib.shape[1]
-        at = np.arange(len(ia))[:, None]
-        ra, rb = gram[ia].sum(axis=1), gram[ib].sum(axis=1)
-        row_b, col_a = rb[at, ia], ra[at, ib]
-        saa, sbb, sab = ra[at, ia].sum(axis=1), rb[at, ib].sum(axis=1), col_a.sum(axis=1)
-        g = gram[ia[:, :, None], ib[:, None, :]]
-        g -= row_b[:, :, None] / n2
-        g -= col_a[:, None, :] / n1
-        g += (sab / (n1 * n2))[:, None, None]
-        g /= np.sqrt((n1 - 1) * (n2 - 1))
-        w = np.linalg.eigvalsh(g @ g.transpose(0, 2, 1))
-        nuc = np.sqrt(np.clip(w, 0.0, None)).sum(axis=-1)
-        mean_term = saa / n1**2 + sbb / n2**2 - 2.0 * sab / (n1 * n2)
-        tr_a = (diag[ia].sum(axis=1) - saa / n1) / (n1 - 1)
-        tr_b = (diag[ib].sum(axis=1) - sbb / n2) / (n2 - 1)
-        return mean_term + tr_a + tr_b - 2.0 * nuc
-
-    def screen(trains: list[list[int]], tests: list[list[int]]) -> np.ndarray:
-        return stacked(chunk, np.asarray(trains), np.asarray(tests))
-
-    return screen
+    """Batched eps-free class-means distances for greedy's candidate ranking: a
+    :class:`oodml.splits.screen.GramScreen` over the class means (low-rank updates of one
+    eigendecomposition per split the walk moves from; see that module for the maths)."""
+    return GramScreen(stats.means)
 
 
 def candidate_screen(stats: ClassStats, dm: DistanceMode, eps: float | None) -> P.Screen | None:

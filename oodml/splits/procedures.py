@@ -397,7 +397,10 @@ def oodml_procedure(
     return [*reversed(easy[1:]), start, *hard[1:], *removal]
 
 
-Screen = Callable[[list[list[int]], list[list[int]]], np.ndarray]
+Screen = Callable[..., np.ndarray]
+"""``screen(trains, tests, around=None)``: estimates for candidate splits of one shape;
+``around`` is the (train, test) split they were made from, which a screen may use (the
+Gram screen updates one decomposition of it) or ignore."""
 
 
 @dataclass(frozen=True)
@@ -411,6 +414,7 @@ class _Move:
 def _best_move(
     moves: list[_Move], dist: SplitDistance, cur: float, sign: float,
     screen: Screen | None, verify: int, base: float | None,
+    around: tuple[list[int], list[int]] | None = None,
 ) -> tuple[_Move, float, float] | None:
     """(move, its exact distance, its estimate) of largest gain sign * (d - cur) > 0, or None.
 
@@ -430,7 +434,8 @@ def _best_move(
         est = np.empty(len(moves))
         for shape in {(len(m.train), len(m.test)) for m in moves}:
             group = [i for i, m in enumerate(moves) if (len(m.train), len(m.test)) == shape]
-            est[group] = screen([moves[i].train for i in group], [moves[i].test for i in group])
+            est[group] = screen([moves[i].train for i in group], [moves[i].test for i in group],
+                                around=around)
     order = sorted(range(len(moves)), key=lambda i: (-sign * est[i], moves[i].tie))
     if screen is not None:
         ranks_only = getattr(screen, "ranks_only", False)
@@ -497,7 +502,7 @@ def greedy_walk(
                 tr, te = list(train), list(test)
                 tr[pa], te[pb] = test[pb], train[pa]
                 swaps.append(_Move(tr, te, None, (names[train[pa]], names[test[pb]])))
-        best = _best_move(swaps, dist, cur, sign, screen, verify, base)
+        best = _best_move(swaps, dist, cur, sign, screen, verify, base, (train, test))
         if best is None and len(removed) < max_removed:
             drops = []
             allowed = removable_sides(removal, ratio, len(train), len(test))
@@ -508,7 +513,7 @@ def greedy_walk(
                     lists = [list(train), list(test)]
                     lists[which].pop(p)
                     drops.append(_Move(lists[0], lists[1], side[p], (names[side[p]], "")))
-            best = _best_move(drops, dist, cur, sign, screen, verify, base)
+            best = _best_move(drops, dist, cur, sign, screen, verify, base, (train, test))
         if best is None:
             break
         move, cur, estimate = best
