@@ -31,9 +31,11 @@ route's: ~1e-8, from sqrt of rounding noise in the centring's zero eigenvalues).
 first-order estimate would not do: a CUB-sized swap (1 of 100 classes per side) is not a small
 change; on the 200-class benchmark the first-order estimate of ||g'||_* misses by ~2700 while
 the 25 candidates of a step span ~50 and neighbours in their order lie ~0.5 apart (medians
-over the walk's 209 batches). Candidates of any other shape, and any the low-rank route flags (NaN: an eigenvalue
-outside its quadrature range, or a side form too ill-conditioned), get the dense computation:
-one n1 x n1 ``eigvalsh`` per candidate, split across cores.
+over the walk's 209 batches).
+
+Candidates of any other shape, and any the low-rank route flags (NaN: an eigenvalue outside
+its quadrature range, or a side form too ill-conditioned), get the dense computation: one
+n1 x n1 ``eigvalsh`` per candidate, split across cores.
 """
 
 from __future__ import annotations
