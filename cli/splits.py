@@ -22,6 +22,7 @@ app = typer.Typer(
 )
 SPLITFILE = argument("path", Path, "Split file (JSON).")
 SKIP = option("skip_bad", bool, False, "--skip-bad", help=SKIP_BAD.help)
+FORCE = option("force", bool, False, "--force", help="Replace the split file if it exists.")
 EXTRACT = [p for p in FEATURE_PARAMS if p.name != "extractor"]
 
 
@@ -86,7 +87,7 @@ def show_table(sf: Any) -> None:
             "side raises the distance most; the previous default) or none."),
      option("bootstrap", int, 200, "--bootstrap", help="Bootstrap resamples of the classes for "
             "each split's 95% distance interval (0: none)."),
-     SKIP],
+     FORCE, SKIP],
     EXTRACT,
 )
 def generate(**o) -> None:
@@ -96,7 +97,7 @@ def generate(**o) -> None:
 
     config = build(LadderConfig, o, params=_params(o))
     feats = build(FeatureOptions, o)
-    check_writable(o["out"], "split file")
+    check_writable(o["out"], "split file", replace=o["force"])
     manifest = load(o["dataset"], o["root"], o["skip_bad"])
     with Bars() as bars:
         fs = feats.get(manifest, bars)
@@ -216,6 +217,7 @@ def import_oodml(
         None, "--dataset", help="Dataset name, to fill the fingerprint (needs --root)."
     ),
     root: Path | None = typer.Option(None, "--root", help="Dataset root folder or zip archive."),
+    force: bool = typer.Option(False, "--force", help="Replace the split file if it exists."),
 ) -> None:
     """Convert a published ooDML split pickle (loaded safely, no code runs) to a split file."""
     from oodml.errors import ConfigError
@@ -225,7 +227,7 @@ def import_oodml(
     if (dataset is None) != (root is None):
         raise ConfigError("--dataset and --root go together; pass both or neither")
     manifest = load(dataset, root, False) if dataset and root else None
-    check_writable(out, "split file")
+    check_writable(out, "split file", replace=force)
     sf = do_import(pickle_path, dataset_name=dataset, manifest=manifest)
     save_splitfile(sf, out)
     show_table(sf)

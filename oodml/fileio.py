@@ -110,12 +110,18 @@ def _creatable(folder: Path) -> Path | None:
     return probe
 
 
-def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
+def check_writable(
+    path: str | os.PathLike, what: str = "output", replace: bool = True
+) -> Path:
     """Fail early, before long work, when the file ``path`` could not be written (its folder
-    can neither be written nor created, or the path is a folder). Creates nothing."""
+    can neither be written nor created, or the path is a folder), or, with ``replace=False``,
+    when it already exists (a split file someone may have published). Creates nothing."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{what} {path} is a folder; give a file name")
+    if not replace and path.exists():
+        raise OutputError(f"{what} {path} already exists; pass --force to replace it, or "
+                          "choose another --out")
     if _creatable(path.parent) is None:
         raise OutputError(f"cannot write {what} {path}: its folder is not writable")
     return path

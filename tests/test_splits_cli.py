@@ -247,3 +247,34 @@ def test_published_omniglot_files_verify(omniglot_features) -> None:
         assert verify(sf, manifest, features if same else None) == []
         assert is_strictly_increasing(s.distance for s in sf.ladder)
         assert all(s.distance_ci[0] <= s.distance <= s.distance_ci[1] for s in sf.ladder)
+
+
+def test_split_file_writers_refuse_an_existing_file_without_force(
+    generated: dict[str, Path],
+    omniglot_zip: Path,
+    omniglot_features_cache: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """generate and import-oodml never overwrite a split file by accident: an existing --out
+    is a one-line error naming it (before any work), the file keeps its bytes, and --force
+    replaces it."""
+    target = tmp_path / "published.json"
+    target.write_bytes(generated["greedy"].read_bytes())
+    before = target.read_bytes()
+    args = ["generate", "omniglot", "--root", omniglot_zip, "--procedure", "oodml", "--levels",
+            "3", "--episodes", "1", "--bootstrap", "0", "--cache", omniglot_features_cache,
+            "-o", target]
+    code, _, err = run(capsys, *args)
+    assert code != 0 and str(target) in err and "--force" in err
+    assert len(err.strip().splitlines()) == 1 and target.read_bytes() == before
+    code, _, _ = run(capsys, *args, "--force")
+    assert code == 0 and load_splitfile(target).procedure == "oodml"
+
+    pkl = tmp_path / "ladder.pkl"
+    assert run(capsys, "export-oodml", generated["oodml"], "-o", pkl)[0] == 0
+    before = target.read_bytes()
+    code, _, err = run(capsys, "import-oodml", pkl, "-o", target)
+    assert code != 0 and "--force" in err and target.read_bytes() == before
+    assert run(capsys, "import-oodml", pkl, "-o", target, "--force")[0] == 0
+    assert target.read_bytes() != before
