@@ -468,7 +468,6 @@ def greedy_walk(
     ratio: float = 1.0,
     screen: Screen | None = None,
     tick: Progress | None = None,
-    start_distance: float | None = None,
 ) -> list[Step]:
     """Best-improvement walk; returns the steps after the start (each strictly better).
 
@@ -480,14 +479,13 @@ def greedy_walk(
     below ``min_train`` / ``min_test`` classes, only from the sides that the ``removal`` policy
     allows, see :func:`removable_sides`; ``ratio``: the start's n_train / n_test) the same
     way. Stop when nothing improves or after ``max_steps`` steps. Ties go to the smaller class
-    names, so the walk is deterministic. ``start_distance``: the start split's distance, when
-    the caller already has it.
+    names, so the walk is deterministic.
     """
     sign = -1.0 if easier else 1.0
     phase = "easier" if easier else "harder"
     ranker = _ranker(vectors)
     head = max(candidates, removal_candidates)
-    cur = dist(train, test) if start_distance is None else start_distance
+    cur = dist(train, test)
     removed: list[int] = []
     out: list[Step] = []
     needs_base = screen is not None and not getattr(screen, "ranks_only", False)
@@ -567,7 +565,6 @@ def greedy_procedure(
     budget = math.floor(params.max_removed_fraction * (len(train) + len(test)))
     vectors = _ranker(vectors)
     start = Step(0, "start", tuple(train), tuple(test), (), dist(list(train), list(test)))
-    common["start_distance"] = start.distance
     easy = greedy_walk(vectors, names, dist, list(train), list(test), easier=True,
                        max_removed=0, **common)
     hard = greedy_walk(vectors, names, dist, list(train), list(test), easier=False,
