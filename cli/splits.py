@@ -22,7 +22,8 @@ app = typer.Typer(
 )
 SPLITFILE = argument("path", Path, "Split file (JSON).")
 SKIP = option("skip_bad", bool, False, "--skip-bad", help=SKIP_BAD.help)
-FORCE = option("force", bool, False, "--force", help="Replace the split file if it exists.")
+FORCE_HELP = "Replace the split file if it exists."
+FORCE = option("force", bool, False, "--force", help=FORCE_HELP)
 EXTRACT = [p for p in FEATURE_PARAMS if p.name != "extractor"]
 
 
@@ -217,7 +218,7 @@ def import_oodml(
         None, "--dataset", help="Dataset name, to fill the fingerprint (needs --root)."
     ),
     root: Path | None = typer.Option(None, "--root", help="Dataset root folder or zip archive."),
-    force: bool = typer.Option(False, "--force", help="Replace the split file if it exists."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
 ) -> None:
     """Convert a published ooDML split pickle (loaded safely, no code runs) to a split file."""
     from oodml.errors import ConfigError
@@ -226,8 +227,8 @@ def import_oodml(
 
     if (dataset is None) != (root is None):
         raise ConfigError("--dataset and --root go together; pass both or neither")
-    manifest = load(dataset, root, False) if dataset and root else None
     check_writable(out, "split file", replace=force)
+    manifest = load(dataset, root, False) if dataset and root else None
     sf = do_import(pickle_path, dataset_name=dataset, manifest=manifest)
     save_splitfile(sf, out)
     show_table(sf)

@@ -910,7 +910,10 @@ class MeansScreen:
         self.exact = False
 
     def __call__(
-        self, trains: list[list[int]], tests: list[list[int]], around: object = None
+        self,
+        trains: list[list[int]],
+        tests: list[list[int]],
+        around: tuple[Sequence[int], Sequence[int]] | None = None,
     ) -> np.ndarray:
         """Estimates for candidate splits (``around``, the split they came from, is not
         needed: the anchor plays its part)."""

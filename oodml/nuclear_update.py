@@ -5,7 +5,7 @@ of a centred cross-Gram matrix g' for every candidate move. Each candidate chang
 by a few rows and columns, so g' g'^T is the base's M = g g^T (m x m, positive definite in the
 coordinates used, see :mod:`oodml.splits.screen`) changed in one of two ways.
 :class:`RootSum` pays one symmetric eigendecomposition M = U diag(l) U^T (O(m^3)); afterwards
-each candidate costs O(n_q m k^2) (n_q ~ 100 quadrature nodes, k <= 4) instead of an O(m^3)
+each candidate costs O(n_q m k^2) (n_q ~ 100 quadrature nodes, k ~ 4) instead of an O(m^3)
 eigenproblem of its own. Derivation:
 
 1. sqrt(u) = (2/pi) int_0^inf [1 - t^2 / (t^2 + u)] dt, so for N with eigenvalues u_i and
@@ -29,14 +29,16 @@ eigenproblem of its own. Derivation:
    s -> 0, f -> f(0) (update; subtracted as f(0) b0 / (s + b0), b0 = min l, integral
    f(0) pi sqrt(b0) / 2) or f ~ log(a s), a = sum w~^2 / l (deletion; subtracted as
    log(a s / (1 + a s)), integral -pi / sqrt(a)); at s -> inf, f ~ c1 / s, and the part of
-   c1 not yet subtracted is taken as alpha s / (s + b)^2, b = mean l (integral
-   alpha pi / (4 sqrt b)).
+   c1 not yet subtracted is taken as alpha s / (s + b)^2 (integral alpha pi / (4 sqrt b)),
+   b = max(mean l, c1) per candidate: an update that adds an eigenvalue far above M's keeps
+   this term's peak, alpha / 4b, at the size of the rest of the integrand (with b = mean l
+   the peak grows with c1 / mean l and so does the quadrature's error).
    The nodes run from e^-10.5 below sqrt(min l) to e^10.5 above sqrt(tr N) >= sqrt(max u),
    leaving tails below e^-31.5 of the scale. An update can push an eigenvalue of N far below
    min l; a candidate whose remainder at an end node, times that node's t (the size of the
-   tail beyond it), exceeds 1e-11 of the result, or whose determinant is not positive, gets
+   tail beyond it), exceeds 1e-10 of the result, or whose determinant is not positive, gets
    NaN, and callers compute it densely.
-5. Determinants: k <= 4 in closed form where the permanent of |I + X| is within 100 times
+5. Determinants: k = 3 and 4 in closed form where the permanent of |I + X| is within 100 times
    the determinant (so its rounding is too), else LU; at the large nodes, where X is tiny,
    log det(I + X) comes from its series in tr X^p, which keeps the relative precision that
    log(1 + tiny) would lose.
@@ -55,7 +57,7 @@ import scipy.linalg as sla
 STEP = 1.0 / 3.0
 MARGIN = 10.5
 MAX_CONDITION = 1e14
-TAIL_TOLERANCE = 1e-11
+TAIL_TOLERANCE = 1e-10
 SERIES_BELOW = 1e-3
 CLOSED_FORM_SPREAD = 100.0
 
@@ -88,18 +90,18 @@ class RootSum:
         lam = scale * self.lam
         gram = zt.transpose(0, 2, 1) @ zt
         c1 = np.einsum("jkl,jlk->j", c, gram)
-        bound = float(max(lam.sum() + max(float(c1.max()), 0.0), lam[-1]))
-        b0, b = float(lam[0]), float(lam.mean())
-        x = _nodes(b0, bound)
-        s = np.exp(2.0 * x)
+        b0 = float(lam[0])
+        b = np.maximum(float(lam.mean()), c1)
+        x = _nodes(b0, float(lam.sum() + max(float(c1.max()), 0.0)))
+        s = np.exp(2.0 * x)[:, None]
         outer = (zt[:, :, :, None] * zt[:, :, None, :]).transpose(1, 0, 2, 3).reshape(m, -1)
-        r = 1.0 / np.concatenate([s[:, None] + lam[None, :], lam[None, :]])
+        r = 1.0 / np.concatenate([s + lam[None, :], lam[None, :]])
         y = (r @ outer).reshape(-1, n, k, k)
         f, bad = _log_det_one_plus(c[None] @ y)
-        bad = bad.any(axis=0)
-        f, f0 = f[:-1], f[-1]
+        bad = bad.any(axis=0) | ~np.isfinite(f[-1])
+        f, f0 = f[:-1], np.where(bad, 0.0, f[-1])
         alpha = c1 - f0 * b0
-        rem = f - (f0 * b0) / (s[:, None] + b0) - alpha * s[:, None] / (s[:, None] + b) ** 2
+        rem = f - (f0 * b0) / (s + b0) - alpha * s / (s + b) ** 2
         integral = (STEP * (np.exp(x) @ rem) + f0 * np.pi * np.sqrt(b0) / 2.0
                     + alpha * np.pi / (4.0 * np.sqrt(b)))
         out = float(np.sqrt(lam).sum()) + integral / np.pi
@@ -137,10 +139,14 @@ def _log_det_one_plus(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     below 1e-18) keeps f's relative precision, which log(det) would lose to the 1."""
     k = x.shape[-1]
     a = np.eye(k) + x
-    det = _det(a)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f = np.log(det)
-    hard = ~(_det(np.abs(a), -1.0) <= CLOSED_FORM_SPREAD * det)
+    if k in (3, 4):
+        det = _det(a)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f = np.log(det)
+        hard = ~(_det(np.abs(a), -1.0) <= CLOSED_FORM_SPREAD * det)
+    else:
+        det, f = np.empty(a.shape[:-2]), np.empty(a.shape[:-2])
+        hard = np.ones(a.shape[:-2], dtype=bool)
     if hard.any():
         sign, f[hard] = np.linalg.slogdet(a[hard])
         det[hard] = sign
@@ -158,24 +164,21 @@ def _log_det_one_plus(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _det(a: np.ndarray, sign: float = 1.0) -> np.ndarray:
     """Determinants of a stack of 3 x 3 or 4 x 4 matrices in closed form (one vectorised
     expression instead of one LAPACK call per matrix); with ``sign=-1`` every term counts
-    positively, which gives the permanent, a bound for the rounding. Other sizes:
-    ``numpy.linalg.det`` (and an infinite permanent, so callers use LU)."""
-    k = a.shape[-1]
+    positively, which gives the permanent, a bound for the rounding."""
     minus = -sign
-    if k == 3:
+    if a.shape[-1] == 3:
         def pair(i: int, j: int, p: int, q: int) -> np.ndarray:
             return a[..., 1, i] * a[..., 2, j] + minus * a[..., 1, p] * a[..., 2, q]
 
         return (a[..., 0, 0] * pair(1, 2, 2, 1) + minus * a[..., 0, 1] * pair(0, 2, 2, 0)
                 + a[..., 0, 2] * pair(0, 1, 1, 0))
-    if k == 4:
-        def minor(r: int, i: int, j: int) -> np.ndarray:
-            return a[..., r, i] * a[..., r + 1, j] + minus * a[..., r, j] * a[..., r + 1, i]
 
-        return (minor(0, 0, 1) * minor(2, 2, 3) + minus * minor(0, 0, 2) * minor(2, 1, 3)
-                + minor(0, 0, 3) * minor(2, 1, 2) + minor(0, 1, 2) * minor(2, 0, 3)
-                + minus * minor(0, 1, 3) * minor(2, 0, 2) + minor(0, 2, 3) * minor(2, 0, 1))
-    return np.linalg.det(a) if sign > 0 else np.full(a.shape[:-2], np.inf)
+    def minor(r: int, i: int, j: int) -> np.ndarray:
+        return a[..., r, i] * a[..., r + 1, j] + minus * a[..., r, j] * a[..., r + 1, i]
+
+    return (minor(0, 0, 1) * minor(2, 2, 3) + minus * minor(0, 0, 2) * minor(2, 1, 3)
+            + minor(0, 0, 3) * minor(2, 1, 2) + minor(0, 1, 2) * minor(2, 0, 3)
+            + minus * minor(0, 1, 3) * minor(2, 0, 2) + minor(0, 2, 3) * minor(2, 0, 1))
 
 
 def _nodes(low: float, high: float) -> np.ndarray:

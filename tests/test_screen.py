@@ -41,6 +41,13 @@ def test_root_sum_after_rank_four_updates_matches_eigvalsh():
     # the unscaled ones are the nuclear norms of the changed matrices
     nuclear = [sla.svdvals(g + p[j] @ q[j].T).sum() for j in range(n)]
     np.testing.assert_allclose(root.after_update(zt, c), nuclear, rtol=1e-12)
+    # an update far above M's spectrum: the top eigenvalue pushed up 1e6 times (the upper
+    # tail's scale follows the update; with mean(l) it was off by 2e-9)
+    top, l_top = root.u[:, -1:], root.lam[-1]
+    push = np.array([[[(1e6 - 1.0) * l_top]]])
+    want = _root_sum(m + push[0, 0, 0] * top @ top.T)
+    np.testing.assert_allclose(root.after_update((root.u.T @ top)[None], push), [want],
+                               rtol=1e-11)
 
 
 def test_root_sum_after_deletion_matches_the_compressed_matrix():
@@ -158,8 +165,43 @@ def test_gram_screen_low_rank_route_matches_the_reference(n1, n2):
     assert got[0] == real(screen, np.asarray(three), np.asarray([te[2:] + tr[:2]]))[0]
 
 
+def test_gram_screen_goes_dense_where_it_cannot_update():
+    """A side form that is singular (two train classes with the same mean) and a removal batch
+    whose other side is not the base's both take the dense route, with its values."""
+    rng = np.random.default_rng(9)
+    means = _clustered_means(rng, 30, 64)
+    means[1] = means[0]
+    screen = GramScreen(means)
+    tr, te = list(range(12)), list(range(12, 26))
+    spy: list[int] = []
+    real = GramScreen._dense
+    screen._dense = lambda ia, ib: spy.append(len(ia)) or real(screen, ia, ib)
+    a, b = list(tr), list(te)
+    a[4], b[3] = te[3], tr[4]
+    got = screen([a], [b], around=(tr, te))
+    assert spy == [1] and got[0] == real(screen, np.asarray([a]), np.asarray([b]))[0]
+    means = _clustered_means(rng, 30, 64)
+    screen = GramScreen(means)
+    screen._dense = lambda ia, ib: spy.append(len(ia)) or real(screen, ia, ib)
+    other = list(te)
+    other[0] = 29
+    got = screen([tr[1:], tr[:-1]], [other, other], around=(tr, te))
+    assert spy == [1, 2]
+    np.testing.assert_array_equal(got, real(screen, np.asarray([tr[1:], tr[:-1]]),
+                                            np.asarray([other, other])))
+
+
 def _all_dense(self, ia, ib, base):
     return np.full(len(ia), np.nan)
+
+
+def _count_dense(monkeypatch) -> list[int]:
+    """Candidate counts of every dense screen call from now on."""
+    calls: list[int] = []
+    real = GramScreen._dense
+    monkeypatch.setattr(GramScreen, "_dense",
+                        lambda self, ia, ib: calls.append(len(ia)) or real(self, ia, ib))
+    return calls
 
 
 def test_greedy_walk_is_the_same_with_the_low_rank_and_the_dense_screen(monkeypatch):
@@ -171,7 +213,11 @@ def test_greedy_walk_is_the_same_with_the_low_rank_and_the_dense_screen(monkeypa
     stats = ClassStats.from_features(means, [f"c{i:03d}" for i in range(90)])
     tr, te = stats.classes[:45], stats.classes[45:]
     for params in ({}, {"removal": "any"}):
-        fast = run_procedure(stats, tr, te, procedure="greedy", params=params)
+        with monkeypatch.context() as m:
+            dense_calls = _count_dense(m)
+            fast = run_procedure(stats, tr, te, procedure="greedy", params=params)
+        # only the two walks' one-split start estimates go dense
+        assert dense_calls == [1, 1]
         with monkeypatch.context() as m:
             m.setattr(GramScreen, "_low_rank", _all_dense)
             slow = run_procedure(stats, tr, te, procedure="greedy", params=params)
@@ -185,7 +231,16 @@ def test_greedy_on_omniglot_features_is_the_same_with_either_screen(omniglot_fea
     _, features = omniglot_features
     stats = ClassStats.from_features(features.features, features.labels)
     tr, te = start_split(stats.classes, (), (), 0)
-    fast = run_procedure(stats, tr, te, procedure="greedy")
+    screened: list[int] = []
+    with monkeypatch.context() as m:
+        dense_calls = _count_dense(m)
+        real = GramScreen.__call__
+        m.setattr(GramScreen, "__call__", lambda self, trains, tests, around=None: (
+            screened.append(len(trains)) or real(self, trains, tests, around)))
+        fast = run_procedure(stats, tr, te, procedure="greedy")
+    # the start split's side form is singular here (eigenvalues 3e-13 .. 7e5), so the batches
+    # made from it go dense; everything else takes the low-rank route
+    assert sum(dense_calls) <= 0.05 * sum(screened)
     monkeypatch.setattr(GramScreen, "_low_rank", _all_dense)
     slow = run_procedure(stats, tr, te, procedure="greedy")
     assert len(fast.steps) > 20 and fast.steps == slow.steps

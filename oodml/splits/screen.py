@@ -61,18 +61,24 @@ def perp(x: np.ndarray) -> np.ndarray:
     return reflected[1:]
 
 
+_Form = tuple[RootSum, np.ndarray, np.ndarray]
+Changes = list[tuple[np.ndarray, np.ndarray]]
+
+
 class _Base:
     """One base split: the sums the mean and trace terms need, and the side forms."""
 
-    def __init__(self, gram: np.ndarray, diag: np.ndarray, a: np.ndarray, b: np.ndarray):
+    def __init__(
+        self, gram: np.ndarray, diag: np.ndarray, a: np.ndarray, b: np.ndarray
+    ) -> None:
         self.gram, self.a, self.b = gram, a, b
         self.r = (gram[:, a].sum(axis=1), gram[:, b].sum(axis=1))
         self.saa, self.sbb, self.sab = (float(self.r[0][a].sum()), float(self.r[1][b].sum()),
                                         float(self.r[0][b].sum()))
         self.diag = (float(diag[a].sum()), float(diag[b].sum()))
-        self._forms: dict[int, tuple[RootSum, np.ndarray, np.ndarray] | None] = {}
+        self._forms: dict[int, _Form | None] = {}
 
-    def form(self, side: int) -> tuple[RootSum, np.ndarray, np.ndarray] | None:
+    def form(self, side: int) -> _Form | None:
         """(RootSum of M, g = E^T K_s H / sigma with M = g g^T, K_s) for side 0 (train rows)
         or 1 (test rows); None when M is not positive definite enough."""
         if side not in self._forms:
@@ -140,7 +146,7 @@ class GramScreen:
             out = self._removals(ib, 1, base)
         return out
 
-    def _terms(self, base: _Base, da: list, db: list) -> np.ndarray:
+    def _terms(self, base: _Base, da: Changes, db: Changes) -> np.ndarray:
         """|mu_A' - mu_B'|^2 + tr S_A' + tr S_B' of candidates given as class changes per
         side: ``da``/``db`` list (class indices, +1 joins / -1 leaves) pairs of arrays. With
         s_X = sum of the class means of X, |s_A'|^2 = |s_A|^2 + 2 d_A . r_A + d_A K d_A
@@ -149,7 +155,7 @@ class GramScreen:
         n1 = base.a.size + sum(int(c[0]) for _, c in da)
         n2 = base.b.size + sum(int(c[0]) for _, c in db)
 
-        def dot(x: list, y: list) -> np.ndarray:
+        def dot(x: Changes, y: Changes) -> np.ndarray:
             return sum(cx * cy * g[ix, iy] for ix, cx in x for iy, cy in y)
 
         saa = base.saa + 2.0 * sum(c * base.r[0][i] for i, c in da) + dot(da, da)
@@ -161,7 +167,11 @@ class GramScreen:
         mean_term = saa / n1**2 + sbb / n2**2 - 2.0 * sab / (n1 * n2)
         return mean_term + (diag_a - saa / n1) / (n1 - 1) + (diag_b - sbb / n2) / (n2 - 1)
 
-    def _swaps(self, ia, ib, pa, pb, base: _Base) -> np.ndarray:
+    def _swaps(
+        self, ia: np.ndarray, ib: np.ndarray, pa: np.ndarray, pb: np.ndarray, base: _Base
+    ) -> np.ndarray:
+        """Candidates that replace position ``pa`` of train and ``pb`` of test (one class
+        each): a rank-2 change of g, so M changes by rank 4."""
         n1, n2 = base.a.size, base.b.size
         at = np.arange(len(ia))
         new_a, new_b = ia[at, pa], ib[at, pb]
@@ -203,48 +213,56 @@ class GramScreen:
 
     def _removals(self, kept: np.ndarray, side: int, base: _Base) -> np.ndarray:
         """Candidates that drop one class of ``side`` (0: train); ``kept`` are that side's
-        candidate lists."""
+        candidate lists. The side with no more classes than the other loses a direction of its
+        own form; the larger side changes the smaller side's form by rank 3."""
         full = base.a if side == 0 else base.b
-        n_side, n_other = full.size, (base.b if side == 0 else base.a).size
         p = _one_removal(kept, full)
         out = np.full(len(kept), np.nan)
         ok = np.flatnonzero(p >= 0)
         if not ok.size:
             return out
         p = p[ok]
-        gone = full[p]
         minus = -np.ones(ok.size)
-        changes = ([(gone, minus)], []) if side == 0 else ([], [(gone, minus)])
-        rest = self._terms(base, *changes)
-        if n_side <= n_other:
-            form = base.form(side)
-            if form is None:
-                return out
-            root, _, _ = form
-            e_p = np.zeros((n_side, ok.size))
-            e_p[p, np.arange(ok.size)] = 1.0
-            w = perp(e_p)
-            w /= np.linalg.norm(w, axis=0)
-            scale = (n_side - 1) / (n_side - 2)
-            nuc = root.after_deletion(root.u.T @ w, scale)
+        changes = [(full[p], minus)]
+        rest = self._terms(base, changes, []) if side == 0 else self._terms(base, [], changes)
+        if full.size <= (base.b if side == 0 else base.a).size:
+            nuc = self._deletions(base.form(side), p, full.size)
         else:
-            form = base.form(1 - side)
-            if form is None:
-                return out
-            root, _, k = form
-            ns, no = k.shape
-            kappa = k.sum(axis=1)
-            cols = k[:, p]
-            vecs = np.stack([np.broadcast_to(kappa[:, None], cols.shape), cols,
-                             kappa[:, None] - cols], axis=2)
-            sigma_new = np.sqrt((ns - 1) * (no - 2))
-            z = perp(vecs.reshape(ns, -1)).reshape(ns - 1, ok.size, 3) / sigma_new
-            zt = (root.u.T @ z.reshape(ns - 1, -1)).reshape(ns - 1, ok.size, 3)
-            c = np.zeros((ok.size, 3, 3))
-            c[:, 0, 0], c[:, 1, 1], c[:, 2, 2] = 1.0 / no, -1.0, -1.0 / (no - 1)
-            nuc = root.after_update(zt.transpose(1, 0, 2), c, (no - 1) / (no - 2))
+            nuc = self._column_removals(base.form(1 - side), p)
         out[ok] = rest - 2.0 * nuc
         return out
+
+    @staticmethod
+    def _deletions(form: _Form | None, p: np.ndarray, n_side: int) -> np.ndarray:
+        """||g'||_* after removing row p of the side form's own side: M compressed to the
+        complement of w = E^T e_p / |E^T e_p|, rescaled for the normaliser (n - 1)/(n - 2)."""
+        if form is None:
+            return np.full(p.size, np.nan)
+        root = form[0]
+        e_p = np.zeros((n_side, p.size))
+        e_p[p, np.arange(p.size)] = 1.0
+        w = perp(e_p)
+        w /= np.linalg.norm(w, axis=0)
+        return root.after_deletion(root.u.T @ w, (n_side - 1) / (n_side - 2))
+
+    @staticmethod
+    def _column_removals(form: _Form | None, q: np.ndarray) -> np.ndarray:
+        """||g'||_* after removing column q of the side form's K_s (a class of the larger
+        side): K H K^T changes by kappa kappa^T / n_o - k k^T - (kappa - k)(kappa - k)^T /
+        (n_o - 1), and M is rescaled by (n_o - 1)/(n_o - 2)."""
+        if form is None:
+            return np.full(q.size, np.nan)
+        root, _, k = form
+        ns, no = k.shape
+        kappa = k.sum(axis=1)
+        cols = k[:, q]
+        vecs = np.stack([np.broadcast_to(kappa[:, None], cols.shape), cols,
+                         kappa[:, None] - cols], axis=2)
+        z = perp(vecs.reshape(ns, -1)) / np.sqrt((ns - 1) * (no - 2))
+        zt = (root.u.T @ z).reshape(ns - 1, q.size, 3)
+        c = np.zeros((q.size, 3, 3))
+        c[:, 0, 0], c[:, 1, 1], c[:, 2, 2] = 1.0 / no, -1.0, -1.0 / (no - 1)
+        return root.after_update(zt.transpose(1, 0, 2), c, (no - 1) / (no - 2))
 
     def _dense(self, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
         """Screen values from each candidate's own n1 x n1 eigenproblem."""
