@@ -50,6 +50,8 @@ CLASS_MEANS_EPS = 1e-8
 SAMPLES_EPS = 0.0
 ClassRef = str | int | np.integer
 SplitDistance = Callable[[Sequence[int], Sequence[int]], float]
+SplitLists = tuple[Sequence[int], Sequence[int]]
+"""A (train, test) split as class index lists (what screens are told a batch came from)."""
 
 
 class ClassStats:
@@ -910,10 +912,7 @@ class MeansScreen:
         self.exact = False
 
     def __call__(
-        self,
-        trains: list[list[int]],
-        tests: list[list[int]],
-        around: tuple[Sequence[int], Sequence[int]] | None = None,
+        self, trains: list[list[int]], tests: list[list[int]], around: SplitLists | None = None
     ) -> np.ndarray:
         """Estimates for candidate splits (``around``, the split they came from, is not
         needed: the anchor plays its part)."""

@@ -44,6 +44,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from oodml.classstats import SplitLists
 from oodml.frechet import stacked
 from oodml.nuclear_update import RootSum
 
@@ -108,10 +109,8 @@ class GramScreen:
         self._base: tuple[tuple, _Base] | None = None
 
     def __call__(
-        self,
-        trains: Sequence[Sequence[int]],
-        tests: Sequence[Sequence[int]],
-        around: tuple[Sequence[int], Sequence[int]] | None = None,
+        self, trains: Sequence[Sequence[int]], tests: Sequence[Sequence[int]],
+        around: SplitLists | None = None,
     ) -> np.ndarray:
         ia, ib = np.asarray(trains, dtype=np.int64), np.asarray(tests, dtype=np.int64)
         out = np.full(len(ia), np.nan)
@@ -122,7 +121,7 @@ class GramScreen:
             out[todo] = stacked(self._dense, ia[todo], ib[todo])
         return out
 
-    def _base_of(self, around: tuple[Sequence[int], Sequence[int]]) -> _Base:
+    def _base_of(self, around: SplitLists) -> _Base:
         key = (tuple(around[0]), tuple(around[1]))
         if self._base is None or self._base[0] != key:
             self._base = (key, _Base(self.gram, self.diag, np.asarray(key[0], dtype=np.int64),
