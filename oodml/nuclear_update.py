@@ -104,7 +104,7 @@ class RootSum:
         rem = f - (f0 * b0) / (s + b0) - alpha * s / (s + b) ** 2
         integral = (STEP * (np.exp(x) @ rem) + f0 * np.pi * np.sqrt(b0) / 2.0
                     + alpha * np.pi / (4.0 * np.sqrt(b)))
-        out = float(np.sqrt(lam).sum()) + integral / np.pi
+        out = np.sqrt(scale) * self.root_sum + integral / np.pi
         return _flag(out, bad, rem, x)
 
     def after_deletion(self, wt: np.ndarray, scale: float = 1.0) -> np.ndarray:

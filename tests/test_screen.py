@@ -113,8 +113,17 @@ def _clustered_means(rng: np.random.Generator, classes: int, dim: int) -> np.nda
             + rng.standard_normal((classes, dim)) * rng.uniform(0.2, 1.0, dim))
 
 
+def _count_dense(monkeypatch) -> list[int]:
+    """Candidate counts of every dense screen call from now on."""
+    calls: list[int] = []
+    real = GramScreen._dense
+    monkeypatch.setattr(GramScreen, "_dense",
+                        lambda self, ia, ib: calls.append(len(ia)) or real(self, ia, ib))
+    return calls
+
+
 @pytest.mark.parametrize("n1,n2", [(40, 40), (30, 45), (45, 28)])
-def test_gram_screen_low_rank_route_matches_the_reference(n1, n2):
+def test_gram_screen_low_rank_route_matches_the_reference(n1, n2, monkeypatch):
     """Swaps and single removals from either side, around a split with n1 = n2, n1 < n2 and
     n1 > n2: the low-rank values equal the svdvals reference to 1e-9 relative, none falls
     back, and candidates of any other shape get exactly the dense route's values.
@@ -146,9 +155,8 @@ def test_gram_screen_low_rank_route_matches_the_reference(n1, n2):
             lists[side].pop(p)
             batch.append((lists[0], lists[1]))
         batches.append(batch)
-    spy = []
     real = GramScreen._dense
-    screen._dense = lambda ia, ib: spy.append(len(ia)) or real(screen, ia, ib)
+    spy = _count_dense(monkeypatch)
     for batch in batches:
         trains, tests = [c[0] for c in batch], [c[1] for c in batch]
         got = screen(trains, tests, around=(tr, te))
@@ -165,7 +173,7 @@ def test_gram_screen_low_rank_route_matches_the_reference(n1, n2):
     assert got[0] == real(screen, np.asarray(three), np.asarray([te[2:] + tr[:2]]))[0]
 
 
-def test_gram_screen_goes_dense_where_it_cannot_update():
+def test_gram_screen_goes_dense_where_it_cannot_update(monkeypatch):
     """A side form that is singular (two train classes with the same mean) and a removal batch
     whose other side is not the base's both take the dense route, with its values."""
     rng = np.random.default_rng(9)
@@ -173,16 +181,14 @@ def test_gram_screen_goes_dense_where_it_cannot_update():
     means[1] = means[0]
     screen = GramScreen(means)
     tr, te = list(range(12)), list(range(12, 26))
-    spy: list[int] = []
     real = GramScreen._dense
-    screen._dense = lambda ia, ib: spy.append(len(ia)) or real(screen, ia, ib)
+    spy = _count_dense(monkeypatch)
     a, b = list(tr), list(te)
     a[4], b[3] = te[3], tr[4]
     got = screen([a], [b], around=(tr, te))
     assert spy == [1] and got[0] == real(screen, np.asarray([a]), np.asarray([b]))[0]
     means = _clustered_means(rng, 30, 64)
     screen = GramScreen(means)
-    screen._dense = lambda ia, ib: spy.append(len(ia)) or real(screen, ia, ib)
     other = list(te)
     other[0] = 29
     got = screen([tr[1:], tr[:-1]], [other, other], around=(tr, te))
@@ -193,15 +199,6 @@ def test_gram_screen_goes_dense_where_it_cannot_update():
 
 def _all_dense(self, ia, ib, base):
     return np.full(len(ia), np.nan)
-
-
-def _count_dense(monkeypatch) -> list[int]:
-    """Candidate counts of every dense screen call from now on."""
-    calls: list[int] = []
-    real = GramScreen._dense
-    monkeypatch.setattr(GramScreen, "_dense",
-                        lambda self, ia, ib: calls.append(len(ia)) or real(self, ia, ib))
-    return calls
 
 
 def test_greedy_walk_is_the_same_with_the_low_rank_and_the_dense_screen(monkeypatch):

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from oodml.classstats import SplitDistance
+from oodml.classstats import SplitDistance, SplitLists
 from oodml.errors import ConfigError
 from oodml.splits.ranking import Ranker
 from oodml.splits.trajectory import Step
@@ -414,7 +414,7 @@ class _Move:
 def _best_move(
     moves: list[_Move], dist: SplitDistance, cur: float, sign: float,
     screen: Screen | None, verify: int, base: float | None,
-    around: tuple[list[int], list[int]] | None = None,
+    around: SplitLists | None = None,
 ) -> tuple[_Move, float, float] | None:
     """(move, its exact distance, its estimate) of largest gain sign * (d - cur) > 0, or None.
 
