@@ -21,6 +21,8 @@ import numpy as np
 import scipy.linalg as sla
 from scipy.linalg.blas import dtrmm
 
+from oodml import lapack
+
 _EIG_DRIVER = "evr"
 _SVD_MAX_DIM = 512
 _ONE_THREAD_MAX_DIM = 512
@@ -40,10 +42,12 @@ def blas_threads_for(dim: int) -> AbstractContextManager:
     """One BLAS thread for problems of dimension <= 512, where thread start-up dominates and
     a busy machine makes multi-threaded small factorisations ~100x slower; no-op otherwise
     (or when threadpoolctl is not installed)."""
-    return _one_blas_thread() if dim <= _ONE_THREAD_MAX_DIM else nullcontext()
+    return one_blas_thread() if dim <= _ONE_THREAD_MAX_DIM else nullcontext()
 
 
-def _one_blas_thread() -> AbstractContextManager:
+def one_blas_thread() -> AbstractContextManager:
+    """BLAS held to one thread inside (a no-op without threadpoolctl). Not thread-safe on its
+    own: threads that nest it must run inside an outer one, so every exit restores 1."""
     controller = _blas_controller()
     if controller is None:
         return nullcontext()
@@ -109,7 +113,7 @@ def stacked(fn: Callable[..., np.ndarray], *arrays: np.ndarray) -> np.ndarray:
     parts = min(workers, n // STACK_CHUNK)
     cuts = np.linspace(0, n, parts + 1).astype(int)
     chunks = [[x[i:j] for x in arrays] for i, j in zip(cuts[:-1], cuts[1:], strict=True)]
-    with _one_blas_thread():
+    with one_blas_thread():
         return np.concatenate(list(pool.map(lambda c: fn(*c), chunks)))
 
 
@@ -141,7 +145,7 @@ def _psd_factor(s: np.ndarray) -> tuple[np.ndarray, bool]:
     """(F, is_cholesky) with S = F F^T: the lower Cholesky factor when S is positive definite,
     else U diag(sqrt l) over the eigenvalues above rounding noise."""
     try:
-        lower = sla.cholesky(s, lower=True, check_finite=False)
+        lower = lapack.cholesky_lower(s)
         if np.isfinite(lower).all():
             return lower, True
     except np.linalg.LinAlgError:
@@ -179,7 +183,7 @@ def _trace_sqrt_product(s1: np.ndarray, s2: np.ndarray, method: str) -> float:
         f2, _ = _psd_factor(s2)
         if f1.shape[1] == 0 or f2.shape[1] == 0:
             return 0.0
-        return float(sla.svdvals(f1.T @ f2, check_finite=False).sum())
+        return float(lapack.svdvals(f1.T @ f2).sum())
     if is_cholesky:
         m = _congruence_cholesky(np.asfortranarray(f1), s2)
     else:
@@ -249,11 +253,17 @@ def _samples_distance(
     if eps == 0.0 and min(n1, n2) <= d:
         tr = float(np.einsum("ij,ij->", a1, a1) + np.einsum("ij,ij->", a2, a2))
         g = a1.T @ a2
-        nuc = float(sla.svdvals(g, check_finite=False).sum()) if g.size else 0.0
+        nuc = float(lapack.svdvals(g).sum()) if g.size else 0.0
         return mean_term + tr - 2.0 * nuc
     if eps > 0.0 and n1 + n2 < _PROJECT_BELOW * d:
         q, _ = np.linalg.qr(np.concatenate([a1, a2], axis=1))
         a1, a2 = q.T @ a1, q.T @ a2
+    if eps > 0.0 and a1.shape[0] <= _SVD_MAX_DIM:
+        l1, l2 = lapack.gram_cholesky(a1, eps), lapack.gram_cholesky(a2, eps)
+        if l1 is not None and l2 is not None:
+            tr = float(np.einsum("ij,ij->", a1, a1) + np.einsum("ij,ij->", a2, a2))
+            nuc = float(lapack.triangular_product_svdvals(l1, l2).sum())
+            return mean_term + tr + 2.0 * a1.shape[0] * eps - 2.0 * nuc
     s1 = a1 @ a1.T
     s2 = a2 @ a2.T
     idx = np.diag_indices_from(s1)

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                     "oodml.progress", "oodml.hub")),
     ("data", ("oodml.data",)),
     ("features", ("oodml.features",)),
-    ("stats", ("oodml.frechet", "oodml.frechet_update", "oodml.nuclear_update",
+    ("stats", ("oodml.lapack", "oodml.frechet", "oodml.frechet_update", "oodml.nuclear_update",
                "oodml.classstats", "oodml.fid")),
     ("splits", ("oodml.splits",)),
     ("metrics", ("oodml.metrics",)),

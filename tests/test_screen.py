@@ -241,3 +241,59 @@ def test_greedy_on_omniglot_features_is_the_same_with_either_screen(omniglot_fea
     monkeypatch.setattr(GramScreen, "_low_rank", _all_dense)
     slow = run_procedure(stats, tr, te, procedure="greedy")
     assert len(fast.steps) > 20 and fast.steps == slow.steps
+
+
+class _NoisyScreen:
+    """The Gram screen plus a deterministic function of each candidate split (a stateless
+    screen still); with noise it only ranks (``ranks_only``: no estimated-gain test), so the
+    best-ranked move often fails its exact check."""
+
+    stateless = True
+
+    def __init__(self, means: np.ndarray, amplitude: float) -> None:
+        self.inner, self.amplitude = GramScreen(means), amplitude
+        self.ranks_only = amplitude > 0
+
+    def __call__(self, trains, tests, around=None):
+        noise = [np.random.default_rng(hash((tuple(a), tuple(b))) % 2**32).uniform(-1.0, 1.0)
+                 for a, b in zip(trains, tests, strict=True)]
+        return self.inner(trains, tests, around=around) + self.amplitude * np.asarray(noise)
+
+
+@pytest.mark.parametrize("amplitude", [0.0, 20.0])
+def test_pipelined_greedy_walk_is_the_serial_walk(amplitude, monkeypatch):
+    """With a stateless screen on more than one core the walk verifies each move on a worker
+    thread while it screens the next split; the steps, their distances and the exact
+    evaluator's calls (arguments and order) are those of the one-thread walk, also when the
+    screen's best move fails its check and the work done ahead is dropped."""
+    from oodml.frechet import frechet_distance_samples
+    from oodml.splits import procedures
+
+    rng = np.random.default_rng(21)
+    means = _clustered_means(rng, 90, 120)
+    names = [f"c{i:03d}" for i in range(len(means))]
+    start = [int(i) for i in rng.permutation(len(means))]
+
+    def walk(workers: int, easier: bool):
+        monkeypatch.setattr(procedures, "stack_workers", lambda: workers)
+        calls: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+
+        def dist(a, b):
+            calls.append((tuple(a), tuple(b)))
+            return frechet_distance_samples(means[a], means[b], eps=1e-8)
+
+        steps = procedures.greedy_walk(
+            means, names, dist, start[:45], start[45:], easier=easier, candidates=4, verify=3,
+            removal_candidates=4, max_steps=60, min_train=20, min_test=20, max_removed=12,
+            screen=_NoisyScreen(means, amplitude))
+        return steps, calls
+
+    for easier in (False, True):
+        serial, serial_calls = walk(1, easier)
+        piped, piped_calls = walk(2, easier)
+        assert piped == serial
+        assert piped_calls == serial_calls
+        assert len(serial) > 5
+        if amplitude and not easier:
+            assert len(serial_calls) > len(serial) + 1  # some best moves failed their check
+            assert any(s.phase == "removal" for s in serial)

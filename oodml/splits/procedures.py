@@ -18,7 +18,8 @@ the reversed orders.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -26,6 +27,7 @@ import numpy as np
 
 from oodml.classstats import SplitDistance, SplitLists
 from oodml.errors import ConfigError
+from oodml.frechet import one_blas_thread, stack_workers
 from oodml.splits.ranking import Ranker
 from oodml.splits.trajectory import Step
 
@@ -400,7 +402,9 @@ def oodml_procedure(
 Screen = Callable[..., np.ndarray]
 """``screen(trains, tests, around=None)``: estimates for candidate splits of one shape;
 ``around`` is the (train, test) split they were made from, which a screen may use (the
-Gram screen updates one decomposition of it) or ignore."""
+Gram screen updates one decomposition of it) or ignore. A true ``stateless`` attribute says its
+values depend on the candidate split alone, never on the exact evaluator's state, which lets
+greedy screen on one thread while the evaluator runs on another."""
 
 
 @dataclass(frozen=True)
@@ -411,23 +415,26 @@ class _Move:
     tie: tuple[str, str]
 
 
-def _best_move(
-    moves: list[_Move], dist: SplitDistance, cur: float, sign: float,
-    screen: Screen | None, verify: int, base: float | None,
-    around: SplitLists | None = None,
-) -> tuple[_Move, float, float] | None:
-    """(move, its exact distance, its estimate) of largest gain sign * (d - cur) > 0, or None.
+Candidate = tuple[_Move, float, float | None]
+"""(move, its estimate, its exact distance when already known)."""
 
-    Without ``screen`` every move's exact distance decides. With ``screen`` (a cheap batched
-    estimate, e.g. the eps-free low-rank distance; ``base`` is its value for the current split,
-    which the walk carries over from the estimate of the move that led there, so the screen
-    must be a function of the split alone)
-    moves are ordered by their estimate, and the first of the top ``verify`` with an estimated
-    gain > 0 whose exact distance strictly improves is taken (a screen with a true
-    ``ranks_only`` attribute, whose estimates are biased, skips the estimated-gain test).
+
+def _ranked(
+    moves: list[_Move], dist: SplitDistance, sign: float, screen: Screen | None, verify: int,
+    base: float | None, around: SplitLists,
+) -> list[Candidate]:
+    """The moves to verify, in order: the first that strictly improves is taken.
+
+    Without ``screen`` every move's exact distance decides, and only the best move is worth
+    verifying. With ``screen`` (a cheap batched estimate, e.g. the eps-free low-rank distance;
+    ``base`` is its value for the current split, which the walk carries over from the
+    estimate of the move that led there, so the screen must be a function of the split alone)
+    moves are ordered by their estimate, and the top ``verify`` with an estimated gain > 0
+    are verified in that order (a screen with a true ``ranks_only`` attribute, whose
+    estimates are biased, skips the estimated-gain test).
     """
     if not moves:
-        return None
+        return []
     if screen is None:
         est = np.array([dist(m.train, m.test) for m in moves])
     else:
@@ -437,16 +444,26 @@ def _best_move(
             est[group] = screen([moves[i].train for i in group], [moves[i].test for i in group],
                                 around=around)
     order = sorted(range(len(moves)), key=lambda i: (-sign * est[i], moves[i].tie))
-    if screen is not None:
-        ranks_only = getattr(screen, "ranks_only", False)
-        order = [i for i in order[:verify] if ranks_only or sign * (est[i] - base) > 0]
-    for i in order:
-        d = float(est[i]) if screen is None else dist(moves[i].train, moves[i].test)
-        if sign * (d - cur) > 0:
-            return moves[i], d, float(est[i])
-        if screen is None:
-            return None
-    return None
+    if screen is None:
+        return [(moves[order[0]], float(est[order[0]]), float(est[order[0]]))]
+    ranks_only = getattr(screen, "ranks_only", False)
+    return [(moves[i], float(est[i]), None) for i in order[:verify]
+            if ranks_only or sign * (est[i] - base) > 0]
+
+
+@dataclass(frozen=True)
+class _At:
+    """Where a walk stands: the split, the classes removed so far, the screen's value."""
+
+    train: list[int]
+    test: list[int]
+    removed: list[int]
+    base: float | None
+
+    def after(self, move: _Move, estimate: float, needs_base: bool) -> _At:
+        removed = self.removed if move.gone is None else [*self.removed, move.gone]
+        return _At(list(move.train), list(move.test), removed,
+                   estimate if needs_base else None)
 
 
 def greedy_walk(
@@ -474,66 +491,131 @@ def greedy_walk(
     Per step: rank both sides as the ooDML procedure does, take the top ``candidates``
     positions of each and consider every train x test swap among them; apply the one with the
     largest gain (higher distance; lower when ``easier``) if the gain is > 0 (see
-    :func:`_best_move` for the optional screening). Otherwise, while fewer than
+    :func:`_ranked` for the optional screening). Otherwise, while fewer than
     ``max_removed`` classes are removed, consider removing each candidate alone (never going
     below ``min_train`` / ``min_test`` classes, only from the sides that the ``removal`` policy
     allows, see :func:`removable_sides`; ``ratio``: the start's n_train / n_test) the same
     way. Stop when nothing improves or after ``max_steps`` steps. Ties go to the smaller class
     names, so the walk is deterministic.
+
+    With a screen that is a pure function of the split (a true ``stateless`` attribute) and
+    more than one core, the exact distance of a move is computed on a second thread while
+    this one screens the step after it (:func:`_walk_pipelined`); the walk is the same.
     """
     sign = -1.0 if easier else 1.0
-    phase = "easier" if easier else "harder"
     ranker = _ranker(vectors)
     head = max(candidates, removal_candidates)
-    cur = dist(train, test)
-    removed: list[int] = []
-    out: list[Step] = []
     needs_base = screen is not None and not getattr(screen, "ranks_only", False)
-    base = float(screen([list(train)], [list(test)])[0]) if needs_base else None
-    for n in range(1, max_steps + 1):
+
+    def moves(at: _At):
+        """The candidates of split ``at`` in the order they are verified (lazily: removals
+        are ranked only once every swap has failed)."""
+        train, test = at.train, at.test
+        around = (train, test)
         rank_a, rank_b = ranker.heads(
             train, test, head, easier,
             ties=(lambda p: names[train[p]], lambda p: names[test[p]]),
         )
-        cand_a, cand_b = rank_a[:candidates], rank_b[:candidates]
         swaps = []
-        for pa in cand_a:
-            for pb in cand_b:
+        for pa in rank_a[:candidates]:
+            for pb in rank_b[:candidates]:
                 tr, te = list(train), list(test)
                 tr[pa], te[pb] = test[pb], train[pa]
                 swaps.append(_Move(tr, te, None, (names[train[pa]], names[test[pb]])))
-        best = _best_move(swaps, dist, cur, sign, screen, verify, base, (train, test))
-        if best is None and len(removed) < max_removed:
-            drops = []
-            allowed = removable_sides(removal, ratio, len(train), len(test))
-            for which, side, ranked, floor in ((0, train, rank_a, min_train),
-                                               (1, test, rank_b, min_test)):
-                ok = allowed[which] and len(side) > floor
-                for p in ranked[:removal_candidates] if ok else []:
-                    lists = [list(train), list(test)]
-                    lists[which].pop(p)
-                    drops.append(_Move(lists[0], lists[1], side[p], (names[side[p]], "")))
-            best = _best_move(drops, dist, cur, sign, screen, verify, base, (train, test))
-        if best is None:
-            break
-        move, cur, estimate = best
-        base = estimate if needs_base else None
-        train[:], test[:] = move.train, move.test
-        if move.gone is not None:
-            removed.append(move.gone)
-        out.append(
-            Step(
-                -n if easier else n,
-                phase if move.gone is None else "removal",
-                tuple(train),
-                tuple(test),
-                tuple(removed),
-                cur,
-            )
-        )
+        yield from _ranked(swaps, dist, sign, screen, verify, at.base, around)
+        if len(at.removed) >= max_removed:
+            return
+        drops = []
+        allowed = removable_sides(removal, ratio, len(train), len(test))
+        for which, side, ranked, floor in ((0, train, rank_a, min_train),
+                                           (1, test, rank_b, min_test)):
+            ok = allowed[which] and len(side) > floor
+            for p in ranked[:removal_candidates] if ok else []:
+                lists = [list(train), list(test)]
+                lists[which].pop(p)
+                drops.append(_Move(lists[0], lists[1], side[p], (names[side[p]], "")))
+        yield from _ranked(drops, dist, sign, screen, verify, at.base, around)
+
+    cur = dist(train, test)
+    base = float(screen([list(train)], [list(test)])[0]) if needs_base else None
+    at = _At(list(train), list(test), [], base)
+    phase = "easier" if easier else "harder"
+    out: list[Step] = []
+
+    def record(at: _At, move: _Move, distance: float) -> None:
+        n = len(out) + 1
+        out.append(Step(-n if easier else n, phase if move.gone is None else "removal",
+                        tuple(at.train), tuple(at.test), tuple(at.removed), distance))
         if tick:
             tick()
+
+    walk = _walk_serial
+    if getattr(screen, "stateless", False) and stack_workers() > 1:
+        walk = _walk_pipelined
+    walk(at, cur, sign, moves, dist, max_steps, needs_base, record)
     return out
+
+
+Moves = Callable[[_At], Iterator[Candidate]]
+Record = Callable[[_At, _Move, float], None]
+
+
+def _walk_serial(
+    at: _At, cur: float, sign: float, moves: Moves, dist: SplitDistance, max_steps: int,
+    needs_base: bool, record: Record,
+) -> None:
+    """One step after another: verify a step's candidates in order, take the first that
+    strictly improves, and stop when none does."""
+    for _ in range(max_steps):
+        taken = _first_improving(moves(at), dist, cur, sign)
+        if taken is None:
+            return
+        move, estimate, cur = taken
+        at = at.after(move, estimate, needs_base)
+        record(at, move, cur)
+
+
+def _first_improving(
+    candidates: Iterator[Candidate], dist: SplitDistance, cur: float, sign: float
+) -> tuple[_Move, float, float] | None:
+    """(move, estimate, exact distance) of the first candidate that strictly improves."""
+    for move, estimate, exact in candidates:
+        d = exact if exact is not None else dist(move.train, move.test)
+        if sign * (d - cur) > 0:
+            return move, estimate, d
+    return None
+
+
+def _walk_pipelined(
+    at: _At, cur: float, sign: float, moves: Moves, dist: SplitDistance, max_steps: int,
+    needs_base: bool, record: Record,
+) -> None:
+    """:func:`_walk_serial` with each exact distance computed on a worker thread while this
+    thread ranks the candidates of the split that move leads to (the move almost always
+    improves; when it does not, that work is dropped and the next candidate is verified).
+
+    The exact evaluator is called in the same order, one call at a time, and the screen is a
+    pure function of the split, so every decision and distance is the one the serial walk
+    makes. Both threads hold BLAS to one thread (one core each); with the GIL-free LAPACK of
+    :mod:`oodml.lapack` the exact distance's factorisations run while this thread ranks.
+    """
+    with one_blas_thread(), ThreadPoolExecutor(1, thread_name_prefix="oodml-exact") as pool:
+        pending = moves(at)
+        candidate = next(pending, None)
+        steps = 0
+        while candidate is not None and steps < max_steps:
+            move, estimate, exact = candidate
+            future = pool.submit(dist, move.train, move.test) if exact is None else None
+            after = at.after(move, estimate, needs_base)
+            ahead = moves(after) if steps + 1 < max_steps else iter(())
+            following = next(ahead, None)
+            d = exact if future is None else future.result()
+            if sign * (d - cur) > 0:
+                at, cur, steps = after, d, steps + 1
+                record(at, move, cur)
+                pending, candidate = ahead, following
+            else:
+                candidate = next(pending, None)
 
 
 def greedy_procedure(
