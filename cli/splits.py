@@ -242,11 +242,13 @@ def export_oodml(
     basenames: bool = typer.Option(
         False, "--basenames", help="Bare image file names instead of paths in the episodes."
     ),
+    force: bool = typer.Option(False, "--force", help="Replace the pickle if it exists."),
 ) -> None:
     """Write a split file in the ooDML study's pickle layout."""
     from oodml.splits.oodml_pickle import export_oodml as do_export
     from oodml.splits.splitfile import load_splitfile
 
+    check_writable(out, "pickle", replace=force)
     do_export(load_splitfile(path), out, basenames=basenames)
     say(f"wrote {out}")
 

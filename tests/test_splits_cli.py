@@ -256,9 +256,9 @@ def test_split_file_writers_refuse_an_existing_file_without_force(
     tmp_path: Path,
     capsys: pytest.CaptureFixture,
 ) -> None:
-    """generate and import-oodml never overwrite a split file by accident: an existing --out
-    is a one-line error naming it (before any work), the file keeps its bytes, and --force
-    replaces it."""
+    """generate, import-oodml and export-oodml never overwrite a file by accident: an
+    existing --out is a one-line error naming it (before any work), the file keeps its bytes,
+    and --force replaces it."""
     target = tmp_path / "published.json"
     target.write_bytes(generated["greedy"].read_bytes())
     before = target.read_bytes()
@@ -273,6 +273,12 @@ def test_split_file_writers_refuse_an_existing_file_without_force(
 
     pkl = tmp_path / "ladder.pkl"
     assert run(capsys, "export-oodml", generated["oodml"], "-o", pkl)[0] == 0
+    exported = pkl.read_bytes()
+    code, _, err = run(capsys, "export-oodml", generated["greedy"], "-o", pkl)
+    assert code != 0 and str(pkl) in err and "--force" in err and pkl.read_bytes() == exported
+    assert run(capsys, "export-oodml", generated["greedy"], "-o", pkl, "--force")[0] == 0
+    assert pkl.read_bytes() != exported
+    assert run(capsys, "export-oodml", generated["oodml"], "-o", pkl, "--force")[0] == 0
     before = target.read_bytes()
     code, _, err = run(capsys, "import-oodml", pkl, "-o", target)
     assert code != 0 and "--force" in err and target.read_bytes() == before
