@@ -54,6 +54,18 @@ def one_blas_thread() -> AbstractContextManager:
     return controller.limit(limits=1, user_api="blas")
 
 
+def blas_single_threaded() -> bool:
+    """Whether every BLAS library of this process is held to one thread right now (False
+    when threadpoolctl cannot tell). OpenBLAS rounds differently with another thread count,
+    so work split across Python threads under such a limit gives the bits a single thread
+    under it gives."""
+    controller = _blas_controller()
+    if controller is None:
+        return False
+    libraries = controller.select(user_api="blas").lib_controllers
+    return bool(libraries) and all(lib.num_threads == 1 for lib in libraries)
+
+
 def fit_gaussian(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and unbiased covariance (ddof=1) of the rows of ``x`` (n x d, n >= 2), in float64."""
     x = np.asarray(x, dtype=np.float64)

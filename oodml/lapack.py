@@ -26,28 +26,44 @@ _INT = ctypes.c_int
 _PINT = ctypes.POINTER(ctypes.c_int)
 _PDOUBLE = ctypes.POINTER(ctypes.c_double)
 _CHAR = ctypes.c_char_p
+_C_NAMES = {_CHAR: "char *", _PINT: "int *", _PDOUBLE: "double *"}
+
+
+_GET_NAME = ctypes.PYFUNCTYPE(ctypes.c_char_p, ctypes.py_object)(
+    ("PyCapsule_GetName", ctypes.pythonapi))
+_GET_POINTER = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+    ("PyCapsule_GetPointer", ctypes.pythonapi))
 
 
 @cache
 def _routine(name: str, *argtypes) -> ctypes._CFuncPtr | None:
-    """scipy's LAPACK (or BLAS) routine ``name`` as a GIL-releasing ctypes function, or
-    None."""
+    """scipy's LAPACK (or BLAS) routine ``name`` as a GIL-releasing ctypes function, or None
+    when it is missing or its C signature is not the one ``argtypes`` describe (32-bit
+    ``int *`` integers; a 64-bit-integer build is not called)."""
     try:
         from scipy.linalg import cython_blas, cython_lapack
 
         table = cython_lapack if name in cython_lapack.__pyx_capi__ else cython_blas
         capsule = table.__pyx_capi__[name]
-        api = ctypes.pythonapi
-        api.PyCapsule_GetName.restype = ctypes.c_char_p
-        api.PyCapsule_GetName.argtypes = [ctypes.py_object]
-        api.PyCapsule_GetPointer.restype = ctypes.c_void_p
-        api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-        pointer = api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule))
+        signature = _GET_NAME(capsule)
+        pointer = _GET_POINTER(capsule, signature)
     except (ImportError, AttributeError, KeyError, ValueError):
         return None
-    if not pointer:
+    if not pointer or not signature or _arguments(signature.decode()) != [
+        _C_NAMES[t] for t in argtypes
+    ]:
         return None
     return ctypes.CFUNCTYPE(None, *argtypes)(pointer)
+
+
+def _arguments(signature: str) -> list[str]:
+    """The argument kinds of a capsule's C signature, e.g. "void (char *, int *, ...)"."""
+    inside = signature[signature.find("(") + 1 : signature.rfind(")")]
+    kinds = []
+    for arg in inside.split(","):
+        arg = arg.strip()
+        kinds.append("double *" if arg.endswith("_d *") else arg)
+    return kinds
 
 
 def _dgesdd():
@@ -82,12 +98,15 @@ def _ptr(a: np.ndarray) -> ctypes._Pointer:
 
 
 def svdvals(a: np.ndarray, overwrite: bool = False) -> np.ndarray:
-    """Singular values of a finite float matrix, descending (``scipy.linalg.svdvals``); ``a`` is
-    copied unless it is a float64 Fortran-ordered array and ``overwrite`` is set."""
+    """Singular values of a finite matrix, descending: ``scipy.linalg.svdvals`` bit for bit,
+    through ``dgesdd`` without the GIL for float64 input (anything else goes to scipy);
+    ``a`` is copied unless ``overwrite`` is set and it is a writeable Fortran-ordered array."""
     fn = _dgesdd()
-    a = np.array(a, dtype=np.float64, order="F", copy=None if overwrite else True)
-    if fn is None or a.ndim != 2 or a.size == 0:
-        return sla.svdvals(a, check_finite=False)
+    given = np.asarray(a)
+    if fn is None or given.dtype != np.float64 or given.ndim != 2 or given.size == 0:
+        return sla.svdvals(given, check_finite=False)
+    keep = overwrite and given.flags.f_contiguous and given.flags.writeable
+    a = given if keep else np.array(given, order="F", copy=True)
     m, n = a.shape
     k = min(m, n)
     s = np.empty(k)
@@ -111,10 +130,11 @@ def svdvals(a: np.ndarray, overwrite: bool = False) -> np.ndarray:
 
 def cholesky_lower(a: np.ndarray) -> np.ndarray:
     """The lower Cholesky factor L (upper triangle zeroed) of a symmetric positive definite
-    matrix, of which only the lower triangle is read (``scipy.linalg.cholesky(a,
-    lower=True)``); raises ``numpy.linalg.LinAlgError`` when it is not positive definite."""
+    matrix, of which only the lower triangle is read: ``scipy.linalg.cholesky(a, lower=True)``
+    bit for bit, through ``dpotrf`` without the GIL for float64 input (anything else goes to
+    scipy); raises ``numpy.linalg.LinAlgError`` when it is not positive definite."""
     fn = _dpotrf()
-    if fn is None:
+    if fn is None or np.asarray(a).dtype != np.float64:
         return sla.cholesky(a, lower=True, check_finite=False)
     c = np.array(a, dtype=np.float64, order="F", copy=True)
     if c.ndim != 2 or c.shape[0] != c.shape[1]:
@@ -166,9 +186,9 @@ def triangular_product_svdvals(lower1: np.ndarray, lower2: np.ndarray) -> np.nda
     triangles zero, as :func:`gram_cholesky` returns them): one triangular multiply
     (``dtrmm``, half a general product's flops) and ``dgesdd``, without the GIL."""
     trmm = _dtrmm()
-    if trmm is None:
-        return sla.svdvals(lower1.T @ lower2, check_finite=False)
     d = lower1.shape[0]
+    if trmm is None or d == 0:
+        return sla.svdvals(lower1.T @ lower2, check_finite=False) if d else np.zeros(0)
     product = np.array(lower2, dtype=np.float64, order="F", copy=True)
     left = np.asfortranarray(lower1, dtype=np.float64)
     trmm(b"L", b"L", b"T", b"N", _ref(d), _ref(d), _val(1.0), _ptr(left), _ref(d),

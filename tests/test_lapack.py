@@ -77,3 +77,27 @@ def test_frechet_samples_distance_with_eps_matches_the_covariance_route():
         diff = x1.mean(0) - x2.mean(0)
         sqrtm_value = diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(root)
         assert got == pytest.approx(sqrtm_value, rel=1e-7)
+
+
+def test_other_input_goes_to_scipy_and_read_only_input_is_not_overwritten():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((7, 5)).astype(np.float32)
+    assert lapack.svdvals(x).dtype == np.float32
+    assert np.array_equal(lapack.svdvals(x), sla.svdvals(x))
+    s = (x @ x.T + np.eye(7)).astype(np.float32)
+    assert np.array_equal(lapack.cholesky_lower(s), sla.cholesky(s, lower=True))
+    b = np.asfortranarray(rng.standard_normal((6, 6)))
+    b.flags.writeable = False
+    kept = b.copy()
+    assert np.array_equal(lapack.svdvals(b, overwrite=True), sla.svdvals(kept))
+    assert np.array_equal(b, kept)
+    assert lapack.triangular_product_svdvals(np.zeros((0, 0)), np.zeros((0, 0))).shape == (0,)
+
+
+def test_a_routine_whose_c_signature_differs_is_not_called():
+    """The capsule's C signature must list exactly the argument kinds given (so a build with
+    64-bit integers, or a changed routine, falls back to scipy instead of being called)."""
+    kinds = lapack._arguments("void (char *, int *, __pyx_t_5scipy_6linalg_13cython_lapack_d *)")
+    assert kinds == ["char *", "int *", "double *"]
+    assert lapack._routine("dpotrf", lapack._CHAR, lapack._PINT) is None
+    assert lapack._arguments("void (char *, int64_t *)") != ["char *", "int *"]

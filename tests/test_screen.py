@@ -265,14 +265,19 @@ def test_pipelined_greedy_walk_is_the_serial_walk(amplitude, monkeypatch):
     """With a stateless screen on more than one core the walk verifies each move on a worker
     thread while it screens the next split; the steps, their distances and the exact
     evaluator's calls (arguments and order) are those of the one-thread walk, also when the
-    screen's best move fails its check and the work done ahead is dropped."""
-    from oodml.frechet import frechet_distance_samples
+    screen's best move fails its check and the work done ahead is dropped (both under the
+    one-thread BLAS limit the pipeline needs, which run_procedure holds up to dimension 512)."""
+    from oodml.frechet import frechet_distance_samples, one_blas_thread
     from oodml.splits import procedures
 
     rng = np.random.default_rng(21)
     means = _clustered_means(rng, 90, 120)
     names = [f"c{i:03d}" for i in range(len(means))]
     start = [int(i) for i in rng.permutation(len(means))]
+    pipelined = procedures._walk_pipelined
+    used: list[int] = []
+    monkeypatch.setattr(procedures, "_walk_pipelined",
+                        lambda *a: used.append(1) or pipelined(*a))
 
     def walk(workers: int, easier: bool):
         monkeypatch.setattr(procedures, "stack_workers", lambda: workers)
@@ -282,18 +287,56 @@ def test_pipelined_greedy_walk_is_the_serial_walk(amplitude, monkeypatch):
             calls.append((tuple(a), tuple(b)))
             return frechet_distance_samples(means[a], means[b], eps=1e-8)
 
-        steps = procedures.greedy_walk(
-            means, names, dist, start[:45], start[45:], easier=easier, candidates=4, verify=3,
-            removal_candidates=4, max_steps=60, min_train=20, min_test=20, max_removed=12,
-            screen=_NoisyScreen(means, amplitude))
+        with one_blas_thread():
+            steps = procedures.greedy_walk(
+                means, names, dist, start[:45], start[45:], easier=easier, candidates=4,
+                verify=3, removal_candidates=4, max_steps=60, min_train=20, min_test=20,
+                max_removed=12, screen=_NoisyScreen(means, amplitude))
         return steps, calls
 
     for easier in (False, True):
         serial, serial_calls = walk(1, easier)
+        assert not used
         piped, piped_calls = walk(2, easier)
+        assert used == [1]
+        used.clear()
         assert piped == serial
         assert piped_calls == serial_calls
         assert len(serial) > 5
         if amplitude and not easier:
             assert len(serial_calls) > len(serial) + 1  # some best moves failed their check
             assert any(s.phase == "removal" for s in serial)
+
+
+def test_greedy_pipelines_only_under_a_one_thread_blas_limit(monkeypatch):
+    """Another BLAS thread count rounds products differently, so the worker thread is used
+    only when BLAS is already held to one thread (as run_procedure holds it up to dimension
+    512); otherwise the walk runs on one thread."""
+    from oodml.frechet import frechet_distance_samples, one_blas_thread
+    from oodml.splits import procedures
+
+    rng = np.random.default_rng(22)
+    means = _clustered_means(rng, 40, 30)
+    names = [f"c{i:03d}" for i in range(len(means))]
+    used: list[str] = []
+    for name in ("_walk_serial", "_walk_pipelined"):
+        real = getattr(procedures, name)
+        monkeypatch.setattr(procedures, name,
+                            lambda *a, _real=real, _name=name: used.append(_name) or _real(*a))
+    monkeypatch.setattr(procedures, "stack_workers", lambda: 2)
+    check = procedures.blas_single_threaded
+    monkeypatch.setattr(procedures, "blas_single_threaded", lambda: False)
+
+    def walk():
+        return procedures.greedy_walk(
+            means, names, lambda a, b: frechet_distance_samples(means[a], means[b], eps=1e-8),
+            list(range(20)), list(range(20, 40)), easier=False, candidates=3, verify=2,
+            removal_candidates=3, max_steps=5, min_train=10, min_test=10, max_removed=0,
+            screen=GramScreen(means))
+
+    serial = walk()
+    monkeypatch.setattr(procedures, "blas_single_threaded", check)
+    with one_blas_thread():
+        piped = walk()
+    assert used == ["_walk_serial", "_walk_pipelined"]
+    assert piped == serial

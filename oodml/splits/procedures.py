@@ -27,7 +27,7 @@ import numpy as np
 
 from oodml.classstats import SplitDistance, SplitLists
 from oodml.errors import ConfigError
-from oodml.frechet import one_blas_thread, stack_workers
+from oodml.frechet import blas_single_threaded, one_blas_thread, stack_workers
 from oodml.splits.ranking import Ranker
 from oodml.splits.trajectory import Step
 
@@ -403,8 +403,9 @@ Screen = Callable[..., np.ndarray]
 """``screen(trains, tests, around=None)``: estimates for candidate splits of one shape;
 ``around`` is the (train, test) split they were made from, which a screen may use (the
 Gram screen updates one decomposition of it) or ignore. A true ``stateless`` attribute says its
-values depend on the candidate split alone, never on the exact evaluator's state, which lets
-greedy screen on one thread while the evaluator runs on another."""
+values depend only on its arguments (the candidates and ``around``), never on the exact
+evaluator's state, which lets greedy screen on one thread while the evaluator runs on
+another."""
 
 
 @dataclass(frozen=True)
@@ -498,9 +499,12 @@ def greedy_walk(
     way. Stop when nothing improves or after ``max_steps`` steps. Ties go to the smaller class
     names, so the walk is deterministic.
 
-    With a screen that is a pure function of the split (a true ``stateless`` attribute) and
-    more than one core, the exact distance of a move is computed on a second thread while
-    this one screens the step after it (:func:`_walk_pipelined`); the walk is the same.
+    With a ``stateless`` screen, more than one core and BLAS already held to one thread (as
+    :func:`oodml.splits.ladder.run_procedure` holds it for problems of dimension <= 512), the
+    exact distance of a move is computed on a second thread while this one screens the step
+    after it (:func:`_walk_pipelined`); the walk is bit for bit the same. Above that, BLAS
+    threads split each product and a second BLAS thread count would change its rounding, so
+    the walk stays on one thread.
     """
     sign = -1.0 if easier else 1.0
     ranker = _ranker(vectors)
@@ -550,7 +554,8 @@ def greedy_walk(
             tick()
 
     walk = _walk_serial
-    if getattr(screen, "stateless", False) and stack_workers() > 1:
+    if (max_steps > 0 and getattr(screen, "stateless", False) and stack_workers() > 1
+            and blas_single_threaded()):
         walk = _walk_pipelined
     walk(at, cur, sign, moves, dist, max_steps, needs_base, record)
     return out
@@ -594,10 +599,12 @@ def _walk_pipelined(
     thread ranks the candidates of the split that move leads to (the move almost always
     improves; when it does not, that work is dropped and the next candidate is verified).
 
-    The exact evaluator is called in the same order, one call at a time, and the screen is a
-    pure function of the split, so every decision and distance is the one the serial walk
-    makes. Both threads hold BLAS to one thread (one core each); with the GIL-free LAPACK of
-    :mod:`oodml.lapack` the exact distance's factorisations run while this thread ranks.
+    The exact evaluator is called in the same order, one call at a time, and the screen's
+    values depend only on what it is given, so every decision and distance is the one the
+    serial walk makes under the same one-thread BLAS limit (the caller's; the limit taken
+    here only keeps nested limits of the two threads from restoring another count). With the
+    GIL-free LAPACK of :mod:`oodml.lapack` the exact distance's factorisations run while this
+    thread ranks.
     """
     with one_blas_thread(), ThreadPoolExecutor(1, thread_name_prefix="oodml-exact") as pool:
         pending = moves(at)

@@ -101,8 +101,9 @@ class GramScreen:
     lists of one shape; ``around`` (optional) is the split they were made from, which lets
     swaps and single removals take the low-rank route.
 
-    ``stateless``: every value is a function of the candidate split alone (the cached base
-    only saves work), so the walk may screen while the exact evaluator runs on another thread.
+    ``stateless``: every value is a function of the arguments alone (the candidate split and
+    ``around``; the cached base only saves work), so the walk may screen while the exact
+    evaluator runs on another thread.
     """
 
     stateless = True
