@@ -97,7 +97,7 @@ def wide(n_classes=90, dim=40, seed=0):
 @pytest.fixture
 def moments_route(monkeypatch):
     """Send every problem through the large-problem routes: running moments and anchors
-    (normally rank > 512 only) and the bounded ranking heads (normally >= 64 classes a side)."""
+    (normally rank > 512 only) and the bounded ranking heads (normally >= 16 classes a side)."""
     monkeypatch.setattr(cs, "MOMENTS_MIN_RANK", 0)
     monkeypatch.setattr(ranking, "FULL_BELOW", 0)
 
