@@ -140,16 +140,23 @@ def cholesky_lower(a: np.ndarray) -> np.ndarray:
     if c.ndim != 2 or c.shape[0] != c.shape[1]:
         raise ValueError(f"expected a square matrix, got shape {c.shape}")
     n = c.shape[0]
-    info = _INT(0)
-    if n:
-        fn(b"L", _ref(n), _ptr(c), _ref(n), ctypes.byref(info))
-    if info.value > 0:
+    info = _factor_lower(fn, c) if n else 0
+    if info > 0:
         raise np.linalg.LinAlgError(
-            f"{info.value}-th leading minor of the array is not positive definite")
-    if info.value < 0:
-        raise ValueError(f"illegal value in argument {-info.value} of dpotrf")
+            f"{info}-th leading minor of the array is not positive definite")
+    if info < 0:
+        raise ValueError(f"illegal value in argument {-info} of dpotrf")
     c[_strictly_upper(n)] = 0.0
     return c
+
+
+def _factor_lower(potrf, c: np.ndarray) -> int:
+    """``dpotrf`` on the lower triangle of the square Fortran-ordered ``c``, in place; its
+    info (0: done, k > 0: the k-th leading minor is not positive definite)."""
+    n = c.shape[0]
+    info = _INT(0)
+    potrf(b"L", _ref(n), _ptr(c), _ref(n), ctypes.byref(info))
+    return info.value
 
 
 @lru_cache(maxsize=8)
@@ -171,12 +178,9 @@ def gram_cholesky(a: np.ndarray, eps: float) -> np.ndarray | None:
     c = np.zeros((d, d), order="F")
     if d == 0:
         return c
-    syrk(b"L", b"N", _ref(d), _ref(n), _val(1.0), _ptr(a), _ref(max(d, 1)), _val(0.0), _ptr(c),
-         _ref(d))
+    syrk(b"L", b"N", _ref(d), _ref(n), _val(1.0), _ptr(a), _ref(d), _val(0.0), _ptr(c), _ref(d))
     c.flat[:: d + 1] += eps
-    info = _INT(0)
-    potrf(b"L", _ref(d), _ptr(c), _ref(d), ctypes.byref(info))
-    if info.value != 0 or not np.isfinite(c).all():
+    if _factor_lower(potrf, c) != 0 or not np.isfinite(c).all():
         return None
     return c
 
