@@ -6,6 +6,7 @@ Tests that need the data fail, never skip, when it is missing: CI must prove the
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,36 @@ def no_downloads():
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OODML_OFFLINE", "1")
         yield
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture) -> Callable[..., tuple[int, str, str]]:
+    """Run the `oodml` command line in-process: ``cli(*args) -> (exit code, stdout, stderr)``
+    (arguments go through ``str``; output captured since the last call is returned)."""
+    from oodml_cli import main
+
+    def run(*args: object) -> tuple[int, str, str]:
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def study(tmp_path_factory: pytest.TempPathFactory):
+    """A small synthetic study on disk (images, cached features, a two-split ladder with 2- and
+    5-shot episodes): what the training, few-shot and CLI tests run on. Tests must not change
+    its files."""
+    from oodml.train.synthetic import make_synthetic_study
+
+    return make_synthetic_study(
+        tmp_path_factory.mktemp("study"), n_splits=2, shots=(2, 5), n_episodes=3
+    )
 
 
 def data_dir() -> Path:

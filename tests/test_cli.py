@@ -6,22 +6,12 @@ import pytest
 import typer
 
 from oodml import __version__
-from oodml_cli import COMMANDS, app, main
+from oodml_cli import COMMANDS, app
 
 
-def run(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def test_no_command_prints_the_help_and_no_empty_error(capsys) -> None:
+def test_no_command_prints_the_help_and_no_empty_error(cli) -> None:
     for args in ((), ("splits",)):
-        code, out, err = run(capsys, *args)
+        code, out, err = cli(*args)
         assert "Usage" in out + err and "error:" not in err, args
 
 
@@ -36,37 +26,37 @@ def test_no_command_prints_the_help_and_no_empty_error(capsys) -> None:
          "Invalid value for '--epochs'"),
     ],
 )
-def test_usage_errors_are_a_message_and_exit_2(capsys, args, needle) -> None:
-    code, _, err = run(capsys, *args)
+def test_usage_errors_are_a_message_and_exit_2(cli, args, needle) -> None:
+    code, _, err = cli(*args)
     assert code == 2 and needle in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and "--help" in err
 
 
-def test_user_errors_are_one_red_line(capsys, tmp_path) -> None:
-    code, _, err = run(capsys, "splits", "show", str(tmp_path / "missing.json"))
+def test_user_errors_are_one_red_line(cli, tmp_path) -> None:
+    code, _, err = cli("splits", "show", str(tmp_path / "missing.json"))
     assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
     assert "missing.json" in err
 
 
-def test_version_and_every_command_has_help(capsys) -> None:
-    code, out, _ = run(capsys, "--version")
+def test_version_and_every_command_has_help(cli) -> None:
+    code, out, _ = cli("--version")
     assert code == 0 and __version__ in out
     for name in ("features", "fid", "splits", "evaluate", "fewshot", "losses", "report", "sweep"):
-        code, out, _ = run(capsys, name, "--help")
+        code, out, _ = cli(name, "--help")
         assert code == 0 and "Usage" in out, name
     registered = typer.main.get_command(app).commands
     assert set(COMMANDS) == {c.name for c in registered.values()}
 
 
-def test_unwritable_outputs_fail_before_any_work(capsys, tmp_path, omniglot_zip) -> None:
+def test_unwritable_outputs_fail_before_any_work(cli, tmp_path, omniglot_zip) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     cache = tmp_path / "cache"
-    code, _, err = run(capsys, "splits", "generate", "omniglot", "--root", str(omniglot_zip),
+    code, _, err = cli("splits", "generate", "omniglot", "--root", str(omniglot_zip),
                        "--cache", str(cache), "-o", str(blocker / "ladder.json"))
     assert code == 2 and "cannot write split file" in err and "ladder.json" in err
     assert not cache.exists()  # failed before extracting anything
-    code, _, err = run(capsys, "report", str(tmp_path), "--out", str(blocker))
+    code, _, err = cli("report", str(tmp_path), "--out", str(blocker))
     assert code == 2 and "is a file" in err
 
 
@@ -93,11 +83,11 @@ def test_atomic_write_errors_are_output_errors(tmp_path) -> None:
         "a-file", "kept.txt"]
 
 
-def test_library_warnings_are_one_line_on_the_command_line(capsys, monkeypatch) -> None:
+def test_library_warnings_are_one_line_on_the_command_line(cli, capsys, monkeypatch) -> None:
     import warnings
 
     monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
-    run(capsys, "--version")
+    cli("--version")
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.warn("cache entry damaged\n  details; recomputing", RuntimeWarning, stacklevel=1)

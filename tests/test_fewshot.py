@@ -18,17 +18,9 @@ from oodml.train.fewshot import _adapt_episode, episode_indices, run_fewshot
 from oodml.train.loop import TrainConfig
 from oodml.train.run import resolve, run_one, trained_model
 from oodml.train.spec import FewshotConfig, RunSpec, fewshot_key, run_key
-from oodml.train.synthetic import make_synthetic_study
 from oodml_cli import app
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    return make_synthetic_study(
-        tmp_path_factory.mktemp("fewshot"), n_splits=1, shots=(2, 5), n_episodes=3
-    )
 
 
 def spec_for(study, out: Path, **kw) -> RunSpec:

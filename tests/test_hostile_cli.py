@@ -13,25 +13,9 @@ import pytest
 
 from oodml.errors import ConfigError
 from oodml.results import finished_rows, merge_results, run_path, write_run
-from oodml.train.synthetic import make_synthetic_study
 from oodml_cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    return make_synthetic_study(tmp_path_factory.mktemp("study"), n_splits=2)
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line_error(code: int, err: str) -> str:
@@ -70,29 +54,29 @@ def train_args(study, out: Path, *extra: str) -> list[str]:
          "weights='missing.pth' (--backbone-weights) is for training a backbone"),
     ],
 )
-def test_evaluate_rejects_bad_values_in_one_line(capsys, study, tmp_path, extra, names):
-    code, _, err = run(capsys, *train_args(study, tmp_path / "res", *extra))
+def test_evaluate_rejects_bad_values_in_one_line(cli, study, tmp_path, extra, names):
+    code, _, err = cli(*train_args(study, tmp_path / "res", *extra))
     assert names in one_line_error(code, err)
     assert not (tmp_path / "res" / "runs").exists()
 
 
-def test_output_paths_that_cannot_exist_fail_in_one_line(capsys, study, tmp_path):
-    code, _, err = run(capsys, *train_args(study, tmp_path / ("o" * 5000)))
+def test_output_paths_that_cannot_exist_fail_in_one_line(cli, study, tmp_path):
+    code, _, err = cli(*train_args(study, tmp_path / ("o" * 5000)))
     assert "cannot" in one_line_error(code, err)
-    code, _, err = run(capsys, "splits", "plot", str(study.splitfile), "-o",
+    code, _, err = cli("splits", "plot", str(study.splitfile), "-o",
                        str(tmp_path / ("p" * 300) / "x.png"))
     one_line_error(code, err)
     (tmp_path / "afile").write_text("x")
-    code, _, err = run(capsys, "splits", "plot", str(study.splitfile), "-o",
+    code, _, err = cli("splits", "plot", str(study.splitfile), "-o",
                        str(tmp_path / "afile" / "sub" / "x.png"))
     assert f"{tmp_path / 'afile'} is a file, not a folder" in one_line_error(code, err)
 
 
-def test_fewshot_and_generate_reject_bad_values_before_work(capsys, study, tmp_path,
+def test_fewshot_and_generate_reject_bad_values_before_work(cli, study, tmp_path,
                                                             omniglot_zip):
-    code, _, err = run(capsys, "fewshot", *train_args(study, tmp_path / "r")[1:], "--shots", "0")
+    code, _, err = cli("fewshot", *train_args(study, tmp_path / "r")[1:], "--shots", "0")
     assert "shots=0 must be >= 1" in one_line_error(code, err)
-    code, _, err = run(capsys, "fewshot", *train_args(study, tmp_path / "r")[1:], "--shots", "2,2")
+    code, _, err = cli("fewshot", *train_args(study, tmp_path / "r")[1:], "--shots", "2,2")
     assert "shots=[2, 2] lists a shot count twice" in one_line_error(code, err)
     cache = tmp_path / "cache"
     base = ["splits", "generate", "omniglot", "--root", str(omniglot_zip), "--cache", str(cache),
@@ -109,12 +93,12 @@ def test_fewshot_and_generate_reject_bad_values_before_work(capsys, study, tmp_p
         (["--mode", "pixels"], "unknown distance mode 'pixels'"),
         (["--val-fraction", "nan"], "val_fraction=nan"),
     ]:
-        code, _, err = run(capsys, *base, *extra)
+        code, _, err = cli(*base, *extra)
         assert msg in one_line_error(code, err), extra
     assert not cache.exists()  # every option was checked before feature extraction
 
 
-def test_sweep_configs_of_the_wrong_type_are_one_line(capsys, study, tmp_path):
+def test_sweep_configs_of_the_wrong_type_are_one_line(cli, study, tmp_path):
     head = (f'splitfile = "{study.splitfile}"\nroot = "{study.root}"\n'
             f'results = "{tmp_path / "sw"}"\n')
     method = '[[methods]]\nloss = "contrastive"\n'
@@ -131,35 +115,35 @@ def test_sweep_configs_of_the_wrong_type_are_one_line(capsys, study, tmp_path):
     for i, (body, msg) in enumerate(cases.items()):
         cfg = tmp_path / f"s{i}.toml"
         cfg.write_text(head + body)
-        code, _, err = run(capsys, "sweep", str(cfg))
+        code, _, err = cli("sweep", str(cfg))
         assert msg in one_line_error(code, err), body
     bad = tmp_path / "latin1.toml"
     bad.write_bytes(head.encode() + b'# caf\xe9\n' + method.encode())
-    code, _, err = run(capsys, "sweep", str(bad))
+    code, _, err = cli("sweep", str(bad))
     assert "not UTF-8" in one_line_error(code, err)
-    code, _, err = run(capsys, "sweep", str(tmp_path))
+    code, _, err = cli("sweep", str(tmp_path))
     assert "is a folder" in one_line_error(code, err)
     # an error found once the sweep started: off a terminal no status line is glued to it
     cfg = tmp_path / "badloss.toml"
     cfg.write_text(head + '[[methods]]\nloss = "foo"\n')
-    code, _, err = run(capsys, "sweep", str(cfg))
+    code, _, err = cli("sweep", str(cfg))
     assert "unknown loss 'foo'" in one_line_error(code, err)
     cfg.write_text(head + method)
-    code, _, err = run(capsys, "sweep", str(cfg), "--address", "127.0.0.1:1")
+    code, _, err = cli("sweep", str(cfg), "--address", "127.0.0.1:1")
     assert "address='127.0.0.1:1' is a Ray cluster's" in one_line_error(code, err)
 
 
-def test_reports_on_damaged_tables_are_one_line(capsys, tmp_path):
+def test_reports_on_damaged_tables_are_one_line(cli, tmp_path):
     empty = tmp_path / "results.parquet"
     empty.write_bytes(b"")
-    code, _, err = run(capsys, "report", str(empty), "--out", str(tmp_path / "rep"))
+    code, _, err = cli("report", str(empty), "--out", str(tmp_path / "rep"))
     assert "not a readable parquet table" in one_line_error(code, err)
     empty.write_bytes(b"PAR1" + os.urandom(64))
-    code, _, err = run(capsys, "report", str(empty), "--out", str(tmp_path / "rep"))
+    code, _, err = cli("report", str(empty), "--out", str(tmp_path / "rep"))
     assert "not a readable parquet table" in one_line_error(code, err)
 
 
-def test_every_command_gives_one_line_for_a_missing_input(capsys, tmp_path):
+def test_every_command_gives_one_line_for_a_missing_input(cli, tmp_path):
     missing = str(tmp_path / "nope")
     for args in (
         ["features", "omniglot", "--root", missing],
@@ -173,18 +157,18 @@ def test_every_command_gives_one_line_for_a_missing_input(capsys, tmp_path):
         ["report", missing, "--out", str(tmp_path / "r")],
         ["sweep", missing],
     ):
-        code, _, err = run(capsys, *args)
+        code, _, err = cli(*args)
         one_line_error(code, err)
 
 
-def test_unexpected_errors_are_one_line_unless_debug(capsys, monkeypatch, tmp_path):
+def test_unexpected_errors_are_one_line_unless_debug(cli, monkeypatch, tmp_path):
     import oodml.splits.splitfile as sfmod
 
     def boom(*_a, **_k):
         raise RuntimeError("something broke\nsecond line")
 
     monkeypatch.setattr(sfmod, "load_splitfile", boom)
-    code, _, err = run(capsys, "splits", "show", str(tmp_path / "x.json"))
+    code, _, err = cli("splits", "show", str(tmp_path / "x.json"))
     line = one_line_error(code, err)
     assert "unexpected RuntimeError: something broke" in line and "--debug" in line
     assert code == 1
@@ -192,15 +176,15 @@ def test_unexpected_errors_are_one_line_unless_debug(capsys, monkeypatch, tmp_pa
         main(["--debug", "splits", "show", str(tmp_path / "x.json")])
 
 
-def test_error_text_with_brackets_is_printed_verbatim(capsys, tmp_path):
+def test_error_text_with_brackets_is_printed_verbatim(cli, tmp_path):
     cfg = tmp_path / "s.toml"
     cfg.write_text('splitfile = "a"\nroot = "b"\nresults = "c"\n[train]\nepochs = 1\n')
-    code, _, err = run(capsys, "sweep", str(cfg))
+    code, _, err = cli("sweep", str(cfg))
     assert "[[methods]]" in one_line_error(code, err)
 
 
-def test_old_flag_spellings_still_work_with_a_note(capsys, study, tmp_path):
-    code, _, err = run(capsys, "splits", "plot", str(study.splitfile), "--output",
+def test_old_flag_spellings_still_work_with_a_note(cli, study, tmp_path):
+    code, _, err = cli("splits", "plot", str(study.splitfile), "--output",
                        str(tmp_path / "l.png"))
     assert code == 0 and "--output is now --out" in err and (tmp_path / "l.png").is_file()
 
@@ -258,9 +242,9 @@ def test_a_run_file_with_bad_rows_is_one_line(tmp_path):
         merge_results(tmp_path)
 
 
-def test_fid_eps_is_checked_with_its_reason_before_any_extraction(capsys, tmp_path):
+def test_fid_eps_is_checked_with_its_reason_before_any_extraction(cli, tmp_path):
     """nan used to be refused by the option parser as 'not >= 0'; both reasons now come from
     the distance mode's check, which runs before the folders are read."""
     for value, shown in (("nan", "nan"), ("-1", "-1.0"), ("inf", "inf")):
-        code, _, err = run(capsys, "fid", str(tmp_path / "a"), str(tmp_path / "b"), "--eps", value)
+        code, _, err = cli("fid", str(tmp_path / "a"), str(tmp_path / "b"), "--eps", value)
         assert f"eps={shown} must be a finite number >= 0" in one_line_error(code, err)

@@ -27,11 +27,6 @@ REPO = Path(__file__).resolve().parents[1]
 VOLATILE = ["wall_time_s"]
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    return make_synthetic_study(tmp_path_factory.mktemp("synthetic"), n_splits=2)
-
-
 def spec_for(study, out: Path, split_id: int = 1, seed: int = 0, **kw) -> RunSpec:
     train = kw.pop("train", TrainConfig(epochs=2, batch_size=16, m=4))
     return RunSpec(
