@@ -45,7 +45,8 @@ def info(name: str | None = typer.Argument(None, help="Dataset (default: list th
 
 @datasets_app.command("check")
 def check(
-    name: str = typer.Argument(..., help="Dataset (see `oodml datasets info`)."),
+    name: str = typer.Argument(..., help="Dataset (see `oodml datasets info`); `omniglot` "
+                               "recognises which published archive the copy is."),
     root: Path = typer.Option(..., "--root", help="Dataset root folder or zip archive."),
 ) -> None:
     """Compare a dataset copy with the published class and image counts (exit 1 if it
@@ -61,7 +62,7 @@ def check(
         say(f"note: {note}")
     if not report.ok:
         raise typer.Exit(1)
-    say(f"{root}: matches the published facts of {name}")
+    say(f"{root}: matches the published facts of {report.name}")
 
 
 def register(app: typer.Typer) -> None:

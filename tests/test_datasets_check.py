@@ -11,7 +11,7 @@ import pytest
 
 from oodml.data import check
 from oodml.data.check import FACTS, check_dataset, dataset_info, info_lines
-from oodml.errors import ConfigError
+from oodml.errors import ConfigError, DataError
 
 
 def touch(path: Path) -> None:
@@ -218,3 +218,60 @@ def test_the_loader_name_omniglot_points_to_its_published_archives():
     assert "omniglot-small1" in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="unknown dataset 'imagenet'"):
         dataset_info("imagenet")
+
+
+# --- `omniglot`: which published archive a copy is --------------------------------------------
+
+
+def omniglot_archive(path: Path, top: str, characters: dict[str, int], drawings: int = 2) -> Path:
+    """A zip in the published layout with empty images (listing never decodes them)."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for alphabet, n in characters.items():
+            for c in range(1, n + 1):
+                for d in range(1, drawings + 1):
+                    zf.writestr(f"{top}/{alphabet}/character{c:02d}/0001_{d:02d}.png", b"")
+    return path
+
+
+def test_the_shared_zip_is_recognised_by_its_hash(omniglot_zip):
+    report = check_dataset("omniglot", omniglot_zip)
+    assert report.ok and report.name == "omniglot-small1"
+    assert report.notes == ("recognised as omniglot-small1 (by its sha256)",)
+
+
+def test_other_bytes_are_recognised_by_their_alphabets(extracted, tmp_path):
+    """A repacked small1 (other zip bytes) and an evaluation-set copy with few characters are
+    told apart by their alphabet names; the check then lists how the copy differs."""
+    repacked = tmp_path / "repacked.zip"
+    with zipfile.ZipFile(repacked, "w") as zf:
+        for p in sorted(extracted.rglob("*.png")):
+            zf.write(p, p.relative_to(tmp_path).as_posix())
+    report = check_dataset("omniglot", repacked)
+    assert report.ok and report.name == "omniglot-small1"
+    assert report.notes[0] == "recognised as omniglot-small1 (by its 5 alphabets)"
+    assert "differs from the published" in report.notes[1]
+    evaluation = omniglot_archive(tmp_path / "images_evaluation.zip", "images_evaluation",
+                                  dict.fromkeys(check.OMNIGLOT_EVALUATION, 1), drawings=20)
+    report = check_dataset("omniglot", evaluation)
+    assert report.name == "omniglot-evaluation"
+    assert report.notes == ("recognised as omniglot-evaluation (by its 20 alphabets)",)
+    assert report.problems[0] == "classes: 20, published 659 (-639)"
+
+
+def test_an_unknown_archive_is_one_line_naming_what_was_compared(tmp_path, cli):
+    made = omniglot_archive(tmp_path / "mine.zip", "images_mine", {"Greek": 3, "Latin": 2})
+    with pytest.raises(DataError) as err:
+        check_dataset("omniglot", made)
+    text = str(err.value)
+    assert "\n" not in text and "sha256" in text and "alphabet names" in text
+    assert "it has 2 alphabets, 5 characters, 10 images" in text
+    for f in check.archives_of("omniglot"):
+        assert f"{f.name}: {len(f.alphabets)} alphabets, {f.classes:,} characters" in text
+    code, out, err_text = cli("datasets", "check", "omniglot", "--root", made)
+    assert code == 2 and err_text.strip() == f"error: {text}"
+
+
+def test_the_command_names_the_archive_it_recognised(omniglot_zip, cli):
+    code, out, _ = cli("datasets", "check", "omniglot", "--root", omniglot_zip)
+    assert code == 0 and "note: recognised as omniglot-small1 (by its sha256)" in out
+    assert out.strip().endswith("matches the published facts of omniglot-small1")

@@ -4,6 +4,7 @@ Published class splits only make sense on the images they were made from; the mo
 trouble is a copy with missing, extra or renamed classes. ``check_dataset(name, root)`` lists
 the copy (no decoding, like the loaders) and returns every difference from the published
 counts; ``dataset_info(name)`` says where the dataset is published and the layout oodml reads.
+Given ``omniglot``, the check recognises which published archive the copy is.
 """
 
 from __future__ import annotations
@@ -289,37 +290,83 @@ def _sop_problems(m: Manifest, f: DatasetFacts) -> list[str]:
     return problems
 
 
+def archives_of(loader: str) -> list[DatasetFacts]:
+    """The published archives read by ``loader`` (Omniglot: background, evaluation, small1)."""
+    return [f for f in FACTS.values() if f.loader == loader]
+
+
+def _summary(alphabets: int, classes: int, images: int) -> str:
+    return f"{alphabets} alphabets, {classes:,} characters, {images:,} images"
+
+
+def recognise_archive(loader: str, root: Path, m: Manifest, digest: str | None) -> tuple[
+        DatasetFacts, str]:
+    """Which published archive of ``loader`` the copy ``m`` at ``root`` is, and how it was told.
+
+    A zip whose sha256 (``digest``) is a published one is that archive. Otherwise the alphabets
+    decide: each published Omniglot archive has its own set of alphabet names (background and
+    evaluation share none; small1 is 5 of the background's 30), so a copy whose alphabet names
+    are exactly one archive's is that archive, whatever its character and image counts (the
+    check then lists those). A copy that matches none is a DataError naming the facts compared.
+    """
+    archives = archives_of(loader)
+    for f in archives:
+        if digest is not None and f.zip_sha256 == digest:
+            return f, "by its sha256"
+    alphabets = {c.split("/")[0] for c in m.classes}
+    for f in archives:
+        if alphabets == set(f.alphabets):
+            return f, f"by its {len(alphabets)} alphabets"
+    known = "; ".join(f"{f.name}: {_summary(len(f.alphabets), f.classes, f.images)}"
+                      for f in archives)
+    raise DataError(
+        f"cannot tell which published {loader} archive {root} is: neither its sha256 nor its "
+        f"set of alphabet names is one of theirs (it has "
+        f"{_summary(len(alphabets), len(m.classes), len(m))}; {known}); to list its "
+        f"differences from one, name it, e.g. oodml datasets check {archives[0].name} "
+        f"--root {root}"
+    )
+
+
 def check_dataset(name: str, root: str | os.PathLike) -> CheckReport:
     """Compare the copy of ``name`` at ``root`` with the published facts.
 
-    A layout the loader cannot read is reported as a problem (its one-line message), not
-    raised; an unknown ``name`` raises ConfigError and a root that does not exist a DataError
-    (nothing to compare). Images are listed, not decoded.
+    ``name`` may be a loader published as several archives (``omniglot``): the archive is then
+    recognised from the copy (:func:`recognise_archive`) and named in a note. A layout the
+    loader cannot read is reported as a problem (its one-line message), not raised; an unknown
+    ``name`` raises ConfigError and a root that does not exist a DataError (nothing to
+    compare). Images are listed, not decoded.
     """
-    f = dataset_info(name)
+    several = len(archives_of(name)) > 1 and name not in FACTS
+    f = None if several else dataset_info(name)
     root = Path(root).expanduser()
     if not root.exists():
         raise DataError(f"dataset root {root} does not exist; pass the folder or zip of {name}")
+    loader = name if several else f.loader
     try:
-        m = load_dataset(f.loader, root)
+        m = load_dataset(loader, root)
     except DataError as exc:
         return CheckReport(name, root, {}, (f"cannot read the layout: {exc}",))
-    observed = {"classes": len(m.classes), "images": len(m)}
-    problems = _differs("classes", observed["classes"], f.classes)
-    problems += _differs("images", observed["images"], f.images)
-    notes: list[str] = []
-    if f.alphabets:
-        observed["alphabets"] = len({c.split("/")[0] for c in m.classes})
-        problems += _omniglot_problems(m, f)
-    elif name == "cub200":
-        problems += _cub_problems(m)
-    elif name == "sop":
-        observed["superclasses"] = len(set(m.superclasses or ()))
-        problems += _sop_problems(m, f)
-    if f.zip_sha256 and Path(m.root).is_file():
+    digest = None
+    if Path(m.root).is_file() and any(a.zip_sha256 for a in archives_of(loader)):
         from oodml.hub import sha256_file
 
         digest = sha256_file(m.root)
-        if digest != f.zip_sha256:
-            notes.append(f"zip sha256 {digest} differs from the published {f.zip_sha256}")
-    return CheckReport(name, root, observed, tuple(problems), tuple(notes))
+    notes: list[str] = []
+    if f is None:
+        f, how = recognise_archive(loader, root, m, digest)
+        notes.append(f"recognised as {f.name} ({how})")
+    observed = {"classes": len(m.classes), "images": len(m)}
+    problems = _differs("classes", observed["classes"], f.classes)
+    problems += _differs("images", observed["images"], f.images)
+    if f.alphabets:
+        observed["alphabets"] = len({c.split("/")[0] for c in m.classes})
+        problems += _omniglot_problems(m, f)
+    elif f.name == "cub200":
+        problems += _cub_problems(m)
+    elif f.name == "sop":
+        observed["superclasses"] = len(set(m.superclasses or ()))
+        problems += _sop_problems(m, f)
+    if f.zip_sha256 and digest is not None and digest != f.zip_sha256:
+        notes.append(f"zip sha256 {digest} differs from the published {f.zip_sha256}")
+    return CheckReport(f.name, root, observed, tuple(problems), tuple(notes))
