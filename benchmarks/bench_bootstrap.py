@@ -5,7 +5,7 @@ cache, B = 200 per split). The fast route (oodml.splits.uncertainty) works on th
 of each split's class means with resampling counts as weights; the naive route materialises
 the resampled class list (duplicates included) and calls the project's fast class-means evaluator
 ``ClassStats.means_distance(eps).distance`` on it (rank <= C-1 coordinates of the class means);
-``--full`` also times ``ClassStats.distance`` in the D-dimensional feature space. The naive
+``--full`` also times ``distance_within`` in the D-dimensional feature space. The naive
 routes are timed on ``--naive-reps`` replicates per split and scaled to B; both routes are run
 on the same draws for the first replicates, whose distances must agree.
 
@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from oodml.classstats import ClassStats
 from oodml.data import load_dataset
 from oodml.features import get_features
 from oodml.splits import load_splitfile
 from oodml.splits.uncertainty import _seed_sequence, bootstrap_distances, draw_counts, ladder_cis
+from oodml.stats.class_stats import ClassStats
+from oodml.stats.modes import distance_within
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,7 +71,7 @@ def main() -> None:
         if args.full:
             t = time.perf_counter()
             for r in range(args.naive_reps):
-                stats.distance(np.repeat(ia, wa[r]), np.repeat(ib, wb[r]), eps=eps)
+                distance_within(stats, np.repeat(ia, wa[r]), np.repeat(ib, wb[r]), eps=eps)
             full_per_rep.append((time.perf_counter() - t) / args.naive_reps)
         same = bootstrap_distances(stats, sp.train, sp.test, mode=sf.distance_mode, eps=eps,
                                    n_boot=args.boots,
@@ -87,7 +88,7 @@ def main() -> None:
     print(f"naive recomputation with MeansDistance on duplicated rows (scaled from "
           f"{args.naive_reps} replicates/split): {naive_total:.1f} s")
     if full_per_rep:
-        print(f"naive ClassStats.distance in {stats.dim} dimensions (scaled): "
+        print(f"naive distance_within in {stats.dim} dimensions (scaled): "
               f"{sum(full_per_rep) * args.boots:.1f} s")
     print(f"speed-up: {naive_total / fast:.1f}x; max relative difference on shared draws "
           f"{worst:.1e}")

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import scipy.linalg as sla
 
-from oodml.classstats import ClassStats
 from oodml.splits.ladder import run_procedure, select_ladder, start_split
+from oodml.stats.class_stats import ClassStats
+from oodml.stats.samples_distance import SamplesDistance
 
 
 def load(features: str | None) -> tuple[np.ndarray, list[str], str]:
@@ -83,20 +84,13 @@ def count_evals(stats: ClassStats, mode: str):
 
         md.distance = counted
     else:
-        orig_sd = stats.samples_distance
+        inner = SamplesDistance.distance
 
-        def wrapped(*args, **kwargs):
-            sd = orig_sd(*args, **kwargs)
-            inner = sd.distance
+        def counted_samples(self):
+            counter["n"] += 1
+            return inner(self)
 
-            def counted():
-                counter["n"] += 1
-                return inner()
-
-            sd.distance = counted
-            return sd
-
-        stats.samples_distance = wrapped
+        SamplesDistance.distance = counted_samples
     return counter
 
 

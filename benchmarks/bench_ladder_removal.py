@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from oodml.classstats import ClassStats
 from oodml.data import load_dataset
 from oodml.features import get_features
 from oodml.splits.ladder import run_procedure, select_ladder, start_split
 from oodml.splits.procedures import REMOVAL_POLICIES
+from oodml.stats.class_stats import ClassStats
 
 
 def omniglot():

@@ -18,7 +18,7 @@ computation per distance on the same 200 class means; ``--cub-only`` runs just t
 and the peak resident memory of the process.
 
 How the class-means walks get there (issue 13): exact distances come from an anchor split
-decomposed once (``oodml.frechet_update.TransportAnchor``) and low-rank updates while the
+decomposed once (``oodml.stats.transport_anchor.TransportAnchor``) and low-rank updates while the
 split differs from it in at most 62 classes and, after removals, the proven error bound stays below
 1e-10 of the distance ("anchors" counts the O(d^3) decompositions); the
 rankings' heads come from one pass over the class means (``oodml.splits.ranking.Ranker``).
@@ -45,9 +45,10 @@ import time
 import numpy as np
 import scipy.linalg as sla
 
-from oodml.classstats import ClassStats
 from oodml.splits.ladder import run_procedure
 from oodml.splits.screen import GramScreen
+from oodml.stats.class_stats import ClassStats
+from oodml.stats.samples_distance import SamplesDistance
 
 
 def synthetic(classes: int, dim: int, seed: int) -> tuple[np.ndarray, list[str]]:
@@ -85,20 +86,13 @@ def count_exact(stats: ClassStats, mode: str):
 
         md.distance = counted
     else:
-        orig = stats.samples_distance
+        f = SamplesDistance.distance
 
-        def wrapped(*args, **kwargs):
-            sd = orig(*args, **kwargs)
-            f = sd.distance
+        def counted_samples(self):
+            counter["n"] += 1
+            return f(self)
 
-            def counted():
-                counter["n"] += 1
-                return f()
-
-            sd.distance = counted
-            return sd
-
-        stats.samples_distance = wrapped
+        SamplesDistance.distance = counted_samples
     return counter
 
 
@@ -224,7 +218,7 @@ def cub(args: argparse.Namespace) -> None:
     """200 classes x 2048-d (CUB200 / CARS196): both procedures' full default walks, the
     greedy walk again with a dense eigenproblem per candidate (the screen's previous route),
     and the published computation per distance on the same class means."""
-    import oodml.frechet as fr
+    import oodml.stats.blas_threads as fr
 
     print("CUB/CARS-sized: 200 classes x 2048-d, full default walks, class-means:")
     xc, lc = synthetic(200, args.dim, args.seed + 1)

@@ -2,7 +2,7 @@
 
 Default: the published Omniglot ladder rescored in ``--mode`` (default samples) with the
 cached features of ``--extractor`` (default the file's). The direct route fits a Gaussian to
-each split's train and test rows (``frechet.fit_gaussian``) and calls ``frechet_distance``;
+each split's train and test rows (``gaussian.fit_gaussian``) and calls ``frechet_distance``;
 the library route uses ``ClassStats`` (per-class statistics shared by all splits, or the
 class-means evaluator). Both must give the same distances. Prints the times and the ratio.
 
@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from oodml.classstats import ClassStats
 from oodml.data import load_dataset
 from oodml.features import get_features
-from oodml.frechet import fit_gaussian, frechet_distance
 from oodml.splits import load_splitfile
 from oodml.splits.rescore import rescore
+from oodml.stats.class_stats import ClassStats
+from oodml.stats.gaussian import fit_gaussian, frechet_distance
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -39,7 +39,7 @@ def fid(**o) -> None:
 
     With --mode class-means each folder's subfolders are its classes."""
     from oodml.errors import ConfigError
-    from oodml.fid import class_list, fid_classes, fid_folders
+    from oodml.stats.fid import class_list, fid_classes, fid_folders
 
     opts = build(FeatureOptions, o)
     folders = o["folders"] or []

@@ -181,10 +181,10 @@ def verify(**o) -> None:
 def rescore(**o) -> None:
     """Recompute every split's distance with another extractor or mode; print both columns,
     Kendall tau and Spearman rho between the orderings, and which adjacent levels swap."""
-    from oodml.classstats import ClassStats
     from oodml.splits.rescore import rescore as do_rescore
     from oodml.splits.rescore import rescore_rows, write_rescore_csv
     from oodml.splits.splitfile import load_splitfile
+    from oodml.stats.class_stats import ClassStats
 
     feats = build(FeatureOptions, o)
     if o["csv"] is not None:

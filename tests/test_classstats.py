@@ -8,10 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pytorch_fid.fid_score import calculate_frechet_distance as pfid
 
-from oodml.classstats import ClassStats, MeansDistance, PooledGaussian
 from oodml.data import load_dataset
 from oodml.errors import ConfigError
-from oodml.frechet import fit_gaussian, frechet_distance, trace_sqrt_product
+from oodml.stats.class_stats import ClassStats, PooledGaussian
+from oodml.stats.gaussian import fit_gaussian, frechet_distance, trace_sqrt_product
+from oodml.stats.means_distance import MeansDistance
+from oodml.stats.modes import distance_within
+from oodml.stats.samples_distance import SamplesDistance
 
 
 def make_data(seed: int, n: int = 400, d: int = 24, c: int = 10):
@@ -96,8 +99,8 @@ def test_samples_distance_equals_usual_fid() -> None:
     m1, s1 = fit_gaussian(rows_of(x, labels, a))
     m2, s2 = fit_gaussian(rows_of(x, labels, b))
     want = pfid(m1, s1, m2, s2)
-    assert st_.distance(a, b, mode="samples") == pytest.approx(want, rel=1e-6)
-    assert st_.distance(a, b, mode="samples") == pytest.approx(
+    assert distance_within(st_, a, b, mode="samples") == pytest.approx(want, rel=1e-6)
+    assert distance_within(st_, a, b, mode="samples") == pytest.approx(
         frechet_distance(m1, s1, m2, s2), rel=1e-9
     )
 
@@ -116,7 +119,8 @@ def test_class_means_three_routes_agree(eps: float) -> None:
         ia, ib = np.sort(perm[: 5 + 6 * trial]), np.sort(perm[5 + 6 * trial :])
         want = naive_class_means(st_.means, ia, ib, eps)
         fast = md.distance(ia, ib)
-        via_stats = st_.distance([st_.classes[i] for i in ia], ib, mode="class-means", eps=eps)
+        names = [st_.classes[i] for i in ia]
+        via_stats = distance_within(st_, names, ib, mode="class-means", eps=eps)
         assert fast == pytest.approx(want, rel=1e-10)
         assert via_stats == pytest.approx(want, rel=1e-10)
 
@@ -148,14 +152,14 @@ def test_class_means_default_eps_matches_pytorch_fid() -> None:
     m2, s2 = fit_gaussian(st_.means[ib])
     eye = np.eye(64) * 1e-8
     want = pfid(m1, s1 + eye, m2, s2 + eye)
-    assert st_.distance(ia, ib) == pytest.approx(want, rel=1e-6)
+    assert distance_within(st_, ia, ib) == pytest.approx(want, rel=1e-6)
     assert MeansDistance(st_.means).distance(ia, ib) == pytest.approx(want, rel=1e-6)
 
 
 def test_samples_evaluator_moves_and_peeks() -> None:
     x, labels = make_data(6, n=900, d=16, c=12)
     st_ = ClassStats.from_features(x, labels)
-    sd = st_.samples_distance(st_.classes[:6], st_.classes[6:])
+    sd = SamplesDistance(st_, st_.classes[:6], st_.classes[6:])
     rng = np.random.default_rng(0)
     for _ in range(15):
         c = st_.classes[int(rng.integers(0, 12))]
@@ -167,7 +171,7 @@ def test_samples_evaluator_moves_and_peeks() -> None:
             te.add(c)
         if len(tr) < 1 or len(te) < 1:
             continue
-        expected = st_.distance(sorted(tr), sorted(te), mode="samples")
+        expected = distance_within(st_, sorted(tr), sorted(te), mode="samples")
         before = sd.distance()
         assert sd.peek(c, to) == pytest.approx(expected, rel=1e-9)
         assert sd.distance() == before
@@ -200,22 +204,23 @@ def test_real_omniglot_pixels(omniglot_zip) -> None:
     m1, s1 = fit_gaussian(st_.means[ia])
     m2, s2 = fit_gaussian(st_.means[ib])
     want = pfid(m1, s1 + eye, m2, s2 + eye)
-    assert st_.distance(a, b, mode="class-means") == pytest.approx(want, rel=1e-6)
+    assert distance_within(st_, a, b, mode="class-means") == pytest.approx(want, rel=1e-6)
     assert st_.means_distance().distance(ia, ib) == pytest.approx(want, rel=1e-6)
     m1, s1 = fit_gaussian(rows_of(x, labels, a))
     m2, s2 = fit_gaussian(rows_of(x, labels, b))
-    assert st_.distance(a, b, mode="samples") == pytest.approx(pfid(m1, s1, m2, s2), rel=1e-6)
+    want = pfid(m1, s1, m2, s2)
+    assert distance_within(st_, a, b, mode="samples") == pytest.approx(want, rel=1e-6)
 
 
 def test_bad_inputs() -> None:
     x, labels = make_data(7)
     st_ = ClassStats.from_features(x, labels)
     with pytest.raises(ConfigError, match="unknown class"):
-        st_.distance(["nope", "cls01"], ["cls02", "cls03"])
+        distance_within(st_, ["nope", "cls01"], ["cls02", "cls03"])
     with pytest.raises(ConfigError, match="at least 2"):
-        st_.distance(["cls00"], ["cls02", "cls03"])
+        distance_within(st_, ["cls00"], ["cls02", "cls03"])
     with pytest.raises(ConfigError, match="mode"):
-        st_.distance(["cls00", "cls01"], ["cls02", "cls03"], mode="pixels")
+        distance_within(st_, ["cls00", "cls01"], ["cls02", "cls03"], mode="pixels")
     with pytest.raises(ConfigError, match="labels"):
         ClassStats.from_features(x, labels[:-1])
     bad = x.copy()
@@ -228,7 +233,7 @@ def test_bad_inputs() -> None:
     with pytest.raises(ConfigError):
         p.remove("cls01")
     with pytest.raises(ConfigError):
-        st_.samples_distance(["cls00", "cls01"], ["cls01", "cls02"])
+        SamplesDistance(st_, ["cls00", "cls01"], ["cls01", "cls02"])
 
 
 @pytest.fixture(scope="module")
@@ -291,7 +296,8 @@ def test_cli_dataset_modes_match_api(tiny_folders, capsys) -> None:
     fs = get_features(load_dataset("imagefolder", root), "efficientnet-lite0", cache_dir=cache)
     st_ = ClassStats.from_features(fs.features, fs.labels)
     for mode, got in values.items():
-        assert got == pytest.approx(st_.distance(classes[:3], classes[3:], mode=mode), rel=1e-8)
+        want = distance_within(st_, classes[:3], classes[3:], mode=mode)
+        assert got == pytest.approx(want, rel=1e-8)
     code, _, err = run_cli([*common[:-4], "--a", "nope,x", "--b", classes[0]], capsys)
     assert code == 2 and "not in dataset" in err
     code, _, err = run_cli([*common, "--mode", "pixels"], capsys)
@@ -300,8 +306,8 @@ def test_cli_dataset_modes_match_api(tiny_folders, capsys) -> None:
 
 def test_cli_two_folders_match_api(tiny_folders, capsys) -> None:
     from oodml.features import get_features
-    from oodml.fid import folder_manifest
-    from oodml.frechet import frechet_distance_samples
+    from oodml.stats.fid import folder_manifest
+    from oodml.stats.gaussian import frechet_distance_samples
 
     d1, d2, cache = tiny_folders / "d1", tiny_folders / "d2", tiny_folders / "cache"
     code, out, err = run_cli(

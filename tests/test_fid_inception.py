@@ -92,7 +92,7 @@ def test_fid_between_alphabets_matches_pytorch_fid(standard, alphabets, cache, c
     printed = capsys.readouterr().out
     value = float(re.search(r":\s*([0-9.eE+-]+)\s*$", printed.strip()).group(1))
 
-    from oodml.fid import folder_manifest
+    from oodml.stats.fid import folder_manifest
 
     feats = [
         get_features(folder_manifest(f), "inception", cache_dir=cache,

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pytorch_fid.fid_score import calculate_frechet_distance as pfid
 
 from oodml.data import load_dataset
-from oodml.frechet import (
+from oodml.stats.gaussian import (
     fit_gaussian,
     frechet_distance,
     frechet_distance_samples,

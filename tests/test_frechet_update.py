@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import oodml.classstats as cs
 import oodml.splits.ranking as ranking
-from oodml.classstats import MeansDistance
-from oodml.frechet import frechet_distance_samples, trace_sqrt_product
-from oodml.frechet_update import TransportAnchor
+import oodml.stats.means_distance as means_distance
 from oodml.splits.ranking import Ranker, scores
+from oodml.stats.gaussian import frechet_distance_samples, trace_sqrt_product
+from oodml.stats.means_distance import MeansDistance
+from oodml.stats.transport_anchor import TransportAnchor
 
 EPS = 1e-8
 
@@ -96,7 +96,7 @@ def _means(c=700, d=24, seed=0):
 def test_anchored_means_distance_walk_equals_direct_refits(monkeypatch):
     """Swaps, one-sided and two-sided removals, re-anchoring: every distance as a direct refit,
     including removals answered from an anchor with the first-order eps rescaling term."""
-    monkeypatch.setattr(cs, "MOMENTS_MIN_RANK", 0)
+    monkeypatch.setattr(means_distance, "MOMENTS_MIN_RANK", 0)
     md = MeansDistance(_means(c=4000, d=16))
     rng = np.random.default_rng(1)
     a, b = list(range(0, 4000, 2)), list(range(1, 4000, 2))
@@ -155,7 +155,7 @@ def test_anchored_removals_keep_within_their_error_bound(monkeypatch):
     """Removals answered from an anchor carry a bound on the error of their first-order eps
     term; outlier classes along low-variance directions make it large, and such splits take
     the dense route. Every anchored tau is within its bound of the dense one."""
-    monkeypatch.setattr(cs, "MOMENTS_MIN_RANK", 0)
+    monkeypatch.setattr(means_distance, "MOMENTS_MIN_RANK", 0)
     rng = np.random.default_rng(0)
     c, d = 4000, 16
     scale = np.ones(d)
@@ -165,7 +165,7 @@ def test_anchored_removals_keep_within_their_error_bound(monkeypatch):
     m[outliers, -3:] += rng.standard_normal((40, 3)) * 3.0
     md = MeansDistance(m)
     checked, seen = [], []
-    original = cs._SplitAnchor.tau
+    original = means_distance.SplitAnchor.tau
 
     def spy(self, coords, a, b):
         got = original(self, coords, a, b)
@@ -174,7 +174,7 @@ def test_anchored_removals_keep_within_their_error_bound(monkeypatch):
             checked.append((abs(got[0] - dense), got[1], dense))
         return got
 
-    monkeypatch.setattr(cs._SplitAnchor, "tau", spy)
+    monkeypatch.setattr(means_distance.SplitAnchor, "tau", spy)
     a, b = list(range(0, c, 2)), list(range(1, c, 2))
     out = set(outliers.tolist())
     for step in range(40):
@@ -197,7 +197,7 @@ def test_anchored_removals_keep_within_their_error_bound(monkeypatch):
 def test_anchored_swaps_and_removals_keep_their_digits(monkeypatch, scale, offset):
     """Coordinates of any scale, and sides whose means lie far from the origin: the low-rank
     systems are balanced and the changes are taken relative to the anchor side's mean."""
-    monkeypatch.setattr(cs, "MOMENTS_MIN_RANK", 0)
+    monkeypatch.setattr(means_distance, "MOMENTS_MIN_RANK", 0)
     rng = np.random.default_rng(3)
     c, d = 600, 40
     centres = rng.standard_normal((6, d)) * 2
@@ -225,7 +225,7 @@ def test_anchored_swaps_and_removals_keep_their_digits(monkeypatch, scale, offse
 def test_a_change_that_reshapes_a_direction_re_anchors(monkeypatch):
     """The class that makes up a direction of one side leaves: the transport map changes by a
     factor of hundreds there, the low-rank route would lose digits, so the split re-anchors."""
-    monkeypatch.setattr(cs, "MOMENTS_MIN_RANK", 0)
+    monkeypatch.setattr(means_distance, "MOMENTS_MIN_RANK", 0)
     rng = np.random.default_rng(0)
     d, n = 6, 12
     xa, xb = rng.standard_normal((n, d)), rng.standard_normal((n, d)) + 0.5
@@ -244,7 +244,7 @@ def test_a_change_that_reshapes_a_direction_re_anchors(monkeypatch):
     monkeypatch.setattr(TransportAnchor, "after", spy)
     a1 = [2 * n] + a0[1:]
     got = md.distance(a1, b0)
-    assert spread[-1] > cs.ANCHOR_MAX_SPREAD and md.anchors_built == 2
+    assert spread[-1] > means_distance.ANCHOR_MAX_SPREAD and md.anchors_built == 2
     assert got == pytest.approx(frechet_distance_samples(md.coords[a1], md.coords[b0], eps=EPS),
                                 rel=1e-12)
 
@@ -252,7 +252,7 @@ def test_a_change_that_reshapes_a_direction_re_anchors(monkeypatch):
 def test_a_side_with_fewer_classes_than_dimensions_is_refit(monkeypatch):
     """Its covariance is singular but for eps, which the moments' G - s s^T / n would lose
     in rounding at large scales: refit from the rows, as the previous implementation did."""
-    monkeypatch.setattr(cs, "MOMENTS_MIN_RANK", 0)
+    monkeypatch.setattr(means_distance, "MOMENTS_MIN_RANK", 0)
     m = np.random.default_rng(1).standard_normal((40, 6)) * 1e4
     md = MeansDistance(m)
     a, b = list(range(20)), list(range(20, 29))
@@ -348,7 +348,7 @@ def test_ranking_heads_equal_the_full_sort(monkeypatch, reverse, named):
 
 def test_means_distance_without_eps_takes_the_dense_route(monkeypatch):
     """eps = 0 gives no eigenvalue floor for the quadrature: every distance is dense, exact."""
-    monkeypatch.setattr(cs, "MOMENTS_MIN_RANK", 0)
+    monkeypatch.setattr(means_distance, "MOMENTS_MIN_RANK", 0)
     md = MeansDistance(_means(c=300, d=10, seed=3), eps=0.0)
     a, b = list(range(0, 300, 2)), list(range(1, 300, 2))
     for _ in range(3):

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from oodml.classstats import ClassStats
 from oodml.errors import ConfigError
 from oodml.splits.ladder import Step, Trajectory, run_procedure, select_ladder, start_split
 from oodml.splits.procedures import oodml_pick, oodml_swap_walk
+from oodml.stats.class_stats import ClassStats
+from oodml.stats.modes import distance_within
 
 EPS = 1e-8
 
@@ -245,7 +246,7 @@ def test_samples_mode_agrees_with_classstats(procedure):
     traj = run_procedure(stats, train, test, mode="samples", procedure=procedure, params=params)
     assert len(traj.steps) > 3
     for s in traj.steps:
-        ref = stats.distance(s.train, s.test, mode="samples")
+        ref = distance_within(stats, s.train, s.test, mode="samples")
         assert s.distance == pytest.approx(ref, rel=1e-9, abs=1e-9)
         rows_a = np.isin(labels, s.train)
         rows_b = np.isin(labels, s.test)
@@ -381,8 +382,8 @@ def test_gram_screen_is_the_eps_free_means_distance(shape):
     the two sets of class means (the low-rank route of frechet_distance_samples), for
     n1 < n2, n1 = n2 with D >> n, and n1 > n2 with D < n, and batches split across cores
     give the same values."""
-    from oodml.frechet import frechet_distance_samples
     from oodml.splits import ladder
+    from oodml.stats.gaussian import frechet_distance_samples
 
     n_classes, n1, n2, dim = shape
     rng = np.random.default_rng(n_classes + dim)
@@ -409,7 +410,7 @@ def test_gram_screen_is_the_eps_free_means_distance(shape):
 
 
 def test_stacked_splits_rows_across_threads_without_changing_a_bit(monkeypatch):
-    import oodml.frechet as fr
+    import oodml.stats.blas_threads as fr
 
     rng = np.random.default_rng(3)
     g = rng.standard_normal((23, 30, 30))
@@ -436,7 +437,7 @@ def test_gram_screen_runs_its_stacked_eigenproblems_on_one_blas_thread(monkeypat
     to its workers, whoever calls it, and restores it after."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    import oodml.frechet as fr
+    import oodml.stats.blas_threads as fr
     from oodml.splits import ladder
 
     rng = np.random.default_rng(5)

@@ -11,16 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from oodml.classstats import (
-    CLASS_MEANS_EPS,
-    ClassStats,
-    distance_between,
-    distance_mode,
-)
 from oodml.errors import ConfigError
-from oodml.frechet import frechet_distance_samples
 from oodml.splits import GreedyParams, LadderConfig, OodmlParams, params_from_mapping
 from oodml.splits.ladder import run_procedure, start_split
+from oodml.stats.class_stats import ClassStats
+from oodml.stats.gaussian import frechet_distance_samples
+from oodml.stats.means_distance import CLASS_MEANS_EPS
+from oodml.stats.modes import distance_between, distance_mode, distance_within
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO / "splits"
@@ -144,11 +141,11 @@ def test_distance_mode_object():
     assert cm.screens and not sm.screens
     ia, ib = stats.indices(a), stats.indices(b)
     ref = frechet_distance_samples(stats.means[ia], stats.means[ib], eps=CLASS_MEANS_EPS)
-    assert stats.distance(a, b) == ref
+    assert distance_within(stats, a, b) == ref
     assert cm.evaluator(stats, ia, ib)(ia, ib) == pytest.approx(ref, rel=1e-9)
     rows_a, rows_b = np.isin(labels, a), np.isin(labels, b)
     ref_s = frechet_distance_samples(x[rows_a], x[rows_b])
-    assert stats.distance(a, b, mode="samples") == pytest.approx(ref_s, rel=1e-9)
+    assert distance_within(stats, a, b, mode="samples") == pytest.approx(ref_s, rel=1e-9)
     assert sm.evaluator(stats, ia, ib)(ia, ib) == pytest.approx(ref_s, rel=1e-9)
     with pytest.raises(ConfigError, match="unknown distance mode 'nope'; choose one of"):
         distance_mode("nope")

@@ -7,12 +7,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import oodml.classstats as cs
 import oodml.splits.ladder as ladder
 import oodml.splits.ranking as ranking
-from oodml.classstats import ClassStats, MeansDistance, MeansScreen
-from oodml.frechet import frechet_distance_samples
+import oodml.stats.means_distance as means_distance
+from oodml.errors import ConfigError
 from oodml.splits.ladder import run_procedure, start_split
+from oodml.stats.class_stats import ClassStats
+from oodml.stats.gaussian import frechet_distance_samples
+from oodml.stats.means_distance import MeansDistance
+from oodml.stats.means_screen import MeansScreen
+from oodml.stats.modes import DISTANCE_MODES, distance_within
 
 EPS = 1e-8
 
@@ -98,12 +102,12 @@ def wide(n_classes=90, dim=40, seed=0):
 def moments_route(monkeypatch):
     """Send every problem through the large-problem routes: running moments and anchors
     (normally rank > 512 only) and the bounded ranking heads (normally >= 16 classes a side)."""
-    monkeypatch.setattr(cs, "MOMENTS_MIN_RANK", 0)
+    monkeypatch.setattr(means_distance, "MOMENTS_MIN_RANK", 0)
     monkeypatch.setattr(ranking, "FULL_BELOW", 0)
 
 
 def test_running_moments_equal_direct_refits(moments_route, monkeypatch):
-    monkeypatch.setattr(cs, "MOMENTS_REBUILD_UPDATES", 9)
+    monkeypatch.setattr(means_distance, "MOMENTS_REBUILD_UPDATES", 9)
     rng = np.random.default_rng(1)
     means = rng.standard_normal((120, 30)) * rng.uniform(0.3, 2.0, 30)
     md = MeansDistance(means)
@@ -123,7 +127,7 @@ def test_running_moments_equal_direct_refits(moments_route, monkeypatch):
     assert rebuilt > 3  # the rebuild-after-many-updates path ran
     far = md.distance(list(range(60, 110)), list(range(60)))  # more moved than kept: rebuild
     assert far == pytest.approx(direct(md.coords, range(60, 110), range(60)), rel=1e-9)
-    with pytest.raises(cs.ConfigError, match="disjoint"):
+    with pytest.raises(ConfigError, match="disjoint"):
         md.distance([0, 1, 2], [2, 3])
 
 
@@ -152,7 +156,7 @@ def test_oodml_walk_identical_with_anchored_removals(moments_route, monkeypatch)
     low-rank updates; the walk is the previous implementation's."""
     stats = wide(n_classes=1200, dim=32, seed=5)
     calls = {"anchored": 0, "anchored removals": 0}
-    real = cs._SplitAnchor.tau
+    real = means_distance.SplitAnchor.tau
 
     def spy(self, coords, a, b):
         got = real(self, coords, a, b)
@@ -161,7 +165,7 @@ def test_oodml_walk_identical_with_anchored_removals(moments_route, monkeypatch)
             calls["anchored removals"] += (a.n, b.n) != self.n
         return got
 
-    monkeypatch.setattr(cs._SplitAnchor, "tau", spy)
+    monkeypatch.setattr(means_distance.SplitAnchor, "tau", spy)
     assert_oodml_walk_as_before(stats, 12)
     assert calls["anchored"] > 20 and calls["anchored removals"] > 3, calls
     assert stats.means_distance().anchors_built < calls["anchored"]
@@ -173,7 +177,7 @@ def test_oodml_walk_identical_to_previous_implementation_omniglot(
 ):
     """The full default walk on the real efficientnet-lite0 features, every step."""
     if route == "moments":
-        monkeypatch.setattr(cs, "MOMENTS_MIN_RANK", 0)
+        monkeypatch.setattr(means_distance, "MOMENTS_MIN_RANK", 0)
         monkeypatch.setattr(ranking, "FULL_BELOW", 0)
     manifest, fs = omniglot_features
     stats = ClassStats.from_features(fs.features, fs.labels)
@@ -194,7 +198,7 @@ def test_greedy_walk_identical_through_the_large_problem_routes(monkeypatch):
     train, test = start_split(stats.classes, (), (), seed=1)
     params = {"max_steps": 60, "removal": "any"}
     before = run_procedure(stats, train, test, params=params)
-    monkeypatch.setattr(cs, "MOMENTS_MIN_RANK", 0)
+    monkeypatch.setattr(means_distance, "MOMENTS_MIN_RANK", 0)
     monkeypatch.setattr(ranking, "FULL_BELOW", 0)
     stats = wide(n_classes=120, dim=14, seed=6)  # fresh: no cached evaluator
     after = run_procedure(stats, train, test, params=params)
@@ -284,7 +288,7 @@ def test_pooled_gaussian_bulk_start_equals_class_by_class():
     rows = np.isin(labels, classes[1:])
     bulk.remove(classes[0])
     np.testing.assert_allclose(bulk.cov, np.cov(x[rows], rowvar=False), rtol=1e-10, atol=1e-12)
-    with pytest.raises(cs.ConfigError, match="listed twice"):
+    with pytest.raises(ConfigError, match="listed twice"):
         stats.pooled([*classes, classes[0]])
 
 
@@ -298,7 +302,7 @@ def test_samples_steps_read_only_the_moved_classes(monkeypatch):
                                                          sizes, axis=0)
     stats = ClassStats.from_features(x, labels)
     stats._gram_cache_bytes = 0  # no cache: every Gram matrix read goes to the rows
-    evaluator = cs.DISTANCE_MODES["samples"].evaluator(stats, range(30), range(30, 60), None)
+    evaluator = DISTANCE_MODES["samples"].evaluator(stats, range(30), range(30, 60), None)
     read = []
     real = ClassStats._centred
     monkeypatch.setattr(ClassStats, "_centred", lambda self, i: read.append(i) or real(self, i))
@@ -311,4 +315,4 @@ def test_samples_steps_read_only_the_moved_classes(monkeypatch):
         read.clear()
         got = evaluator(train, test)
         assert set(read) == moved, step
-        assert got == pytest.approx(stats.distance(train, test, mode="samples"), rel=1e-9)
+        assert got == pytest.approx(distance_within(stats, train, test, mode="samples"), rel=1e-9)

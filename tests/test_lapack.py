@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg as sla
 
-from oodml import lapack
+from oodml.stats import lapack
 
 
 def test_routines_are_read_from_scipys_table():
@@ -62,7 +62,7 @@ def test_gram_cholesky_and_the_triangular_product_match_the_dense_route():
 def test_frechet_samples_distance_with_eps_matches_the_covariance_route():
     """The GIL-free factor route of frechet_distance_samples (eps > 0, d <= 512) against
     frechet_distance on the formed covariances, and against scipy.linalg.sqrtm."""
-    from oodml.frechet import frechet_distance, frechet_distance_samples
+    from oodml.stats.gaussian import frechet_distance, frechet_distance_samples
 
     rng = np.random.default_rng(4)
     for n1, n2, d in ((40, 35, 50), (30, 80, 100), (12, 9, 40)):

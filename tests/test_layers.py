@@ -23,8 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                     "oodml.progress", "oodml.hub")),
     ("data", ("oodml.data",)),
     ("features", ("oodml.features",)),
-    ("stats", ("oodml.lapack", "oodml.frechet", "oodml.frechet_update", "oodml.nuclear_update",
-               "oodml.classstats", "oodml.fid")),
+    ("stats", ("oodml.stats",)),
     ("splits", ("oodml.splits",)),
     ("metrics", ("oodml.metrics",)),
     ("results", ("oodml.results",)),
@@ -140,7 +139,7 @@ def test_the_python_api_never_imports_typer_rich_or_the_cli(tmp_path) -> None:
 import sys
 from pathlib import Path
 import numpy as np
-from oodml.classstats import ClassStats
+from oodml.stats.class_stats import ClassStats
 from oodml.splits.ladder import run_procedure
 from oodml.train.synthetic import make_synthetic_study
 from oodml.train.spec import RunSpec

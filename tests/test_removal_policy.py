@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from oodml.classstats import ClassStats
 from oodml.errors import ConfigError
 from oodml.splits import GreedyParams, LadderConfig, generate_splitfile, params_from_mapping
 from oodml.splits.ladder import run_procedure, start_split
+from oodml.stats.class_stats import ClassStats
 
 PUBLISHED = Path(__file__).resolve().parents[1] / "splits"
 

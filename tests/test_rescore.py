@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from oodml.classstats import ClassStats
 from oodml.errors import ConfigError, DataError
 from oodml.splits.rescore import (
     Rescore,
@@ -19,6 +18,8 @@ from oodml.splits.rescore import (
     write_rescore_csv,
 )
 from oodml.splits.splitfile import Split, SplitFile
+from oodml.stats.class_stats import ClassStats
+from oodml.stats.modes import distance_within
 
 
 def features(seed: int, dim: int = 6, n_classes: int = 16, per_class: int = 5):
@@ -37,7 +38,7 @@ def ladder(stats: ClassStats, names: list[str]) -> SplitFile:
     splits = []
     for i, test in enumerate(rungs, start=1):
         train = [c for c in names if c not in test]
-        splits.append(Split(id=i, distance=stats.distance(train, test), is_start=i == 1,
+        splits.append(Split(id=i, distance=distance_within(stats, train, test), is_start=i == 1,
                             train=tuple(train), test=tuple(test)))
     return SplitFile(dataset_name="synthetic", dataset_fingerprint=None, class_counts=None,
                      extractor="ext-a", weights_sha256=None, distance_mode="class-means",

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import scipy.linalg as sla
 
-from oodml.classstats import ClassStats
-from oodml.nuclear_update import RootSum
 from oodml.splits.ladder import run_procedure, start_split
 from oodml.splits.screen import GramScreen, perp
+from oodml.stats.class_stats import ClassStats
+from oodml.stats.root_sum import RootSum
 
 
 def _root_sum(m: np.ndarray) -> float:
@@ -267,8 +267,9 @@ def test_pipelined_greedy_walk_is_the_serial_walk(amplitude, monkeypatch):
     evaluator's calls (arguments and order) are those of the one-thread walk, also when the
     screen's best move fails its check and the work done ahead is dropped (both under the
     one-thread BLAS limit the pipeline needs, which run_procedure holds up to dimension 512)."""
-    from oodml.frechet import frechet_distance_samples, one_blas_thread
     from oodml.splits import procedures
+    from oodml.stats.blas_threads import one_blas_thread
+    from oodml.stats.gaussian import frechet_distance_samples
 
     rng = np.random.default_rng(21)
     means = _clustered_means(rng, 90, 120)
@@ -312,8 +313,9 @@ def test_greedy_pipelines_only_under_a_one_thread_blas_limit(monkeypatch):
     """Another BLAS thread count rounds products differently, so the worker thread is used
     only when BLAS is already held to one thread (as run_procedure holds it up to dimension
     512); otherwise the walk runs on one thread."""
-    from oodml.frechet import frechet_distance_samples, one_blas_thread
     from oodml.splits import procedures
+    from oodml.stats.blas_threads import one_blas_thread
+    from oodml.stats.gaussian import frechet_distance_samples
 
     rng = np.random.default_rng(22)
     means = _clustered_means(rng, 40, 30)

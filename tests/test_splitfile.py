@@ -27,6 +27,7 @@ from oodml.splits.splitfile import (
     verify,
 )
 from oodml.splits.subsplits import few_shot_episodes, paths_by_class, train_val_split
+from oodml.stats.modes import distance_within
 
 
 @pytest.fixture(scope="module")
@@ -213,8 +214,8 @@ def test_verify_reports_every_problem(saved: Path, manifest: Manifest) -> None:
 
 
 def test_verify_checks_distances_against_features(saved: Path, manifest: Manifest) -> None:
-    from oodml.classstats import ClassStats
     from oodml.features import FeatureSet
+    from oodml.stats.class_stats import ClassStats
 
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(len(manifest), 6)).astype(np.float32)
@@ -228,7 +229,7 @@ def test_verify_checks_distances_against_features(saved: Path, manifest: Manifes
     )
     stats = ClassStats.from_features(feats, manifest.labels)
     sf = load_splitfile(saved)
-    true = [stats.distance(s.train, s.test, mode="class-means") for s in sf.ladder]
+    true = [distance_within(stats, s.train, s.test, mode="class-means") for s in sf.ladder]
     fixed = replace(
         sf, ladder=[replace(s, distance=d) for s, d in zip(sf.ladder, true, strict=True)]
     )
@@ -240,7 +241,7 @@ def test_verify_checks_distances_against_features(saved: Path, manifest: Manifes
     )
     assert "extractor 'resnet50'" in verify(fixed, manifest, other)[0]
     # a ladder generated with another eps is checked with that eps
-    wide = [stats.distance(s.train, s.test, mode="class-means", eps=0.5) for s in sf.ladder]
+    wide = [distance_within(stats, s.train, s.test, mode="class-means", eps=0.5) for s in sf.ladder]
     with_eps = replace(
         sf,
         params={**sf.params, "eps": 0.5},

@@ -10,8 +10,9 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import pytest
 
-from oodml.classstats import ClassStats
 from oodml.splits.splitfile import is_strictly_increasing, load_splitfile, verify
+from oodml.stats.class_stats import ClassStats
+from oodml.stats.modes import distance_within
 from oodml_cli import main
 
 COMMANDS = ("generate", "show", "verify", "import-oodml", "export-oodml", "plot")
@@ -110,7 +111,7 @@ def test_generate_is_deterministic_and_sound(
         assert set(start.train) == set(manifest.default_train)
         for s in sf.ladder:
             assert set(s.train) | set(s.test) | set(s.removed) == set(manifest.classes)
-            d = stats.distance(s.train, s.test, mode="class-means")
+            d = distance_within(stats, s.train, s.test, mode="class-means")
             assert d == pytest.approx(s.distance, rel=1e-6)
             assert sorted(s.episodes) == [2, 5, 10] and all(
                 len(e) == 2 for e in s.episodes.values()

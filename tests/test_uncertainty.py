@@ -10,9 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from oodml.classstats import ClassStats
 from oodml.errors import ConfigError, SplitFileError
-from oodml.frechet import frechet_distance_samples
 from oodml.splits.splitfile import (
     Split,
     SplitFile,
@@ -32,6 +30,9 @@ from oodml.splits.uncertainty import (
     ladder_cis,
     with_distance_cis,
 )
+from oodml.stats.class_stats import ClassStats
+from oodml.stats.gaussian import frechet_distance_samples
+from oodml.stats.modes import distance_within
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO / "splits" / "omniglot_small1_efficientnet-lite0_class-means_greedy.json"
@@ -99,7 +100,7 @@ def test_interval_contains_estimate_and_narrows_as_classes_are_added() -> None:
     widths = []
     for n in (15, 60, 240):
         stats, a, b = class_features(n, n, 6, 3.0, 2, seed=n)
-        point = stats.distance(a, b)
+        point = distance_within(stats, a, b)
         split = Split(id=1, distance=point, is_start=True, train=tuple(a), test=tuple(b))
         lo, hi = bootstrap_ci(stats, split, "class-means", None, 200, seed=0)
         assert lo < point < hi
@@ -124,7 +125,7 @@ def synthetic_splitfile(stats: ClassStats, a: list[str], b: list[str], seed: int
     ladder = []
     for i, k in enumerate((0, 3, 6), start=1):
         tr, te = a[k:] + b[:k], b[k:] + a[:k]
-        ladder.append(Split(id=i, distance=stats.distance(tr, te), is_start=i == 1,
+        ladder.append(Split(id=i, distance=distance_within(stats, tr, te), is_start=i == 1,
                             train=tuple(tr), test=tuple(te)))
     return SplitFile(
         dataset_name="synthetic", dataset_fingerprint=None, class_counts=None,

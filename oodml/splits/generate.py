@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from oodml import __version__
-from oodml.classstats import ClassStats, distance_mode
 from oodml.errors import ConfigError
 from oodml.progress import NO_PROGRESS, Progress, tick_callback
 from oodml.splits.ladder import (
@@ -40,6 +39,8 @@ from oodml.splits.subsplits import (
     train_val_split,
 )
 from oodml.splits.uncertainty import DEFAULT_BOOTSTRAPS, ladder_cis, with_distance_cis
+from oodml.stats.class_stats import ClassStats
+from oodml.stats.modes import distance_mode
 
 START_CHOICES = ("auto", "default", "random")
 

@@ -25,7 +25,7 @@ Procedures (details in :mod:`oodml.splits.procedures`):
   train/test ratio), ``any`` (whichever helps most), ``none``.
   In class-means mode candidates are ranked by a batched eps-free low-rank estimate (above
   2000 classes: a first-order estimate around the current split,
-  :class:`oodml.classstats.MeansScreen`) and the best ``verify`` (3) are checked with the
+  :class:`oodml.stats.means_screen.MeansScreen`) and the best ``verify`` (3) are checked with the
   exact distance; in samples mode every candidate
   gets the exact incremental distance (``candidates`` defaults to 2 there). Every step is
   strictly better than the last, so the trajectory is strictly increasing along its index.
@@ -39,15 +39,17 @@ from typing import Any
 
 import numpy as np
 
-from oodml.classstats import ClassStats, DistanceMode, MeansScreen, distance_mode
 from oodml.errors import ConfigError
-from oodml.frechet import blas_threads_for
 from oodml.registry import Registry
 from oodml.splits import procedures as P
 from oodml.splits.procedures import GreedyParams, OodmlParams
 from oodml.splits.screen import GramScreen
 from oodml.splits.select import select_ladder
 from oodml.splits.trajectory import Step, Trajectory
+from oodml.stats.blas_threads import blas_threads_for
+from oodml.stats.class_stats import ClassStats
+from oodml.stats.means_screen import MeansScreen
+from oodml.stats.modes import DistanceMode, distance_mode
 
 __all__ = [
     "PROCEDURES",

@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from oodml.classstats import SplitDistance, SplitLists
 from oodml.errors import ConfigError
-from oodml.frechet import blas_single_threaded, one_blas_thread, stack_workers
 from oodml.splits.ranking import Ranker
 from oodml.splits.trajectory import Step
+from oodml.stats.blas_threads import blas_single_threaded, one_blas_thread, stack_workers
+from oodml.stats.class_stats import SplitDistance, SplitLists
 
 Progress = Callable[[], None]
 
@@ -603,7 +603,7 @@ def _walk_pipelined(
     values depend only on what it is given, so every decision and distance is the one the
     serial walk makes under the same one-thread BLAS limit (the caller's; the limit taken
     here only keeps nested limits of the two threads from restoring another count). With the
-    GIL-free LAPACK of :mod:`oodml.lapack` the exact distance's factorisations run while this
+    GIL-free LAPACK of :mod:`oodml.stats.lapack` the exact distance's factorisations run while this
     thread ranks.
     """
     with one_blas_thread(), ThreadPoolExecutor(1, thread_name_prefix="oodml-exact") as pool:

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from scipy import stats as sps
 
-from oodml.classstats import MODES, ClassStats
 from oodml.errors import ConfigError, DataError
 from oodml.fileio import atomic_write_text
 from oodml.splits.splitfile import SplitFile
+from oodml.stats.class_stats import ClassStats
+from oodml.stats.modes import MODES, distance_within
 
 CSV_COLUMNS = (
     "split_id", "n_train", "n_test", "distance", "rescored_distance", "extractor", "mode",
@@ -95,7 +96,7 @@ def rescore(
     computed with ``extractor``) in ``mode`` (default: the file's mode).
 
     ``eps`` defaults to the file's ``params["eps"]`` when the mode is the file's, else to the
-    mode's default (:meth:`ClassStats.distance`).
+    mode's default (:func:`oodml.stats.modes.distance_within`).
     """
     m = splitfile.distance_mode if mode is None else mode
     if m not in MODES:
@@ -115,7 +116,7 @@ def rescore(
             md = stats.means_distance() if eps is None else stats.means_distance(eps)
             rescored.append(md.distance(stats.indices(s.train), stats.indices(s.test)))
         else:
-            rescored.append(stats.distance(s.train, s.test, mode=m, eps=eps))
+            rescored.append(distance_within(stats, s.train, s.test, mode=m, eps=eps))
     return Rescore(
         split_ids=tuple(s.id for s in splitfile.ladder),
         n_train=tuple(len(s.train) for s in splitfile.ladder),

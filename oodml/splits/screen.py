@@ -14,7 +14,7 @@ candidate. For ||g'||_* the screen keeps, per base split (the ``around`` split t
 from), the *side form* M = E^T K_s H K_s^T E / sigma^2 of the side s with fewer classes
 (K_s: that side's rows of K against the other side's columns; E: an orthonormal basis of the
 vectors with zero sum, which drops the centring's null direction, so M is positive definite
-for distinct class means) and its eigendecomposition (:class:`oodml.nuclear_update.RootSum`).
+for distinct class means) and its eigendecomposition (:class:`oodml.stats.root_sum.RootSum`).
 Every move greedy screens is a low-rank change of it:
 
 * a swap replaces row p and column q of K_s: g' = g + P Q^T (rank 2), so
@@ -44,9 +44,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from oodml.classstats import SplitLists
-from oodml.frechet import stacked
-from oodml.nuclear_update import RootSum
+from oodml.stats.blas_threads import stacked
+from oodml.stats.class_stats import SplitLists
+from oodml.stats.root_sum import RootSum
 
 
 def perp(x: np.ndarray) -> np.ndarray:

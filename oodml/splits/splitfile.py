@@ -582,7 +582,8 @@ def _verify_split(s: Split, counts: Mapping[str, int], label_of: Mapping[str, st
 
 
 def _verify_distances(sf: SplitFile, manifest: Any, features: Any, rtol: float) -> list[str]:
-    from oodml.classstats import ClassStats
+    from oodml.stats.class_stats import ClassStats
+    from oodml.stats.modes import distance_within
 
     if features.fingerprint != manifest.fingerprint:
         return ["features were computed for another dataset version; recompute them"]
@@ -603,8 +604,8 @@ def _verify_distances(sf: SplitFile, manifest: Any, features: Any, rtol: float) 
         if not s.train or not s.test:
             continue
         d = float(
-            stats.distance(
-                list(s.train), list(s.test), mode=sf.distance_mode, eps=sf.params.get("eps")
+            distance_within(
+                stats, list(s.train), list(s.test), mode=sf.distance_mode, eps=sf.params.get("eps")
             )
         )
         if not math.isclose(d, s.distance, rel_tol=rtol, abs_tol=1e-9):

@@ -45,9 +45,12 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import scipy.linalg as sla
 
-from oodml.classstats import CLASS_MEANS_EPS, MODES, ClassRef, ClassStats
 from oodml.errors import ConfigError
-from oodml.frechet import blas_threads_for, frechet_distance, trace_sqrt_product
+from oodml.stats.blas_threads import blas_threads_for
+from oodml.stats.class_stats import ClassRef, ClassStats
+from oodml.stats.gaussian import frechet_distance, trace_sqrt_product
+from oodml.stats.means_distance import CLASS_MEANS_EPS
+from oodml.stats.modes import MODES
 
 DEFAULT_BOOTSTRAPS = 200
 DEFAULT_LEVEL = 0.95
@@ -185,7 +188,7 @@ def bootstrap_distances(
 
     Each replicate resamples the train classes and the test classes with replacement (whole
     classes; see the module docstring for the exact fast computation). ``eps`` defaults as in
-    :meth:`ClassStats.distance` (1e-8 for class-means, 0 for samples).
+    :func:`oodml.stats.modes.distance_within` (1e-8 for class-means, 0 for samples).
     """
     if mode not in MODES:
         raise ConfigError(f"unknown distance mode {mode!r}; choose one of: {', '.join(MODES)}")

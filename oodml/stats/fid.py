@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from oodml.classstats import MODES, ClassStats, distance_between, distance_mode
 from oodml.config import check_choice
 from oodml.data import load_dataset
 from oodml.data.base import is_image, list_dir, require_dir, verify_images
@@ -25,6 +24,8 @@ from oodml.errors import ConfigError
 from oodml.features.options import FeatureOptions
 from oodml.fileio import read_text
 from oodml.progress import NO_PROGRESS, Progress
+from oodml.stats.class_stats import ClassStats
+from oodml.stats.modes import MODES, distance_between, distance_mode, distance_within
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ def fid_classes(
         )
     fs = features.get(manifest, progress)
     stats = ClassStats.from_features(fs.features, fs.labels)
-    value = stats.distance(list(side_a), list(side_b), mode=mode, eps=eps)
+    value = distance_within(stats, list(side_a), list(side_b), mode=mode, eps=eps)
     unit = "images" if mode == "samples" else "classes"
     counts = manifest.class_counts
     n_a = sum(counts[c] for c in side_a) if mode == "samples" else len(side_a)

@@ -11,59 +11,17 @@ which never squares the spectrum) or the sum of square roots of the eigenvalues 
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
-from functools import lru_cache
-
 import numpy as np
 import scipy.linalg as sla
 from scipy.linalg.blas import dtrmm
 
-from oodml import lapack
+from oodml.errors import ConfigError
+from oodml.stats import lapack
+from oodml.stats.blas_threads import blas_threads_for
 
 _EIG_DRIVER = "evr"
 _SVD_MAX_DIM = 512
-_ONE_THREAD_MAX_DIM = 512
 _PROJECT_BELOW = 0.75
-
-
-@lru_cache(maxsize=1)
-def _blas_controller():
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        return None
-    return ThreadpoolController()
-
-
-def blas_threads_for(dim: int) -> AbstractContextManager:
-    """One BLAS thread for problems of dimension <= 512, where thread start-up dominates and
-    a busy machine makes multi-threaded small factorisations ~100x slower; no-op otherwise
-    (or when threadpoolctl is not installed)."""
-    return one_blas_thread() if dim <= _ONE_THREAD_MAX_DIM else nullcontext()
-
-
-def one_blas_thread() -> AbstractContextManager:
-    """BLAS held to one thread inside (a no-op without threadpoolctl). Not thread-safe on its
-    own: threads that nest it must run inside an outer one, so every exit restores 1."""
-    controller = _blas_controller()
-    if controller is None:
-        return nullcontext()
-    return controller.limit(limits=1, user_api="blas")
-
-
-def blas_single_threaded() -> bool:
-    """Whether every BLAS library of this process is held to one thread right now (False
-    when threadpoolctl cannot tell). OpenBLAS rounds differently with another thread count,
-    so work split across Python threads under such a limit gives the bits a single thread
-    under it gives."""
-    controller = _blas_controller()
-    if controller is None:
-        return False
-    libraries = controller.select(user_api="blas").lib_controllers
-    return bool(libraries) and all(lib.num_threads == 1 for lib in libraries)
 
 
 def fit_gaussian(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,50 +42,23 @@ def _symmetrize(a: np.ndarray) -> np.ndarray:
     return a
 
 
-STACK_CHUNK = 4
+def moments_cov(n: int, s: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Unbiased covariance (G - s s^T / n) / (n - 1), symmetrised, of n rows with sum ``s`` and
+    second moment ``g`` = sum x x^T."""
+    cov = g - np.outer(s, s / n)
+    cov /= n - 1
+    cov += cov.T
+    cov *= 0.5
+    return cov
 
 
-def _stack_pool() -> tuple[ThreadPoolExecutor | None, int]:
-    """(pool, workers) of this process (a forked child makes its own)."""
-    return _stack_pool_of(os.getpid())
-
-
-@lru_cache(maxsize=1)
-def _stack_pool_of(pid: int) -> tuple[ThreadPoolExecutor | None, int]:
-    """One thread per usable core, at most 8; no pool on one core."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    workers = min(cores or 1, 8)
-    if workers < 2:
-        return None, 1
-    return ThreadPoolExecutor(workers, thread_name_prefix="oodml-stack"), workers
-
-
-def stack_workers() -> int:
-    """Threads :func:`stacked` splits a stack across in this process (1: no pool)."""
-    return _stack_pool()[1]
-
-
-def stacked(fn: Callable[..., np.ndarray], *arrays: np.ndarray) -> np.ndarray:
-    """``fn(*arrays)`` for a function that works row by row along axis 0 (the same length
-    for every array), split into chunks of at least ``STACK_CHUNK`` rows, one thread per
-    core.
-
-    For stacks of small dense problems (the greedy screen's n x n eigenproblems): NumPy and
-    LAPACK release the GIL, so otherwise all but one core would idle. While the threads run,
-    BLAS is held to one thread of its own (BLAS threads on top of one thread per core ran the
-    CUB-sized screen slower on 2 cores than on 1). Every row goes through the same calls
-    either way, so the result is identical to ``fn(*arrays)``.
-    """
-    pool, workers = _stack_pool()
-    n = len(arrays[0])
-    if pool is None or n < 2 * STACK_CHUNK:
-        return fn(*arrays)
-    parts = min(workers, n // STACK_CHUNK)
-    cuts = np.linspace(0, n, parts + 1).astype(int)
-    chunks = [[x[i:j] for x in arrays] for i, j in zip(cuts[:-1], cuts[1:], strict=True)]
-    with one_blas_thread():
-        return np.concatenate(list(pool.map(lambda c: fn(*c), chunks)))
-
+def require_two(na: int, nb: int, what: str) -> None:
+    """A Fréchet distance between fitted Gaussians needs at least two ``what`` a side."""
+    if na < 2 or nb < 2:
+        raise ConfigError(
+            f"a Fréchet distance needs at least 2 {what} per side, got {na} and {nb}; "
+            "give each side more classes"
+        )
 
 def _sum_sqrt_eigvalsh(m: np.ndarray) -> float:
     """Sum of sqrt of the eigenvalues of a symmetric PSD matrix; ``m`` is overwritten.
