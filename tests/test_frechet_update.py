@@ -1,4 +1,4 @@
-"""Issue 13: exact tr sqrt(S_a' S_b') after low-rank changes (oodml.frechet_update), the
+"""Issue 13: exact tr sqrt(S_a' S_b') after low-rank changes (oodml.stats.transport_anchor), the
 anchored class-means evaluator built on it, and the exact ranking heads (oodml.splits.ranking)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""oodml.lapack: scipy's LAPACK without the GIL, bit-identical to scipy.linalg."""
+"""oodml.stats.lapack: scipy's LAPACK without the GIL, bit-identical to scipy.linalg."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The greedy walk's low-rank candidate screen (oodml.nuclear_update, oodml.splits.screen)."""
+"""The greedy walk's low-rank candidate screen (oodml.stats.root_sum, oodml.splits.screen)."""
 
 from __future__ import annotations
 
