@@ -13,7 +13,15 @@ from oodml.errors import ConfigError
 from oodml.fileio import check_writable_dir
 from oodml.train.loop import TrainConfig
 from oodml.train.spec import FewshotConfig, RunSpec, method_name
-from oodml_cli.options import argument, build, field_params, option, parse_list, with_params
+from oodml_cli.options import (
+    argument,
+    build,
+    field_params,
+    option,
+    out_path,
+    parse_list,
+    with_params,
+)
 from oodml_cli.ui import Bars, say
 
 RUN_FIELDS = [
@@ -26,7 +34,7 @@ RUN_PARAMS = [
     option("root", Path, ..., "--root", help="Dataset root (folder or zip) the split file "
            "refers to."),
     option("out", Path, ..., "-o", "--out", help="Results folder (results.parquet, "
-           "results.csv, runs/)."),
+           "results.csv, runs/).", parser=out_path("results folder")),
     option("seeds", str, "0", "--seeds", help="Comma-separated seeds, e.g. 0,1,2."),
     option("splits", str | None, None, "--splits", help="Comma-separated split ids (default: "
            "all)."),

@@ -170,8 +170,16 @@ def option(name: str, annotation: Any, default: Any, *decls: str, **kw: Any) -> 
                              annotation=annotation)
 
 
-def out_file(help: str) -> inspect.Parameter:
-    return option("out", Path, ..., "-o", "--out", help=help)
+def out_path(what: str) -> Callable[[str], Path]:
+    """The parser of an output option: the path as typed, an empty one refused (``Path("")``
+    would silently be the current folder)."""
+    from oodml.fileio import output_arg
+
+    return lambda raw: output_arg(raw, what)
+
+
+def out_file(help: str, what: str = "output") -> inspect.Parameter:
+    return option("out", Path, ..., "-o", "--out", help=help, parser=out_path(what))
 
 
 def rewrite_aliases(argv: list[str]) -> tuple[list[str], list[str]]:

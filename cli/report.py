@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from oodml_cli.options import out_path
 from oodml_cli.ui import Bars, say
 
 STAGES = 7
@@ -15,7 +16,9 @@ def report(
     results: list[Path] = typer.Argument(
         ..., help="Results tables (.parquet/.csv, or folders holding results.parquet) from "
         "`oodml evaluate` / `oodml fewshot`, all made with the same split file."),
-    out: Path = typer.Option(..., "-o", "--out", help="Report folder to write, e.g. reports/NAME."),
+    out: Path = typer.Option(..., "-o", "--out", help="Report folder to write, e.g. reports/NAME "
+                             "(new, empty, or an earlier report's).",
+                             parser=out_path("report folder")),
     splits: Path | None = typer.Option(
         None, "--splits", help="Split file the results were made with: adds the ladder plot, "
         "the starting split for Kendall tau and (with --root) the embedding view."),
@@ -37,15 +40,19 @@ def report(
     rescored: Path | None = typer.Option(
         None, "--rescored", help="A table from `oodml splits rescore --out`: adds the agreement "
         "across extractors."),
+    force: bool = typer.Option(
+        False, "--force", help="Write into a non-empty folder that holds no earlier report "
+        "(files of the report's names are replaced; files no report wrote are never removed)."),
 ) -> None:
     """Write progression/ladder/embedding plots, summary and rank tables, and index.html."""
     from oodml.fileio import check_writable_dir
-    from oodml.report.build import build_report
+    from oodml.report.build import build_report, earlier_report_files
     from oodml.results import load_results
     from oodml.splits.rescore import read_rescore_csv
     from oodml.splits.splitfile import load_splitfile
 
     check_writable_dir(out, "report folder")
+    earlier_report_files(out, force=force)
     sf = load_splitfile(splits) if splits is not None else None
     table = load_results(results, splitfile_sha256=sf.sha256 if sf is not None else None)
     agreement = read_rescore_csv(rescored) if rescored is not None else None
@@ -61,7 +68,7 @@ def report(
         outputs = build_report(table, out, splitfile=sf, metrics=wanted,
                                rank_metric=rank_metric, class_means=means,
                                embedding_skipped=skipped, title=title, step=step,
-                               rescored=agreement)
+                               rescored=agreement, force=force)
     for note in outputs.notes:
         say(f"note: {note}", err=True)
     say(f"wrote {len(outputs.files)} files; open {out / 'index.html'}", err=True)

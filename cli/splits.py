@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from oodml.features.options import FeatureOptions
-from oodml.fileio import check_writable
+from oodml.fileio import STDOUT, check_writable
 from oodml_cli.features import FEATURE_PARAMS, load
-from oodml_cli.options import SKIP_BAD, argument, build, option, out_file, with_params
+from oodml_cli.options import SKIP_BAD, argument, build, option, out_file, out_path, with_params
 from oodml_cli.ui import Bars, say
 
 app = typer.Typer(
@@ -65,7 +65,7 @@ def show_table(sf: Any) -> None:
 @with_params(
     [argument("dataset", str, "Dataset name (e.g. omniglot, cub200, cars196, sop).")],
     [option("root", Path, ..., "--root", help="Dataset root folder or zip archive."),
-     out_file("Split file to write (JSON)."),
+     out_file("Split file to write (JSON).", "split file"),
      option("extractor", str, "efficientnet-lite0", "--extractor", help="Feature extractor."),
      option("mode", str, "class-means", "--mode", help="Distance: class-means or samples."),
      option("procedure", str, "greedy", "--procedure", help="Ladder walk: greedy or oodml."),
@@ -174,7 +174,10 @@ def verify(**o) -> None:
             help="Dataset name (default: the one in the split file)."),
      option("mode", str | None, None, "--mode",
             help="Distance mode to rescore with (default: the split file's)."),
-     option("csv", Path | None, None, "-o", "--out", help="Write the rescored table (CSV)."),
+     option("csv", Path | None, None, "-o", "--out", help="Write the rescored table (CSV; - "
+            "for standard output, the table then goes to standard error).",
+            parser=out_path("rescored table")),
+     option("force", bool, False, "--force", help="Replace the CSV if it exists."),
      SKIP],
     FEATURE_PARAMS,
 )
@@ -182,13 +185,14 @@ def rescore(**o) -> None:
     """Recompute every split's distance with another extractor or mode; print both columns,
     Kendall tau and Spearman rho between the orderings, and which adjacent levels swap."""
     from oodml.splits.rescore import rescore as do_rescore
-    from oodml.splits.rescore import rescore_rows, write_rescore_csv
+    from oodml.splits.rescore import rescore_csv, rescore_rows, write_rescore_csv
     from oodml.splits.splitfile import load_splitfile
     from oodml.stats.class_stats import ClassStats
 
     feats = build(FeatureOptions, o)
     if o["csv"] is not None:
-        check_writable(o["csv"], "rescored table")
+        check_writable(o["csv"], "rescored table", replace=o["force"], stdout=True)
+    to_stdout = o["csv"] is not None and str(o["csv"]) == STDOUT
     sf = load_splitfile(o["path"])
     manifest = load(o["dataset"] or sf.dataset_name, o["root"], o["skip_bad"])
     sf.check_against(manifest)
@@ -204,16 +208,19 @@ def rescore(**o) -> None:
     for r in rows:
         table.add_row(str(r["split_id"]), str(r["n_train"]), str(r["n_test"]),
                       f"{r['distance']:.4f}", f"{r['rescored_distance']:.4f}")
-    Console(markup=False).print(table)
-    say(result.summary())
-    if o["csv"] is not None:
+    Console(markup=False, stderr=to_stdout).print(table)
+    say(result.summary(), err=to_stdout)
+    if to_stdout:
+        typer.echo(rescore_csv(result), nl=False)
+    elif o["csv"] is not None:
         say(f"wrote {write_rescore_csv(result, o['csv'])}")
 
 
 @app.command("import-oodml")
 def import_oodml(
     pickle_path: Path = typer.Argument(..., help="ooDML study split pickle (.pkl)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Split file to write (JSON)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Split file to write (JSON).",
+                             parser=out_path("split file")),
     dataset: str | None = typer.Option(
         None, "--dataset", help="Dataset name, to fill the fingerprint (needs --root)."
     ),
@@ -238,7 +245,8 @@ def import_oodml(
 @app.command("export-oodml")
 def export_oodml(
     path: Path = typer.Argument(..., help="Split file (JSON)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Pickle to write (.pkl)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Pickle to write (.pkl).",
+                             parser=out_path("pickle")),
     basenames: bool = typer.Option(
         False, "--basenames", help="Bare image file names instead of paths in the episodes."
     ),
@@ -256,12 +264,16 @@ def export_oodml(
 @app.command("plot")
 def plot(
     path: Path = typer.Argument(..., help="Split file (JSON)."),
-    out: Path = typer.Option(..., "-o", "--out", help="PNG to write."),
+    out: Path = typer.Option(..., "-o", "--out", help="PNG to write.", parser=out_path("plot")),
     pdf: bool = typer.Option(False, "--pdf", help="Also write a PDF beside the PNG."),
+    force: bool = typer.Option(False, "--force", help="Replace the PNG (and PDF) if they exist."),
 ) -> None:
     """Plot distance per ladder split and the train/test/removed class counts."""
     from oodml.report.ladder import plot_ladder, save_figure
     from oodml.splits.splitfile import load_splitfile
 
+    check_writable(out, "plot", replace=force)
+    if pdf:
+        check_writable(out.with_suffix(".pdf"), "plot", replace=force)
     for written in save_figure(plot_ladder(load_splitfile(path)), out, pdf=pdf):
         say(f"wrote {written}")

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from oodml.errors import ConfigError
-from oodml.fileio import check_writable_dir
+from oodml.fileio import check_output_target, check_writable_dir
 
 Progress = Callable[[int, "int | None"], None]
 
@@ -148,6 +148,7 @@ def download(
                 "discarded (a corrupt download or a changed upstream file)"
             )
         os.chmod(tmp_path, 0o644)
+        check_output_target(dest, "downloaded weights")
         os.replace(tmp_path, dest)
     finally:
         if tmp_path.exists():

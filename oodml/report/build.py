@@ -2,10 +2,15 @@
 
 The core (tables, figures) is pure; this module reads inputs, calls it, and writes files
 atomically. Outputs are byte-reproducible for the same inputs.
+
+A report folder holds a manifest (:data:`MANIFEST`) naming the files reports wrote there. A
+rebuild replaces or removes only those; a non-empty folder without a manifest is refused
+unless ``force``, and even then no file that no report wrote is ever removed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -17,8 +22,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from oodml import __version__
-from oodml.errors import ResultsError
-from oodml.fileio import atomic_write_text, check_writable_dir
+from oodml.errors import OutputError, ResultsError
+from oodml.fileio import (
+    atomic_write_text,
+    check_output_target,
+    check_writable_dir,
+    read_text,
+    special_kind,
+)
 from oodml.report.embedding import embedding_figure
 from oodml.report.html import Section, pivot_html, render_page
 from oodml.report.ladder import plot_ladder, save_figure
@@ -40,9 +51,10 @@ from oodml.report.tables import (
 from oodml.results import load_results, select_metrics, validate
 
 ClassMeans = tuple[Sequence[str], np.ndarray]
-# Files a report writes only with --splits / --root: removed when a rebuild leaves them out, so
-# a folder never shows a view from an earlier build beside the new one.
-OPTIONAL_OUTPUTS = ("ladder.png", "ladder.pdf", "embedding.png", "embedding.pdf")
+MANIFEST = ".oodml-report.json"
+"""The report folder's list of the files reports wrote there (the only ones a rebuild may
+replace or remove)."""
+MANIFEST_SCHEMA = "oodml-report-manifest/1"
 SPREAD_NOTE = ("Spread is over seeds: std is the sample standard deviation (ddof=1) of each "
                "per-seed statistic; bands in the progression plot are mean ± that std.")
 SIZE_NOTE = ("Size-controlled metrics (name/nN): computed on N test classes drawn at random "
@@ -97,7 +109,7 @@ def build_report(results: Sequence[str | os.PathLike] | pd.DataFrame, out_dir: s
                  rank_metric: str = "recall@1", class_means: ClassMeans | None = None,
                  embedding_skipped: str | None = None, title: str | None = None,
                  step: Callable[[str], None] | None = None,
-                 rescored=None) -> ReportOutputs:
+                 rescored=None, force: bool = False) -> ReportOutputs:
     """Write the full report for ``results`` (paths or a results DataFrame) into ``out_dir``.
 
     ``splitfile`` (a loaded SplitFile) adds the ladder plot, the starting split and the
@@ -105,7 +117,10 @@ def build_report(results: Sequence[str | os.PathLike] | pd.DataFrame, out_dir: s
     skipped and why. ``rescored`` (a :class:`oodml.splits.rescore.Rescore`, e.g. read with
     ``read_rescore_csv``) adds the agreement of the ladder's distances with another extractor
     or mode; it must be of ``splitfile`` (same split ids and distances) when both are given.
-    ``step`` is called with a short description before each stage.
+    ``step`` is called with a short description before each stage. An existing ``out_dir``
+    must be empty or an earlier report's (it has :data:`MANIFEST`); ``force`` writes into any
+    folder, replacing files of the report's names, but still removes only files a manifest
+    lists.
     """
     def tick(what: str) -> None:
         if step is not None:
@@ -123,27 +138,80 @@ def build_report(results: Sequence[str | os.PathLike] | pd.DataFrame, out_dir: s
     if final.exists() and not final.is_dir():
         raise ResultsError(f"report folder {final} is a file; pass a folder for the report")
     check_writable_dir(final, "report folder")
+    previous = earlier_report_files(final, force=force)
     final.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{final.name}.", dir=final.parent) as staging:
         report = _build(results, Path(staging), final, splitfile=splitfile, metrics=metrics,
                         rank_metric=rank_metric, class_means=class_means,
                         embedding_skipped=embedding_skipped, title=title, tick=tick,
                         rescored=rescored)
-        return _swap_in(report, Path(staging), final)
+        return _swap_in(report, Path(staging), final, previous, force=force)
 
 
-def _swap_in(report: ReportOutputs, staging: Path, final: Path) -> ReportOutputs:
-    """Move every staged file over its final name (index.html last), then drop optional views
-    this build did not make, so the folder never mixes two builds' pages and plots."""
+def earlier_report_files(folder: Path, *, force: bool = False) -> set[str]:
+    """Names of the files earlier reports wrote in ``folder`` (its manifest), the only files a
+    rebuild may replace or remove. A non-empty folder without a manifest is an OutputError
+    unless ``force`` (then nothing in it counts as a report's)."""
+    if not folder.is_dir():
+        return set()
+    manifest = folder / MANIFEST
+    if not os.path.lexists(manifest):
+        foreign = sorted(os.listdir(folder))
+        if foreign and not force:
+            raise OutputError(
+                f"report folder {folder} holds files no oodml report wrote (e.g. "
+                f"{foreign[0][:80]!r}); choose a new or empty folder, or pass --force to write "
+                "the report beside them (files no report wrote are never removed)")
+        return set()
+    text = read_text(manifest, "report manifest", 2**20, error=OutputError)
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
+        doc = None
+    names = doc.get("files") if isinstance(doc, dict) else None
+    if (not isinstance(doc, dict) or doc.get("schema") != MANIFEST_SCHEMA
+            or not isinstance(names, list) or not all(map(_plain_name, names))):
+        raise OutputError(f"report manifest {manifest} is not one oodml wrote; delete it and "
+                          "the report files you no longer want, or choose another folder")
+    return set(names)
+
+
+def _plain_name(name: object) -> bool:
+    """A file name directly in the folder (no path, not the manifest itself)."""
+    return (isinstance(name, str) and name not in ("", ".", "..", MANIFEST)
+            and "/" not in name and "\\" not in name and "\0" not in name)
+
+
+def _write_manifest(final: Path, names: set[str]) -> None:
+    doc = {"schema": MANIFEST_SCHEMA, "files": sorted(names)}
+    atomic_write_text(final / MANIFEST, json.dumps(doc, indent=1) + "\n",
+                      what="report manifest")
+
+
+def _swap_in(report: ReportOutputs, staging: Path, final: Path, previous: set[str], *,
+             force: bool) -> ReportOutputs:
+    """Move every staged file over its final name (index.html last), then remove the files
+    an earlier report wrote that this build did not make, so the folder never mixes two
+    builds' pages and plots. The manifest lists the union while files move, so a build killed
+    halfway leaves every report file listed."""
+    staged = sorted(report.files, key=lambda p: p.name == "index.html")
+    names = {str(p.relative_to(staging)) for p in staged}
+    for name in sorted(names):
+        target = check_output_target(final / name, "report file")
+        if not force and name not in previous and target.exists():
+            raise OutputError(f"report folder {final} holds {name!r}, which no oodml report "
+                              "wrote; move it away, or pass --force to replace it")
+    _write_manifest(final, previous | names)
     moved = []
-    for path in sorted(report.files, key=lambda p: p.name == "index.html"):
-        target = final / path.relative_to(staging)
+    for path in staged:
+        target = check_output_target(final / path.relative_to(staging), "report file")
         os.replace(path, target)
         moved.append(target)
-    for name in OPTIONAL_OUTPUTS:
+    for name in sorted(previous - names):
         stale = final / name
-        if stale not in moved and stale.is_file():
+        if special_kind(stale) is None and stale.exists():
             stale.unlink()
+    _write_manifest(final, names)
     return ReportOutputs(out_dir=final, files=moved, notes=report.notes)
 
 

@@ -77,13 +77,14 @@ def plot_ladder(sf: SplitFile, title: str | None = None) -> Figure:
 def save_figure(fig: Figure, path: str | os.PathLike, *, pdf: bool = False) -> list[Path]:
     """Write ``path`` as PNG (150 dpi) and, with ``pdf``, the same name with .pdf."""
     png = Path(path)
-    out = [atomic_write(png, lambda p: fig.savefig(p, format="png", dpi=DPI))]
+    out = [atomic_write(png, lambda p: fig.savefig(p, format="png", dpi=DPI), what="plot")]
     if pdf:
         target = png.with_suffix(".pdf")
         out.append(
             atomic_write(
                 target,
                 lambda p: fig.savefig(p, format="pdf", metadata={"CreationDate": None}),
+                what="plot",
             )
         )
     return out

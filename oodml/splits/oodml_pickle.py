@@ -30,7 +30,7 @@ import numpy as np
 
 from oodml.data.manifest import path_problem
 from oodml.errors import SplitFileError
-from oodml.fileio import atomic_write_bytes
+from oodml.fileio import atomic_write_bytes, read_bytes
 from oodml.splits.splitfile import Split, SplitFile
 
 PROCEDURE = "oodml-published"
@@ -46,6 +46,9 @@ def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
         raise RefusedGlobal("_codecs.encode is only allowed for latin-1 text")
     return text.encode("latin1")
 
+
+MAX_PICKLE_BYTES = 2**30
+"""Largest study pickle read (the study's own are a few MB)."""
 
 MAX_ITEMSIZE = 2**20
 """Largest numpy element (bytes) a pickle may declare: no class or image name comes near it."""
@@ -416,10 +419,7 @@ def import_oodml(
 ) -> SplitFile:
     """Read a study pickle safely and convert it; see the module docstring for metadata."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise SplitFileError(f"cannot read ooDML pickle {p}: {exc.strerror}") from None
+    data = read_bytes(p, "ooDML pickle", MAX_PICKLE_BYTES, error=SplitFileError)
     obj = safe_loads(data, str(p))
     name = dataset_name or (manifest.name if manifest is not None else "unknown")
     return from_oodml(
@@ -459,4 +459,4 @@ def to_oodml(sf: SplitFile, *, basenames: bool = False) -> dict[int, dict[str, A
 def export_oodml(sf: SplitFile, path: str | os.PathLike, *, basenames: bool = False) -> Path:
     """Write the study's pickle layout (plain Python types only, protocol 4) atomically."""
     data = pickle.dumps(to_oodml(sf, basenames=basenames), protocol=4)
-    return atomic_write_bytes(path, data)
+    return atomic_write_bytes(path, data, what="pickle")

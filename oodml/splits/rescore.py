@@ -19,7 +19,7 @@ from pathlib import Path
 from scipy import stats as sps
 
 from oodml.errors import ConfigError, DataError
-from oodml.fileio import atomic_write_text
+from oodml.fileio import atomic_write_text, read_text
 from oodml.splits.splitfile import SplitFile
 from oodml.stats.class_stats import ClassStats
 from oodml.stats.modes import MODES, distance_within
@@ -146,16 +146,13 @@ def rescore_csv(result: Rescore) -> str:
 
 def write_rescore_csv(result: Rescore, path: str | os.PathLike) -> Path:
     """Write the rescored table atomically (nothing half-written on failure)."""
-    return atomic_write_text(path, rescore_csv(result))
+    return atomic_write_text(path, rescore_csv(result), what="rescored table")
 
 
 def read_rescore_csv(path: str | os.PathLike) -> Rescore:
     """Read a table written by :func:`write_rescore_csv` (for the report)."""
     p = Path(path)
-    try:
-        rows = list(csv.DictReader(p.read_text(encoding="utf-8").splitlines()))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read rescored table {p}: {exc}") from None
+    rows = list(csv.DictReader(read_text(p, "rescored table", error=DataError).splitlines()))
     if not rows or set(CSV_COLUMNS) - set(rows[0]):
         raise DataError(
             f"{p} is not a rescored table (needs columns {', '.join(CSV_COLUMNS)}); "

@@ -25,11 +25,14 @@ from typing import Any
 from oodml import __version__
 from oodml.data.manifest import path_problem
 from oodml.errors import ChecksumMismatch, SplitFileError
-from oodml.fileio import atomic_write_bytes
+from oodml.fileio import atomic_write_bytes, read_bytes
 from oodml.splits.trajectory import is_strictly_increasing
 
 SCHEMA = "oodml-splits/1"
 FLOAT_DIGITS = 12
+MAX_SPLITFILE_BYTES = 2**30
+"""Largest split file read (a published Omniglot ladder is 4.5 MB; SOP's with episodes, a few
+hundred MB at most)."""
 
 Episodes = dict[int, list[dict[str, list[str]]]]
 
@@ -209,7 +212,7 @@ def save_splitfile(sf: SplitFile, path: str | os.PathLike) -> Path:
     """Validate, then write atomically; the same SplitFile always gives the same bytes."""
     data = dumps(sf)
     loads(data, str(path))
-    return atomic_write_bytes(path, data)
+    return atomic_write_bytes(path, data, what="split file")
 
 
 def load_splitfile(path: str | os.PathLike, *, check_sha: bool = True) -> SplitFile:
@@ -218,12 +221,7 @@ def load_splitfile(path: str | os.PathLike, *, check_sha: bool = True) -> SplitF
     ``check_sha=False`` accepts a file whose checksum does not match (for ``verify``, which
     reports the mismatch and goes on to check the content)."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise SplitFileError(f"split file {p} does not exist; check the path") from None
-    except OSError as exc:
-        raise SplitFileError(f"cannot read split file {p}: {exc.strerror}") from None
+    data = read_bytes(p, "split file", MAX_SPLITFILE_BYTES, error=SplitFileError)
     sf = loads(data, str(p), check_sha=check_sha)
     if not sf.ladder:
         raise SplitFileError(
@@ -264,12 +262,7 @@ def load_for_verify(path: str | os.PathLike) -> tuple[SplitFile, list[str]]:
     of the wrong type) raises a SplitFileError. Bad image paths are dropped from the episodes
     (and reported); duplicated classes are kept once (and reported)."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise SplitFileError(f"split file {p} does not exist; check the path") from None
-    except OSError as exc:
-        raise SplitFileError(f"cannot read split file {p}: {exc.strerror}") from None
+    data = read_bytes(p, "split file", MAX_SPLITFILE_BYTES, error=SplitFileError)
     problems: list[str] = []
     sf = from_document(parse_json(data, str(p)), str(p), problems=problems)
     return sf, problems

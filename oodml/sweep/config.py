@@ -41,6 +41,7 @@ from typing import Any
 
 from oodml.config import coerce_value, from_mapping
 from oodml.errors import ConfigError
+from oodml.fileio import read_text
 from oodml.train.loop import TrainConfig
 from oodml.train.spec import FewshotConfig, RunSpec, method_name
 
@@ -60,6 +61,7 @@ TOP_KEYS = ("splitfile", "root", "results", "seeds", "splits", "methods", "train
             *COMMON_KEYS)
 METHOD_KEYS = ("name", *METHOD_FIELDS, "train", *COMMON_KEYS)
 PATH_KEYS = ("cache_dir",)
+MAX_CONFIG_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -103,16 +105,11 @@ def _table(value: Any, where: str) -> dict[str, Any]:
 
 
 def _read(path: Path) -> dict[str, Any]:
+    """The TOML document; the file is read through :func:`oodml.fileio.read_text` (a regular
+    file of at most :data:`MAX_CONFIG_BYTES`: a FIFO or /dev/zero is refused, never read)."""
+    text = read_text(path, "sweep config", MAX_CONFIG_BYTES)
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"sweep config {path} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"sweep config {path} is a folder; give the .toml file") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"sweep config {path} is not UTF-8 text; save it as UTF-8") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read sweep config {path}: {exc.strerror or exc}") from None
+        return tomllib.loads(text)
     except (tomllib.TOMLDecodeError, RecursionError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"sweep config {path} is not valid TOML: {msg}") from None

@@ -24,7 +24,7 @@ from torch import nn
 from oodml.config import check_choice, check_float, check_int
 from oodml.errors import ConfigError, OutputError, TrainingError, first_line
 from oodml.features.extractors import read_torch_file
-from oodml.fileio import atomic_write
+from oodml.fileio import atomic_write_stream
 from oodml.progress import NO_PROGRESS, Progress
 from oodml.train.samplers import BatchSampler
 
@@ -181,14 +181,19 @@ def state_tag(parts: dict[str, Any]) -> str:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write atomically; a failed write (disk full: torch raises RuntimeError from its zip
-    writer) is a one-line OutputError and leaves the previous checkpoint in place."""
+    """Write to a temporary file, then rename it over ``path``. torch writes through a Python
+    file (:func:`oodml.fileio.atomic_write_stream`), so a full disk is a one-line OutputError
+    naming the checkpoint and saying the disk is full (not torch's "enforce fail at
+    inline_container.cc"); the previous checkpoint stays in place."""
     try:
-        atomic_write(path, lambda p: torch.save(state, p))
+        atomic_write_stream(path, lambda f: torch.save(state, f), what="checkpoint")
     except RuntimeError as exc:
+        text = first_line(exc)
+        why = ("the write failed (the disk may be full)" if "inline_container" in text
+               or "write failed" in text else text)
         raise OutputError(
-            f"cannot write checkpoint {path}: {first_line(exc)}; free disk space or choose "
-            "another output folder (the previous checkpoint is kept)"
+            f"cannot write checkpoint {path}: {why}; free disk space or choose another output "
+            "folder (the previous checkpoint is kept)"
         ) from None
 
 

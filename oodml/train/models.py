@@ -21,6 +21,7 @@ from torch import nn
 from oodml import hub
 from oodml.errors import ConfigError, first_line
 from oodml.features.extractors import load_state_dict
+from oodml.fileio import check_input_file
 from oodml.hub import Progress
 from oodml.registry import Registry
 
@@ -142,11 +143,8 @@ def load_state(
     if weights is None or weights == "random":
         return
     path = _hub_weights_file(arch, offline, progress) if weights == "imagenet" else Path(weights)
-    if not path.is_file():
-        raise ConfigError(
-            f"weights file {path} for backbone {arch!r} not found; put the file there, pass "
-            "--backbone-weights PATH, or use --backbone-weights random"
-        )
+    check_input_file(path, f"{arch} weights file", "put the file there, pass "
+                     "--backbone-weights PATH, or use --backbone-weights random")
     state = load_state_dict(path)
     if isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
