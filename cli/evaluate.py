@@ -10,7 +10,7 @@ from typing import Any
 import typer
 
 from oodml.errors import ConfigError
-from oodml.fileio import check_writable_dir
+from oodml.results import check_results_folder
 from oodml.train.loop import TrainConfig
 from oodml.train.spec import FewshotConfig, RunSpec, method_name
 from oodml_cli.options import (
@@ -52,7 +52,7 @@ def build_specs(o: dict[str, Any]) -> list[RunSpec]:
     if o["backbone"] and o["head_only"]:
         raise ConfigError("give either --backbone NAME or --head-only, not both")
     sf = load_splitfile(o["splitfile"])
-    check_writable_dir(o["out"], "results folder")
+    check_results_folder(o["out"])
     split_ids = parse_list(o["splits"], "splits", int) if o["splits"] else None
     for sid in split_ids or ():
         sf.split(sid)

@@ -33,6 +33,8 @@ from oodml.fileio import (
     atomic_create,
     atomic_write,
     atomic_write_text,
+    check_output_target,
+    check_writable_dir,
     locked,
     open_input,
     read_text,
@@ -260,6 +262,19 @@ def collect_rows(results_dir: str | Path) -> list[dict[str, Any]]:
                                f"not {key!r} as its path says; move it back or delete it")
         rows.extend(doc["rows"])
     return rows
+
+
+TABLE_FILES = ("results.parquet", "results.csv")
+
+
+def check_results_folder(results_dir: str | Path) -> Path:
+    """Fail before any training when ``results_dir`` cannot take the tables: it is not a
+    writable folder, or ``results.parquet``/``results.csv`` there is not a regular file (a
+    link, a FIFO, a device: outputs never replace those). Creates nothing."""
+    results_dir = check_writable_dir(results_dir, "results folder")
+    for name in TABLE_FILES:
+        check_output_target(results_dir / name, "results table")
+    return results_dir
 
 
 def merge_results(results_dir: str | Path) -> pd.DataFrame:

@@ -326,6 +326,20 @@ def test_evaluate_into_a_folder_with_an_old_experiment_under_runs(capsys, tmp_pa
     assert set(table["method"]) == {"contrastive"} and set(table["split_id"]) == {1}
 
 
+def test_evaluate_refuses_a_results_table_that_is_a_link_before_training(
+        capsys, tmp_path, study):
+    out = tmp_path / "res"
+    out.mkdir()
+    (tmp_path / "elsewhere.csv").write_text("keep")
+    (out / "results.csv").symlink_to(tmp_path / "elsewhere.csv")
+    code, _, err = run(capsys, "evaluate", str(study.splitfile), "--root", str(study.root),
+                       "--cache", str(study.cache_dir), "--out", str(out), "--loss",
+                       "contrastive", "--epochs", "1", "--no-checkpoints")
+    line = one_line_error(code, err)
+    assert "results table" in line and "symbolic link" in line
+    assert not (out / "runs").exists() and (tmp_path / "elsewhere.csv").read_text() == "keep"
+
+
 # ---- full disk ----
 
 def enospc(*_a, **_k):

@@ -11,8 +11,7 @@ import pandas as pd
 
 from oodml.config import check_float, check_int
 from oodml.errors import ConfigError
-from oodml.fileio import check_writable_dir
-from oodml.results import merge_results
+from oodml.results import check_results_folder, merge_results
 from oodml.splits.splitfile import load_splitfile
 from oodml.sweep.config import SweepConfig, expand
 from oodml.sweep.engine import LocalBackend, SweepState, Task, run_tasks
@@ -65,7 +64,7 @@ def plan(cfg: SweepConfig, how: SweepRun = SweepRun()) -> list[RunSpec]:
     machine (often a CPU-only head node) needs none: the Ray backend checks the cluster has
     them instead."""
     sf = load_splitfile(cfg.splitfile)
-    check_writable_dir(cfg.results, "results folder")
+    check_results_folder(cfg.results)
     specs = expand(cfg, [s.id for s in sf.ladder])
     if how.gpus_per_run > 0:
         specs = [
