@@ -74,8 +74,8 @@ def output_arg(raw: str | os.PathLike, what: str = "output") -> Path:
 
 def _disk_why(exc: OSError) -> str:
     if exc.errno in _FULL:
-        return "the disk is full (no space left on device); free disk space or choose another "\
-               "location"
+        return (f"the disk is full ({exc.strerror or 'no space left on device'}); free disk "
+                "space or choose another location")
     return str(exc.strerror or exc)
 
 
