@@ -27,6 +27,9 @@ _FILE_MODE = 0o666
 STDOUT = "-"
 """The output path that means standard output, for commands that can write there."""
 _FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+_WRITE_ERRORS = (*_FULL, errno.EFBIG, errno.EIO)
+"""Errors of the write itself: only these, found behind another library's exception (torch's
+RuntimeError over its file's OSError), make that exception an OutputError."""
 
 
 def kind_of(mode: int) -> str:
@@ -81,8 +84,8 @@ def _disk_why(exc: OSError) -> str:
 
 def _os_error_in(exc: BaseException) -> OSError | None:
     """The OSError that caused ``exc`` (itself, or one in its cause/context chain), if any: a
-    library writing through a Python file (torch.save, pyarrow) re-raises the disk's error as
-    its own type."""
+    library writing through a Python file (torch.save) re-raises the disk's error as its own
+    type."""
     seen: set[int] = set()
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
@@ -136,7 +139,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *,
         raise
     except Exception as exc:
         cause = _os_error_in(exc)
-        if cause is None:
+        if cause is None or (cause is not exc and cause.errno not in _WRITE_ERRORS):
             raise
         raise OutputError(f"cannot write {name}: {_disk_why(cause)}") from None
     finally:
@@ -255,7 +258,9 @@ def check_writable(
         raise OutputError(f"{what} {path} already exists; pass --force to replace it, or "
                           "choose another --out")
     if _creatable(path.parent) is None:
-        raise OutputError(f"cannot write {what} {path}: its folder is not writable")
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker else "its folder is not writable"
+        raise OutputError(f"cannot write {what} {path}: {why}")
     return path
 
 

@@ -157,7 +157,7 @@ def test_class_list_that_is_not_utf8_is_a_one_line_error(tmp_path):
     with pytest.raises(ConfigError, match="not UTF-8 text") as err:
         read_text(bad, "class list")
     assert "\n" not in str(err.value)
-    with pytest.raises(ConfigError, match="is not a regular file"):
+    with pytest.raises(ConfigError, match="is a folder, not a regular file"):
         read_text(tmp_path, "class list")
     good = tmp_path / "b.txt"
     good.write_text("caf\u00e9\n", encoding="utf-8")

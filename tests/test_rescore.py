@@ -87,7 +87,7 @@ def test_csv_round_trip_and_bad_tables(tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(DataError, match="is not a rescored table"):
         read_rescore_csv(tmp_path / "bad.csv")
-    with pytest.raises(DataError, match="cannot read"):
+    with pytest.raises(DataError, match="missing.csv does not exist"):
         read_rescore_csv(tmp_path / "missing.csv")
 
 
