@@ -16,7 +16,6 @@ import pytest
 
 from oodml import fileio
 from oodml.errors import OodmlError
-from oodml_cli import main
 
 DEADLINE_S = 20
 
@@ -202,24 +201,22 @@ def test_a_file_that_grows_after_fstat_is_read_only_to_the_bound(tmp_path, monke
         fileio.read_bytes(path, "file", 5)
 
 
-def run(capsys, *args: str) -> tuple[int, str]:
-    code = 0
-    with deadline(120):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    _, err = capsys.readouterr()
-    return code, err
+@pytest.fixture
+def run(cli):
+    """The command line under a deadline: (exit code, stderr)."""
+
+    def go(*args: object) -> tuple[int, str]:
+        with deadline(120):
+            code, _, err = cli(*args)
+        return code, err
+
+    return go
 
 
-def test_weights_dev_zero_says_not_a_regular_file(capsys, tmp_path):
+def test_weights_dev_zero_says_not_a_regular_file(run, study, tmp_path):
     """The issue's `--weights /dev/zero`: "is a character device, not a regular file"."""
-    from oodml.train.synthetic import make_synthetic_study
-
-    study = make_synthetic_study(tmp_path / "study", n_splits=2)
     zero = zero_device(tmp_path, "zero")
-    code, err = run(capsys, "splits", "generate", "imagefolder", "--root", str(study.root),
+    code, err = run("splits", "generate", "imagefolder", "--root", str(study.root),
                     "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "s.json"),
                     "--weights", str(zero))
     lines = err.strip().splitlines()
@@ -229,14 +226,14 @@ def test_weights_dev_zero_says_not_a_regular_file(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["fifo", "zero"])
-def test_a_sweep_whose_splitfile_is_a_fifo_or_dev_zero_fails_in_one_line(capsys, tmp_path, kind):
+def test_a_sweep_whose_splitfile_is_a_fifo_or_dev_zero_fails_in_one_line(run, tmp_path, kind):
     """`splitfile = "/dev/zero"` inside a sweep config (a clone here): refused, not read."""
     bad = node(tmp_path, kind, "split.json")
     (tmp_path / "data").mkdir()
     cfg = tmp_path / "sweep.toml"
     cfg.write_text(f'splitfile = "{bad}"\nroot = "data"\nresults = "out"\n'
                    '[[methods]]\nloss = "contrastive"\n')
-    code, err = run(capsys, "sweep", str(cfg))
+    code, err = run("sweep", str(cfg))
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1, err
     assert str(bad) in lines[0] and "not a regular file" in lines[0]
@@ -248,10 +245,10 @@ def test_a_sweep_whose_splitfile_is_a_fifo_or_dev_zero_fails_in_one_line(capsys,
     ["sweep", "{node}"],
     ["report", "{node}", "--out", "{tmp}/rep"],
 ])
-def test_cli_inputs_that_are_fifos_never_block(capsys, tmp_path, args):
+def test_cli_inputs_that_are_fifos_never_block(run, tmp_path, args):
     fifo = node(tmp_path, "fifo", "input.csv")
     argv = [a.format(node=fifo, tmp=tmp_path) for a in args]
-    code, err = run(capsys, *argv)
+    code, err = run(*argv)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1, err
     assert str(fifo) in lines[0] and "FIFO" in lines[0]

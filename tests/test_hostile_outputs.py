@@ -20,28 +20,12 @@ from oodml.errors import OutputError, ResultsError
 from oodml.fileio import atomic_create, atomic_write, atomic_write_text
 from oodml.report.build import MANIFEST, build_report
 from oodml.results import merge_results, run_path, write_run
-from oodml.train.synthetic import make_synthetic_study
 from oodml_cli import main
 
 ROW = {"splitfile_sha256": "s", "dataset": "d", "split_id": 1, "distance": 1.0,
        "method": "m", "config": "A", "seed": 0, "protocol": "zeroshot", "shots": 0,
        "metric": "recall@1", "value": 0.5, "std": float("nan"), "n_episodes": 0,
        "wall_time_s": 1.0, "device": "cpu", "epochs": 1}
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    return make_synthetic_study(tmp_path_factory.mktemp("study"), n_splits=2)
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line_error(code: int, err: str) -> str:
@@ -107,14 +91,14 @@ def study_pickle(study, tmp_path_factory):
 @pytest.mark.parametrize("cmd", ["plot", "rescore", "generate", "import-oodml", "export-oodml"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_an_output_that_is_not_a_regular_file_is_refused_even_with_force(
-        capsys, tmp_path, study, study_pickle, cmd, kind):
+        cli, tmp_path, study, study_pickle, cmd, kind):
     """The issue's `-o fakenull` (a device node) and `-o /dev/stdout` (a link): one line naming
     the path, the node untouched (same type, inode and device number; a link still a link to
     the same file with the same content)."""
     node = make_node(tmp_path, kind)
     before = snapshot(node)
     for force in ([], ["--force"]):
-        code, _, err = run(capsys, *command(cmd, study, node, study_pickle), *force)
+        code, _, err = cli(*command(cmd, study, node, study_pickle), *force)
         line = one_line_error(code, err)
         assert str(node) in line, line
         assert "not a regular file" in line or (kind == "dir" and "is a folder" in line), line
@@ -149,27 +133,27 @@ def test_a_node_that_appears_while_writing_is_not_replaced(tmp_path):
 
 
 @pytest.mark.parametrize("cmd", ["plot", "rescore"])
-def test_plot_and_rescore_refuse_an_existing_file_without_force(capsys, tmp_path, study, cmd):
+def test_plot_and_rescore_refuse_an_existing_file_without_force(cli, tmp_path, study, cmd):
     out = tmp_path / "existing.out"
     out.write_text("precious")
-    code, _, err = run(capsys, *command(cmd, study, out, tmp_path))
+    code, _, err = cli(*command(cmd, study, out, tmp_path))
     assert "already exists; pass --force" in one_line_error(code, err)
     assert out.read_text() == "precious"
-    code, _, err = run(capsys, *command(cmd, study, out, tmp_path), "--force")
+    code, _, err = cli(*command(cmd, study, out, tmp_path), "--force")
     assert code == 0, err
     assert out.read_bytes() != b"precious"
 
 
-def test_plot_checks_the_pdf_beside_it_too(capsys, tmp_path, study):
+def test_plot_checks_the_pdf_beside_it_too(cli, tmp_path, study):
     (tmp_path / "l.pdf").write_text("precious")
-    code, _, err = run(capsys, "splits", "plot", str(study.splitfile), "-o",
+    code, _, err = cli("splits", "plot", str(study.splitfile), "-o",
                        str(tmp_path / "l.png"), "--pdf")
     assert "l.pdf already exists" in one_line_error(code, err)
     assert not (tmp_path / "l.png").exists() and (tmp_path / "l.pdf").read_text() == "precious"
 
 
-def test_rescore_writes_its_csv_to_stdout_with_dash(capsys, study):
-    code, out, err = run(capsys, "splits", "rescore", str(study.splitfile), "--root",
+def test_rescore_writes_its_csv_to_stdout_with_dash(cli, study):
+    code, out, err = cli("splits", "rescore", str(study.splitfile), "--root",
                          str(study.root), "--cache", str(study.cache_dir), "-o", "-")
     assert code == 0, err
     lines = out.splitlines()
@@ -180,8 +164,8 @@ def test_rescore_writes_its_csv_to_stdout_with_dash(capsys, study):
 
 @pytest.mark.parametrize("cmd", ["plot", "generate", "import-oodml", "export-oodml"])
 def test_dash_is_refused_where_a_command_cannot_write_to_stdout(
-        capsys, study, study_pickle, cmd):
-    code, _, err = run(capsys, *command(cmd, study, Path("-"), study_pickle))
+        cli, study, study_pickle, cmd):
+    code, _, err = cli(*command(cmd, study, Path("-"), study_pickle))
     assert "standard output (-)" in one_line_error(code, err)
     assert not Path("-").exists()
 
@@ -196,8 +180,8 @@ def test_dash_is_refused_where_a_command_cannot_write_to_stdout(
     ["splits", "import-oodml", "P", "-o", ""],
     ["splits", "export-oodml", "S", "-o", ""],
 ])
-def test_an_empty_out_is_an_error_never_the_current_folder(capsys, args):
-    code, _, err = run(capsys, *args)
+def test_an_empty_out_is_an_error_never_the_current_folder(cli, args):
+    code, _, err = cli(*args)
     assert "path is empty" in one_line_error(code, err)
 
 
@@ -215,7 +199,7 @@ def frame() -> pd.DataFrame:
 
 
 def test_report_refuses_a_foreign_folder_and_with_force_deletes_nothing_it_did_not_write(
-        capsys, tmp_path):
+        cli, tmp_path):
     """The issue's case: DIR/ladder.png, ladder.pdf, embedding.* made by the user, a report
     built without --splits. Without --force: refused, untouched. With --force: written beside
     them, every foreign file byte-identical."""
@@ -227,18 +211,18 @@ def test_report_refuses_a_foreign_folder_and_with_force_deletes_nothing_it_did_n
                ("ladder.png", "ladder.pdf", "embedding.png", "embedding.pdf", "notes.txt")}
     for name, data in foreign.items():
         (out / name).write_bytes(data)
-    code, _, err = run(capsys, "report", str(table), "--out", str(out))
+    code, _, err = cli("report", str(table), "--out", str(out))
     line = one_line_error(code, err)
     assert "no oodml report wrote" in line and "--force" in line
     assert sorted(p.name for p in out.iterdir()) == sorted(foreign)
-    code, _, err = run(capsys, "report", str(table), "--out", str(out), "--force")
+    code, _, err = cli("report", str(table), "--out", str(out), "--force")
     assert code == 0, err
     for name, data in foreign.items():
         assert (out / name).read_bytes() == data
     listed = json.loads((out / MANIFEST).read_text())["files"]
     assert "index.html" in listed and not set(listed) & set(foreign)
     # a rebuild (no --force needed now) still keeps every foreign file
-    code, _, err = run(capsys, "report", str(table), "--out", str(out))
+    code, _, err = cli("report", str(table), "--out", str(out))
     assert code == 0, err
     for name, data in foreign.items():
         assert (out / name).read_bytes() == data
@@ -312,12 +296,12 @@ def test_a_run_file_copied_under_another_key_is_an_error(tmp_path):
         merge_results(tmp_path)
 
 
-def test_evaluate_into_a_folder_with_an_old_experiment_under_runs(capsys, tmp_path, study):
+def test_evaluate_into_a_folder_with_an_old_experiment_under_runs(cli, tmp_path, study):
     """The issue's `--out proj` with `proj/runs/old` holding an older results folder: the
     table holds this study's runs only."""
     proj = tmp_path / "proj"
     write_run(proj / "runs" / "old", "m/zeroshot/split001_seed0", "A", [ROW])
-    code, _, err = run(capsys, "evaluate", str(study.splitfile), "--root", str(study.root),
+    code, _, err = cli("evaluate", str(study.splitfile), "--root", str(study.root),
                        "--cache", str(study.cache_dir), "--out", str(proj), "--loss",
                        "contrastive", "--epochs", "1", "--batch-size", "12", "--m", "2",
                        "--no-checkpoints", "--splits", "1")
@@ -327,12 +311,12 @@ def test_evaluate_into_a_folder_with_an_old_experiment_under_runs(capsys, tmp_pa
 
 
 def test_evaluate_refuses_a_results_table_that_is_a_link_before_training(
-        capsys, tmp_path, study):
+        cli, tmp_path, study):
     out = tmp_path / "res"
     out.mkdir()
     (tmp_path / "elsewhere.csv").write_text("keep")
     (out / "results.csv").symlink_to(tmp_path / "elsewhere.csv")
-    code, _, err = run(capsys, "evaluate", str(study.splitfile), "--root", str(study.root),
+    code, _, err = cli("evaluate", str(study.splitfile), "--root", str(study.root),
                        "--cache", str(study.cache_dir), "--out", str(out), "--loss",
                        "contrastive", "--epochs", "1", "--no-checkpoints")
     line = one_line_error(code, err)
@@ -357,10 +341,10 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["table.csv"]
 
 
-def test_a_full_disk_under_a_command_is_one_line(capsys, tmp_path, study, monkeypatch):
+def test_a_full_disk_under_a_command_is_one_line(cli, tmp_path, study, monkeypatch):
     monkeypatch.setattr(os, "fsync", enospc)
     out = tmp_path / "ladder.png"
-    code, _, err = run(capsys, "splits", "plot", str(study.splitfile), "-o", str(out))
+    code, _, err = cli("splits", "plot", str(study.splitfile), "-o", str(out))
     line = one_line_error(code, err)
     assert str(out) in line and "the disk is full" in line
     assert list(tmp_path.iterdir()) == []
