@@ -236,23 +236,6 @@ def cub(args: argparse.Namespace) -> None:
         greedy_traj = traj if proc == "greedy" else greedy_traj
         print(f"    {proc}: best of 3 {best:.2f} s (target < 1 s)", flush=True)
     if "greedy" in times:
-        import oodml.splits.procedures as procedures
-
-        if fr.stack_workers() > 1:
-            workers = procedures.stack_workers
-            procedures.stack_workers = lambda: 1
-            try:
-                serial = min(walk(ClassStats.from_features(xc, lc), tr, te, "class-means",
-                                  "greedy", {}, "greedy, one thread", "step")[1]
-                             for _ in range(3))
-            finally:
-                procedures.stack_workers = workers
-            print(f"    exact distances on a worker thread while the next step is screened "
-                  f"({fr.stack_workers()} cores): best of 3 {times['greedy'][0]:.2f} s vs "
-                  f"{serial:.2f} s on one thread ({serial / times['greedy'][0]:.2f}x)",
-                  flush=True)
-        else:
-            print("    one core: the walk verifies on this thread (no worker)", flush=True)
         low_rank = GramScreen._low_rank
         GramScreen._low_rank = lambda self, ia, ib, base: np.full(len(ia), np.nan)
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import mpmath
 import numpy as np
 import pytest
+import scipy.linalg as sla
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pytorch_fid.fid_score import calculate_frechet_distance as pfid
@@ -14,7 +15,9 @@ from oodml.stats.gaussian import (
     fit_gaussian,
     frechet_distance,
     frechet_distance_samples,
+    gram_cholesky,
     trace_sqrt_product,
+    triangular_product_svdvals,
 )
 
 METHODS = ("eig", "svd")
@@ -278,3 +281,41 @@ def test_deterministic() -> None:
     m1, s1 = fit_gaussian(x1)
     m2, s2 = fit_gaussian(x2)
     assert frechet_distance(m1, s1, m2, s2) == frechet_distance(m1, s1, m2, s2)
+
+
+def test_gram_cholesky_and_the_triangular_product_match_the_dense_route() -> None:
+    """chol(A A^T + eps I) from dsyrk + dpotrf equals scipy's factor of the formed matrix to
+    rounding; the singular values of L1^T L2 equal svdvals of the formed product; a matrix
+    that is not positive definite (eps = 0, fewer columns than rows) gives None."""
+    rng = np.random.default_rng(3)
+    d = 60
+    a1 = rng.standard_normal((d, 30)) * rng.uniform(0.1, 10.0, 30)
+    a2 = rng.standard_normal((d, 45))
+    l1, l2 = gram_cholesky(a1, 1e-8), gram_cholesky(a2, 1e-8)
+    want1 = sla.cholesky(a1 @ a1.T + 1e-8 * np.eye(d), lower=True)
+    np.testing.assert_allclose(l1, want1, rtol=1e-9, atol=1e-12 * np.abs(want1).max())
+    assert l1.flags.f_contiguous and not np.triu(l1, 1).any()
+    got = triangular_product_svdvals(l1, l2)
+    want = sla.svdvals(l1.T @ l2)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-13 * want[0])
+    assert gram_cholesky(a1, 0.0) is None
+    assert gram_cholesky(np.zeros((0, 3)), 1e-8).shape == (0, 0)
+    assert triangular_product_svdvals(np.zeros((0, 0)), np.zeros((0, 0))).shape == (0,)
+
+
+def test_samples_distance_with_eps_matches_the_covariance_route() -> None:
+    """The factor route of frechet_distance_samples (eps > 0, d <= 512) against
+    frechet_distance on the formed covariances, and against scipy.linalg.sqrtm."""
+    rng = np.random.default_rng(4)
+    for n1, n2, d in ((40, 35, 50), (30, 80, 100), (12, 9, 40)):
+        x1 = rng.standard_normal((n1, d)) * rng.uniform(0.2, 3.0, d)
+        x2 = rng.standard_normal((n2, d)) + 0.5
+        got = frechet_distance_samples(x1, x2, eps=1e-6)
+        s1 = np.cov(x1, rowvar=False) + 1e-6 * np.eye(d)
+        s2 = np.cov(x2, rowvar=False) + 1e-6 * np.eye(d)
+        want = frechet_distance(x1.mean(0), s1, x2.mean(0), s2)
+        assert got == pytest.approx(want, rel=1e-11)
+        root = sla.sqrtm(s1 @ s2).real
+        diff = x1.mean(0) - x2.mean(0)
+        sqrtm_value = diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(root)
+        assert got == pytest.approx(sqrtm_value, rel=1e-7)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -28,7 +27,6 @@ import numpy as np
 from oodml.errors import ConfigError
 from oodml.splits.ranking import Ranker
 from oodml.splits.trajectory import Step
-from oodml.stats.blas_threads import blas_single_threaded, one_blas_thread, stack_workers
 from oodml.stats.class_stats import SplitDistance, SplitLists
 
 Progress = Callable[[], None]
@@ -402,10 +400,7 @@ def oodml_procedure(
 Screen = Callable[..., np.ndarray]
 """``screen(trains, tests, around=None)``: estimates for candidate splits of one shape;
 ``around`` is the (train, test) split they were made from, which a screen may use (the
-Gram screen updates one decomposition of it) or ignore. A true ``stateless`` attribute says its
-values depend only on its arguments (the candidates and ``around``), never on the exact
-evaluator's state, which lets greedy screen on one thread while the evaluator runs on
-another."""
+Gram screen updates one decomposition of it) or ignore."""
 
 
 @dataclass(frozen=True)
@@ -498,13 +493,6 @@ def greedy_walk(
     allows, see :func:`removable_sides`; ``ratio``: the start's n_train / n_test) the same
     way. Stop when nothing improves or after ``max_steps`` steps. Ties go to the smaller class
     names, so the walk is deterministic.
-
-    With a ``stateless`` screen, more than one core and BLAS already held to one thread (as
-    :func:`oodml.splits.ladder.run_procedure` holds it for problems of dimension <= 512), the
-    exact distance of a move is computed on a second thread while this one screens the step
-    after it (:func:`_walk_pipelined`); the walk is bit for bit the same. Above that, BLAS
-    threads split each product and a second BLAS thread count would change its rounding, so
-    the walk stays on one thread.
     """
     sign = -1.0 if easier else 1.0
     ranker = _ranker(vectors)
@@ -553,11 +541,7 @@ def greedy_walk(
         if tick:
             tick()
 
-    walk = _walk_serial
-    if (max_steps > 0 and getattr(screen, "stateless", False) and stack_workers() > 1
-            and blas_single_threaded()):
-        walk = _walk_pipelined
-    walk(at, cur, sign, moves, dist, max_steps, needs_base, record)
+    _walk_serial(at, cur, sign, moves, dist, max_steps, needs_base, record)
     return out
 
 
@@ -589,40 +573,6 @@ def _first_improving(
         if sign * (d - cur) > 0:
             return move, estimate, d
     return None
-
-
-def _walk_pipelined(
-    at: _At, cur: float, sign: float, moves: Moves, dist: SplitDistance, max_steps: int,
-    needs_base: bool, record: Record,
-) -> None:
-    """:func:`_walk_serial` with each exact distance computed on a worker thread while this
-    thread ranks the candidates of the split that move leads to (the move almost always
-    improves; when it does not, that work is dropped and the next candidate is verified).
-
-    The exact evaluator is called in the same order, one call at a time, and the screen's
-    values depend only on what it is given, so every decision and distance is the one the
-    serial walk makes under the same one-thread BLAS limit (the caller's; the limit taken
-    here only keeps nested limits of the two threads from restoring another count). With the
-    GIL-free LAPACK of :mod:`oodml.stats.lapack` the exact distance's factorisations run while this
-    thread ranks.
-    """
-    with one_blas_thread(), ThreadPoolExecutor(1, thread_name_prefix="oodml-exact") as pool:
-        pending = moves(at)
-        candidate = next(pending, None)
-        steps = 0
-        while candidate is not None and steps < max_steps:
-            move, estimate, exact = candidate
-            future = pool.submit(dist, move.train, move.test) if exact is None else None
-            after = at.after(move, estimate, needs_base)
-            ahead = moves(after) if steps + 1 < max_steps else iter(())
-            following = next(ahead, None)
-            d = exact if future is None else future.result()
-            if sign * (d - cur) > 0:
-                at, cur, steps = after, d, steps + 1
-                record(at, move, cur)
-                pending, candidate = ahead, following
-            else:
-                candidate = next(pending, None)
 
 
 def greedy_procedure(

@@ -100,13 +100,7 @@ class GramScreen:
     ``screen(trains, tests, around=(train, test))``: ``trains``/``tests`` are candidate index
     lists of one shape; ``around`` (optional) is the split they were made from, which lets
     swaps and single removals take the low-rank route.
-
-    ``stateless``: every value is a function of the arguments alone (the candidate split and
-    ``around``; the cached base only saves work), so the walk may screen while the exact
-    evaluator runs on another thread.
     """
-
-    stateless = True
 
     def __init__(self, means: np.ndarray) -> None:
         m = means - means.mean(axis=0)

@@ -2,9 +2,8 @@
 
 OpenBLAS rounds differently with another thread count, so everything here is about which
 thread count a computation runs under: one BLAS thread for small problems
-(:func:`blas_threads_for`), a way to ask whether BLAS is held to one thread
-(:func:`blas_single_threaded`), and :func:`stacked`, which splits a stack of small problems
-across one Python thread per core with the same bits as one call.
+(:func:`blas_threads_for`, :func:`one_blas_thread`) and :func:`stacked`, which splits a stack
+of small problems across one Python thread per core with the same bits as one call.
 """
 
 from __future__ import annotations
@@ -43,18 +42,6 @@ def one_blas_thread() -> AbstractContextManager:
     if controller is None:
         return nullcontext()
     return controller.limit(limits=1, user_api="blas")
-
-
-def blas_single_threaded() -> bool:
-    """Whether every BLAS library of this process is held to one thread right now (False
-    when threadpoolctl cannot tell). OpenBLAS rounds differently with another thread count,
-    so work split across Python threads under such a limit gives the bits a single thread
-    under it gives."""
-    controller = _blas_controller()
-    if controller is None:
-        return False
-    libraries = controller.select(user_api="blas").lib_controllers
-    return bool(libraries) and all(lib.num_threads == 1 for lib in libraries)
 
 
 STACK_CHUNK = 4

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg as sla
-from scipy.linalg.blas import dtrmm
+from scipy.linalg.blas import dsyrk, dtrmm
+from scipy.linalg.lapack import dpotrf
 
 from oodml.errors import ConfigError
-from oodml.stats import lapack
 from oodml.stats.blas_threads import blas_threads_for
 
 _EIG_DRIVER = "evr"
@@ -88,7 +88,7 @@ def _psd_factor(s: np.ndarray) -> tuple[np.ndarray, bool]:
     """(F, is_cholesky) with S = F F^T: the lower Cholesky factor when S is positive definite,
     else U diag(sqrt l) over the eigenvalues above rounding noise."""
     try:
-        lower = lapack.cholesky_lower(s)
+        lower = sla.cholesky(s, lower=True, check_finite=False)
         if np.isfinite(lower).all():
             return lower, True
     except np.linalg.LinAlgError:
@@ -126,7 +126,7 @@ def _trace_sqrt_product(s1: np.ndarray, s2: np.ndarray, method: str) -> float:
         f2, _ = _psd_factor(s2)
         if f1.shape[1] == 0 or f2.shape[1] == 0:
             return 0.0
-        return float(lapack.svdvals(f1.T @ f2).sum())
+        return float(sla.svdvals(f1.T @ f2, check_finite=False).sum())
     if is_cholesky:
         m = _congruence_cholesky(np.asfortranarray(f1), s2)
     else:
@@ -196,16 +196,16 @@ def _samples_distance(
     if eps == 0.0 and min(n1, n2) <= d:
         tr = float(np.einsum("ij,ij->", a1, a1) + np.einsum("ij,ij->", a2, a2))
         g = a1.T @ a2
-        nuc = float(lapack.svdvals(g).sum()) if g.size else 0.0
+        nuc = float(sla.svdvals(g, check_finite=False).sum()) if g.size else 0.0
         return mean_term + tr - 2.0 * nuc
     if eps > 0.0 and n1 + n2 < _PROJECT_BELOW * d:
         q, _ = np.linalg.qr(np.concatenate([a1, a2], axis=1))
         a1, a2 = q.T @ a1, q.T @ a2
     if eps > 0.0 and a1.shape[0] <= _SVD_MAX_DIM:
-        l1, l2 = lapack.gram_cholesky(a1, eps), lapack.gram_cholesky(a2, eps)
+        l1, l2 = gram_cholesky(a1, eps), gram_cholesky(a2, eps)
         if l1 is not None and l2 is not None:
             tr = float(np.einsum("ij,ij->", a1, a1) + np.einsum("ij,ij->", a2, a2))
-            nuc = float(lapack.triangular_product_svdvals(l1, l2).sum())
+            nuc = float(triangular_product_svdvals(l1, l2).sum())
             return mean_term + tr + 2.0 * a1.shape[0] * eps - 2.0 * nuc
     s1 = a1 @ a1.T
     s2 = a2 @ a2.T
@@ -215,3 +215,34 @@ def _samples_distance(
     r = s1.shape[0]
     zero = np.zeros(r)
     return mean_term + frechet_distance(zero, _symmetrize(s1), zero, _symmetrize(s2))
+
+
+def gram_cholesky(a: np.ndarray, eps: float) -> np.ndarray | None:
+    """The lower Cholesky factor (Fortran order, upper triangle zero) of A A^T + eps I for a
+    d x n matrix A, or None when that matrix is not numerically positive definite.
+
+    One rank-n update (BLAS ``dsyrk``, which fills only the lower triangle, so the matrix is
+    symmetric by construction and costs half a general product) and LAPACK ``dpotrf``, both
+    through scipy's public wrappers.
+    """
+    a = np.asfortranarray(a, dtype=np.float64)
+    d = a.shape[0]
+    c = np.zeros((d, d), order="F")
+    if d == 0:
+        return c
+    c = dsyrk(1.0, a, beta=0.0, c=c, trans=0, lower=1, overwrite_c=1)
+    c.flat[:: d + 1] += eps
+    factor, info = dpotrf(c, lower=1, clean=1, overwrite_a=1)
+    if info != 0 or not np.isfinite(factor).all():
+        return None
+    return factor
+
+
+def triangular_product_svdvals(lower1: np.ndarray, lower2: np.ndarray) -> np.ndarray:
+    """Singular values of L1^T L2 for lower triangular d x d factors (as
+    :func:`gram_cholesky` returns them): one triangular multiply (BLAS ``dtrmm``, half a
+    general product's flops) and ``scipy.linalg.svdvals`` (LAPACK ``dgesdd``)."""
+    if lower1.shape[0] == 0:
+        return np.zeros(0)
+    product = dtrmm(1.0, lower1, lower2, side=0, lower=1, trans_a=1)
+    return sla.svdvals(product, overwrite_a=True, check_finite=False)
