@@ -9,7 +9,9 @@ type and first line with a hint to rerun with ``--debug`` (exit 1), which shows 
 
 from __future__ import annotations
 
+import errno
 import os
+import resource
 import sys
 import warnings
 
@@ -20,7 +22,7 @@ from oodml.errors import OodmlError, first_line
 from oodml.hub import set_default_progress
 from oodml_cli import evaluate, features, fid, report, splits, sweep, weights
 from oodml_cli.options import rewrite_aliases
-from oodml_cli.ui import download_bar
+from oodml_cli.ui import ascii_safe_output, download_bar
 
 app = typer.Typer(
     name="oodml",
@@ -75,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("OODML_DEBUG", "") not in ("", "0")
     args = [a for a in args if a != "--debug"]
     args, notes = rewrite_aliases(args)
+    ascii_safe_output()
     set_default_progress(download_bar)
     if not debug:
         warnings.showwarning = _warning_line
@@ -95,7 +98,10 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"error: {_one_line(str(exc))}", err=True)
         sys.exit(2)
     except Exception as exc:
-        if isinstance(exc, _usage_errors()):
+        if _out_of_file_descriptors(exc) and not debug:
+            typer.echo(f"error: {_fd_limit_line()}", err=True)
+            sys.exit(2)
+        if isinstance(exc, USAGE_ERRORS):
             if debug:
                 exc.show()
             elif exc.format_message().strip():  # empty: the help was printed instead
@@ -111,6 +117,30 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
+def _out_of_file_descriptors(exc: BaseException) -> bool:
+    """Whether ``exc`` or an error it wraps (a DataLoader's, an import's) is EMFILE/ENFILE."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            return True
+        if "Too many open files" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
+
+
+def _fd_limit_line() -> str:
+    """The one line for running out of file descriptors: the limit and how to raise it (built
+    without opening a file: nothing can be opened now)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = "unlimited" if soft == resource.RLIM_INFINITY else str(soft)
+    return (
+        f"too many open files: this process may have {limit} open at once (ulimit -n); raise "
+        "the limit, e.g. `ulimit -n 4096`, or use fewer --num-workers"
+    )
+
+
 def _usage_line(exc: Exception) -> str:
     """click's usage error as one line, pointing at the command's --help."""
     ctx = getattr(exc, "ctx", None)
@@ -124,7 +154,9 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def _usage_errors() -> tuple[type[Exception], ...]:
-    """click's usage-error class, and the one of the click copy that newer typers bundle."""
+    """click's usage-error class, and the one of the click copy that newer typers bundle
+    (imported when the CLI loads: an error handler that imports can fail itself, e.g. with no
+    file descriptor left)."""
     import click
 
     kinds: list[type[Exception]] = [click.ClickException]
@@ -135,3 +167,6 @@ def _usage_errors() -> tuple[type[Exception], ...]:
     else:
         kinds.append(TyperClickException)
     return tuple(kinds)
+
+
+USAGE_ERRORS = _usage_errors()

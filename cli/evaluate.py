@@ -9,10 +9,11 @@ from typing import Any
 
 import typer
 
+from oodml.config import MAX_SEEDS
 from oodml.errors import ConfigError
 from oodml.results import check_results_folder
 from oodml.train.loop import TrainConfig
-from oodml.train.spec import FewshotConfig, RunSpec, method_name
+from oodml.train.spec import FewshotConfig, RunSpec, check_seeds, method_name
 from oodml_cli.options import (
     argument,
     build,
@@ -35,7 +36,8 @@ RUN_PARAMS = [
            "refers to."),
     option("out", Path, ..., "-o", "--out", help="Results folder (results.parquet, "
            "results.csv, runs/).", parser=out_path("results folder")),
-    option("seeds", str, "0", "--seeds", help="Comma-separated seeds, e.g. 0,1,2."),
+    option("seeds", str, "0", "--seeds", help=f"Comma-separated seeds, e.g. 0,1,2 (at most "
+           f"{MAX_SEEDS:,})."),
     option("splits", str | None, None, "--splits", help="Comma-separated split ids (default: "
            "all)."),
     option("head_only", bool, False, "--head-only", help="Train only the embedding head on "
@@ -56,7 +58,7 @@ def build_specs(o: dict[str, Any]) -> list[RunSpec]:
     split_ids = parse_list(o["splits"], "splits", int) if o["splits"] else None
     for sid in split_ids or ():
         sf.split(sid)
-    seeds = parse_list(o["seeds"], "seeds", int) or (0,)
+    seeds = check_seeds(parse_list(o["seeds"], "seeds", int) or (0,))
     train = build(TrainConfig, o)
     values = {**o, "weights": None if o["weights"] == "random" else o["weights"]}
     return [

@@ -19,7 +19,13 @@ from typing import Any, TypeVar
 
 import typer
 
-from oodml.config import coerce_value, field_types, optional_inner, parse_kv
+from oodml.config import (
+    check_number_text,
+    coerce_value,
+    field_types,
+    optional_inner,
+    parse_kv,
+)
 from oodml.errors import ConfigError
 
 T = TypeVar("T")
@@ -111,6 +117,9 @@ def _as_text(value: Any) -> str:
 def parse_list(text: str, name: str, item: type) -> tuple:
     """``'0,1,2'`` as a tuple of ``item``; a bad entry names the field."""
     parts = [p.strip() for p in text.split(",") if p.strip()]
+    if item in (int, float):
+        for p in parts:
+            check_number_text(name, p)
     try:
         return tuple(item(p) for p in parts)
     except ValueError:

@@ -9,6 +9,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from oodml.config import (
+    MAX_BOOTSTRAP,
+    MAX_EPISODES,
+    MAX_LEVELS,
+    MAX_SHOT_COUNTS,
+    MAX_SHOTS,
+    MAX_STEPS,
+    MAX_SUPPORT_PATHS,
+)
 from oodml.features.options import FeatureOptions
 from oodml.fileio import STDOUT, check_writable
 from oodml_cli.features import FEATURE_PARAMS, load
@@ -70,36 +79,40 @@ def show_table(sf: Any) -> None:
      option("mode", str, "class-means", "--mode", help="Distance: class-means or samples."),
      option("procedure", str, "greedy", "--procedure", help="Ladder walk: greedy or oodml."),
      option("levels", int | None, None, "--levels",
-            help="Number of ladder splits K (default 8; not with --targets)."),
+            help=f"Number of ladder splits K (default 8, at most {MAX_LEVELS}; not with "
+            "--targets)."),
      option("targets", str | None, None, "--targets",
             help="Pick the splits nearest these distances, e.g. 20,40,80."),
      option("seed", int, 0, "--seed", help="Seed: random start split and sub-splits."),
      option("start", str, "auto", "--start",
             help="Start split: auto (default if any), default or random."),
      option("param", list[str], [], "--param", help="Procedure parameters NAME=VALUE[,...] "
-            "(repeatable), e.g. history=5."),
+            f"(repeatable), e.g. history=5; counts at most {MAX_STEPS}."),
      option("val_fraction", float, 0.25, "--val-fraction",
             help="Share of train classes in the validation sub-split."),
-     option("shots", str, "2,5,10", "--shots", help="Few-shot support sizes."),
-     option("episodes", int, 10, "--episodes", help="Few-shot episodes per shot count."),
+     option("shots", str, "2,5,10", "--shots", help=f"Few-shot support sizes (at most "
+            f"{MAX_SHOT_COUNTS}, each at most {MAX_SHOTS})."),
+     option("episodes", int, 10, "--episodes", help=f"Few-shot episodes per shot count (at "
+            f"most {MAX_EPISODES}, and at most {MAX_SUPPORT_PATHS:,} support paths in the file)."),
      option("removal", str | None, None, "--removal", help="Greedy removal policy: test-fixed "
             "(default; train side only, every split keeps the test classes' count), balanced "
             "(both sides, within one class of the start's train/test ratio), any (whichever "
             "side raises the distance most; the previous default) or none."),
      option("bootstrap", int, 200, "--bootstrap", help="Bootstrap resamples of the classes for "
-            "each split's 95% distance interval (0: none)."),
+            f"each split's 95% distance interval (0: none; at most {MAX_BOOTSTRAP})."),
      FORCE, SKIP],
     EXTRACT,
 )
 def generate(**o) -> None:
     """Walk a ladder of ever harder train/test splits of DATASET and write its split file."""
-    from oodml.splits.generate import LadderConfig, generate_splitfile
+    from oodml.splits.generate import LadderConfig, check_generation_cost, generate_splitfile
     from oodml.splits.splitfile import save_splitfile
 
     config = build(LadderConfig, o, params=_params(o))
     feats = build(FeatureOptions, o)
     check_writable(o["out"], "split file", replace=o["force"])
     manifest = load(o["dataset"], o["root"], o["skip_bad"])
+    check_generation_cost(manifest, config)
     with Bars() as bars:
         fs = feats.get(manifest, bars)
         sf = generate_splitfile(manifest, fs, config, progress=bars)

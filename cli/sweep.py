@@ -15,13 +15,13 @@ def sweep(
     backend: str = typer.Option("local", "--backend", help="local (this process) or ray."),
     address: str | None = typer.Option(
         None, "--address", help="Ray cluster HOST:PORT, ray://HOST:PORT or auto (default: "
-        "start a local Ray); it must accept a connection within 5 s, else the sweep stops "
-        "with an error."),
+        "start a local Ray); it must accept a connection within 5 s and answer as Ray within "
+        "10 s more, else the sweep stops with an error."),
     gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", help="GPUs each run asks Ray for."),
     cpus_per_run: float = typer.Option(1.0, "--cpus-per-run",
                                        help="CPUs each run asks for (torch threads)."),
     retries: int = typer.Option(2, "--retries", help="Retries of a failed run before it is "
-                                "reported."),
+                                "reported (at most 100)."),
 ) -> None:
     """Train and evaluate every (method, split, seed) of CONFIG; re-running skips finished runs.
 

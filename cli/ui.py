@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
+import io
 import sys
+import unicodedata
 
 import typer
 from rich.console import Console
@@ -17,6 +20,75 @@ from rich.progress import (
 from rich.text import Text
 
 from oodml.progress import format_duration
+
+ASCII_FOR = {
+    "\u00b7": ".", "\u00b1": "+/-", "\u2013": "-", "\u2014": "--", "\u2026": "...",
+    "\u00d7": "x", "\u2192": "->", "\u2190": "<-", "\u2264": "<=", "\u2265": ">=",
+    "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u00b5": "u",
+    "\u2022": "*", "\u2248": "~", "\u2212": "-",
+}
+"""ASCII stand-ins of the characters oodml's own messages and tables use."""
+SAFE_PREFIX = "oodml-safe-"
+_ERRORS = "oodml-ascii"
+
+
+def _ascii_standin(exc: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: each character the stream cannot encode becomes its ASCII stand-in
+    (:data:`ASCII_FOR`), its letters without accents (é -> e), or '?'."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    out = []
+    for ch in exc.object[exc.start : exc.end]:
+        text = ASCII_FOR.get(ch)
+        if text is None:
+            text = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode() or "?"
+        out.append(text)
+    return "".join(out), exc.end
+
+
+def _safe_codec(name: str) -> codecs.CodecInfo | None:
+    """``oodml-safe-<encoding>``: that encoding, with :func:`_ascii_standin` for what it cannot
+    encode. A codec of its own name (not just an ``errors`` setting) so click does not swap an
+    ASCII stream for a UTF-8 one, and rich, seeing a non-UTF encoding, draws ASCII tables."""
+    prefix = SAFE_PREFIX.replace("-", "_")
+    if not name.startswith(prefix):
+        return None
+    base = codecs.lookup(name[len(prefix) :])
+
+    def encode(text: str, errors: str = "strict") -> tuple[bytes, int]:
+        return codecs.encode(text, base.name, _ERRORS), len(text)
+
+    class Encoder(codecs.IncrementalEncoder):
+        def encode(self, text: str, final: bool = False) -> bytes:
+            return codecs.encode(text, base.name, _ERRORS)
+
+    return codecs.CodecInfo(
+        encode, base.decode, name=SAFE_PREFIX + base.name, incrementalencoder=Encoder,
+        incrementaldecoder=base.incrementaldecoder,
+    )
+
+
+codecs.register_error(_ERRORS, _ascii_standin)
+codecs.register(_safe_codec)
+
+
+def ascii_safe_output() -> None:
+    """Make stdout and stderr degrade to ASCII stand-ins when their encoding is not a Unicode
+    one (``PYTHONIOENCODING=ascii``, a latin-1 locale): every line the CLI prints, through
+    typer or rich, then reaches the stream instead of raising UnicodeEncodeError. Called once
+    by the entry point."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "utf-8").lower()
+        if not isinstance(stream, io.TextIOWrapper) or encoding.startswith(("utf", "oodml")):
+            continue
+        try:
+            name = codecs.lookup(encoding).name
+        except LookupError:
+            continue
+        if name.startswith("utf"):
+            continue
+        stream.flush()
+        stream.reconfigure(encoding=SAFE_PREFIX + name)
 
 
 def download_bar(done: int, total: int | None) -> None:

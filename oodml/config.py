@@ -11,6 +11,9 @@ so the checks live in their ``__post_init__`` and the messages name the dataclas
 * :func:`from_mapping` builds a dataclass from a plain mapping (a TOML table), checking keys
   and value types against the field annotations before the dataclass's own checks run.
 * :func:`check_int` / :func:`check_float` / :func:`check_choice` are the field checks.
+* The ``MAX_*`` constants are the documented upper bounds of counts and sizes: a typo (an
+  extra digit, ``1e9``) is a one-line error naming the field, not hours of silence or an
+  out-of-memory kill. Each field's ``--help`` states its bound.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -27,6 +31,49 @@ from oodml.errors import ConfigError
 
 T = TypeVar("T")
 MAX_SEED = 2**63 - 1
+
+MAX_EPOCHS = 10_000
+"""Training and fine-tuning epochs (and LR step sizes)."""
+MAX_BATCH = 65_536
+"""Images per batch (training, embedding, feature extraction)."""
+MAX_WORKERS = 256
+"""Decoding worker processes."""
+MAX_SEEDS = 1_000
+"""Seeds of one evaluate / fewshot / sweep grid."""
+MAX_WIDTH = 16_384
+"""Embedding dimension and hidden width of the head."""
+MAX_IMAGE_SIZE = 2_048
+"""Crop size of full-backbone training."""
+MAX_DRAWS = 1_000
+"""Random draws of the size-controlled gallery."""
+MAX_SHOTS = 1_000
+"""Support images per class of a few-shot episode."""
+MAX_SHOT_COUNTS = 16
+"""Shot counts of one ladder or few-shot run."""
+MAX_EPISODES = 1_000
+"""Few-shot episodes per shot count."""
+MAX_SUPPORT_PATHS = 10_000_000
+"""Few-shot support-image paths of one split file (about 50 bytes each in JSON: ~500 MB, half
+of what a split file may have); a ladder asking for more is refused before any work."""
+MAX_BOOTSTRAP = 10_000
+"""Bootstrap replicates of a split's distance (a 95% percentile interval needs ~2,000)."""
+MAX_LEVELS = 1_000
+"""Splits of one ladder (levels, targets)."""
+MAX_IDS = 1_000_000
+"""Split ids and class counts (SOP, the largest dataset, has 22,634 classes)."""
+MAX_STEPS = 100_000
+"""Iterations, steps and candidates of a ladder walk."""
+MAX_RETRIES = 100
+"""Retries of a failed sweep run."""
+MAX_CPUS = 4_096
+"""CPUs of a local Ray, or per sweep run."""
+MAX_LR = 10.0
+"""Learning rates (training and fine-tuning)."""
+MAX_LR_MULT = 10_000.0
+"""Multiplier of the loss parameters' learning rate."""
+MAX_NUMBER_CHARS = 400
+"""A number written with more characters than this is refused as too long (float64 ends at
+about 1.8e308, and int64 at 19 digits)."""
 
 
 def parse_kv(text: str | None, what: str = "arguments") -> dict[str, Any]:
@@ -49,6 +96,7 @@ def parse_kv(text: str | None, what: str = "arguments") -> dict[str, Any]:
             raise ConfigError(f"bad {what} name {key!r} in {text!r}: must be an identifier")
         if key in out:
             raise ConfigError(f"{what} {key!r} given twice in {text!r}")
+        check_number_text(f"{what} {key}", raw)
         out[key] = _literal(raw)
     return out
 
@@ -96,14 +144,44 @@ def _literal(raw: str) -> Any:
         return raw
 
 
+_NUMBER_TEXT = re.compile(r"[+-]?[0-9_]*\.?[0-9_]*(?:[eE][+-]?[0-9_]+)?")
+
+
+def check_number_text(name: str, text: str) -> None:
+    """Refuse a number written with more than :data:`MAX_NUMBER_CHARS` characters, in one line
+    naming ``name`` (Python would otherwise fail on it with advice about
+    ``sys.set_int_max_str_digits``, or turn it into inf)."""
+    text = text.strip()
+    if (
+        len(text) > MAX_NUMBER_CHARS
+        and any(c.isdigit() for c in text[:MAX_NUMBER_CHARS])
+        and _NUMBER_TEXT.fullmatch(text)
+    ):
+        raise ConfigError(
+            f"{name}: the number {text[:12]}... is {len(text)} characters long; numbers are "
+            f"at most {MAX_NUMBER_CHARS} characters, so check the value"
+        )
+
+
+def shown(value: Any) -> str:
+    """``value`` for a one-line message: an integer of more than 30 digits by its length (str()
+    of one above 4300 digits raises), anything else its repr cut to 60 characters."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value).bit_length() > 100:
+        v = abs(value)
+        digits = int(math.log10(v)) + 1
+        digits += (v >= 10**digits) - (v < 10 ** (digits - 1))  # log10 rounds near powers of 10
+        return f"<a number of about {digits} digits>"
+    return _short(value)
+
+
 def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
     """``value`` as an int in [lo, hi]; bools and floats are refused."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name}={value!r} must be an integer")
+        raise ConfigError(f"{name}={shown(value)} must be an integer")
     if lo is not None and value < lo:
-        raise ConfigError(f"{name}={value} must be >= {lo}")
+        raise ConfigError(f"{name}={shown(value)} must be >= {lo}")
     if hi is not None and value > hi:
-        raise ConfigError(f"{name}={value} must be <= {hi}")
+        raise ConfigError(f"{name}={shown(value)} must be <= {hi}")
     return int(value)
 
 
@@ -122,16 +200,19 @@ def check_float(
 ) -> float:
     """``value`` as a finite float (>= lo, > 0 with ``positive``, <= hi)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name}={value!r} must be a number")
-    v = float(value)
+        raise ConfigError(f"{name}={shown(value)} must be a number")
+    try:
+        v = float(value)
+    except OverflowError:  # an int beyond float64
+        v = math.inf
     if not math.isfinite(v):
-        raise ConfigError(f"{name}={value!r} must be a finite number")
+        raise ConfigError(f"{name}={shown(value)} must be a finite number")
     if positive and not v > 0:
-        raise ConfigError(f"{name}={value!r} must be a number > 0")
+        raise ConfigError(f"{name}={shown(value)} must be a number > 0")
     if lo is not None and v < lo:
-        raise ConfigError(f"{name}={value!r} must be >= {lo}")
+        raise ConfigError(f"{name}={shown(value)} must be >= {lo:g}")
     if hi is not None and v > hi:
-        raise ConfigError(f"{name}={value!r} must be <= {hi}")
+        raise ConfigError(f"{name}={shown(value)} must be <= {hi:g}")
     return v
 
 
@@ -184,7 +265,7 @@ def coerce_value(tp: Any, value: Any, name: str, where: str) -> Any:
             return None
         raise ConfigError(f"{where}: {name} must be {_type_name(tp)}")
     origin = typing.get_origin(inner)
-    bad = ConfigError(f"{where}: {name}={_short(value)} must be {_type_name(tp)}")
+    bad = ConfigError(f"{where}: {name}={shown(value)} must be {_type_name(tp)}")
     if dataclasses.is_dataclass(inner):
         if not isinstance(value, Mapping):
             raise bad
@@ -209,7 +290,11 @@ def coerce_value(tp: Any, value: Any, name: str, where: str) -> Any:
     if inner is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{where}: {name}={shown(value)} is beyond the range of a "
+                              "number (about 1.8e308)") from None
     if inner is str:
         if not isinstance(value, str):
             raise bad

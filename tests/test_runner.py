@@ -251,9 +251,12 @@ def test_a_finished_run_is_not_reused_for_other_metrics(study, tmp_path):
 def test_a_diverging_loss_is_a_one_line_error(study, tmp_path):
     from oodml.errors import TrainingError
 
-    spec = spec_for(study, tmp_path / "out", loss="softmax",
-                    train=TrainConfig(epochs=2, batch_size=16, m=4, optimizer="sgd", lr=1e38))
-    with pytest.raises(TrainingError, match="loss became .* lower lr"):
+    with pytest.raises(ConfigError, match="lr=1e[+]38 must be <= 10"):
+        TrainConfig(optimizer="sgd", lr=1e38)
+    spec = spec_for(study, tmp_path / "out", loss="contrastive", loss_args={"neg_margin": 1e38},
+                    train=TrainConfig(epochs=2, batch_size=16, m=4, optimizer="sgd", lr=10.0))
+    with pytest.raises(TrainingError, match="loss became inf.* lower lr=10, or try optimizer "
+                       "adam"):
         run_one(spec)
 
 

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from oodml.config import check_int
+from oodml.config import MAX_BATCH, MAX_WORKERS, check_int
 from oodml.data.manifest import Manifest
 from oodml.features.cache import default_cache_dir
 from oodml.features.featureset import FeatureSet
@@ -26,17 +26,19 @@ class FeatureOptions:
     weights: str | None = _opt(None, "Extractor weights file (default: built-in or the torch "
                                "hub cache).")
     device: str = _opt("auto", "Where to extract: auto (a GPU if present), cpu, cuda or cuda:N.")
-    batch_size: int | None = _opt(None, "Images per batch (default: 64 on CUDA, 8 on CPU).")
-    num_workers: int | None = _opt(None, "Decoding worker processes (default: min(4, CPUs)).")
+    batch_size: int | None = _opt(
+        None, f"Images per batch (default: 64 on CUDA, 8 on CPU; at most {MAX_BATCH:,}).")
+    num_workers: int | None = _opt(
+        None, f"Decoding worker processes (default: min(4, CPUs); at most {MAX_WORKERS}).")
     amp: bool = _opt(False, "Mixed precision (CUDA only).")
     cache_dir: str | None = _opt(None, "Feature cache folder (default: $OODML_CACHE or "
                                  "~/.cache/oodml).", flag="cache")
 
     def __post_init__(self) -> None:
         if self.batch_size is not None:
-            check_int("batch_size", self.batch_size, 1)
+            check_int("batch_size", self.batch_size, 1, MAX_BATCH)
         if self.num_workers is not None:
-            check_int("num_workers", self.num_workers, 0)
+            check_int("num_workers", self.num_workers, 0, MAX_WORKERS)
 
     @property
     def cache(self) -> os.PathLike | str:

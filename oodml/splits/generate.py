@@ -18,6 +18,15 @@ from typing import Any
 import numpy as np
 
 from oodml import __version__
+from oodml.config import (
+    MAX_BOOTSTRAP,
+    MAX_EPISODES,
+    MAX_LEVELS,
+    MAX_SHOT_COUNTS,
+    MAX_SHOTS,
+    MAX_SUPPORT_PATHS,
+    shown,
+)
 from oodml.errors import ConfigError
 from oodml.progress import NO_PROGRESS, Progress, tick_callback
 from oodml.splits.ladder import (
@@ -118,9 +127,10 @@ class LadderConfig:
     bootstrap: int = DEFAULT_BOOTSTRAPS
 
     def __post_init__(self) -> None:
-        if not _is_int(self.bootstrap) or self.bootstrap < 0:
-            raise ConfigError(f"bootstrap={self.bootstrap!r} must be an integer >= 0 (0: no "
-                              "distance intervals)")
+        if not _is_int(self.bootstrap) or not 0 <= self.bootstrap <= MAX_BOOTSTRAP:
+            raise ConfigError(f"bootstrap={shown(self.bootstrap)} must be an integer >= 0 and "
+                              f"<= {MAX_BOOTSTRAP} (0: no distance intervals; 2,000 replicates "
+                              "give a stable 95% interval)")
         dm = distance_mode(self.mode)
         PROCEDURES.get(self.procedure)
         params = self.params
@@ -142,8 +152,11 @@ class LadderConfig:
             )
         if self.levels is None and self.targets is None:
             object.__setattr__(self, "levels", DEFAULT_LEVELS)
-        if self.levels is not None and (not _is_int(self.levels) or self.levels < 1):
-            raise ConfigError(f"levels={self.levels!r} must be an integer >= 1")
+        if self.levels is not None and (
+            not _is_int(self.levels) or not 1 <= self.levels <= MAX_LEVELS
+        ):
+            raise ConfigError(f"levels={shown(self.levels)} must be an integer >= 1 and <= "
+                              f"{MAX_LEVELS}")
         if self.targets is not None:
             targets = tuple(self.targets)
             ok = all(
@@ -154,11 +167,14 @@ class LadderConfig:
             )
             if not targets or not ok:
                 raise ConfigError(
-                    f"targets={list(targets)!r} must be finite numbers, e.g. 20,40,80"
+                    f"targets={shown(list(targets))} must be finite numbers, e.g. 20,40,80"
                 )
+            if len(targets) > MAX_LEVELS:
+                raise ConfigError(f"targets lists {len(targets):,} distances; at most "
+                                  f"{MAX_LEVELS} (one split each)")
             object.__setattr__(self, "targets", tuple(float(t) for t in targets))
         if not _is_int(self.seed) or not 0 <= self.seed < 2**63:
-            raise ConfigError(f"seed={self.seed!r} must be an integer in [0, 2**63)")
+            raise ConfigError(f"seed={shown(self.seed)} must be an integer in [0, 2**63)")
         if self.start not in START_CHOICES:
             raise ConfigError(
                 f"start={self.start!r} is unknown; choose one of: {', '.join(START_CHOICES)}"
@@ -168,10 +184,14 @@ class LadderConfig:
             raise ConfigError(f"val_fraction={vf!r} must be a number in [0, 1), e.g. 0.25")
         shots = tuple(self.shots)
         if not shots or not all(_is_int(x) and x >= 1 for x in shots):
-            raise ConfigError(f"shots={list(shots)!r} must be positive integers, e.g. 2,5,10")
+            raise ConfigError(f"shots={shown(list(shots))} must be positive integers, e.g. 2,5,10")
+        if len(shots) > MAX_SHOT_COUNTS or max(shots) > MAX_SHOTS:
+            raise ConfigError(f"shots={shown(list(shots))} must list at most {MAX_SHOT_COUNTS} "
+                              f"shot counts, each at most {MAX_SHOTS}")
         object.__setattr__(self, "shots", tuple(int(x) for x in shots))
-        if not _is_int(self.episodes) or self.episodes < 1:
-            raise ConfigError(f"episodes={self.episodes!r} must be an integer >= 1")
+        if not _is_int(self.episodes) or not 1 <= self.episodes <= MAX_EPISODES:
+            raise ConfigError(f"episodes={shown(self.episodes)} must be an integer >= 1 and <= "
+                              f"{MAX_EPISODES}")
 
 
 def _with_removal(procedure: str, params: Any, removal: Any) -> Any:
@@ -212,6 +232,7 @@ def generate_splitfile(
             f"features are for another version of dataset {manifest.name!r} "
             f"({featureset.fingerprint[:12]}... vs {manifest.fingerprint[:12]}...); recompute them"
         )
+    check_generation_cost(manifest, config)
     stats = ClassStats.from_features(featureset.features, featureset.labels)
     train, test = start_classes(manifest, config.start, config.seed)
     tick, task = tick_callback(progress, f"{config.procedure} walk ({config.mode})")
@@ -272,6 +293,29 @@ def generate_splitfile(
     cis = ladder_cis(stats, splitfile, n_boot=config.bootstrap, tick=task.advance)
     task.close()
     return with_distance_cis(splitfile, cis)
+
+
+def check_generation_cost(manifest: Any, config: LadderConfig) -> None:
+    """Refuse, before features or the walk, a ladder whose few-shot episodes cannot fit a split
+    file (:data:`MAX_SUPPORT_PATHS`).
+
+    Upper bound of the paths: every walk step keeps or shrinks the start's test side (swaps keep
+    the counts, removals shrink them), so a split's episodes for ``s`` shots hold at most
+    ``s * min(n_test, #classes with > s images)`` paths each; times ``episodes``, summed over
+    the shot counts, times the number of splits asked for."""
+    _, test = start_classes(manifest, config.start, config.seed)
+    counts = list(dict(manifest.class_counts).values())
+    per_episode = sum(
+        s * min(len(test), sum(1 for n in counts if n >= s + 1)) for s in config.shots
+    )
+    levels = len(config.targets) if config.targets is not None else config.levels
+    total = int(levels or DEFAULT_LEVELS) * config.episodes * per_episode
+    if total > MAX_SUPPORT_PATHS:
+        raise ConfigError(
+            f"episodes={config.episodes} with shots={list(config.shots)} on {len(test)} test "
+            f"classes and {levels} levels would store up to {total:,} support image paths in "
+            f"the split file (at most {MAX_SUPPORT_PATHS:,}); lower episodes, shots or levels"
+        )
 
 
 def start_classes(manifest: Any, start: str, seed: int) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from oodml.config import MAX_STEPS, shown
 from oodml.errors import ConfigError
 from oodml.splits.ranking import Ranker
 from oodml.splits.trajectory import Step
@@ -33,10 +34,14 @@ Progress = Callable[[], None]
 
 
 def _check_int(name: str, value: Any, lo: int, optional: bool = False) -> int | None:
+    """An integer parameter in [lo, :data:`~oodml.config.MAX_STEPS`] (iterations, steps,
+    candidates and histories are all bounded by it)."""
     if optional and value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ConfigError(f"procedure parameter {name}={value!r} must be an integer >= {lo}")
+    if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+            or not lo <= value <= MAX_STEPS):
+        raise ConfigError(f"procedure parameter {name}={shown(value)} must be an integer >= "
+                          f"{lo} and <= {MAX_STEPS}")
     return int(value)
 
 

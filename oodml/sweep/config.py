@@ -39,11 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from oodml.config import coerce_value, from_mapping
+from oodml.config import MAX_LEVELS, coerce_value, from_mapping
 from oodml.errors import ConfigError
 from oodml.fileio import read_text
 from oodml.train.loop import TrainConfig
-from oodml.train.spec import FewshotConfig, RunSpec, method_name
+from oodml.train.spec import FewshotConfig, RunSpec, check_seeds, method_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -91,6 +91,13 @@ class SweepConfig:
     fewshot: FewshotConfig | None = None
     source: str = ""
 
+    def __post_init__(self) -> None:
+        where = f"sweep config {self.source}" if self.source else "sweep config"
+        check_seeds(self.seeds, f"{where}: seeds")
+        if self.splits is not None and len(self.splits) > MAX_LEVELS:
+            raise ConfigError(f"{where}: splits lists {len(self.splits):,} split ids; at most "
+                              f"{MAX_LEVELS:,}")
+
 
 def _unknown(keys: set[str], allowed: tuple[str, ...], where: str) -> None:
     extra = sorted(keys - set(allowed))
@@ -107,12 +114,24 @@ def _table(value: Any, where: str) -> dict[str, Any]:
 def _read(path: Path) -> dict[str, Any]:
     """The TOML document; the file is read through :func:`oodml.fileio.read_text` (a regular
     file of at most :data:`MAX_CONFIG_BYTES`: a FIFO or /dev/zero is refused, never read)."""
-    text = read_text(path, "sweep config", MAX_CONFIG_BYTES)
+    return _parse(read_text(path, "sweep config", MAX_CONFIG_BYTES), path)
+
+
+def _parse(text: str, path: Path) -> dict[str, Any]:
+    """The TOML document of ``text``. A leading byte-order mark (editors on Windows write one)
+    is dropped; a number too long for Python to read (over 4300 digits) is a one-line error."""
     try:
-        return tomllib.loads(text)
+        return tomllib.loads(text.removeprefix("\ufeff"))
     except (tomllib.TOMLDecodeError, RecursionError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"sweep config {path} is not valid TOML: {msg}") from None
+    except ValueError as exc:  # int() refusing a number of more than 4300 digits
+        if "digits" not in str(exc):
+            raise
+        raise ConfigError(
+            f"sweep config {path} holds a number too long to read (over 4300 digits); check "
+            "the values"
+        ) from None
 
 
 def load_config(path: str | Path) -> SweepConfig:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from oodml.config import check_float, check_int
+from oodml.config import MAX_CPUS, MAX_RETRIES, check_float, check_int
 from oodml.errors import ConfigError
 from oodml.results import check_results_folder, merge_results
 from oodml.splits.splitfile import load_splitfile
@@ -50,11 +50,11 @@ class SweepRun:
                 f"address={self.address!r} is a Ray cluster's; use backend='ray' with it, or "
                 "drop it"
             )
-        check_float("cpus_per_run", self.cpus_per_run, positive=True)
-        check_float("gpus_per_run", self.gpus_per_run, 0.0)
-        check_int("retries", self.retries, 0)
+        check_float("cpus_per_run", self.cpus_per_run, positive=True, hi=MAX_CPUS)
+        check_float("gpus_per_run", self.gpus_per_run, 0.0, hi=MAX_CPUS)
+        check_int("retries", self.retries, 0, MAX_RETRIES)
         if self.num_cpus is not None:
-            check_int("num_cpus", self.num_cpus, 1)
+            check_int("num_cpus", self.num_cpus, 1, MAX_CPUS)
 
 
 def plan(cfg: SweepConfig, how: SweepRun = SweepRun()) -> list[RunSpec]:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from oodml.config import shown
 from oodml.errors import ConfigError
 
 _SIMPLE = (bool, int, float, str, type(None))
@@ -100,6 +102,15 @@ def _expected_types(p: inspect.Parameter) -> tuple[type, ...] | None:
 
 
 def _coerce(p: inspect.Parameter, value: Any, what: str) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(
+            f"{what} argument {p.name}={value!r} is not a finite number (a number beyond "
+            "about 1.8e308 reads as inf); give a finite value"
+        )
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**63:
+        raise ConfigError(
+            f"{what} argument {p.name}={shown(value)} is too large; give a value below 2**63"
+        )
     expected = _expected_types(p)
     if expected is None or value is None:
         return value

@@ -21,7 +21,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from oodml.config import check_choice, check_float, check_int
+from oodml.config import (
+    MAX_BATCH,
+    MAX_EPOCHS,
+    MAX_LR,
+    MAX_LR_MULT,
+    MAX_WORKERS,
+    check_choice,
+    check_float,
+    check_int,
+)
 from oodml.errors import ConfigError, OutputError, TrainingError, first_line
 from oodml.features.extractors import read_torch_file
 from oodml.fileio import atomic_write_stream
@@ -40,37 +49,38 @@ def _opt(default: Any, help: str) -> Any:
 class TrainConfig:
     """Everything that shapes optimisation (not the data or the method)."""
 
-    epochs: int = _opt(10, "Training epochs.")
-    batch_size: int = _opt(64, "Training batch size.")
+    epochs: int = _opt(10, f"Training epochs (at most {MAX_EPOCHS:,}).")
+    batch_size: int = _opt(64, f"Training batch size (at most {MAX_BATCH:,}).")
     optimizer: str = _opt("adam", "Optimizer: adam, adamw or sgd.")
-    lr: float = _opt(1e-3, "Learning rate.")
+    lr: float = _opt(1e-3, f"Learning rate (at most {MAX_LR:g}).")
     weight_decay: float = _opt(0.0, "Weight decay.")
     momentum: float = _opt(0.9, "SGD momentum.")
     schedule: str = _opt("none", "LR schedule: none, cosine or step.")
-    step_size: int = _opt(10, "Epochs between LR steps (schedule step).")
+    step_size: int = _opt(10, f"Epochs between LR steps (schedule step; at most {MAX_EPOCHS:,}).")
     gamma: float = _opt(0.1, "LR factor per step (schedule step).")
-    loss_lr_mult: float = _opt(1.0, "LR multiplier for loss parameters (proxies, classifier).")
+    loss_lr_mult: float = _opt(
+        1.0, f"LR multiplier for loss parameters (proxies, classifier; at most {MAX_LR_MULT:g}).")
     sampler: str = _opt("m-per-class", "Batch sampler: m-per-class or random.")
-    m: int = _opt(4, "Images per class in a batch (m-per-class sampler).")
+    m: int = _opt(4, f"Images per class in a batch (m-per-class sampler; at most {MAX_BATCH:,}).")
     amp: bool = _opt(False, "Mixed precision (CUDA only).")
     channels_last: bool = _opt(False, "Channels-last memory (CUDA only).")
-    num_workers: int = _opt(0, "DataLoader workers for image decoding.")
-    eval_batch_size: int = _opt(256, "Batch size for embedding.")
+    num_workers: int = _opt(0, f"DataLoader workers for image decoding (at most {MAX_WORKERS}).")
+    eval_batch_size: int = _opt(256, f"Batch size for embedding (at most {MAX_BATCH:,}).")
 
     def __post_init__(self) -> None:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("schedule", self.schedule, SCHEDULES)
-        check_int("epochs", self.epochs, 0)
-        check_int("batch_size", self.batch_size, 1)
-        check_int("step_size", self.step_size, 1)
-        check_int("m", self.m, 1)
-        check_int("num_workers", self.num_workers, 0)
-        check_int("eval_batch_size", self.eval_batch_size, 1)
-        check_float("lr", self.lr, positive=True)
+        check_int("epochs", self.epochs, 0, MAX_EPOCHS)
+        check_int("batch_size", self.batch_size, 1, MAX_BATCH)
+        check_int("step_size", self.step_size, 1, MAX_EPOCHS)
+        check_int("m", self.m, 1, MAX_BATCH)
+        check_int("num_workers", self.num_workers, 0, MAX_WORKERS)
+        check_int("eval_batch_size", self.eval_batch_size, 1, MAX_BATCH)
+        check_float("lr", self.lr, positive=True, hi=MAX_LR)
         check_float("weight_decay", self.weight_decay, 0.0)
         check_float("momentum", self.momentum, 0.0)
         check_float("gamma", self.gamma, positive=True)
-        check_float("loss_lr_mult", self.loss_lr_mult, positive=True)
+        check_float("loss_lr_mult", self.loss_lr_mult, positive=True, hi=MAX_LR_MULT)
         for name in ("amp", "channels_last"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be true or false")
@@ -201,6 +211,19 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return read_torch_file(path, "checkpoint", "delete it to start over")
 
 
+def diverged(cfg: TrainConfig, description: str, epoch: int, what: str) -> TrainingError:
+    """The one-line error of training that left the finite numbers, naming the settings that
+    set the step size (and adam only when another optimizer is in use)."""
+    try_adam = "" if cfg.optimizer == "adam" else f", or try optimizer adam (not {cfg.optimizer})"
+    also = [f"loss_lr_mult={cfg.loss_lr_mult:g}"] if cfg.loss_lr_mult != 1 else []
+    if cfg.schedule == "step" and cfg.gamma > 1:
+        also.append(f"gamma={cfg.gamma:g} (it multiplies lr every {cfg.step_size} epochs)")
+    return TrainingError(
+        f"{description}: training diverged at epoch {epoch + 1} ({what}); lower "
+        f"{' or '.join([f'lr={cfg.lr:g}', *also])}{try_adam}, or check the loss arguments"
+    )
+
+
 def train(
     model: nn.Module,
     loss_fn: nn.Module,
@@ -285,13 +308,15 @@ def _train(
             tuples = miner(emb, y) if miner is not None else None
             loss = loss_fn(emb, y, tuples) if tuples is not None else loss_fn(emb, y)
             if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"{description}: loss became {float(loss)} at epoch {epoch + 1}; "
-                    "lower lr (or loss_lr_mult), or try optimizer adam"
-                )
+                raise diverged(cfg, description, epoch, f"loss became {float(loss.detach())}")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
-            scaler.step(optimizer)
+            try:
+                scaler.step(optimizer)
+            except RuntimeError as exc:
+                if "overflow" not in str(exc):
+                    raise
+                raise diverged(cfg, description, epoch, "the update overflowed") from None
             scaler.update()
             total += float(loss.detach())
             count += 1

@@ -25,12 +25,36 @@ from oodml.fileio import check_input_file
 from oodml.hub import Progress
 from oodml.registry import Registry
 
+MAX_HEAD_PARAMS = 2**27
+"""Parameters of an embedding head (134M: 512 MiB of float32 weights, about 2 GiB while
+training with adam's two moments and the gradients)."""
+
+
+def head_params(in_dim: int, dim: int, hidden: int = 0) -> int:
+    """Weights and biases of :class:`EmbeddingHead`: in*dim + dim, or in*h + h + h*dim + dim."""
+    if hidden > 0:
+        return in_dim * hidden + hidden + hidden * dim + dim
+    return in_dim * dim + dim
+
+
+def check_head_size(in_dim: int, dim: int, hidden: int = 0) -> None:
+    """Refuse, before anything is allocated, a head above :data:`MAX_HEAD_PARAMS`."""
+    n = head_params(in_dim, dim, hidden)
+    if n > MAX_HEAD_PARAMS:
+        shape = f"{in_dim} x {hidden} x {dim}" if hidden > 0 else f"{in_dim} x {dim}"
+        raise ConfigError(
+            f"embed_dim={dim}, hidden={hidden} make a {shape} head of {n:,} parameters "
+            f"(~{16 * n / 2**30:.1f} GiB to train); at most {MAX_HEAD_PARAMS:,}: lower embed_dim "
+            "or hidden"
+        )
+
 
 class EmbeddingHead(nn.Module):
     """Linear map (``hidden == 0``) or one-hidden-layer MLP to ``dim``, then L2 normalisation."""
 
     def __init__(self, in_dim: int, dim: int = 128, hidden: int = 0) -> None:
         super().__init__()
+        check_head_size(in_dim, dim, hidden)
         self.in_dim, self.dim, self.hidden = in_dim, dim, hidden
         if hidden > 0:
             self.net: nn.Module = nn.Sequential(

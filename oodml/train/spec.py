@@ -12,7 +12,22 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from oodml.config import check_choice, check_int, check_seed
+from oodml.config import (
+    MAX_DRAWS,
+    MAX_EPISODES,
+    MAX_EPOCHS,
+    MAX_IDS,
+    MAX_IMAGE_SIZE,
+    MAX_LR,
+    MAX_SEEDS,
+    MAX_SHOT_COUNTS,
+    MAX_SHOTS,
+    MAX_WIDTH,
+    check_choice,
+    check_float,
+    check_int,
+    check_seed,
+)
 from oodml.errors import ConfigError
 from oodml.metrics import DEFAULT_METRICS
 from oodml.metrics.knn import DISTANCES
@@ -69,9 +84,10 @@ class RunSpec:
     weights: str | None = _opt(
         "imagenet", "Backbone weights: imagenet (hub cache), a file, or random.",
         flag="backbone-weights")
-    embed_dim: int = _opt(128, "Embedding dimension.")
-    hidden: int = _opt(0, "Hidden width of an MLP head (0: linear head).")
-    image_size: int = _opt(224, "Crop size for full-backbone training.")
+    embed_dim: int = _opt(128, f"Embedding dimension (at most {MAX_WIDTH:,}).")
+    hidden: int = _opt(0, f"Hidden width of an MLP head (0: linear head; at most {MAX_WIDTH:,}).")
+    image_size: int = _opt(
+        224, f"Crop size for full-backbone training (at most {MAX_IMAGE_SIZE:,}).")
     train: TrainConfig = _opt(TrainConfig(), "Optimisation settings.")
     metrics: tuple[str, ...] = _opt(DEFAULT_METRICS, "Metrics to compute (default: all).")
     distance: str = _opt("cosine", "Retrieval distance: cosine or euclidean.")
@@ -82,12 +98,13 @@ class RunSpec:
         None, "Also evaluate every retrieval metric on this many test classes drawn at random "
         "(size-controlled, named <metric>/n<N>); default: the smallest test-class count of the "
         "ladder; 0: off.")
-    gallery_draws: int = _opt(10, "Random draws of the size-controlled gallery (averaged).")
+    gallery_draws: int = _opt(
+        10, f"Random draws of the size-controlled gallery (averaged; at most {MAX_DRAWS:,}).")
     checkpoints: bool = _opt(True, "Write per-epoch checkpoints (resume a killed run).")
     skip_bad: bool = _opt(False, "Leave out images that cannot be decoded (listed).")
 
     def __post_init__(self) -> None:
-        check_int("split_id", self.split_id, 1)
+        check_int("split_id", self.split_id, 1, MAX_IDS)
         check_seed("seed", self.seed)
         if not isinstance(self.loss, str) or not self.loss.strip():
             raise ConfigError("loss is required: a loss name (see `oodml losses`) or an import "
@@ -96,13 +113,13 @@ class RunSpec:
             raise ConfigError("results_dir is required: the folder that holds the results")
         if self.method is not None:
             check_method_name(self.method)
-        check_int("embed_dim", self.embed_dim, 1)
-        check_int("hidden", self.hidden, 0)
-        check_int("image_size", self.image_size, 32)
+        check_int("embed_dim", self.embed_dim, 1, MAX_WIDTH)
+        check_int("hidden", self.hidden, 0, MAX_WIDTH)
+        check_int("image_size", self.image_size, 32, MAX_IMAGE_SIZE)
         check_choice("distance", self.distance, DISTANCES)
         if self.gallery_classes is not None and self.gallery_classes != 0:
-            check_int("gallery_classes", self.gallery_classes, 2)
-        check_int("gallery_draws", self.gallery_draws, 1)
+            check_int("gallery_classes", self.gallery_classes, 2, MAX_IDS)
+        check_int("gallery_draws", self.gallery_draws, 1, MAX_DRAWS)
         if not self.metrics or not all(isinstance(m, str) and m for m in self.metrics):
             raise ConfigError(f"metrics={self.metrics!r} must list at least one metric name")
         if not isinstance(self.train, TrainConfig):
@@ -125,29 +142,47 @@ class FewshotConfig:
     """Few-shot fine-tuning settings; ``ft_lr=None`` reuses the training LR,
     ``max_episodes=None`` uses every episode of the split file."""
 
-    shots: tuple[int, ...] = _opt((2, 5), "Shot counts to adapt with, e.g. 2,5.")
-    ft_epochs: int = _opt(20, "Fine-tuning epochs per episode.")
-    ft_lr: float | None = _opt(None, "Fine-tuning learning rate (default: the training lr).")
+    shots: tuple[int, ...] = _opt(
+        (2, 5), f"Shot counts to adapt with, e.g. 2,5 (at most {MAX_SHOT_COUNTS} counts, each at "
+        f"most {MAX_SHOTS:,}).")
+    ft_epochs: int = _opt(20, f"Fine-tuning epochs per episode (at most {MAX_EPOCHS:,}).")
+    ft_lr: float | None = _opt(
+        None, f"Fine-tuning learning rate (default: the training lr; at most {MAX_LR:g}).")
     tune: str = _opt("head", "What to fine-tune: head or all.")
-    max_episodes: int | None = _opt(None, "Use at most this many episodes per shot count.")
+    max_episodes: int | None = _opt(
+        None, f"Use at most this many episodes per shot count (at most {MAX_EPISODES:,}).")
 
     def __post_init__(self) -> None:
         check_choice("tune", self.tune, TUNE)
         if not self.shots:
             raise ConfigError("shots must list at least one shot count, e.g. 2,5")
+        if len(self.shots) > MAX_SHOT_COUNTS:
+            raise ConfigError(f"shots lists {len(self.shots)} shot counts; at most "
+                              f"{MAX_SHOT_COUNTS}")
         for s in self.shots:
-            check_int("shots", s, 1)
+            check_int("shots", s, 1, MAX_SHOTS)
         if len(set(self.shots)) != len(self.shots):
             raise ConfigError(
                 f"shots={list(self.shots)!r} lists a shot count twice; give each once"
             )
-        check_int("ft_epochs", self.ft_epochs, 1)
+        check_int("ft_epochs", self.ft_epochs, 1, MAX_EPOCHS)
         if self.ft_lr is not None:
-            from oodml.config import check_float
-
-            check_float("ft_lr", self.ft_lr, positive=True)
+            check_float("ft_lr", self.ft_lr, positive=True, hi=MAX_LR)
         if self.max_episodes is not None:
-            check_int("max_episodes", self.max_episodes, 1)
+            check_int("max_episodes", self.max_episodes, 1, MAX_EPISODES)
+
+
+def check_seeds(seeds: tuple[int, ...] | list[int], where: str = "seeds") -> tuple[int, ...]:
+    """The seeds of one grid: 1 to :data:`~oodml.config.MAX_SEEDS` valid seeds."""
+    seeds = tuple(seeds)
+    if not seeds:
+        raise ConfigError(f"{where} must list at least one seed, e.g. 0,1,2")
+    if len(seeds) > MAX_SEEDS:
+        raise ConfigError(f"{where} lists {len(seeds):,} seeds; at most {MAX_SEEDS:,} (each "
+                          "trains a model per split)")
+    for seed in seeds:
+        check_seed("seed", seed)
+    return seeds
 
 
 def method_name(spec: RunSpec) -> str:
