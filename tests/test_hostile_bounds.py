@@ -35,26 +35,10 @@ from oodml.train.miners import resolve_miner_args
 from oodml.train.models import EmbeddingHead, build_model
 from oodml.train.samplers import build_sampler
 from oodml.train.spec import FewshotConfig, RunSpec, check_seeds
-from oodml.train.synthetic import make_synthetic_study
 from oodml_cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 BIG = "9" * 5000
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    return make_synthetic_study(tmp_path_factory.mktemp("study"), n_splits=2)
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line_error(code: int, err: str) -> str:
@@ -74,8 +58,8 @@ def train_args(study, out: Path, *extra: str) -> list[str]:
 # --- item 9: crashes through the catch-all ----------------------------------------------------
 
 
-def test_lr_1e300_is_a_one_line_error_naming_lr(study, tmp_path, capsys):
-    code, _, err = run(capsys, *train_args(study, tmp_path / "o", "--lr", "1e300"))
+def test_lr_1e300_is_a_one_line_error_naming_lr(study, tmp_path, cli):
+    code, _, err = cli(*train_args(study, tmp_path / "o", "--lr", "1e300"))
     assert "lr=1e+300 must be <= 10" in one_line_error(code, err)
     assert not (tmp_path / "o" / "runs").exists()
     assert str(int(C.MAX_LR)) in field_help(TrainConfig, "lr")
@@ -117,8 +101,8 @@ def test_a_loss_that_becomes_inf_points_at_lr_and_the_loss_arguments():
     assert "try optimizer adam" not in msg  # adam is the optimizer in use
 
 
-def test_embed_dim_1e8_is_refused_before_anything_is_allocated(study, tmp_path, capsys):
-    code, _, err = run(capsys, *train_args(study, tmp_path / "o", "--embed-dim", "100000000"))
+def test_embed_dim_1e8_is_refused_before_anything_is_allocated(study, tmp_path, cli):
+    code, _, err = cli(*train_args(study, tmp_path / "o", "--embed-dim", "100000000"))
     assert "embed_dim=100000000 must be <= 16384" in one_line_error(code, err)
     assert "16,384" in field_help(RunSpec, "embed_dim")
 
@@ -210,8 +194,8 @@ def test_no_file_descriptor_left_is_a_one_line_error(study):
                                             "100000"),
     ],
 )
-def test_generate_counts_are_refused_before_any_work(tmp_path, capsys, args, needle):
-    code, _, err = run(capsys, "splits", "generate", "omniglot", "--root", str(tmp_path / "no"),
+def test_generate_counts_are_refused_before_any_work(tmp_path, cli, args, needle):
+    code, _, err = cli("splits", "generate", "omniglot", "--root", str(tmp_path / "no"),
                        "-o", str(tmp_path / "sf.json"), *args)
     assert needle in one_line_error(code, err)
 
@@ -226,8 +210,8 @@ def test_generate_counts_are_refused_before_any_work(tmp_path, capsys, args, nee
         (["--seeds", ",".join(map(str, range(1001)))], "seeds lists 1,001 seeds; at most 1,000"),
     ],
 )
-def test_evaluate_counts_are_refused_before_any_work(study, tmp_path, capsys, args, needle):
-    code, _, err = run(capsys, *train_args(study, tmp_path / "o", *args))
+def test_evaluate_counts_are_refused_before_any_work(study, tmp_path, cli, args, needle):
+    code, _, err = cli(*train_args(study, tmp_path / "o", *args))
     assert needle in one_line_error(code, err)
 
 
@@ -406,8 +390,8 @@ def test_non_finite_loss_and_miner_arguments_are_refused_up_front_naming_the_key
     assert resolve_loss_args("triplet", "margin=0.2")["margin"] == 0.2
 
 
-def test_margin_1e999_on_the_command_line_names_the_key(study, tmp_path, capsys):
-    code, _, err = run(capsys, *train_args(study, tmp_path / "o", "--loss", "triplet",
+def test_margin_1e999_on_the_command_line_names_the_key(study, tmp_path, cli):
+    code, _, err = cli(*train_args(study, tmp_path / "o", "--loss", "triplet",
                                            "--loss-args", "margin=1e999"))
     line = one_line_error(code, err)
     assert "margin=inf is not a finite number" in line and "adam" not in line
@@ -432,9 +416,9 @@ def test_thousands_of_digits_in_key_value_options_are_too_long(text):
                                          "<= 1000"),
     ],
 )
-def test_thousands_of_digits_on_the_command_line_are_one_short_line(study, tmp_path, capsys,
-                                                                    args, needle):
-    code, _, err = run(capsys, *train_args(study, tmp_path / "o", *args))
+def test_thousands_of_digits_on_the_command_line_are_one_short_line(study, tmp_path, cli, args,
+                                                                    needle):
+    code, _, err = cli(*train_args(study, tmp_path / "o", *args))
     line = one_line_error(code, err)
     assert needle in line and "set_int_max_str_digits" not in line and len(line) < 300, line
 
