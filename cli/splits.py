@@ -167,7 +167,7 @@ def verify(**o) -> None:
     elif o["distances"]:
         with Bars() as bars:
             features = replace(feats, extractor=sf.extractor).get(manifest, bars)
-    problems = first + verify_splitfile(sf, manifest, features)
+    problems = list(dict.fromkeys(first + verify_splitfile(sf, manifest, features)))
     for problem in problems:
         say(f"problem: {problem}")
     if problems:

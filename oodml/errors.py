@@ -8,6 +8,20 @@ def first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+MAX_SHOWN = 80
+"""Most characters of one value (a class name, a path, a token) quoted in an error message."""
+
+
+def short(value: object, limit: int = MAX_SHOWN) -> str:
+    """``repr(value)`` cut to ``limit`` characters, with "..." and the value's full length, so a
+    100 kB class name or token never floods a one-line error; short values are their repr."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value)} characters)" if isinstance(value, (str, bytes)) else ""
+    return text[: max(limit - 3, 1)] + "..." + size
+
+
 class OodmlError(Exception):
     """A user-facing error: the message names the file or value and what to do."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from oodml.errors import ConfigError
+from oodml.errors import ConfigError, short
 
 T = TypeVar("T")
 
@@ -34,7 +34,8 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             valid = ", ".join(sorted(self._items))
-            raise ConfigError(f"unknown {self.kind} {name!r}; choose one of: {valid}") from None
+            what = f"unknown {self.kind} {short(name)}"
+            raise ConfigError(f"{what}; choose one of: {valid}") from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

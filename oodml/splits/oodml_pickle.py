@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import pickle
 from pathlib import Path
@@ -29,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from oodml.data.manifest import path_problem
-from oodml.errors import SplitFileError
+from oodml.errors import SplitFileError, short
 from oodml.fileio import atomic_write_bytes, read_bytes
-from oodml.splits.splitfile import Split, SplitFile
+from oodml.splits.splitfile import Split, SplitFile, episode_problems
 
 PROCEDURE = "oodml-published"
 _NUMPY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")
@@ -286,48 +287,70 @@ def _names(value: Any, where: str) -> tuple[str, ...]:
 
 
 class _PathMapper:
-    """Maps image names from a pickle to paths relative to the dataset root."""
+    """Maps image names from a pickle to paths relative to the dataset root; with a manifest,
+    an image must exist and be of the class it supports."""
 
     def __init__(self, manifest: Any | None) -> None:
         self.manifest = manifest
         self.by_name: dict[tuple[str, str], list[str]] = {}
-        self.paths: set[str] = set()
+        self.label_of: dict[str, str] = {}
         if manifest is not None:
-            self.paths = set(manifest.paths)
+            self.label_of = dict(zip(manifest.paths, manifest.labels, strict=True))
             for cls, path in zip(manifest.labels, manifest.paths, strict=True):
                 self.by_name.setdefault((cls, path.rsplit("/", 1)[-1]), []).append(path)
 
     def __call__(self, cls: str, name: str, where: str) -> str:
-        if self.manifest is not None and name not in self.paths:
+        if self.manifest is not None and name not in self.label_of:
             found = self.by_name.get((cls, name.replace("\\", "/").rsplit("/", 1)[-1]), [])
             if len(found) != 1:
                 what = "is not an image" if not found else "matches several images"
                 raise SplitFileError(
-                    f"{where}: {name!r} {what} of class {cls!r} in {self.manifest.root}; "
-                    "check --dataset and --root"
+                    f"{where}: {short(name)} {what} of class {short(cls)} in "
+                    f"{self.manifest.root}; check --dataset and --root"
                 )
             name = found[0]
+        if self.manifest is not None and self.label_of[name] != cls:
+            raise SplitFileError(
+                f"{where}: support image {short(name)} of class {short(cls)} is an image of "
+                f"class {short(self.label_of[name])} in {self.manifest.root}; fix the pickle"
+            )
         why = path_problem(name)
         if why:
-            raise SplitFileError(f"{where}: image path {name!r:.80} {why}")
+            raise SplitFileError(f"{where}: image path {short(name)} {why}")
         return name
 
 
 def _episodes(
-    raw: Any, test: tuple[str, ...], mapper: _PathMapper, where: str
-) -> dict[int, list[dict[str, list[str]]]]:
+    raw: Any, test: tuple[str, ...], mapper: _PathMapper, where: str, split_id: int, name: str
+) -> tuple[dict[int, list[dict[str, list[str]]]], dict[int, tuple[str, ...]]]:
+    """Episodes by shot count, and the test classes no episode of a shot count covers (the
+    split file's ``episodes_skipped``: a study leaves out classes too small for k shots). Every
+    episode must then cover the other test classes with exactly k support images each."""
     if not isinstance(raw, dict):
         raise SplitFileError(f"{where}: must map shot counts to episodes")
     out: dict[int, list[dict[str, list[str]]]] = {}
-    for shots in sorted(raw, key=_order):
-        eps = raw[shots]
-        ew = f"{where}[{shots!r}]"
+    skipped: dict[int, tuple[str, ...]] = {}
+    for key, shots in _keys(raw, where, "shot count"):
+        eps = raw[key]
+        ew = f"{where}[{key!r}]"
         if not isinstance(eps, dict):
             raise SplitFileError(f"{ew}: must map episode numbers to support sets")
-        out[_as_int(shots, ew)] = [
-            _support(eps[e], test, mapper, f"{ew}[{e!r}]") for e in sorted(eps, key=_order)
+        episodes = [
+            _support(eps[e], test, mapper, f"{ew}[{e!r}]") for e, _ in _keys(eps, ew, "episode")
         ]
-    return out
+        if shots <= 0:
+            raise SplitFileError(f"{ew}: shot count {shots} must be positive")
+        covered = set().union(*episodes) if episodes else set()
+        left_out = tuple(c for c in test if c not in covered)
+        if left_out and episodes:
+            skipped[shots] = left_out
+        expected = set(test).difference(left_out)
+        for e, ep in enumerate(episodes):
+            problems = episode_problems(split_id, shots, e, ep, expected)
+            if problems:
+                raise SplitFileError(f"{name}: {problems[0]}; fix the pickle")
+        out[shots] = episodes
+    return out, skipped
 
 
 def _support(
@@ -338,22 +361,36 @@ def _support(
     out: dict[str, list[str]] = {}
     for cls, names in ep.items():
         if cls not in test:
-            raise SplitFileError(f"{where}: class {cls!r} is not a test class of this split")
+            raise SplitFileError(
+                f"{where}: class {short(cls)} is not a test class of this split"
+            )
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise SplitFileError(f"{where}[{cls!r}]: must be a list of image names")
-        out[cls] = [mapper(cls, n, f"{where}[{cls!r}]") for n in names]
+            raise SplitFileError(f"{where}[{short(cls)}]: must be a list of image names")
+        out[cls] = [mapper(cls, n, f"{where}[{short(cls)}]") for n in names]
     return out
 
 
-def _order(key: Any) -> tuple[int, Any]:
-    return (0, key) if isinstance(key, int) else (1, str(key))
+def _keys(d: dict, where: str, what: str) -> list[tuple[Any, int]]:
+    """(key, integer) for every key of ``d`` (ints, or strings holding one), in integer order;
+    two keys naming one integer (``1`` and ``'1'``) are refused: one of them would be lost or
+    counted twice."""
+    seen: dict[int, Any] = {}
+    for key in d:
+        n = _as_int(key, where)
+        if n in seen:
+            raise SplitFileError(
+                f"{where}: keys {short(seen[n])} and {short(key)} both name {what} {n}; "
+                "keep one"
+            )
+        seen[n] = key
+    return sorted(((k, n) for n, k in seen.items()), key=lambda kn: kn[1])
 
 
 def _as_int(value: Any, where: str) -> int:
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise SplitFileError(f"{where}: key {value!r} is not an integer") from None
+        raise SplitFileError(f"{where}: key {short(value)} is not an integer") from None
 
 
 def from_oodml(
@@ -362,7 +399,7 @@ def from_oodml(
     """Build a SplitFile from an already safely loaded study pickle."""
     if not isinstance(obj, dict) or not obj:
         raise SplitFileError(f"{name}: expected a non-empty dict of split id -> split")
-    keys = sorted(obj, key=_order)
+    keys = [key for key, _ in _keys(obj, name, "split")]
     mapper = _PathMapper(manifest)
     all_classes = set(manifest.classes) if manifest is not None else None
     default = (
@@ -377,16 +414,24 @@ def from_oodml(
         train = _names(_need(d, "train", where), f"{where} 'train'")
         test = _names(_need(d, "test", where), f"{where} 'test'")
         fid = _need(d, "fid", where)
-        if not isinstance(fid, (int, float)):
+        if not isinstance(fid, (int, float)) or isinstance(fid, bool):
             raise SplitFileError(f"{where} 'fid': must be a number, got {fid!r:.40}")
+        if not math.isfinite(fid) or fid < 0:
+            raise SplitFileError(
+                f"{where} 'fid': distance {fid!r:.40} must be a finite number >= 0"
+            )
         if all_classes is not None:
             unknown = sorted(set(train + test).difference(all_classes))
             if unknown:
                 raise SplitFileError(
-                    f"{where}: class {unknown[0]!r} is not in dataset {dataset_name!r} at "
+                    f"{where}: class {short(unknown[0])} is not in dataset "
+                    f"{short(dataset_name)} at "
                     f"{manifest.root}; check --dataset and --root"
                 )
         removed = tuple(sorted(all_classes.difference(train, test))) if all_classes else ()
+        episodes, skipped = _episodes(
+            d.get("test_episodes", {}), test, mapper, f"{where} episodes", i, name
+        )
         ladder.append(
             Split(
                 id=i,
@@ -397,7 +442,8 @@ def from_oodml(
                 removed=removed,
                 val_train=_names(d.get("split_train", []), f"{where} 'split_train'"),
                 val=_names(d.get("split_val", []), f"{where} 'split_val'"),
-                episodes=_episodes(d.get("test_episodes", {}), test, mapper, f"{where} episodes"),
+                episodes=episodes,
+                episodes_skipped=skipped,
             )
         )
     return SplitFile(

@@ -24,7 +24,7 @@ from typing import Any
 
 from oodml import __version__
 from oodml.data.manifest import path_problem
-from oodml.errors import ChecksumMismatch, SplitFileError
+from oodml.errors import ChecksumMismatch, SplitFileError, short
 from oodml.fileio import atomic_write_bytes, read_bytes
 from oodml.splits.trajectory import is_strictly_increasing
 
@@ -103,12 +103,13 @@ class SplitFile:
             if unknown:
                 raise SplitFileError(
                     f"split file names {len(unknown)} class(es) not in dataset "
-                    f"{manifest.name!r} at {manifest.root}: {unknown[:5]}"
+                    f"{manifest.name!r} at {manifest.root}: "
+                    + ", ".join(short(c) for c in unknown[:5])
                 )
             return
         if self.dataset_fingerprint != manifest.fingerprint:
             raise SplitFileError(
-                f"split file is for dataset {self.dataset_name!r} with fingerprint "
+                f"split file is for dataset {short(self.dataset_name)} with fingerprint "
                 f"{self.dataset_fingerprint[:12]}..., but {manifest.root} has "
                 f"{manifest.fingerprint[:12]}... ({len(manifest.classes)} classes, "
                 f"{len(manifest)} images); use the dataset version the file was made for "
@@ -287,14 +288,15 @@ class _Reader:
         self.problems = problems
 
     def fail(self, where: str, what: str) -> SplitFileError:
-        return SplitFileError(f"{self.name}: {where} {what}; regenerate or fix the split file")
+        what = _join(where, what)
+        return SplitFileError(f"{self.name}: {what}; regenerate or fix the split file")
 
     def problem(self, where: str, what: str) -> None:
         """A problem that leaves the file readable: collected when the reader collects
         problems (``load_for_verify``), raised otherwise."""
         if self.problems is None:
             raise self.fail(where, what)
-        self.problems.append(f"{where} {what}")
+        self.problems.append(_join(where, what))
 
     def get(self, obj: Any, key: str, where: str, types: type | tuple[type, ...]) -> Any:
         if not isinstance(obj, dict):
@@ -314,9 +316,13 @@ class _Reader:
         seen: set[str] = set()
         for v in values:
             if v in seen:
-                self.problem(f"{where}.{key}", f"lists class {v!r} twice (duplicated class)")
+                self.problem(f"{where}.{key}", f"lists class {short(v)} twice (duplicated class)")
             seen.add(v)
         return tuple(dict.fromkeys(values))
+
+
+def _join(where: str, what: str) -> str:
+    return f"{where} {what}" if where else what
 
 
 def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
@@ -327,14 +333,40 @@ def _int_key(r: _Reader, key: str, where: str) -> int:
     try:
         value = int(key)
     except ValueError:
-        raise r.fail(where, f"has key {key!r}, which is not a shot count") from None
+        raise r.fail(where, f"has key {short(key)}, which is not a shot count") from None
     if value <= 0 or str(value) != key:
-        raise r.fail(where, f"has key {key!r}, which is not a positive shot count")
+        raise r.fail(where, f"has key {short(key)}, which is not a positive shot count")
     return value
 
 
+def episode_problems(
+    split_id: int, shots: int, e: int, ep: Mapping[str, Any], expected: set[str]
+) -> list[str]:
+    """What is wrong with episode ``e`` of the ``shots``-shot set of split ``split_id``: a class
+    that is not in ``expected`` (the split's test classes less those skipped at this shot
+    count), an expected class without support images, or a class without exactly ``shots``
+    support images. One line each, the split, shots and class named (``load_splitfile``, the
+    importer and ``verify`` all use these lines)."""
+    out: list[str] = []
+    where = f"split {split_id}: {shots}-shot episode {e}"
+    extra = sorted(set(ep).difference(expected))
+    if extra:
+        out.append(f"{where} has support images for {short(extra[0])}, which is not a test "
+                   f"class of the split ({len(extra)} such class(es))")
+    missing = sorted(expected.difference(ep))
+    if missing:
+        out.append(f"{where} does not cover the test classes: no support images for "
+                   f"{short(missing[0])} ({len(missing)} class(es) missing)")
+    wrong = [(c, len(p)) for c, p in ep.items() if isinstance(p, list) and len(p) != shots]
+    if wrong:
+        cls, n = wrong[0]
+        out.append(f"{where} has {len(wrong)} support set(s) of the wrong size, e.g. class "
+                   f"{short(cls)} has {n} support image(s), not {shots}")
+    return out
+
+
 def _read_episodes(
-    r: _Reader, obj: Any, where: str, test: tuple[str, ...]
+    r: _Reader, obj: Any, where: str, test: tuple[str, ...], split_id: int
 ) -> tuple[Episodes, dict[int, tuple[str, ...]]]:
     raw = r.get(obj, "episodes", where, dict)
     episodes: Episodes = {}
@@ -350,19 +382,17 @@ def _read_episodes(
                 raise r.fail(ew, "must map class names to support image paths")
             support: dict[str, list[str]] = {}
             for cls, paths in ep.items():
-                if cls not in test_set:
-                    r.problem(ew, f"has support images for {cls!r}, which is not a test class")
                 if not isinstance(paths, list):
-                    raise r.fail(f"{ew}.{cls}", "must be a list of image paths")
+                    raise r.fail(f"{ew}.{short(cls)}", "must be a list of image paths")
                 kept = []
                 for p in paths:
                     why = path_problem(p)
                     if why:
-                        r.problem(f"{ew}.{cls}", f"image path {p!r:.80} {why}")
+                        r.problem(f"{ew}.{short(cls)}", f"image path {p!r:.80} {why}")
                     else:
                         kept.append(p)
                 if len(set(kept)) != len(kept):
-                    r.problem(f"{ew}.{cls}", "lists an image twice")
+                    r.problem(f"{ew}.{short(cls)}", "lists an image twice")
                 support[cls] = kept
             out.append(support)
         episodes[shots] = out
@@ -373,6 +403,11 @@ def _read_episodes(
         skipped[shots] = r.names(raw_skipped, key, f"{where}.episodes_skipped")
         if not test_set.issuperset(skipped[shots]):
             r.problem(f"{where}.episodes_skipped.{key}", "names a class that is no test class")
+    for shots, eps in episodes.items():
+        expected = test_set.difference(skipped.get(shots, ()))
+        for e, ep in enumerate(eps):
+            for problem in episode_problems(split_id, shots, e, ep, expected):
+                r.problem("", problem)
     return episodes, skipped
 
 
@@ -384,24 +419,27 @@ def _read_split(r: _Reader, obj: Any, index: int, known: set[str] | None) -> Spl
         distance = float(distance)
     except OverflowError:
         raise r.fail(f"{where}.distance", "is out of range") from None
+    if distance < 0:
+        r.problem(f"{where}.distance", f"is negative ({distance:.6g}); distances are >= 0")
     is_start = r.get(obj, "is_start", where, bool)
     lists = {k: r.names(obj, k, where) for k in ("train", "test", "removed", "val_train", "val")}
     if known is not None:
         for k, names in lists.items():
             unknown = [c for c in names if c not in known]
             if unknown:
-                r.problem(f"{where}.{k}", f"names unknown class {unknown[0]!r} (not in dataset)")
+                r.problem(f"{where}.{k}",
+                          f"names unknown class {short(unknown[0])} (not in dataset)")
     sides = ("train", "test", "removed")
     for i, a in enumerate(sides):
         for b in sides[i + 1 :]:
             both = sorted(set(lists[a]).intersection(lists[b]))
             if both:
-                r.problem(where, f"puts class {both[0]!r} in both {a} and {b}")
+                r.problem(where, f"puts class {short(both[0])} in both {a} and {b}")
     if set(lists["val_train"]).intersection(lists["val"]):
         r.problem(where, "has a class in both val_train and val")
     if not set(lists["train"]).issuperset(lists["val_train"] + lists["val"]):
         r.problem(where, "has a validation class that is not a train class")
-    episodes, skipped = _read_episodes(r, obj, where, lists["test"])
+    episodes, skipped = _read_episodes(r, obj, where, lists["test"], split_id)
     return Split(
         id=split_id,
         distance=float(distance),
@@ -441,7 +479,7 @@ def from_document(
     schema = r.get(doc, "schema", "", str)
     if schema != SCHEMA:
         raise SplitFileError(
-            f"{name}: unknown schema version {schema!r} (this oodml reads {SCHEMA!r}); "
+            f"{name}: unknown schema version {short(schema)} (this oodml reads {SCHEMA!r}); "
             "upgrade oodml or regenerate the file"
         )
     stored_sha = r.get(doc, "sha256", "", str)
@@ -521,7 +559,7 @@ def verify(sf: SplitFile, manifest: Any, features: Any = None, *, rtol: float = 
     for cls, n in sorted((sf.class_counts or {}).items()):
         if counts.get(cls, 0) != n:
             has = f"{counts[cls]}" if cls in counts else "no such class"
-            problems.append(f"class {cls!r}: split file says {n} images, dataset has {has}")
+            problems.append(f"class {short(cls)}: split file says {n} images, dataset has {has}")
     label_of = dict(zip(manifest.paths, manifest.labels, strict=True))
     for s in sf.ladder:
         problems.extend(_verify_split(s, counts, label_of))
@@ -537,12 +575,14 @@ def _verify_split(s: Split, counts: Mapping[str, int], label_of: Mapping[str, st
     where = f"split {s.id}"
     missing = [c for c in (*s.train, *s.test, *s.removed) if c not in counts]
     if missing:
-        out.append(f"{where}: {len(missing)} class(es) not in the dataset, e.g. {missing[0]!r}")
+        out.append(
+            f"{where}: {len(missing)} class(es) not in the dataset, e.g. {short(missing[0])}"
+        )
     unplaced = sorted(set(counts).difference(s.train, s.test, s.removed))
     if unplaced:
         out.append(
             f"{where}: {len(unplaced)} dataset class(es) in neither train, test nor removed, "
-            f"e.g. {unplaced[0]!r}"
+            f"e.g. {short(unplaced[0])}"
         )
     if (s.val_train or s.val) and set(s.val_train) | set(s.val) != set(s.train):
         out.append(f"{where}: val_train and val do not add up to the train classes")
@@ -551,14 +591,7 @@ def _verify_split(s: Split, counts: Mapping[str, int], label_of: Mapping[str, st
     for shots, eps in sorted(s.episodes.items()):
         expected = set(s.test).difference(s.episodes_skipped.get(shots, ()))
         for e, ep in enumerate(eps):
-            if set(ep) != expected:
-                out.append(f"{where}: {shots}-shot episode {e} does not cover the test classes")
-            bad = [c for c, paths in ep.items() if len(paths) != shots]
-            if bad:
-                out.append(
-                    f"{where}: {shots}-shot episode {e} has {len(bad)} support set(s) "
-                    f"of the wrong size, e.g. {bad[0]!r}"
-                )
+            out.extend(episode_problems(s.id, shots, e, ep, expected))
             for cls, paths in ep.items():
                 for p in paths:
                     if p not in label_of:
@@ -567,10 +600,12 @@ def _verify_split(s: Split, counts: Mapping[str, int], label_of: Mapping[str, st
                         wrong.append(p)
     if absent:
         out.append(
-            f"{where}: {len(absent)} episode image(s) not in the dataset, e.g. {absent[0]!r}"
+            f"{where}: {len(absent)} episode image(s) not in the dataset, e.g. {short(absent[0])}"
         )
     if wrong:
-        out.append(f"{where}: {len(wrong)} episode image(s) of another class, e.g. {wrong[0]!r}")
+        out.append(
+            f"{where}: {len(wrong)} episode image(s) of another class, e.g. {short(wrong[0])}"
+        )
     return out
 
 

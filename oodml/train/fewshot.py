@@ -26,7 +26,7 @@ import numpy as np
 from torch import nn
 
 from oodml.data.manifest import Manifest
-from oodml.errors import ConfigError, SplitFileError
+from oodml.errors import ConfigError, SplitFileError, short
 from oodml.features.extract import resolve_device
 from oodml.progress import NO_PROGRESS, Progress
 from oodml.results import config_json, finished_rows, merge_results, write_run
@@ -65,7 +65,7 @@ def check_fewshot(spec: RunSpec, cfg: FewshotConfig) -> None:
     if cfg.tune == "all" and spec.head_only:
         raise ConfigError("tune='all' fine-tunes the backbone, but a head-only run has none; "
                           "use tune='head' or give a backbone")
-    _, sf, _, split = resolve(spec)
+    _, sf, manifest, split = resolve(spec)
     for shots in cfg.shots:
         if not split.episodes.get(shots):
             have = ", ".join(str(s) for s in sorted(split.episodes)) or "none"
@@ -73,6 +73,26 @@ def check_fewshot(spec: RunSpec, cfg: FewshotConfig) -> None:
                 f"split {split.id} of {spec.splitfile} has no {shots}-shot episodes "
                 f"(it has: {have}); choose shots from those"
             )
+    check_support_classes(manifest, split, cfg.shots, spec.splitfile)
+
+
+def check_support_classes(
+    manifest: Manifest, split: Split, shots: Sequence[int], where: object
+) -> None:
+    """Every support image of the split's ``shots``-shot episodes is a dataset image of the
+    class it supports (the loader has checked the counts; only the dataset knows the classes)."""
+    label_of = dict(zip(manifest.paths, manifest.labels, strict=True))
+    for k in shots:
+        for e, episode in enumerate(split.episodes.get(k, [])):
+            for cls, paths in episode.items():
+                for p in paths:
+                    if label_of.get(p, cls) != cls:
+                        raise SplitFileError(
+                            f"{where}: split {split.id}: {k}-shot episode {e}: support image "
+                            f"{short(p)} of class {short(cls)} is an image of class "
+                            f"{short(label_of[p])} in {manifest.root}; fix or regenerate the "
+                            "split file"
+                        )
 
 
 def episode_indices(

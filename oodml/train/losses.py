@@ -28,7 +28,11 @@ from oodml.train.config import check_args, import_object
 class LossInfo:
     """How to build one loss: the factory, which constructor arguments we supply from the data
     (``num_classes`` / ``embedding_size``), defaults for its required arguments, and whether it
-    accepts a miner's ``indices_tuple`` and needs the same number of samples per class."""
+    accepts a miner's ``indices_tuple``, needs the same number of samples per class, and
+    learns only from pairs of images of one class in a batch (``needs_pairs``: pair, triplet
+    and ranking losses; with one image per class a batch holds no positive pair and their
+    gradient is zero, or pushes negatives apart only).
+    """
 
     factory: Callable[..., nn.Module]
     provided: Mapping[str, str] = field(default_factory=dict)
@@ -36,6 +40,7 @@ class LossInfo:
     uses_miner: bool = True
     equal_class_counts: bool = False
     description: str = ""
+    needs_pairs: bool = False
 
 
 LOSSES: Registry[LossInfo] = Registry("loss")
@@ -112,6 +117,9 @@ for _cls_name, (_name, _provided, _defaults, _miner) in _PML.items():
                 uses_miner=_miner,
                 equal_class_counts=_cls_name == "SmoothAPLoss",
                 description=f"pytorch_metric_learning.losses.{_cls_name}",
+                # no class weights or proxies (none supplied from num_classes), or margin's
+                # per-class beta only: the loss is built from pairs within the batch
+                needs_pairs=not _provided or _cls_name == "MarginLoss",
             ),
         )
 

@@ -34,7 +34,7 @@ from torch import nn
 
 from oodml.data import load_dataset
 from oodml.data.manifest import Manifest
-from oodml.errors import ConfigError
+from oodml.errors import ConfigError, SplitFileError, short
 from oodml.features.extract import resolve_device
 from oodml.metrics import METRICS, evaluate_embeddings
 from oodml.metrics.knn import check_distance
@@ -89,8 +89,29 @@ def method_config(spec: RunSpec) -> dict[str, Any]:
         "train": spec.train.to_dict(),
         "distance": spec.distance,
         "metrics": list(spec.metrics),
-        "gallery": {"classes": gallery_classes(spec), "draws": spec.gallery_draws},
+        "gallery": gallery_config(spec),
     }
+
+
+GALLERY_SEED = 0
+"""Seed of the size-controlled gallery draws for a split file that records none (an imported
+ooDML pickle): fixed, like a file's own seed, so every method and seed of a split is measured
+on the same galleries; recorded in the run's config as ``gallery.seed``."""
+
+
+def gallery_seed(sf: SplitFile) -> int:
+    """The split file's seed, else GALLERY_SEED."""
+    return GALLERY_SEED if sf.seed is None else sf.seed
+
+
+def gallery_config(spec: RunSpec) -> dict[str, int]:
+    """The ``gallery`` part of the config: N and R, and the seed when the split file has none
+    (a file's own seed is already covered by its sha256; runs of such files keep their config)."""
+    out = {"classes": gallery_classes(spec), "draws": spec.gallery_draws}
+    sf = _splitfile(str(spec.splitfile))
+    if sf.seed is None:
+        out["seed"] = gallery_seed(sf)
+    return out
 
 
 def gallery_classes(spec: RunSpec) -> int:
@@ -98,14 +119,39 @@ def gallery_classes(spec: RunSpec) -> int:
     ladder (so every split is measured on galleries of one size); 0 when off."""
     if spec.gallery_classes is not None:
         return spec.gallery_classes
-    return default_gallery_classes(len(s.test) for s in _splitfile(str(spec.splitfile)).ladder)
+    ladder = _splitfile(str(spec.splitfile)).ladder
+    small = [s for s in ladder if len(s.test) < 2]
+    if small:
+        raise ConfigError(
+            f"split {small[0].id} of {spec.splitfile} has {len(small[0].test)} test class(es), "
+            "so no gallery of 2 or more classes fits every split of the ladder; pass "
+            "--gallery-classes 0 to leave out the size-controlled metrics"
+        )
+    return default_gallery_classes(len(s.test) for s in ladder)
+
+
+def check_sides(spec: RunSpec, split: Split) -> None:
+    """A split to train and evaluate needs train classes and at least two test classes (with
+    one, every neighbour is of the query's class and retrieval measures nothing)."""
+    where = f"split {split.id} of {spec.splitfile}"
+    if not split.train:
+        raise SplitFileError(f"{where} has no train classes, so there is nothing to train on; "
+                             "choose other splits (--splits) or fix the split file")
+    if not split.test:
+        raise SplitFileError(f"{where} has no test classes, so there is nothing to evaluate; "
+                             "choose other splits (--splits) or fix the split file")
+    if len(split.test) < 2:
+        raise SplitFileError(
+            f"{where} has a single test class ({short(split.test[0])}); retrieval needs at "
+            "least 2 test classes: choose other splits (--splits) or fix the split file"
+        )
 
 
 def score_embeddings(
     spec: RunSpec, sf: SplitFile, emb: np.ndarray, labels: np.ndarray
 ) -> dict[str, float]:
     """Every metric of the spec on the test embeddings, plus the size-controlled retrieval
-    metrics on ``gallery_classes`` drawn classes (draws seeded by the split file's seed, so all
+    metrics on ``gallery_classes`` drawn classes (draws seeded by ``gallery_seed(sf)``, so all
     methods and seeds of a split see the same galleries)."""
     kwargs = {"distance": spec.distance, "device": metrics_device(spec)}
     scores = evaluate_embeddings(emb, labels, metrics=spec.metrics, seed=spec.seed, **kwargs)
@@ -113,7 +159,7 @@ def score_embeddings(
     wanted = retrieval_metrics(spec.metrics)
     if n and wanted:
         scores.update(size_controlled_metrics(emb, labels, n, draws=spec.gallery_draws,
-                                              seed=sf.seed, metrics=wanted, **kwargs))
+                                              seed=gallery_seed(sf), metrics=wanted, **kwargs))
     return scores
 
 
@@ -237,6 +283,7 @@ def check_specs(specs: Sequence[RunSpec], *, check_device: bool = True) -> None:
         for name in spec.metrics:
             METRICS.get(name)
         spec, _, manifest, split = resolve(spec)
+        check_sides(spec, split)
         info = loss_info(spec.loss)
         build_loss(
             spec.loss,
@@ -249,6 +296,11 @@ def check_specs(specs: Sequence[RunSpec], *, check_device: bool = True) -> None:
             raise ConfigError(f"loss {spec.loss!r} does not use a miner; drop the miner")
         if info.equal_class_counts and spec.train.sampler != "m-per-class":
             raise ConfigError(f"loss {spec.loss!r} needs sampler='m-per-class'")
+        if info.needs_pairs and spec.train.sampler == "m-per-class" and spec.train.m < 2:
+            raise ConfigError(
+                f"m={spec.train.m} puts one image per class in a batch, so the pair/triplet-based "
+                f"loss {spec.loss!r} sees no positive pair and trains nothing; use --m 2 or more"
+            )
         n = gallery_classes(spec)
         if n > len(split.test):
             raise ConfigError(f"gallery_classes={n} exceeds the {len(split.test)} test classes of "
