@@ -15,8 +15,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
-from oodml.data.manifest import DirSource, Manifest, ZipSource, decode_image
-from oodml.errors import DataError
+from oodml.data.manifest import (
+    PLANNED_SHORT_SIDE,
+    READ_ERRORS,
+    DirSource,
+    Manifest,
+    ZipSource,
+    decode_image,
+    open_zip,
+)
+from oodml.errors import DataError, short
 from oodml.registry import Registry
 
 Loader = Callable[[Path, bool], Manifest]
@@ -125,7 +133,7 @@ def list_dir(base: Path) -> tuple[list[str], list[str]]:
 def list_zip(zip_path: Path) -> tuple[list[str], list[str]]:
     """All non-hidden files and folders inside a zip archive, sorted (implied folders included)."""
     try:
-        with zipfile.ZipFile(zip_path) as zf:
+        with open_zip(zip_path) as zf:
             names = zf.namelist()
     except (zipfile.BadZipFile, OSError) as exc:
         raise DataError(f"cannot read zip archive {zip_path}: {exc}; replace the file") from None
@@ -186,13 +194,16 @@ def verify_images(manifest: Manifest, workers: int | None = None) -> list[str]:
     """Decode every image of ``manifest``; return the relative paths that cannot be read or decoded.
 
     This reads and fully decodes each file, so it costs about as much as one pass of feature
-    extraction; loaders call it only with ``skip_bad=True``.
+    extraction; loaders call it only with ``skip_bad=True``. Bad includes a zip member that is
+    encrypted or compressed with a method zipfile lacks, and an image whose shorter side
+    resized to PLANNED_SHORT_SIDE would exceed MAX_RESIZED_PIXELS (a tall, thin image).
     """
 
     def bad(relpath: str) -> bool:
         try:
-            decode_image(manifest.source.read(relpath), relpath, manifest.root)
-        except (DataError, OSError, KeyError, zipfile.BadZipFile):
+            data = manifest.source.read(relpath)
+            decode_image(data, relpath, manifest.root, PLANNED_SHORT_SIDE)
+        except (DataError, *READ_ERRORS):
             return True
         return False
 
@@ -229,12 +240,18 @@ def make_manifest(
     for cls in sorted(counts):
         if counts[cls] < 2:
             raise DataError(
-                f"class {cls!r} at {class_where(cls)} has {counts[cls]} image; "
+                f"class {short(cls)} at {class_where(cls)} has {counts[cls]} image; "
                 "metric learning needs at least 2 images per class: add images or remove the class"
             )
     links = tuple(skipped_links)
     manifest = _manifest(name, root, source, rows, default_train, default_test, (), links)
     if not skip_bad:
+        unreadable = source.problems(manifest.paths) if isinstance(source, ZipSource) else []
+        if unreadable:
+            raise DataError(
+                f"{len(unreadable)} image(s) in {root} cannot be read, e.g. {unreadable[0]}; "
+                "or pass --skip-bad to leave them out"
+            )
         return manifest
     bad = set(verify_images(manifest))
     if not bad:

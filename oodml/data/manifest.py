@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import stat
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -22,10 +24,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from oodml.errors import DataError
+from oodml.errors import DataError, short
 
 MAX_IMAGE_BYTES = 256 * 2**20
 """Largest image file (or zip member, uncompressed) read; larger ones are a DataError."""
+
+READ_ERRORS = (OSError, KeyError, zipfile.BadZipFile, RuntimeError, NotImplementedError,
+               EOFError, zlib.error)
+"""What reading an image's bytes from a folder or zip can raise (zipfile raises RuntimeError
+for an encrypted member and NotImplementedError for an unknown compression method)."""
 
 MAX_IMAGE_PIXELS = 2 * 10**8
 """Largest image (width x height) decoded; the header is checked before any pixel is decoded."""
@@ -94,20 +101,34 @@ class ZipSource:
     def _zip(self) -> zipfile.ZipFile:
         # A handle inherited through fork shares its file offset with the parent: reopen.
         if self._zf is None or self._pid != os.getpid():
-            self._zf = zipfile.ZipFile(self.zip_path)
+            self._zf = open_zip(self.zip_path)
             self._pid = os.getpid()
         return self._zf
 
     def read(self, relpath: str) -> bytes:
-        """The member's bytes; its declared size is checked before anything is decompressed
-        (and zipfile stops at the declared size and checks the CRC)."""
+        """The member's bytes; its declared size, encryption and compression method are checked
+        before anything is decompressed (and zipfile stops at the declared size and checks the
+        CRC). A member that cannot be read is an OSError naming it."""
         info = self._zip().getinfo(self.prefix + relpath)
-        if info.file_size > MAX_IMAGE_BYTES:
-            raise OSError(
-                f"zip member {info.filename} declares {info.file_size} bytes "
-                f"(limit {MAX_IMAGE_BYTES})"
-            )
-        return self._zip().read(info)
+        why = member_problem(info)
+        if why:
+            raise OSError(f"zip member {info.filename} {why}")
+        try:
+            return self._zip().read(info)
+        except (RuntimeError, NotImplementedError, EOFError, zlib.error, ValueError) as exc:
+            raise OSError(f"zip member {info.filename} cannot be read ({exc})") from None
+
+    def problems(self, relpaths: tuple[str, ...]) -> list[str]:
+        """'member: why' for every member of ``relpaths`` that no reader can decompress
+        (encrypted, unsupported compression), from the central directory alone; an oversized
+        member is refused when it is read (``read``)."""
+        zf, prefix = self._zip(), self.prefix
+        out = []
+        for rel in relpaths:
+            why = member_problem(zf.getinfo(prefix + rel), size=False)
+            if why:
+                out.append(f"{rel}: {why}")
+        return out
 
     def identity(self, relpath: str) -> str:
         """(uncompressed size, CRC-32) of the member, from the central directory (no read)."""
@@ -132,6 +153,60 @@ class ZipSource:
 
     def __repr__(self) -> str:
         return f"ZipSource({str(self.zip_path)!r}, prefix={self.prefix!r})"
+
+
+def _supported_methods() -> frozenset[int]:
+    methods = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}
+    for method, module in ((zipfile.ZIP_BZIP2, "bz2"), (zipfile.ZIP_LZMA, "lzma")):
+        try:
+            __import__(module)
+        except ImportError:
+            continue
+        methods.add(method)
+    return frozenset(methods)
+
+
+SUPPORTED_ZIP_METHODS = _supported_methods()
+"""Compression methods this Python's zipfile can decompress (stored, deflate, and bzip2 and
+LZMA when their modules exist); others (deflate64, implode, zstd, ...) are refused by name."""
+
+
+def member_problem(info: zipfile.ZipInfo, *, size: bool = True) -> str | None:
+    """Why a zip member cannot be read as an image, from its central-directory entry, or None:
+    encrypted (flag bit 0), a compression method zipfile lacks, or (with ``size``) a declared
+    size above MAX_IMAGE_BYTES."""
+    if info.flag_bits & 0x1:
+        return "is encrypted (password-protected); re-create the archive without a password"
+    if info.compress_type not in SUPPORTED_ZIP_METHODS:
+        return (f"uses compression method {info.compress_type}, which Python's zipfile cannot "
+                "decompress; re-create the archive with deflate")
+    if size and info.file_size > MAX_IMAGE_BYTES:
+        return f"declares {info.file_size} bytes (limit {MAX_IMAGE_BYTES})"
+    return None
+
+
+def open_zip(path: Path | str) -> zipfile.ZipFile:
+    """Open a zip archive with member names decoded the way folder names are.
+
+    zipfile decodes a name without the UTF-8 flag (bit 11) as cp437, turning the UTF-8 bytes
+    most tools write into mojibake ("charactΘr04"). Here such a name is decoded from its raw
+    bytes as UTF-8 instead, with undecodable bytes kept as surrogates exactly like
+    ``os.fsdecode`` does for a folder entry; the loaders then refuse those the same way
+    (``check_utf8``), so a zip and a folder with the same names agree."""
+    zf = zipfile.ZipFile(path)
+    for info in zf.infolist():
+        if info.flag_bits & 0x800 or info.filename.isascii():
+            continue
+        try:
+            raw = info.orig_filename.encode("cp437")
+        except UnicodeEncodeError:
+            continue
+        name = raw.decode("utf-8", "surrogateescape").replace(os.sep, "/")
+        if name != info.filename:
+            zf.NameToInfo.pop(info.filename, None)
+            info.filename = name
+            zf.NameToInfo[name] = info
+    return zf
 
 
 def fingerprint_of(labels: list[str] | tuple[str, ...], paths: list[str] | tuple[str, ...]) -> str:
@@ -239,7 +314,7 @@ class Manifest:
         if unknown:
             raise DataError(
                 f"{len(unknown)} class(es) not in dataset {self.name!r} at {self.root}: "
-                f"{sorted(unknown)[:5]}"
+                + ", ".join(short(c) for c in sorted(unknown)[:5])
             )
         return np.array([i for i, c in enumerate(self.labels) if c in wanted], dtype=np.int64)
 
@@ -247,35 +322,110 @@ class Manifest:
         """Raw bytes of image ``i``; a missing or unreadable file raises a DataError naming it."""
         try:
             return self.source.read(self.paths[i])
-        except (OSError, KeyError, zipfile.BadZipFile) as exc:
+        except READ_ERRORS as exc:
             raise DataError(
                 f"cannot read image {Path(self.root) / self.paths[i]}: {exc}; "
                 "restore the file or pass --skip-bad to leave it out"
             ) from None
 
-    def load_image(self, i: int) -> Image.Image:
-        """Decode image ``i`` as RGB; an unreadable or corrupt file raises a DataError naming it."""
-        return decode_image(self.read_bytes(i), self.paths[i], self.root)
+    def load_image(self, i: int, resize_to: int | None = None) -> Image.Image:
+        """Decode image ``i`` as RGB; an unreadable or corrupt file, or one whose shorter side
+        resized to ``resize_to`` would be too large, raises a DataError naming it."""
+        return decode_image(self.read_bytes(i), self.paths[i], self.root, resize_to)
 
 
-def decode_image(data: bytes, relpath: str, root: Path | str = "") -> Image.Image:
-    """Decode as RGB; the pixel count is read from the header and checked before decoding."""
+MAX_RESIZED_PIXELS = 2**25
+"""Largest image (width x height) a transform's resize may produce: resizing the shorter side
+of a 1 x 20000 image to 256 would make 256 x 5,120,000 pixels (6 GB as floats)."""
+
+PLANNED_SHORT_SIDE = 256
+"""Shorter side the built-in transforms resize to (extractors; training's evaluation transform
+at image size 224): ``--skip-bad`` checks every image's resize against this plan."""
+
+
+def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(width, height) after resizing the shorter side to ``short_side`` keeping the aspect
+    ratio, as torchvision's ``Resize(int)`` computes it (the long side is truncated)."""
+    if width <= height:
+        return short_side, int(short_side * height / width)
+    return int(short_side * width / height), short_side
+
+
+def decode_image(
+    data: bytes, relpath: str, root: Path | str = "", resize_to: int | None = None
+) -> Image.Image:
+    """Decode as RGB; the pixel count is read from the header and checked before decoding, and
+    so is the size a resize of the shorter side to ``resize_to`` would produce.
+
+    High bit depths are scaled, never clipped: 16-bit grey (modes ``I;16*``, or ``I`` holding
+    values in 0..65535) by 255/65535 (PNG's own rule for reducing a sample's depth), float
+    (mode ``F``) by 255 when its values lie in [0, 1]; anything else is refused in one line."""
+    where = Path(root) / relpath
     try:
         with Image.open(io.BytesIO(data)) as im:
             width, height = im.size
             if width * height > MAX_IMAGE_PIXELS:
                 raise DataError(
-                    f"image {Path(root) / relpath} is {width} x {height} pixels, more than the "
+                    f"image {where} is {width} x {height} pixels, more than the "
                     f"{MAX_IMAGE_PIXELS} oodml decodes; downscale it or pass --skip-bad"
                 )
-            return im.convert("RGB")
+            if resize_to is not None and min(width, height) > 0:
+                w, h = resized_size(width, height, resize_to)
+                if w * h > MAX_RESIZED_PIXELS:
+                    raise DataError(
+                        f"image {where} is {width} x {height} pixels; resizing its shorter side "
+                        f"to {resize_to} would make it {w} x {h} ({w * h} pixels, more than "
+                        f"{MAX_RESIZED_PIXELS}); crop it or pass --skip-bad"
+                    )
+            return _to_rgb(im, where)
     except DataError:
         raise
     except Exception as exc:
         raise DataError(
-            f"cannot decode image {Path(root) / relpath}: {exc}; "
+            f"cannot decode image {where}: {_reason(exc)}; "
             "replace the file or pass --skip-bad to leave it out"
         ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    """The library's reason without the in-memory buffer's repr ("<_io.BytesIO object at
+    0x...>"), which names nothing the user knows; the caller names the image."""
+    text = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(exc)).strip()
+    text = text or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+_GREY16 = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _to_rgb(im: Image.Image, where: Path) -> Image.Image:
+    """``im`` as 8-bit RGB, high bit depths scaled (see ``decode_image``)."""
+    if im.mode not in (*_GREY16, "I", "F"):
+        return im.convert("RGB")
+    a = np.asarray(im)
+    if a.size == 0:
+        return im.convert("RGB")
+    if im.mode == "F":
+        if not np.isfinite(a).all():
+            raise DataError(f"image {where} is a float image with NaN or infinite values; "
+                            "convert it to 8-bit or pass --skip-bad")
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0.0 or hi > 1.0:
+            raise DataError(
+                f"image {where} is a float image with values in [{lo:.6g}, {hi:.6g}], not "
+                "[0, 1], so its brightness scale is unknown; convert it to 8-bit or pass "
+                "--skip-bad"
+            )
+        grey = np.rint(a.astype(np.float64) * 255.0)
+    else:
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > 65535:
+            raise DataError(
+                f"image {where} holds {im.mode!r} integer values in [{lo}, {hi}], outside the "
+                "16-bit range 0..65535; convert it to 8 or 16 bit or pass --skip-bad"
+            )
+        grey = np.rint(a.astype(np.float64) * (255.0 / 65535.0))
+    return Image.fromarray(grey.astype(np.uint8)).convert("RGB")
 
 
 def path_problem(path: Any) -> str | None:

@@ -35,20 +35,48 @@ class ManifestImages(Dataset):
     def __init__(self, manifest: Manifest, transform: Transform) -> None:
         self.manifest = manifest
         self.transform = transform
+        self.resize_to = planned_short_side(transform)
 
     def __len__(self) -> int:
         return len(self.manifest)
 
     def __getitem__(self, i: int) -> torch.Tensor | str:
-        try:
-            return self.transform(self.manifest.load_image(i))
-        except DataError as exc:
-            return str(exc)
-        except OSError as exc:
-            return f"cannot read image {Path(self.manifest.root) / self.manifest.paths[i]}: {exc}"
+        return load_transformed(self.manifest, i, self.transform, self.resize_to)
 
 
-class _CollateOrError:
+def load_transformed(
+    manifest: Manifest, i: int, transform: Transform, resize_to: int | None
+) -> torch.Tensor | str:
+    """Image ``i`` decoded (its resize checked against ``resize_to``) and transformed, or the
+    one-line message naming it when that fails (sent back from a DataLoader worker as is)."""
+    try:
+        return transform(manifest.load_image(i, resize_to))
+    except DataError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"cannot read image {Path(manifest.root) / manifest.paths[i]}: {exc}"
+
+
+def planned_short_side(transform: Transform) -> int | None:
+    """The shorter side the first ``Resize(int)`` of ``transform`` (a torchvision ``Compose``
+    or one transform) scales an image to, or None when no step scales it to an unbounded size
+    (no resize, a fixed (h, w) resize, or a random resized crop)."""
+    from torchvision import transforms as T
+
+    for step in getattr(transform, "transforms", [transform]):
+        if isinstance(step, T.RandomResizedCrop):
+            return None
+        if isinstance(step, T.Resize):
+            size = step.size
+            if isinstance(size, int):
+                return size
+            if isinstance(size, (list, tuple)) and len(size) == 1:
+                return int(size[0])
+            return None
+    return None
+
+
+class CollateOrError:
     """Batch collation that passes the first per-image error message through unchanged."""
 
     def __init__(self, collate: Collate) -> None:
@@ -137,7 +165,7 @@ def iter_batches(
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
-        collate_fn=_CollateOrError(collate),
+        collate_fn=CollateOrError(collate),
         pin_memory=pin_memory,
     )
     for batch in loader:

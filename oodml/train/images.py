@@ -11,10 +11,12 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision import transforms as T
 
 from oodml.data.manifest import Manifest
+from oodml.errors import DataError
+from oodml.features.extract import CollateOrError, load_transformed, planned_short_side
 from oodml.train.samplers import BatchSampler
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -55,14 +57,25 @@ def eval_transform(size: int, backbone: str) -> Callable[[Image.Image], torch.Te
 
 
 class _Images(Dataset):
+    """Transformed image ``indices[i]``, or the one-line message naming it when it cannot be
+    decoded (a worker's exception would arrive wrapped in a traceback)."""
+
     def __init__(self, manifest: Manifest, indices: np.ndarray, transform: Callable) -> None:
         self.manifest, self.indices, self.transform = manifest, indices, transform
+        self.resize_to = planned_short_side(transform)
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.transform(self.manifest.load_image(int(self.indices[i])))
+    def __getitem__(self, i: int) -> torch.Tensor | str:
+        return load_transformed(self.manifest, int(self.indices[i]), self.transform,
+                                self.resize_to)
+
+
+def _batch(batch: torch.Tensor | str) -> torch.Tensor:
+    if isinstance(batch, str):
+        raise DataError(batch)
+    return batch
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -106,6 +119,7 @@ class ImageInputs:
             _Images(self.manifest, self.indices, transform),
             batch_sampler=[b.tolist() for b in batches],
             num_workers=self.num_workers,
+            collate_fn=CollateOrError(default_collate),
             worker_init_fn=_seed_worker,
             generator=gen,
             pin_memory=torch.cuda.is_available(),
@@ -122,7 +136,7 @@ class ImageInputs:
         loader = self._loader(batches, self.train_tf, self.seed * 100003 + epoch)
         for idx, x in zip(batches, loader, strict=True):
             yield (
-                x.to(device, non_blocking=True),
+                _batch(x).to(device, non_blocking=True),
                 labels[torch.as_tensor(idx)].to(device),
             )
 
@@ -130,4 +144,4 @@ class ImageInputs:
         n = len(self.indices)
         batches = [np.arange(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
         for x in self._loader(batches, self.eval_tf, self.seed):
-            yield x.to(device, non_blocking=True)
+            yield _batch(x).to(device, non_blocking=True)
