@@ -12,20 +12,9 @@ import pytest
 
 from oodml.errors import SplitFileError
 from oodml.results import read_results
-from oodml_cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO / "splits" / "omniglot_small1_efficientnet-lite0_class-means_oodml.json"
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line_error(code: int, err: str) -> str:
@@ -40,14 +29,14 @@ def one_line_error(code: int, err: str) -> str:
 
 
 def test_imported_published_ladder_evaluates_fewshots_and_reports(
-    tmp_path, capsys, omniglot_zip, omniglot_features, omniglot_features_cache
+    tmp_path, cli, omniglot_zip, omniglot_features, omniglot_features_cache
 ):
     """export-oodml -> import-oodml (a file without a seed) -> evaluate --head-only -> fewshot
     -> report. Before the fix the gallery draw got seed None and both commands crashed."""
     pkl, sf_path, out = tmp_path / "study.pkl", tmp_path / "imported.json", tmp_path / "runs"
-    code, _, err = run(capsys, "splits", "export-oodml", str(PUBLISHED), "-o", str(pkl))
+    code, _, err = cli("splits", "export-oodml", str(PUBLISHED), "-o", str(pkl))
     assert code == 0, err
-    code, _, err = run(capsys, "splits", "import-oodml", str(pkl), "-o", str(sf_path),
+    code, _, err = cli("splits", "import-oodml", str(pkl), "-o", str(sf_path),
                        "--dataset", "omniglot", "--root", str(omniglot_zip))
     assert code == 0, err
     assert json.loads(sf_path.read_text())["seed"] is None
@@ -56,9 +45,9 @@ def test_imported_published_ladder_evaluates_fewshots_and_reports(
               "--out", str(out), "--loss", "contrastive", "--epochs", "1", "--batch-size", "32",
               "--m", "4", "--splits", "1", "--no-checkpoints", "--gallery-classes", "20",
               "--gallery-draws", "3", "--device", "cpu"]
-    code, _, err = run(capsys, "evaluate", *common)
+    code, _, err = cli("evaluate", *common)
     assert code == 0, err
-    code, _, err = run(capsys, "fewshot", *common, "--shots", "2", "--max-episodes", "1",
+    code, _, err = cli("fewshot", *common, "--shots", "2", "--max-episodes", "1",
                        "--ft-epochs", "1")
     assert code == 0, err
     table = read_results(out)
@@ -70,7 +59,7 @@ def test_imported_published_ladder_evaluates_fewshots_and_reports(
     # the gallery seed the draws used is recorded in the config (the file has none)
     for config in table["config"]:
         assert json.loads(config)["gallery"] == {"classes": 20, "draws": 3, "seed": 0}
-    code, _, err = run(capsys, "report", str(out), "--out", str(tmp_path / "report"))
+    code, _, err = cli("report", str(out), "--out", str(tmp_path / "report"))
     assert code == 0, err
     assert (tmp_path / "report" / "index.html").is_file()
 
@@ -202,7 +191,7 @@ def test_import_records_a_class_no_episode_covers_as_skipped(tmp_path):
     assert again.ladder == saved.ladder
 
 
-def test_split_file_with_a_wrong_size_episode_is_refused_on_load(tmp_path, capsys, omniglot_zip):
+def test_split_file_with_a_wrong_size_episode_is_refused_on_load(tmp_path, cli, omniglot_zip):
     """load_splitfile (evaluate, fewshot, show, ...) checks episode sizes like the checksum;
     verify lists the same line."""
     from test_splitfile import resign
@@ -225,15 +214,15 @@ def test_split_file_with_a_wrong_size_episode_is_refused_on_load(tmp_path, capsy
         load_splitfile(path)
     assert line in str(err.value) and "\n" not in str(err.value)
     assert line in load_for_verify(path)[1]
-    code, out, _ = run(capsys, "fewshot", str(path), "--root", str(omniglot_zip), "--loss",
+    code, out, _ = cli("fewshot", str(path), "--root", str(omniglot_zip), "--loss",
                        "softmax", "--out", str(tmp_path / "o"))
     assert line in one_line_error(code, _)
-    code, out, _ = run(capsys, "splits", "verify", str(path), "--root", str(omniglot_zip),
+    code, out, _ = cli("splits", "verify", str(path), "--root", str(omniglot_zip),
                        "--no-distances")
     assert code == 1 and out.count(line) == 1, out
 
 
-def test_fewshot_refuses_a_support_image_of_another_class(tmp_path, capsys):
+def test_fewshot_refuses_a_support_image_of_another_class(tmp_path, cli):
     """The loader cannot know an image's class; fewshot checks it against the dataset before
     any training (one line naming split, shots and class)."""
     from test_splitfile import resign
@@ -248,7 +237,7 @@ def test_fewshot_refuses_a_support_image_of_another_class(tmp_path, capsys):
         ep[a] = [ep[b][0], ep[a][1]]
 
     resign(st.splitfile, damage)
-    code, _, err = run(capsys, "fewshot", str(st.splitfile), "--root", str(st.root), "--cache",
+    code, _, err = cli("fewshot", str(st.splitfile), "--root", str(st.root), "--cache",
                        str(st.cache_dir), "--out", str(tmp_path / "o"), "--loss", "softmax",
                        "--shots", "2", "--epochs", "1", "--batch-size", "12", "--no-checkpoints")
     line = one_line_error(code, err)
@@ -270,7 +259,7 @@ def test_import_refuses_a_negative_distance(tmp_path):
         import_oodml(_write(tmp_path, d))
 
 
-def test_verify_without_distances_reports_a_negative_distance(tmp_path, capsys, omniglot_zip):
+def test_verify_without_distances_reports_a_negative_distance(tmp_path, cli, omniglot_zip):
     from test_splitfile import resign
 
     from oodml.splits.splitfile import load_splitfile
@@ -280,7 +269,7 @@ def test_verify_without_distances_reports_a_negative_distance(tmp_path, capsys, 
     resign(path, lambda doc: doc["ladder"][0].update(distance=-1.25))
     with pytest.raises(SplitFileError, match=r"ladder\[0\].distance is negative \(-1.25\)"):
         load_splitfile(path)
-    code, out, _ = run(capsys, "splits", "verify", str(path), "--root", str(omniglot_zip),
+    code, out, _ = cli("splits", "verify", str(path), "--root", str(omniglot_zip),
                        "--no-distances")
     assert code == 1 and "ladder[0].distance is negative (-1.25)" in out, out
 
@@ -319,30 +308,23 @@ def test_string_split_keys_are_ordered_as_numbers(tmp_path):
     assert [s.distance for s in sf.ladder] == [1.0, 2.0, 3.0]
 
 
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    from oodml.train.synthetic import make_synthetic_study
-
-    return make_synthetic_study(tmp_path_factory.mktemp("study"), n_splits=1)
-
-
 def _train(st, out: Path, *extra: str) -> list[str]:
     return ["evaluate", str(st.splitfile), "--root", str(st.root), "--cache", str(st.cache_dir),
             "--out", str(out), "--epochs", "1", "--batch-size", "12", "--no-checkpoints", *extra]
 
 
 @pytest.mark.parametrize("loss", ["triplet", "contrastive", "multisimilarity", "margin"])
-def test_m1_with_a_pair_based_loss_is_refused(tmp_path, capsys, synthetic, loss):
-    code, _, err = run(capsys, *_train(synthetic, tmp_path / "o", "--loss", loss, "--m", "1"))
+def test_m1_with_a_pair_based_loss_is_refused(tmp_path, cli, study, loss):
+    code, _, err = cli(*_train(study, tmp_path / "o", "--loss", loss, "--m", "1"))
     line = one_line_error(code, err)
     assert f"m=1 puts one image per class in a batch, so the pair/triplet-based loss {loss!r} " \
            "sees no positive pair and trains nothing; use --m 2 or more" in line
     assert not (tmp_path / "o" / "runs").exists()
 
 
-def test_m1_with_a_classifier_loss_trains(tmp_path, capsys, synthetic):
+def test_m1_with_a_classifier_loss_trains(tmp_path, cli, study):
     """Proxy and classifier losses learn from one image per class: m=1 stays allowed."""
-    code, _, err = run(capsys, *_train(synthetic, tmp_path / "o", "--loss", "softmax", "--m", "1",
+    code, _, err = cli(*_train(study, tmp_path / "o", "--loss", "softmax", "--m", "1",
                                       "--batch-size", "6"))
     assert code == 0, err
 
@@ -405,23 +387,23 @@ def _move(doc, split: int, frm: str, to: str, keep: int) -> None:
          "retrieval needs at least 2 test classes"),
     ],
 )
-def test_empty_or_single_class_sides_are_named(tmp_path, capsys, frm, to, keep, message):
+def test_empty_or_single_class_sides_are_named(tmp_path, cli, frm, to, keep, message):
     """Before: "batch size 8 is larger than the 0 training images", "embeddings: no embeddings
     to evaluate", "gallery_classes=1 must be >= 2"."""
     st = _resigned_study(tmp_path, lambda doc: _move(doc, 0, frm, to, keep))
-    code, _, err = run(capsys, *_train(st, tmp_path / "o", "--loss", "softmax", "--splits", "1"))
+    code, _, err = cli(*_train(st, tmp_path / "o", "--loss", "softmax", "--splits", "1"))
     assert_matches(one_line_error(code, err), message)
 
 
-def test_a_single_class_split_elsewhere_in_the_ladder_names_it(tmp_path, capsys):
+def test_a_single_class_split_elsewhere_in_the_ladder_names_it(tmp_path, cli):
     """The default gallery size is the ladder's smallest test side: a split with one test
     class is named, with the way out."""
     st = _resigned_study(tmp_path, lambda doc: _move(doc, 1, "test", "removed", 1))
-    code, _, err = run(capsys, *_train(st, tmp_path / "o", "--loss", "softmax", "--splits", "1"))
+    code, _, err = cli(*_train(st, tmp_path / "o", "--loss", "softmax", "--splits", "1"))
     line = one_line_error(code, err)
     assert "split 2 of" in line and "has 1 test class(es)" in line
     assert "--gallery-classes 0" in line
-    code, _, err = run(capsys, *_train(st, tmp_path / "o", "--loss", "softmax", "--splits", "1",
+    code, _, err = cli(*_train(st, tmp_path / "o", "--loss", "softmax", "--splits", "1",
                                        "--gallery-classes", "0"))
     assert code == 0, err
 
@@ -432,7 +414,7 @@ def assert_matches(line: str, pattern: str) -> None:
     assert re.search(pattern, line), line
 
 
-def test_a_100kb_class_name_is_cut_in_errors(tmp_path, capsys):
+def test_a_100kb_class_name_is_cut_in_errors(tmp_path, cli):
     from oodml.splits.oodml_pickle import import_oodml
     from oodml.splits.splitfile import load_splitfile
 
@@ -441,7 +423,7 @@ def test_a_100kb_class_name_is_cut_in_errors(tmp_path, capsys):
     with pytest.raises(SplitFileError) as err:
         load_splitfile(st.splitfile)
     assert len(str(err.value)) < 600 and "(100000 characters)" in str(err.value)
-    code, _, err_text = run(capsys, *_train(st, tmp_path / "o", "--loss", "softmax"))
+    code, _, err_text = cli(*_train(st, tmp_path / "o", "--loss", "softmax"))
     line = one_line_error(code, err_text)
     assert len(line) < 600 and "(100000 characters)" in line
     from oodml.data import load_dataset
