@@ -39,7 +39,7 @@ def report(
     title: str | None = typer.Option(None, "--title", help="Page title of index.html."),
     rescored: Path | None = typer.Option(
         None, "--rescored", help="A table from `oodml splits rescore --out`: adds the agreement "
-        "across extractors."),
+        "across extractors (with --measure: the tau matrix across measures x extractors)."),
     force: bool = typer.Option(
         False, "--force", help="Write into a non-empty folder that holds no earlier report "
         "(files of the report's names are replaced; files no report wrote are never removed)."),
@@ -55,7 +55,12 @@ def report(
     earlier_report_files(out, force=force)
     sf = load_splitfile(splits) if splits is not None else None
     table = load_results(results, splitfile_sha256=sf.sha256 if sf is not None else None)
-    agreement = read_rescore_csv(rescored) if rescored is not None else None
+    agreement = None
+    if rescored is not None:
+        from oodml.splits.agreement import is_agreement_csv, read_agreement
+
+        agreement = (read_agreement(rescored) if is_agreement_csv(rescored)
+                     else read_rescore_csv(rescored))
     wanted = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     with Bars() as bars:
         means, skipped = _class_means(sf, root, dataset, cache, weights, bars)

@@ -100,13 +100,21 @@ def show_table(sf: Any) -> None:
             "side raises the distance most; the previous default) or none."),
      option("bootstrap", int, 200, "--bootstrap", help="Bootstrap resamples of the classes for "
             f"each split's 95% distance interval (0: none; at most {MAX_BOOTSTRAP})."),
+     option("measure", str, "frechet", "--measure", help="What the walk maximises: frechet "
+            "(default), kid, fid-inf or w2-classes; recorded in the split file (not frechet)."),
      FORCE, SKIP],
     EXTRACT,
 )
 def generate(**o) -> None:
     """Walk a ladder of ever harder train/test splits of DATASET and write its split file."""
-    from oodml.splits.generate import LadderConfig, check_generation_cost, generate_splitfile
+    from oodml.splits.generate import (
+        LadderConfig,
+        check_generation_cost,
+        generate_splitfile,
+        size_warnings,
+    )
     from oodml.splits.splitfile import save_splitfile
+    from oodml.stats.class_stats import ClassStats
 
     config = build(LadderConfig, o, params=_params(o))
     feats = build(FeatureOptions, o)
@@ -118,6 +126,8 @@ def generate(**o) -> None:
         sf = generate_splitfile(manifest, fs, config, progress=bars)
     save_splitfile(sf, o["out"])
     show_table(sf)
+    for w in size_warnings(sf, ClassStats.from_features(fs.features, fs.labels)):
+        say(f"warning: {w}")
     if config.targets is None and len(sf.ladder) < config.levels:
         say(f"note: {config.levels} levels asked for, but the walk has only {len(sf.ladder)} "
             "distinct splits; all of them are in the file")
@@ -188,20 +198,30 @@ def verify(**o) -> None:
      option("mode", str | None, None, "--mode",
             help="Distance mode to rescore with (default: the split file's)."),
      option("csv", Path | None, None, "-o", "--out", help="Write the rescored table (CSV; - "
-            "for standard output, the table then goes to standard error).",
+            "for standard output, the table then goes to standard error; with --measure also "
+            "its tau matrix as NAME.tau.csv).",
             parser=out_path("rescored table")),
      option("force", bool, False, "--force", help="Replace the CSV if it exists."),
+     option("measure", str | None, None, "--measure", help="Measures to rescore with, e.g. "
+            "kid,fid-inf,w2-classes (frechet, kid, fid-inf, w2-classes): every split under "
+            "every measure x extractor (--extractor takes a list then), the Kendall tau matrix "
+            "with bootstrap intervals and a one-line verdict."),
+     option("bootstrap", int, 100, "--bootstrap", help="With --measure: class-bootstrap "
+            "replicates for each tau's 95% interval (0: none)."),
      SKIP],
     FEATURE_PARAMS,
 )
 def rescore(**o) -> None:
     """Recompute every split's distance with another extractor or mode; print both columns,
-    Kendall tau and Spearman rho between the orderings, and which adjacent levels swap."""
+    Kendall tau and Spearman rho between the orderings, and which adjacent levels swap.
+    With --measure: every split under every measure x extractor and whether they agree."""
     from oodml.splits.rescore import rescore as do_rescore
     from oodml.splits.rescore import rescore_csv, rescore_rows, write_rescore_csv
     from oodml.splits.splitfile import load_splitfile
     from oodml.stats.class_stats import ClassStats
 
+    if o["measure"] is not None or "," in (o["extractor"] or ""):
+        return _rescore_measures(o)
     feats = build(FeatureOptions, o)
     if o["csv"] is not None:
         check_writable(o["csv"], "rescored table", replace=o["force"], stdout=True)
@@ -227,6 +247,71 @@ def rescore(**o) -> None:
         typer.echo(rescore_csv(result), nl=False)
     elif o["csv"] is not None:
         say(f"wrote {write_rescore_csv(result, o['csv'])}")
+
+
+def _rescore_measures(o: dict[str, Any]) -> None:
+    """``rescore --measure``: the measure x extractor table, tau matrix and verdict."""
+    from dataclasses import replace
+
+    from oodml.errors import ConfigError
+    from oodml.splits.agreement import (
+        measure_agreement,
+        solver_notes,
+        tau_path,
+        value_rows,
+        write_agreement,
+    )
+    from oodml.splits.splitfile import load_splitfile
+    from oodml.stats.class_stats import ClassStats
+    from oodml.stats.measures import parse_measures
+
+    sf = load_splitfile(o["path"])
+    measures = parse_measures(o["measure"] or sf.measure_name)
+    extractors = [e.strip() for e in (o["extractor"] or sf.extractor).split(",") if e.strip()]
+    feats = [replace(build(FeatureOptions, {**o, "extractor": e}), extractor=e)
+             for e in dict.fromkeys(extractors)]
+    if o["csv"] is not None:
+        if str(o["csv"]) == STDOUT:
+            raise ConfigError("--out - (standard output) does not go with --measure, which "
+                              "writes two tables (NAME.csv and NAME.tau.csv); give a file name")
+        check_writable(o["csv"], "rescored table", replace=o["force"])
+        check_writable(tau_path(o["csv"]), "tau table", replace=o["force"])
+    manifest = load(o["dataset"] or sf.dataset_name, o["root"], o["skip_bad"])
+    sf.check_against(manifest)
+    with Bars() as bars:
+        stats = {}
+        for f in feats:
+            fs = f.get(manifest, bars)
+            stats[fs.extractor] = ClassStats.from_features(fs.features, fs.labels)
+        n = len(sf.ladder) * (len(stats) * len(measures) + o["bootstrap"])
+        task = bars.task("rescoring (measures x extractors, bootstrap)", n)
+        result = measure_agreement(sf, stats, measures, mode=o["mode"], n_boot=o["bootstrap"],
+                                   tick=task.advance)
+        task.close()
+    table = Table(title=f"{o['path']}: every split under every measure x extractor "
+                  f"({result.columns[0].mode})")
+    rows = value_rows(result)
+    for name in rows[0]:
+        table.add_column(str(name), justify="right")
+    for r in rows:
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in r.values()))
+    Console(markup=False).print(table)
+    labels, tau, lo, hi = result.tau_matrix()
+    mtable = Table(title="Kendall tau between columns [95% bootstrap interval, "
+                   f"{o['bootstrap']} class resamples]")
+    mtable.add_column("")
+    for lab in labels:
+        mtable.add_column(lab, justify="right")
+    for i, lab in enumerate(labels):
+        mtable.add_row(lab, *(f"{tau[i, j]:.2f} [{lo[i, j]:.2f}, {hi[i, j]:.2f}]" if i != j
+                              else "1" for j in range(len(labels))))
+    Console(markup=False).print(mtable)
+    for note in solver_notes(result):
+        say(f"solver: {note}")
+    say(result.verdict())
+    if o["csv"] is not None:
+        values, taus = write_agreement(result, o["csv"])
+        say(f"wrote {values} and {taus}")
 
 
 @app.command("import-oodml")

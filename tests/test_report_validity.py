@@ -114,3 +114,23 @@ def test_report_page_leads_with_the_pivot_and_shows_a_rescored_table(tmp_path: P
     assert 'class="pivot"' in page and "Recall@1, 35 test classes drawn" in page
     assert "Agreement across extractors" in page and "adjacent swaps: 2-3" in page
     assert (out.out_dir / "validity.csv").is_file() and (out.out_dir / "pivot.csv").is_file()
+
+
+def test_report_shows_the_measure_agreement_matrix(tmp_path: Path) -> None:
+    from oodml.splits.agreement import Column, MeasureAgreement, Tau, write_agreement
+
+    ids, dist = (1, 2, 3, 4), tuple(DIST.values())
+    cols = (Column("e", "class-means", "frechet", dist, (None,) * 4, (None,) * 4),
+            Column("e", "class-means", "w2-classes", (1.0, 2.0, 4.0, 3.0), (None,) * 4,
+                   ("ot.emd2 (exact)",) * 4))
+    res = MeasureAgreement(ids, (5,) * 4, (5,) * 4, dist, cols,
+                           (Tau("frechet/e", "w2-classes/e", 2 / 3, 0.33, 1.0, 50, 49),))
+    out = build_report(size_frame(), tmp_path / "r", rescored=res)
+    page = (out.out_dir / "index.html").read_text()
+    assert "Agreement across measures" in page and "0.67 [0.33, 1.00]" in page
+    assert "order differs: w2-classes/e swaps 3-4" in page
+    assert "solver: w2-classes/e: ot.emd2 (exact)" in page
+    values, _ = write_agreement(res, tmp_path / "agree.csv")
+    from oodml.splits.agreement import is_agreement_csv, read_agreement
+
+    assert is_agreement_csv(values) and read_agreement(values) == res

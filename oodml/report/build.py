@@ -148,6 +148,27 @@ def build_report(results: Sequence[str | os.PathLike] | pd.DataFrame, out_dir: s
         return _swap_in(report, Path(staging), final, previous, force=force)
 
 
+def _agreement_sections(result) -> list[Section]:
+    """The tau matrix (with intervals and the verdict) and every split's value under every
+    measure x extractor (a :class:`oodml.splits.agreement.MeasureAgreement`)."""
+    from oodml.splits.agreement import solver_notes, value_rows
+
+    labels, tau, lo, hi = result.tau_matrix()
+    n_boot = max((t.n_boot for t in result.taus), default=0)
+    matrix = pd.DataFrame(
+        [[("1" if i == j else f"{tau[i, j]:.2f} [{lo[i, j]:.2f}, {hi[i, j]:.2f}]")
+          for j in range(len(labels))] for i in range(len(labels))],
+        index=labels, columns=labels).reset_index(names="measure/extractor")
+    text = (f"Kendall tau between the ladder's splits ordered by each measure x extractor, "
+            f"with 95% intervals from {n_boot} paired class-bootstrap replicates. "
+            f"Verdict: {result.verdict()}.")
+    notes = [f"solver: {n}" for n in solver_notes(result)]
+    return [Section("Agreement across measures", text, table=matrix, notes=notes),
+            Section("Every split under every measure",
+                    "Values in each measure's own unit (distance: the split file's).",
+                    table=pd.DataFrame(value_rows(result)))]
+
+
 def earlier_report_files(folder: Path, *, force: bool = False) -> set[str]:
     """Names of the files earlier reports wrote in ``folder`` (its manifest), the only files a
     rebuild may replace or remove. A non-empty folder without a manifest is an OutputError
@@ -307,7 +328,9 @@ def _build(results, out: Path, final: Path, *, splitfile, metrics, rank_metric, 
         report.notes.append(note)
         sections.append(Section("Ladder", notes=[note]))
 
-    if rescored is not None:
+    if rescored is not None and hasattr(rescored, "taus"):
+        sections += _agreement_sections(rescored)
+    elif rescored is not None:
         from oodml.splits.rescore import rescore_rows
 
         text = ("The ladder's distances recomputed with another extractor or distance mode: "

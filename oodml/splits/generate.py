@@ -49,6 +49,7 @@ from oodml.splits.subsplits import (
 )
 from oodml.splits.uncertainty import DEFAULT_BOOTSTRAPS, ladder_cis, with_distance_cis
 from oodml.stats.class_stats import ClassStats
+from oodml.stats.measures import get_measure
 from oodml.stats.modes import distance_mode
 
 START_CHOICES = ("auto", "default", "random")
@@ -109,7 +110,9 @@ class LadderConfig:
     default, 1e-8 class-means, 0 samples); ``removal``: greedy's removal policy
     (``test-fixed`` | ``balanced`` | ``any`` | ``none``; None: the params' value, default
     ``test-fixed``), stored in ``params.removal``; the ``oodml`` procedure keeps the published
-    two-sided removal and rejects it.
+    two-sided removal and rejects it. ``measure``: what the walk maximises
+    (:mod:`oodml.stats.measures`: ``frechet``, the default, or ``kid``, ``fid-inf``,
+    ``w2-classes``), recorded in the split file when not ``frechet``.
     """
 
     mode: str = "class-means"
@@ -125,12 +128,14 @@ class LadderConfig:
     eps: float | None = None
     removal: str | None = None
     bootstrap: int = DEFAULT_BOOTSTRAPS
+    measure: str = "frechet"
 
     def __post_init__(self) -> None:
         if not _is_int(self.bootstrap) or not 0 <= self.bootstrap <= MAX_BOOTSTRAP:
             raise ConfigError(f"bootstrap={shown(self.bootstrap)} must be an integer >= 0 and "
                               f"<= {MAX_BOOTSTRAP} (0: no distance intervals; 2,000 replicates "
                               "give a stable 95% interval)")
+        get_measure(self.measure).check_mode(self.mode)
         dm = distance_mode(self.mode)
         PROCEDURES.get(self.procedure)
         params = self.params
@@ -245,6 +250,7 @@ def generate_splitfile(
         params=config.params,
         eps=config.eps,
         progress=tick,
+        measure=config.measure,
     )
     task.close()
     targets = list(config.targets) if config.targets else None
@@ -285,6 +291,7 @@ def generate_splitfile(
             "shots": sorted(config.shots),
             "episodes": config.episodes,
         },
+        measure=None if config.measure == "frechet" else get_measure(config.measure).record(),
     )
     if not config.bootstrap:
         return splitfile
@@ -316,6 +323,20 @@ def check_generation_cost(manifest: Any, config: LadderConfig) -> None:
             f"classes and {levels} levels would store up to {total:,} support image paths in "
             f"the split file (at most {MAX_SUPPORT_PATHS:,}); lower episodes, shots or levels"
         )
+
+
+def size_warnings(splitfile: SplitFile, stats: ClassStats) -> list[str]:
+    """One-line warnings when the smallest side over the ladder of ``splitfile`` has fewer
+    classes than its measure needs to be stable, or (samples-mode Fréchet) fewer images than
+    dimensions."""
+    if not splitfile.ladder:
+        return []
+    measure = get_measure(splitfile.measure_name)
+    n_train = min(len(s.train) for s in splitfile.ladder)
+    n_test = min(len(s.test) for s in splitfile.ladder)
+    images = (min(int(stats.counts[stats.indices(s.train)].sum()) for s in splitfile.ladder),
+              min(int(stats.counts[stats.indices(s.test)].sum()) for s in splitfile.ladder))
+    return measure.size_warnings(n_train, n_test, splitfile.distance_mode, stats.dim, images)
 
 
 def start_classes(manifest: Any, start: str, seed: int) -> tuple[tuple[str, ...], tuple[str, ...]]:

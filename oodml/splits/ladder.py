@@ -214,6 +214,7 @@ def run_procedure(
     params: Params | Mapping[str, Any] | None = None,
     eps: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    measure: str = "frechet",
 ) -> Trajectory:
     """Walk easier and harder from the split ``train`` vs ``test`` (class names, in order).
 
@@ -223,7 +224,9 @@ def run_procedure(
     mapping of overrides (an ``eps`` key there is accepted for compatibility). ``eps``: added
     to both covariance diagonals (None: the mode's default). ``progress(done, total)`` is
     called after each walk iteration/step; ``total`` is exact for oodml and an upper bound for
-    greedy, and the last call has ``done == total``.
+    greedy, and the last call has ``done == total``. ``measure``: what the walk maximises
+    (:mod:`oodml.stats.measures`; another than ``frechet`` ranks every candidate by its exact
+    value, no screen).
     """
     dm = distance_mode(mode)
     proc = PROCEDURES.get(procedure)
@@ -238,7 +241,12 @@ def run_procedure(
         dm.eps(eps)
     full = resolve_params(procedure, mode, params)
     tr, te = [int(i) for i in stats.indices(train)], [int(i) for i in stats.indices(test)]
-    dist = dm.evaluator(stats, tr, te, eps)
+    if measure == "frechet":
+        dist = dm.evaluator(stats, tr, te, eps)
+    else:
+        from oodml.stats.measures import get_measure
+
+        dist = get_measure(measure).evaluator(stats, tr, te, mode, eps)
     total = full.total()
     done = 0
 
@@ -249,7 +257,7 @@ def run_procedure(
             progress(done, total)
 
     with blas_threads_for(dm.work_dim(stats, eps)):
-        screen = candidate_screen(stats, dm, eps)
+        screen = candidate_screen(stats, dm, eps) if measure == "frechet" else None
         raw = proc.run(stats.means, stats.classes, dist, tr, te, full, tick, screen)
     if progress:
         progress(total, total)

@@ -83,6 +83,15 @@ class SplitFile:
     oodml_version: str = __version__
     selection: dict[str, Any] = field(default_factory=dict)
     subsplits: dict[str, Any] = field(default_factory=dict)
+    measure: dict[str, Any] | None = None
+    """The measure's settings (:meth:`oodml.stats.measures.base.Measure.record`) when the
+    ladder was walked by another measure than ``frechet``; None (and not written) for frechet,
+    so files made before measures existed keep their bytes."""
+
+    @property
+    def measure_name(self) -> str:
+        """The measure the distances were computed with (``frechet`` unless recorded)."""
+        return "frechet" if self.measure is None else str(self.measure.get("name", "?"))
 
     @cached_property
     def sha256(self) -> str:
@@ -184,6 +193,8 @@ def to_document(sf: SplitFile) -> dict[str, Any]:
         "seed": sf.seed,
         "ladder": [_split_document(s) for s in sf.ladder],
     }
+    if sf.measure is not None:
+        doc["measure"] = sf.measure
     return _canon(doc, "split file")
 
 
@@ -523,8 +534,20 @@ def from_document(
         oodml_version=r.get(doc, "oodml_version", "", str),
         selection=r.get(doc, "selection", "", dict),
         subsplits=r.get(doc, "subsplits", "", dict),
+        measure=_read_measure(r, doc),
     )
     return sf
+
+
+def _read_measure(r: _Reader, doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The optional ``measure`` record: an object with a string ``name``, or absent."""
+    if "measure" not in doc:
+        return None
+    rec = r.get(doc, "measure", "", dict)
+    name = r.get(rec, "name", "measure", str)
+    if name == "frechet":
+        raise r.fail("measure", "frechet is the default and is never recorded")
+    return rec
 
 
 def overlapping_levels(sf: SplitFile) -> list[tuple[int, int]]:
@@ -628,14 +651,27 @@ def _verify_distances(sf: SplitFile, manifest: Any, features: Any, rtol: float) 
         )
         return out
     stats = ClassStats.from_features(features.features, features.labels)
+    measure = None
+    if sf.measure is not None:
+        from oodml.errors import ConfigError
+        from oodml.stats.measures import get_measure
+
+        try:
+            measure = get_measure(sf.measure_name)
+        except ConfigError as exc:
+            return [f"{exc}; distances not checked"]
+        if measure.record() != sf.measure:
+            return [f"measure settings {sf.measure} differ from this oodml's "
+                    f"{measure.record()}; distances not checked"]
     for s in sf.ladder:
         if not s.train or not s.test:
             continue
-        d = float(
-            distance_within(
-                stats, list(s.train), list(s.test), mode=sf.distance_mode, eps=sf.params.get("eps")
-            )
-        )
+        if measure is not None:
+            d = measure(stats, stats.indices(s.train), stats.indices(s.test), sf.distance_mode,
+                        sf.params.get("eps")).value
+        else:
+            d = float(distance_within(stats, list(s.train), list(s.test),
+                                      mode=sf.distance_mode, eps=sf.params.get("eps")))
         if not math.isclose(d, s.distance, rel_tol=rtol, abs_tol=1e-9):
             out.append(
                 f"split {s.id}: recomputed distance {d:.6g} differs from stored {s.distance:.6g}"

@@ -182,9 +182,12 @@ def bootstrap_distances(
     n_boot: int = DEFAULT_BOOTSTRAPS,
     rng: np.random.Generator | int | np.random.SeedSequence | None = None,
     tick: Callable[[], None] | None = None,
+    measure: object | None = None,
 ) -> np.ndarray:
     """``n_boot`` bootstrap replicates of the ``train`` vs ``test`` distance (float64 array);
-    ``tick()`` is called after each replicate.
+    ``tick()`` is called after each replicate. ``measure`` (an
+    :class:`oodml.stats.measures.base.Measure`; None: Fréchet) recomputes each replicate's
+    value on the drawn class multisets.
 
     Each replicate resamples the train classes and the test classes with replacement (whole
     classes; see the module docstring for the exact fast computation). ``eps`` defaults as in
@@ -203,6 +206,13 @@ def bootstrap_distances(
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     wa_all, wb_all = draw_counts(gen, len(ia), n_boot), draw_counts(gen, len(ib), n_boot)
     out = np.empty(n_boot)
+    if measure is not None:
+        for r in range(n_boot):
+            out[r] = measure(stats, np.repeat(ia, wa_all[r]), np.repeat(ib, wb_all[r]), mode,
+                             eps).value
+            if tick:
+                tick()
+        return out
     if mode == "samples":
         e = 0.0 if eps is None else float(eps)
         for r in range(n_boot):
@@ -255,6 +265,7 @@ def bootstrap_ci(
     level: float = DEFAULT_LEVEL,
     estimate: float | None = None,
     tick: Callable[[], None] | None = None,
+    measure: object | None = None,
 ) -> tuple[float, float]:
     """95% (``level``) bootstrap interval of ``split``'s distance (a :class:`Split`, or
     anything with ``id``, ``train``, ``test`` and ``distance``).
@@ -265,7 +276,7 @@ def bootstrap_ci(
     rng = np.random.default_rng(_seed_sequence(seed, int(split.id)))
     reps = bootstrap_distances(
         stats, list(split.train), list(split.test), mode=mode, eps=eps, n_boot=n_boot, rng=rng,
-        tick=tick,
+        tick=tick, measure=measure,
     )
     point = float(split.distance) if estimate is None else float(estimate)
     return interval_from_replicates(point, reps, level)
@@ -288,8 +299,14 @@ def ladder_cis(
     """
     eps = splitfile.params.get("eps")
     s = splitfile.seed if seed is None else seed
+    measure = None
+    if getattr(splitfile, "measure", None) is not None:
+        from oodml.stats.measures import get_measure
+
+        measure = get_measure(splitfile.measure_name)
     return [
-        bootstrap_ci(stats, sp, splitfile.distance_mode, eps, n_boot, s, level=level, tick=tick)
+        bootstrap_ci(stats, sp, splitfile.distance_mode, eps, n_boot, s, level=level, tick=tick,
+                     measure=measure)
         for sp in splitfile.ladder
     ]
 
