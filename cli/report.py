@@ -48,19 +48,13 @@ def report(
     from oodml.fileio import check_writable_dir
     from oodml.report.build import build_report, earlier_report_files
     from oodml.results import load_results
-    from oodml.splits.rescore import read_rescore_csv
     from oodml.splits.splitfile import load_splitfile
 
     check_writable_dir(out, "report folder")
     earlier_report_files(out, force=force)
     sf = load_splitfile(splits) if splits is not None else None
     table = load_results(results, splitfile_sha256=sf.sha256 if sf is not None else None)
-    agreement = None
-    if rescored is not None:
-        from oodml.splits.agreement import is_agreement_csv, read_agreement
-
-        agreement = (read_agreement(rescored) if is_agreement_csv(rescored)
-                     else read_rescore_csv(rescored))
+    agreement = _read_rescored(rescored) if rescored is not None else None
     wanted = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     with Bars() as bars:
         means, skipped = _class_means(sf, root, dataset, cache, weights, bars)
@@ -77,6 +71,14 @@ def report(
     for note in outputs.notes:
         say(f"note: {note}", err=True)
     say(f"wrote {len(outputs.files)} files; open {out / 'index.html'}", err=True)
+
+
+def _read_rescored(path: Path):
+    """A rescored table: one across measures (``rescore --measure``) or the two-column one."""
+    from oodml.splits.agreement import is_agreement_csv, read_agreement
+    from oodml.splits.rescore import read_rescore_csv
+
+    return read_agreement(path) if is_agreement_csv(path) else read_rescore_csv(path)
 
 
 def _class_means(sf, root, dataset, cache, weights, bars):

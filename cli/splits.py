@@ -249,6 +249,30 @@ def rescore(**o) -> None:
         say(f"wrote {write_rescore_csv(result, o['csv'])}")
 
 
+def _print_agreement(result: Any, path: Path, n_boot: int) -> None:
+    """The value table and the tau matrix of a measure agreement."""
+    from oodml.splits.agreement import value_rows
+
+    table = Table(title=f"{path}: every split under every measure x extractor "
+                  f"({result.columns[0].mode})")
+    rows = value_rows(result)
+    for name in rows[0]:
+        table.add_column(str(name), justify="right")
+    for r in rows:
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in r.values()))
+    Console(markup=False).print(table)
+    labels, tau, lo, hi = result.tau_matrix()
+    mtable = Table(title="Kendall tau between columns [95% bootstrap interval, "
+                   f"{n_boot} class resamples]")
+    mtable.add_column("")
+    for lab in labels:
+        mtable.add_column(lab, justify="right")
+    for i, lab in enumerate(labels):
+        mtable.add_row(lab, *(f"{tau[i, j]:.2f} [{lo[i, j]:.2f}, {hi[i, j]:.2f}]" if i != j
+                              else "1" for j in range(len(labels))))
+    Console(markup=False).print(mtable)
+
+
 def _rescore_measures(o: dict[str, Any]) -> None:
     """``rescore --measure``: the measure x extractor table, tau matrix and verdict."""
     from dataclasses import replace
@@ -258,7 +282,6 @@ def _rescore_measures(o: dict[str, Any]) -> None:
         measure_agreement,
         solver_notes,
         tau_path,
-        value_rows,
         write_agreement,
     )
     from oodml.splits.splitfile import load_splitfile
@@ -288,24 +311,7 @@ def _rescore_measures(o: dict[str, Any]) -> None:
         result = measure_agreement(sf, stats, measures, mode=o["mode"], n_boot=o["bootstrap"],
                                    tick=task.advance)
         task.close()
-    table = Table(title=f"{o['path']}: every split under every measure x extractor "
-                  f"({result.columns[0].mode})")
-    rows = value_rows(result)
-    for name in rows[0]:
-        table.add_column(str(name), justify="right")
-    for r in rows:
-        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in r.values()))
-    Console(markup=False).print(table)
-    labels, tau, lo, hi = result.tau_matrix()
-    mtable = Table(title="Kendall tau between columns [95% bootstrap interval, "
-                   f"{o['bootstrap']} class resamples]")
-    mtable.add_column("")
-    for lab in labels:
-        mtable.add_column(lab, justify="right")
-    for i, lab in enumerate(labels):
-        mtable.add_row(lab, *(f"{tau[i, j]:.2f} [{lo[i, j]:.2f}, {hi[i, j]:.2f}]" if i != j
-                              else "1" for j in range(len(labels))))
-    Console(markup=False).print(mtable)
+    _print_agreement(result, o["path"], o["bootstrap"])
     for note in solver_notes(result):
         say(f"solver: {note}")
     say(result.verdict())

@@ -22,6 +22,7 @@ from oodml.splits.agreement import (
 from oodml.splits.splitfile import Split, SplitFile, dumps, loads
 from oodml.stats.class_stats import ClassStats
 from oodml.stats.measures import get_measure
+from oodml.stats.modes import distance_within
 
 
 def features(seed: int, dim: int = 6, n_classes: int = 16, per_class: int = 5):
@@ -40,7 +41,7 @@ def ladder(stats: ClassStats, names: list[str]) -> SplitFile:
     splits = []
     for i, test in enumerate(rungs, start=1):
         train = [c for c in names if c not in test]
-        splits.append(Split(id=i, distance=stats.distance(train, test), is_start=i == 1,
+        splits.append(Split(id=i, distance=distance_within(stats, train, test), is_start=i == 1,
                             train=tuple(train), test=tuple(test)))
     return SplitFile(dataset_name="synthetic", dataset_fingerprint=None, class_counts=None,
                      extractor="ext-a", weights_sha256=None, distance_mode="class-means",
@@ -109,7 +110,7 @@ def test_csv_round_trip_and_bad_tables(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="finite"):
         read_agreement(tmp_path / "nan.csv")
     (tmp_path / "lone.csv").write_text(values.read_text())
-    with pytest.raises(DataError, match="tau table .*lone.tau.csv not found"):
+    with pytest.raises(DataError, match="tau table .*lone.tau.csv does not exist"):
         read_agreement(tmp_path / "lone.csv")
 
 
