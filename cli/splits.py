@@ -107,14 +107,8 @@ def show_table(sf: Any) -> None:
 )
 def generate(**o) -> None:
     """Walk a ladder of ever harder train/test splits of DATASET and write its split file."""
-    from oodml.splits.generate import (
-        LadderConfig,
-        check_generation_cost,
-        generate_splitfile,
-        size_warnings,
-    )
+    from oodml.splits.generate import LadderConfig, check_generation_cost, generate_splitfile
     from oodml.splits.splitfile import save_splitfile
-    from oodml.stats.class_stats import ClassStats
 
     config = build(LadderConfig, o, params=_params(o))
     feats = build(FeatureOptions, o)
@@ -126,12 +120,20 @@ def generate(**o) -> None:
         sf = generate_splitfile(manifest, fs, config, progress=bars)
     save_splitfile(sf, o["out"])
     show_table(sf)
+    _generate_notes(sf, fs, config)
+    say(f"wrote {o['out']}")
+
+
+def _generate_notes(sf: Any, fs: Any, config: Any) -> None:
+    """Warnings about sides too small for the measure, and a short ladder's note."""
+    from oodml.splits.generate import size_warnings
+    from oodml.stats.class_stats import ClassStats
+
     for w in size_warnings(sf, ClassStats.from_features(fs.features, fs.labels)):
         say(f"warning: {w}")
     if config.targets is None and len(sf.ladder) < config.levels:
         say(f"note: {config.levels} levels asked for, but the walk has only {len(sf.ladder)} "
             "distinct splits; all of them are in the file")
-    say(f"wrote {o['out']}")
 
 
 def _params(o: dict[str, Any]) -> dict[str, Any]:
