@@ -217,7 +217,7 @@ def test_first_order_screen_anchor_and_transport_map(moments_route):
     a, b = list(range(0, 1200, 2)), list(range(1, 1200, 2))
     est = screen([a], [b])[0]
     assert est == pytest.approx(direct(md.coords, a, b), rel=1e-9)
-    wa, wb = screen._anchor["w"]
+    wa, wb = screen._anchor.w
     t, t_inv = wa.T @ wa, wb.T @ wb
     sa = np.cov(md.coords[a], rowvar=False) + EPS * np.eye(12)
     sb = np.cov(md.coords[b], rowvar=False) + EPS * np.eye(12)

@@ -14,21 +14,24 @@ Procedures (details in :mod:`oodml.splits.procedures`):
   swaps with history H=5, easier walk on the reversed orders, then N+10 removal iterations
   from one consistent final state). Its distances plateau and oscillate, and its removal
   phase alternates up and down, so the trajectory is not monotone.
-* ``greedy`` (our default) ranks candidates the same way, considers every swap among the top
-  ``candidates`` (5) train x test classes and applies the one with the largest distance gain,
-  only if it strictly raises the distance (strictly lowers it on the easier walk). When no swap
-  helps it removes the single class (among the top ``removal_candidates``, 15, per side) with
-  the largest gain, keeping at least ``min_fraction`` (25%) of each side and removing at most
-  ``max_removed_fraction`` (40%) of all classes; swaps are tried again after each removal.
-  The ``removal`` policy says which side may lose classes: ``test-fixed`` (default: train
-  only, so the test set keeps its size), ``balanced`` (both, within one class of the start's
-  train/test ratio), ``any`` (whichever helps most), ``none``.
-  In class-means mode candidates are ranked by a batched eps-free low-rank estimate (above
-  2000 classes: a first-order estimate around the current split,
-  :class:`oodml.stats.means_screen.MeansScreen`) and the best ``verify`` (3) are checked with the
-  exact distance; in samples mode every candidate
-  gets the exact incremental distance (``candidates`` defaults to 2 there). Every step is
-  strictly better than the last, so the trajectory is strictly increasing along its index.
+* ``greedy`` (our default) ranks candidates the same way; each step is strictly better than
+  the last, so the trajectory is strictly increasing along its index.
+
+  - Swaps: every swap among the top ``candidates`` (5) train x test classes is considered,
+    and the one with the largest distance gain is applied only if it strictly raises the
+    distance (strictly lowers it on the easier walk).
+  - Removals: when no swap helps, the single class (among the top ``removal_candidates``,
+    15, per side) with the largest gain is removed, keeping at least ``min_fraction`` (25%)
+    of each side and removing at most ``max_removed_fraction`` (40%) of all classes; swaps
+    are tried again after each removal.
+  - Removal policy: which side may lose classes: ``test-fixed`` (default: train only, so the
+    test set keeps its size), ``balanced`` (both, within one class of the start's
+    train/test ratio), ``any`` (whichever helps most), ``none``.
+  - Screening: in class-means mode candidates are ranked by a batched eps-free low-rank
+    estimate (:class:`oodml.splits.screen.GramScreen`; above 2000 classes a first-order
+    estimate around the current split, :class:`oodml.stats.means_screen.MeansScreen`) and
+    the best ``verify`` (3) are checked with the exact distance; in samples mode every
+    candidate gets the exact incremental distance (``candidates`` defaults to 2 there).
 """
 
 from __future__ import annotations

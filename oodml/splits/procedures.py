@@ -18,9 +18,9 @@ the reversed orders.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -402,182 +402,269 @@ def oodml_procedure(
     return [*reversed(easy[1:]), start, *hard[1:], *removal]
 
 
-Screen = Callable[..., np.ndarray]
-"""``screen(trains, tests, around=None)``: estimates for candidate splits of one shape;
-``around`` is the (train, test) split they were made from, which a screen may use (the
-Gram screen updates one decomposition of it) or ignore."""
+class Screen(Protocol):
+    """A cheap batched estimate of candidate splits' distances that ranks greedy's moves.
+
+    Call: ``screen(trains, tests, around=None)`` gives one estimate per candidate split
+    (``trains[i]`` vs ``tests[i]``, all of one shape). ``around`` is the split the candidates
+    were made from; a screen may use it (the Gram screen updates one decomposition of it)
+    or ignore it.
+
+    ``ranks_only``: False when estimates are comparable with the estimate of the current
+    split, so a move whose estimated gain is not positive is not verified; True when they
+    are biased and only their order means something.
+    """
+
+    @property
+    def ranks_only(self) -> bool: ...
+
+    def __call__(
+        self, trains: Sequence[Sequence[int]], tests: Sequence[Sequence[int]],
+        around: SplitLists | None = None,
+    ) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
-class _Move:
+class WalkParams:
+    """What one greedy walk (one direction) may do; see :func:`greedy_walk`.
+
+    ``candidates``: top-ranked positions per side whose swaps are considered; ``verify``:
+    screened moves checked exactly per batch; ``removal_candidates``: positions per side
+    considered for removal; ``max_steps``: steps at most; ``min_train``/``min_test``: classes
+    a side always keeps; ``max_removed``: classes removed at most; ``removal``: the policy
+    (:data:`REMOVAL_POLICIES`); ``ratio``: the start's n_train / n_test, for ``balanced``.
+    """
+
+    easier: bool
+    candidates: int
+    verify: int
+    removal_candidates: int
+    max_steps: int
+    min_train: int
+    min_test: int
+    max_removed: int
+    removal: str = "any"
+    ratio: float = 1.0
+
+    @property
+    def sign(self) -> float:
+        """+1 when a higher distance is better (the harder walk), -1 on the easier walk."""
+        return -1.0 if self.easier else 1.0
+
+
+@dataclass(frozen=True)
+class Move:
+    """One candidate move: the split after it, the class it removes (None for a swap), and
+    the class names that break ties in its favour (smaller first)."""
+
     train: list[int]
     test: list[int]
     gone: int | None
     tie: tuple[str, str]
 
 
-Candidate = tuple[_Move, float, float | None]
-"""(move, its estimate, its exact distance when already known)."""
+@dataclass(frozen=True)
+class Screened:
+    """A move ranked by the screen's ``estimate``; its exact distance is still to compute."""
 
+    move: Move
+    estimate: float
 
-def _ranked(
-    moves: list[_Move], dist: SplitDistance, sign: float, screen: Screen | None, verify: int,
-    base: float | None, around: SplitLists,
-) -> list[Candidate]:
-    """The moves to verify, in order: the first that strictly improves is taken.
-
-    Without ``screen`` every move's exact distance decides, and only the best move is worth
-    verifying. With ``screen`` (a cheap batched estimate, e.g. the eps-free low-rank distance;
-    ``base`` is its value for the current split, which the walk carries over from the
-    estimate of the move that led there, so the screen must be a function of the split alone)
-    moves are ordered by their estimate, and the top ``verify`` with an estimated gain > 0
-    are verified in that order (a screen with a true ``ranks_only`` attribute, whose
-    estimates are biased, skips the estimated-gain test).
-    """
-    if not moves:
-        return []
-    if screen is None:
-        est = np.array([dist(m.train, m.test) for m in moves])
-    else:
-        est = np.empty(len(moves))
-        for shape in {(len(m.train), len(m.test)) for m in moves}:
-            group = [i for i, m in enumerate(moves) if (len(m.train), len(m.test)) == shape]
-            est[group] = screen([moves[i].train for i in group], [moves[i].test for i in group],
-                                around=around)
-    order = sorted(range(len(moves)), key=lambda i: (-sign * est[i], moves[i].tie))
-    if screen is None:
-        return [(moves[order[0]], float(est[order[0]]), float(est[order[0]]))]
-    ranks_only = getattr(screen, "ranks_only", False)
-    return [(moves[i], float(est[i]), None) for i in order[:verify]
-            if ranks_only or sign * (est[i] - base) > 0]
+    def distance(self, dist: SplitDistance) -> float:
+        return dist(self.move.train, self.move.test)
 
 
 @dataclass(frozen=True)
-class _At:
-    """Where a walk stands: the split, the classes removed so far, the screen's value."""
+class Measured:
+    """A move ranked by its exact distance (no screen), computed while ranking."""
+
+    move: Move
+    exact: float
+
+    def distance(self, dist: SplitDistance) -> float:
+        return self.exact
+
+
+Candidate = Screened | Measured
+
+
+@dataclass(frozen=True)
+class Heads:
+    """The top positions of each side's ranking at one split (the candidates' source)."""
+
+    train: Sequence[int]
+    test: Sequence[int]
+
+
+@dataclass(frozen=True)
+class At:
+    """Where a walk stands: the split, the classes removed so far, and ``base``, the
+    screen's estimate of this split (None unless the screen's gains count)."""
 
     train: list[int]
     test: list[int]
     removed: list[int]
     base: float | None
 
-    def after(self, move: _Move, estimate: float, needs_base: bool) -> _At:
+    def after(self, move: Move, base: float | None) -> At:
         removed = self.removed if move.gone is None else [*self.removed, move.gone]
-        return _At(list(move.train), list(move.test), removed,
-                   estimate if needs_base else None)
+        return At(list(move.train), list(move.test), removed, base)
+
+
+@dataclass(frozen=True)
+class Taken:
+    """The move a step applies, the candidate it came from, and its exact distance."""
+
+    move: Move
+    candidate: Candidate
+    distance: float
+
+
+class _GreedyWalker:
+    """The moves of one greedy walk and how they are ranked and verified.
+
+    Order of work per step (it fixes the calls to the exact evaluator and the screen, which
+    keep state): the rankings' heads once; the swaps ranked as a batch and verified in
+    order; only when none improves, the removals the same way.
+    """
+
+    def __init__(self, ranker: Ranker, names: Sequence[str], dist: SplitDistance,
+                 params: WalkParams, screen: Screen | None) -> None:
+        self.ranker, self.names, self.dist = ranker, names, dist
+        self.params, self.screen = params, screen
+        self.gains_count = screen is not None and not screen.ranks_only
+
+    def start(self, train: list[int], test: list[int]) -> tuple[At, float]:
+        """The walk's first position and its exact distance."""
+        cur = self.dist(train, test)
+        base = float(self.screen([list(train)], [list(test)])[0]) if self.gains_count else None
+        return At(list(train), list(test), [], base), cur
+
+    def step(self, at: At, cur: float) -> Taken | None:
+        """The first candidate move from ``at`` that strictly improves on ``cur``, if any."""
+        heads = self._heads(at)
+        taken = self._first_improving(self._ranked(self._swaps(at, heads), at), cur)
+        if taken is None and len(at.removed) < self.params.max_removed:
+            taken = self._first_improving(self._ranked(self._removals(at, heads), at), cur)
+        return taken
+
+    def base_after(self, taken: Taken) -> float | None:
+        """The screen's estimate of the split ``taken`` leads to, when gains count."""
+        if self.gains_count and isinstance(taken.candidate, Screened):
+            return taken.candidate.estimate
+        return None
+
+    def _heads(self, at: At) -> Heads:
+        p, names = self.params, self.names
+        train, test = at.train, at.test
+        rank_a, rank_b = self.ranker.heads(
+            train, test, max(p.candidates, p.removal_candidates), p.easier,
+            ties=(lambda i: names[train[i]], lambda i: names[test[i]]),
+        )
+        return Heads(rank_a, rank_b)
+
+    def _swaps(self, at: At, heads: Heads) -> list[Move]:
+        """Every train x test swap among the top ``candidates`` positions of each side."""
+        train, test, names, k = at.train, at.test, self.names, self.params.candidates
+        swaps = []
+        for pa in heads.train[:k]:
+            for pb in heads.test[:k]:
+                tr, te = list(train), list(test)
+                tr[pa], te[pb] = test[pb], train[pa]
+                swaps.append(Move(tr, te, None, (names[train[pa]], names[test[pb]])))
+        return swaps
+
+    def _removals(self, at: At, heads: Heads) -> list[Move]:
+        """Removing one of the top ``removal_candidates`` positions of a side the policy
+        allows and that keeps more than its floor."""
+        p, names = self.params, self.names
+        train, test = at.train, at.test
+        allowed = removable_sides(p.removal, p.ratio, len(train), len(test))
+        drops = []
+        for which, side, ranked, floor in ((0, train, heads.train, p.min_train),
+                                           (1, test, heads.test, p.min_test)):
+            ok = allowed[which] and len(side) > floor
+            for pos in ranked[:p.removal_candidates] if ok else []:
+                lists = [list(train), list(test)]
+                lists[which].pop(pos)
+                drops.append(Move(lists[0], lists[1], side[pos], (names[side[pos]], "")))
+        return drops
+
+    def _ranked(self, moves: list[Move], at: At) -> list[Candidate]:
+        """The moves to verify, in order (the first that strictly improves is taken).
+
+        Without a screen: every move's exact distance ranks, and only the best is worth
+        verifying (:class:`Measured`).
+
+        With a screen: moves are ordered by their estimates (one batch per shape), and the
+        top ``verify`` are verified (:class:`Screened`); when the screen's gains count, only
+        those with an estimated gain over ``at.base`` > 0.
+        """
+        if not moves:
+            return []
+        sign, screen = self.params.sign, self.screen
+        if screen is None:
+            est = np.array([self.dist(m.train, m.test) for m in moves])
+        else:
+            est = np.empty(len(moves))
+            for shape in {(len(m.train), len(m.test)) for m in moves}:
+                group = [i for i, m in enumerate(moves) if (len(m.train), len(m.test)) == shape]
+                est[group] = screen([moves[i].train for i in group],
+                                    [moves[i].test for i in group], around=(at.train, at.test))
+        order = sorted(range(len(moves)), key=lambda i: (-sign * est[i], moves[i].tie))
+        if screen is None:
+            return [Measured(moves[order[0]], float(est[order[0]]))]
+        return [Screened(moves[i], float(est[i])) for i in order[:self.params.verify]
+                if not self.gains_count or sign * (est[i] - at.base) > 0]
+
+    def _first_improving(self, candidates: list[Candidate], cur: float) -> Taken | None:
+        for candidate in candidates:
+            d = candidate.distance(self.dist)
+            if self.params.sign * (d - cur) > 0:
+                return Taken(candidate.move, candidate, d)
+        return None
 
 
 def greedy_walk(
-    vectors: np.ndarray,
+    vectors: np.ndarray | Ranker,
     names: Sequence[str],
     dist: SplitDistance,
     train: list[int],
     test: list[int],
-    *,
-    easier: bool,
-    candidates: int,
-    verify: int,
-    removal_candidates: int,
-    max_steps: int,
-    min_train: int,
-    min_test: int,
-    max_removed: int,
-    removal: str = "any",
-    ratio: float = 1.0,
+    params: WalkParams,
     screen: Screen | None = None,
     tick: Progress | None = None,
 ) -> list[Step]:
     """Best-improvement walk; returns the steps after the start (each strictly better).
 
-    Per step: rank both sides as the ooDML procedure does, take the top ``candidates``
-    positions of each and consider every train x test swap among them; apply the one with the
-    largest gain (higher distance; lower when ``easier``) if the gain is > 0 (see
-    :func:`_ranked` for the optional screening). Otherwise, while fewer than
-    ``max_removed`` classes are removed, consider removing each candidate alone (never going
-    below ``min_train`` / ``min_test`` classes, only from the sides that the ``removal`` policy
-    allows, see :func:`removable_sides`; ``ratio``: the start's n_train / n_test) the same
-    way. Stop when nothing improves or after ``max_steps`` steps. Ties go to the smaller class
-    names, so the walk is deterministic.
+    Swaps: rank both sides as the ooDML procedure does, take the top ``candidates``
+    positions of each and consider every train x test swap among them; apply the best one
+    (higher distance; lower when ``easier``) if its gain is > 0.
+
+    Removals: when no swap helps and fewer than ``max_removed`` classes are removed,
+    consider removing each of the top ``removal_candidates`` of a side alone (never below
+    ``min_train`` / ``min_test``, only from the sides the ``removal`` policy allows, see
+    :func:`removable_sides`) the same way.
+
+    Stop when nothing improves or after ``max_steps`` steps. Ties go to the smaller class
+    names, so the walk is deterministic. Ranking and verification: :class:`_GreedyWalker`.
     """
-    sign = -1.0 if easier else 1.0
-    ranker = _ranker(vectors)
-    head = max(candidates, removal_candidates)
-    needs_base = screen is not None and not getattr(screen, "ranks_only", False)
-
-    def moves(at: _At):
-        """The candidates of split ``at`` in the order they are verified (lazily: removals
-        are ranked only once every swap has failed)."""
-        train, test = at.train, at.test
-        around = (train, test)
-        rank_a, rank_b = ranker.heads(
-            train, test, head, easier,
-            ties=(lambda p: names[train[p]], lambda p: names[test[p]]),
-        )
-        swaps = []
-        for pa in rank_a[:candidates]:
-            for pb in rank_b[:candidates]:
-                tr, te = list(train), list(test)
-                tr[pa], te[pb] = test[pb], train[pa]
-                swaps.append(_Move(tr, te, None, (names[train[pa]], names[test[pb]])))
-        yield from _ranked(swaps, dist, sign, screen, verify, at.base, around)
-        if len(at.removed) >= max_removed:
-            return
-        drops = []
-        allowed = removable_sides(removal, ratio, len(train), len(test))
-        for which, side, ranked, floor in ((0, train, rank_a, min_train),
-                                           (1, test, rank_b, min_test)):
-            ok = allowed[which] and len(side) > floor
-            for p in ranked[:removal_candidates] if ok else []:
-                lists = [list(train), list(test)]
-                lists[which].pop(p)
-                drops.append(_Move(lists[0], lists[1], side[p], (names[side[p]], "")))
-        yield from _ranked(drops, dist, sign, screen, verify, at.base, around)
-
-    cur = dist(train, test)
-    base = float(screen([list(train)], [list(test)])[0]) if needs_base else None
-    at = _At(list(train), list(test), [], base)
-    phase = "easier" if easier else "harder"
+    walker = _GreedyWalker(_ranker(vectors), names, dist, params, screen)
+    at, cur = walker.start(train, test)
+    phase = "easier" if params.easier else "harder"
     out: list[Step] = []
-
-    def record(at: _At, move: _Move, distance: float) -> None:
+    for _ in range(params.max_steps):
+        taken = walker.step(at, cur)
+        if taken is None:
+            break
+        at, cur = at.after(taken.move, walker.base_after(taken)), taken.distance
         n = len(out) + 1
-        out.append(Step(-n if easier else n, phase if move.gone is None else "removal",
-                        tuple(at.train), tuple(at.test), tuple(at.removed), distance))
+        out.append(Step(-n if params.easier else n,
+                        phase if taken.move.gone is None else "removal",
+                        tuple(at.train), tuple(at.test), tuple(at.removed), cur))
         if tick:
             tick()
-
-    _walk_serial(at, cur, sign, moves, dist, max_steps, needs_base, record)
     return out
-
-
-Moves = Callable[[_At], Iterator[Candidate]]
-Record = Callable[[_At, _Move, float], None]
-
-
-def _walk_serial(
-    at: _At, cur: float, sign: float, moves: Moves, dist: SplitDistance, max_steps: int,
-    needs_base: bool, record: Record,
-) -> None:
-    """One step after another: verify a step's candidates in order, take the first that
-    strictly improves, and stop when none does."""
-    for _ in range(max_steps):
-        taken = _first_improving(moves(at), dist, cur, sign)
-        if taken is None:
-            return
-        move, estimate, cur = taken
-        at = at.after(move, estimate, needs_base)
-        record(at, move, cur)
-
-
-def _first_improving(
-    candidates: Iterator[Candidate], dist: SplitDistance, cur: float, sign: float
-) -> tuple[_Move, float, float] | None:
-    """(move, estimate, exact distance) of the first candidate that strictly improves."""
-    for move, estimate, exact in candidates:
-        d = exact if exact is not None else dist(move.train, move.test)
-        if sign * (d - cur) > 0:
-            return move, estimate, d
-    return None
 
 
 def greedy_procedure(
@@ -596,22 +683,22 @@ def greedy_procedure(
     """
     if params.candidates is None or params.removal_candidates is None:
         raise ConfigError("greedy_procedure needs resolved parameters; call params.resolved(mode)")
-    common = {
-        "candidates": params.candidates,
-        "verify": params.verify,
-        "removal_candidates": params.removal_candidates,
-        "max_steps": params.max_steps,
-        "min_train": max(2, math.ceil(params.min_fraction * len(train))),
-        "min_test": max(2, math.ceil(params.min_fraction * len(test))),
-        "screen": screen,
-        "tick": tick,
-    }
+    common = WalkParams(
+        easier=True,
+        candidates=params.candidates,
+        verify=params.verify,
+        removal_candidates=params.removal_candidates,
+        max_steps=params.max_steps,
+        min_train=max(2, math.ceil(params.min_fraction * len(train))),
+        min_test=max(2, math.ceil(params.min_fraction * len(test))),
+        max_removed=0,
+    )
     budget = math.floor(params.max_removed_fraction * (len(train) + len(test)))
+    harder = replace(common, easier=False,
+                     max_removed=0 if params.removal == "none" else budget,
+                     removal=params.removal, ratio=len(train) / len(test))
     vectors = _ranker(vectors)
     start = Step(0, "start", tuple(train), tuple(test), (), dist(list(train), list(test)))
-    easy = greedy_walk(vectors, names, dist, list(train), list(test), easier=True,
-                       max_removed=0, **common)
-    hard = greedy_walk(vectors, names, dist, list(train), list(test), easier=False,
-                       max_removed=0 if params.removal == "none" else budget,
-                       removal=params.removal, ratio=len(train) / len(test), **common)
+    easy = greedy_walk(vectors, names, dist, list(train), list(test), common, screen, tick)
+    hard = greedy_walk(vectors, names, dist, list(train), list(test), harder, screen, tick)
     return [*reversed(easy), start, *hard]

@@ -67,7 +67,12 @@ Changes = list[tuple[np.ndarray, np.ndarray]]
 
 
 class _Base:
-    """One base split: the sums the mean and trace terms need, and the side forms."""
+    """One base split A vs B: the sums the mean and trace terms need, and the side forms.
+
+    With K the Gram matrix of the centred class means and s_X the sum of the means of X:
+    ``r`` = (K 1_A, K 1_B); ``saa`` = |s_A|^2, ``sbb`` = |s_B|^2, ``sab`` = s_A . s_B;
+    ``diag`` = (sum of K_cc over A, over B).
+    """
 
     def __init__(
         self, gram: np.ndarray, diag: np.ndarray, a: np.ndarray, b: np.ndarray
@@ -99,7 +104,8 @@ class GramScreen:
 
     ``screen(trains, tests, around=(train, test))``: ``trains``/``tests`` are candidate index
     lists of one shape; ``around`` (optional) is the split they were made from, which lets
-    swaps and single removals take the low-rank route.
+    swaps and single removals take the low-rank route. Its values are the eps-free distance
+    itself, so they compare across splits (``ranks_only`` is False).
     """
 
     def __init__(self, means: np.ndarray) -> None:
@@ -107,6 +113,11 @@ class GramScreen:
         self.gram = m @ m.T
         self.diag = np.diag(self.gram).copy()
         self._base: tuple[tuple, _Base] | None = None
+
+    @property
+    def ranks_only(self) -> bool:
+        """False: an estimate's gain over the current split's estimate is meaningful."""
+        return False
 
     def __call__(
         self, trains: Sequence[Sequence[int]], tests: Sequence[Sequence[int]],
@@ -170,7 +181,15 @@ class GramScreen:
         self, ia: np.ndarray, ib: np.ndarray, pa: np.ndarray, pb: np.ndarray, base: _Base
     ) -> np.ndarray:
         """Candidates that replace position ``pa`` of train and ``pb`` of test (one class
-        each): a rank-2 change of g, so M changes by rank 4."""
+        each): a rank-2 change of g, so M changes by rank 4.
+
+        On the side form's side s (rows) against the other side o (columns), the swap
+        replaces row p and column q of K_s: K_s' = K_s + e_p rho^T + gamma e_q^T, with rho
+        the change of row p and gamma the change of column q off row p. So
+        g' = E^T K_s' H / sigma = g + P Q^T with P = [E^T e_p, E^T gamma] / sigma and
+        Q = [H rho, H e_q], and g' g'^T = M + Z C Z^T with Z = [P, g Q] and
+        C = [[Q^T Q, I], [I, 0]] (4 x 4), evaluated in M's eigenbasis (U^T Z).
+        """
         n1, n2 = base.a.size, base.b.size
         at = np.arange(len(ia))
         new_a, new_b = ia[at, pa], ib[at, pb]
@@ -193,21 +212,21 @@ class GramScreen:
         rho = new_row - k[p]
         gamma = gram[rows_new, cols_new[at, q][:, None]] - k[:, q].T
         gamma[at, p] = 0.0
-        hrho = rho - rho.mean(axis=1, keepdims=True)
-        heq = -np.full((len(ia), no), 1.0 / no)
-        heq[at, q] += 1.0
+        h_rho = rho - rho.mean(axis=1, keepdims=True)
+        h_e_q = -np.full((len(ia), no), 1.0 / no)
+        h_e_q[at, q] += 1.0
         e_p = np.zeros((ns, len(ia)))
         e_p[p, at] = 1.0
-        pmat = np.stack([perp(e_p), perp(gamma.T)], axis=2) / sigma
-        qmat = np.stack([hrho, heq], axis=2)
-        gq = (g @ qmat.transpose(1, 0, 2).reshape(no, -1)).reshape(ns - 1, len(ia), 2)
-        gq = gq.transpose(1, 0, 2)
-        z = np.concatenate([pmat.transpose(1, 0, 2), gq], axis=2)
-        zt = (root.u.T @ z.transpose(1, 0, 2).reshape(ns - 1, -1)).reshape(ns - 1, len(ia), 4)
-        c = np.zeros((len(ia), 4, 4))
-        c[:, :2, :2] = qmat.transpose(0, 2, 1) @ qmat
-        c[:, [0, 1, 2, 3], [2, 3, 0, 1]] = 1.0
-        nuc = root.after_update(zt.transpose(1, 0, 2), c)
+        p_factor = np.stack([perp(e_p), perp(gamma.T)], axis=2) / sigma
+        q_factor = np.stack([h_rho, h_e_q], axis=2)
+        g_q = (g @ q_factor.transpose(1, 0, 2).reshape(no, -1)).reshape(ns - 1, len(ia), 2)
+        g_q = g_q.transpose(1, 0, 2)
+        z = np.concatenate([p_factor.transpose(1, 0, 2), g_q], axis=2)
+        u_z = (root.u.T @ z.transpose(1, 0, 2).reshape(ns - 1, -1)).reshape(ns - 1, len(ia), 4)
+        core = np.zeros((len(ia), 4, 4))
+        core[:, :2, :2] = q_factor.transpose(0, 2, 1) @ q_factor
+        core[:, [0, 1, 2, 3], [2, 3, 0, 1]] = 1.0
+        nuc = root.after_update(u_z.transpose(1, 0, 2), core)
         return rest - 2.0 * nuc
 
     def _removals(self, kept: np.ndarray, side: int, base: _Base) -> np.ndarray:
@@ -251,17 +270,17 @@ class GramScreen:
         (n_o - 1), and M is rescaled by (n_o - 1)/(n_o - 2)."""
         if form is None:
             return np.full(q.size, np.nan)
-        root, _, k = form
-        ns, no = k.shape
-        kappa = k.sum(axis=1)
-        cols = k[:, q]
-        vecs = np.stack([np.broadcast_to(kappa[:, None], cols.shape), cols,
-                         kappa[:, None] - cols], axis=2)
+        root, _, k_s = form
+        ns, no = k_s.shape
+        kappa = k_s.sum(axis=1)
+        k = k_s[:, q]
+        vecs = np.stack([np.broadcast_to(kappa[:, None], k.shape), k,
+                         kappa[:, None] - k], axis=2)
         z = perp(vecs.reshape(ns, -1)) / np.sqrt((ns - 1) * (no - 2))
-        zt = (root.u.T @ z).reshape(ns - 1, q.size, 3)
-        c = np.zeros((q.size, 3, 3))
-        c[:, 0, 0], c[:, 1, 1], c[:, 2, 2] = 1.0 / no, -1.0, -1.0 / (no - 1)
-        return root.after_update(zt.transpose(1, 0, 2), c, (no - 1) / (no - 2))
+        u_z = (root.u.T @ z).reshape(ns - 1, q.size, 3)
+        core = np.zeros((q.size, 3, 3))
+        core[:, 0, 0], core[:, 1, 1], core[:, 2, 2] = 1.0 / no, -1.0, -1.0 / (no - 1)
+        return root.after_update(u_z.transpose(1, 0, 2), core, (no - 1) / (no - 2))
 
     def _dense(self, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
         """Screen values from each candidate's own n1 x n1 eigenproblem."""

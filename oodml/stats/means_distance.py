@@ -39,39 +39,44 @@ class MeansDistance:
     """Fast exact class-means Fréchet distances between subsets of C fixed class means.
 
     ``distance(idx_a, idx_b)`` equals the d-dimensional Fréchet distance between the Gaussians
-    (unbiased covariance + eps*I) of ``means[idx_a]`` and ``means[idx_b]``. Why it is exact:
-    every mean difference and covariance column lies in V = span{m_c - m_ref}, dim r <= C-1;
-    on the complement both covariances are eps*I, contributing eps + eps - 2 sqrt(eps*eps) = 0.
-    So the distance is computed on r-dimensional coordinates ``coords`` (C x r) with the same
-    inner products as the centred means (from the eigendecomposition of their C x C Gram
-    matrix; the distance depends on the points only through these inner products). With more
-    classes than dimensions (C > D) the centred means are used as they are (r = D).
+    (unbiased covariance + eps*I) of ``means[idx_a]`` and ``means[idx_b]``.
 
-    Large problems (r > 512, e.g. SOP: 22,634 classes in 2048-d) keep running moments per side
-    instead of refitting each Gaussian from its rows. For a side with rows x_c (c in A):
-    n = |A|, s = sum x_c, G = sum x_c x_c^T, mean s / n and unbiased covariance
+    Why it is exact. Every mean difference and covariance column lies in
+    V = span{m_c - m_ref}, dim r <= C-1; on the complement both covariances are eps*I,
+    contributing eps + eps - 2 sqrt(eps*eps) = 0. So the distance is computed on
+    r-dimensional coordinates ``coords`` (C x r) with the same inner products as the centred
+    means (from the eigendecomposition of their C x C Gram matrix; the distance depends on the
+    points only through these inner products). With more classes than dimensions (C > D)
+    the centred means are used as they are (r = D).
+
+    Running moments. Large problems (r > 512, e.g. SOP: 22,634 classes in 2048-d) keep
+    moments per side instead of refitting each Gaussian from its rows. For a side with rows
+    x_c (c in A): n = |A|, s = sum x_c, G = sum x_c x_c^T, mean s / n and unbiased covariance
     (G - s s^T / n) / (n - 1). A walk changes a split by a few classes per call, so
     ``distance`` moves the moments from the previous call's sets to the new ones: n, s and
     tr G at once (O(k r)), G itself by one rank-k update, G += X_in^T X_in - X_out^T X_out,
-    deferred until an anchor needs it. Rounding accumulates with the updates, so the moments
-    are rebuilt from the rows after every 4096 class updates, whenever a call differs from
-    the previous one in more classes than it keeps, and whenever the rows that passed through
-    a side weigh more than ``MOMENTS_MAX_CANCELLATION`` (64) times what it holds (sum |x|^2
-    against tr G: an outlier class that left would otherwise leave its rounding behind in G).
-    Coordinates are centred on the mean of all class means, which keeps G - s s^T / n free of
-    large cancellations.
+    deferred until an anchor needs it. Coordinates are centred on the mean of all class
+    means, which keeps G - s s^T / n free of large cancellations.
 
-    The mean term and the traces come from the moments; tr sqrt(S_a S_b) from an *anchor*
-    (:class:`SplitAnchor`): one split whose pair of covariances was decomposed
-    (:class:`oodml.stats.transport_anchor.TransportAnchor`, O(r^3)). A split that differs from the
-    anchor in at most ``ANCHOR_MAX_RANK`` - 2 classes gets tr sqrt(S_a S_b) from the anchor in
-    O(r^2 m): exact for swaps, and for removals within a proven bound of at most
+    Rebuilds. Rounding accumulates with the updates, so the moments are rebuilt from the rows
+    after every 4096 class updates, whenever a call differs from the previous one in more
+    classes than it keeps, and whenever the rows that passed through a side weigh more than
+    ``MOMENTS_MAX_CANCELLATION`` (64) times what it holds (sum |x|^2 against tr G: an outlier
+    class that left would otherwise leave its rounding behind in G).
+
+    Anchors. The mean term and the traces come from the moments; tr sqrt(S_a S_b) from an
+    *anchor* (:class:`SplitAnchor`): one split whose pair of covariances was decomposed
+    (:class:`oodml.stats.transport_anchor.TransportAnchor`, O(r^3)). A split that differs
+    from the anchor in at most ``ANCHOR_MAX_RANK`` - 2 classes gets tr sqrt(S_a S_b) from the
+    anchor in O(r^2 m): exact for swaps, and for removals within a proven bound of at most
     ``ANCHOR_MAX_ERROR`` (1e-10) of the distance (see :class:`SplitAnchor`); any other split
-    becomes the new anchor. A split that cannot be an anchor (eps = 0, or S_a S_b with a
-    condition number above 1e8) takes the dense O(r^3) route, and so do the next
-    ``ANCHOR_RETRY`` (8) dense calls before an anchor is tried again. A side with no more
-    classes than r dimensions is singular but for eps, which G - s s^T / n would drown in
-    rounding: such a split is refit from its rows before any anchor is consulted.
+    becomes the new anchor.
+
+    Dense route. A split that cannot be an anchor (eps = 0, or S_a S_b with a condition
+    number above 1e8) takes the dense O(r^3) route, and so do the next ``ANCHOR_RETRY`` (8)
+    dense calls before an anchor is tried again. A side with no more classes than r
+    dimensions is singular but for eps, which G - s s^T / n would drown in rounding: such a
+    split is refit from its rows before any anchor is consulted.
     """
 
     def __init__(self, means: np.ndarray, eps: float = CLASS_MEANS_EPS) -> None:
@@ -269,34 +274,39 @@ class _Moments:
 class SplitAnchor:
     """A split whose covariance pair was decomposed, and tr sqrt(S_a' S_b') of splits near it.
 
-    A side's covariance does not change when every row is shifted by the anchor side's mean
-    c = s0 / n0, and in shifted rows x~ = x - c the anchor's sum is 0. So after classes X_in
-    join and X_out leave (n0 -> n rows), S' = alpha S0 + (1 - alpha) eps I + (X~_in^T X~_in
-    - X~_out^T X~_out - s~ s~^T / n) / (n - 1) with alpha = (n0 - 1) / (n - 1) and
-    s~ = sum X~_in - sum X~_out (no large sums that cancel, however far the side's mean lies
-    from the origin), i.e. S' = alpha (S0 + U C U^T) + delta I with U = [X~_in^T, X~_out^T,
-    s~] (k + 1 columns), C = diag(1, -1, -1/n) / (n0 - 1) and delta = (1 - alpha) eps.
-    tr sqrt(alpha_a X alpha_b Y) = sqrt(alpha_a alpha_b) tr sqrt(X Y), and the low-rank part
-    is exact up to rounding (:meth:`TransportAnchor.after`). That rounding grows with the
-    spread rho_hi / rho_lo of the change (a class that dominated a direction leaving), so a
-    split whose spread exceeds ``ANCHOR_MAX_SPREAD`` (100; walks see 1.03 .. 14) re-anchors.
+    The change as a low-rank term. A side's covariance does not change when every row is
+    shifted by the anchor side's mean c = s0 / n0, and in shifted rows x~ = x - c the
+    anchor's sum is 0. So after classes X_in join and X_out leave (n0 -> n rows),
+    S' = alpha S0 + (1 - alpha) eps I + (X~_in^T X~_in - X~_out^T X~_out - s~ s~^T / n) / (n - 1)
+    with alpha = (n0 - 1) / (n - 1) and s~ = sum X~_in - sum X~_out (no large sums that
+    cancel, however far the side's mean lies from the origin), i.e.
+    S' = alpha (S0 + U C U^T) + delta I with U = [X~_in^T, X~_out^T, s~] (k + 1 columns),
+    C = diag(1, -1, -1/n) / (n0 - 1) and delta = (1 - alpha) eps.
 
-    Swaps keep n, so delta = 0 and the result is exact. Removals leave delta = (1 - alpha) eps
-    (SOP: about -1e-12 per class removed) times I, a full-rank change. It enters through the
-    first-order term tau(delta) ~ tau(0) + delta_a / 2 tr T + delta_b / 2 tr T^-1, with the
-    anchor's transport map T (scaled by sqrt(alpha_b / alpha_a)) standing in for the one of the
-    changed pair. The error has a bound: along the path s delta (s in [0, 1]) the transport map
-    T_s lies (Loewner order) between lo T and hi T, where [rho_lo, rho_hi] bounds the low-rank
-    change (:meth:`TransportAnchor.after`) and the path moves each A_s = alpha X + s delta I by at
+    Swaps. tr sqrt(alpha_a X alpha_b Y) = sqrt(alpha_a alpha_b) tr sqrt(X Y), and the
+    low-rank part is exact up to rounding (:meth:`TransportAnchor.after`). Swaps keep n, so
+    delta = 0 and the result is exact. The rounding grows with the spread rho_hi / rho_lo of
+    the change (a class that dominated a direction leaving), so a split whose spread exceeds
+    ``ANCHOR_MAX_SPREAD`` (100; walks see 1.03 .. 14) re-anchors.
+
+    Removals. They leave delta = (1 - alpha) eps (SOP: about -1e-12 per class removed) times
+    I, a full-rank change. It enters through the first-order term
+    tau(delta) ~ tau(0) + delta_a / 2 tr T + delta_b / 2 tr T^-1, with the anchor's transport
+    map T (scaled by sqrt(alpha_b / alpha_a)) standing in for the one of the changed pair.
+
+    The error bound. Along the path s delta (s in [0, 1]) the transport map T_s lies (Loewner
+    order) between lo T and hi T, where [rho_lo, rho_hi] bounds the low-rank change
+    (:meth:`TransportAnchor.after`) and the path moves each A_s = alpha X + s delta I by at
     most a factor 1 +- e, e = |delta| / (eps - delta) (A_0 >= (eps - delta) I since the
     covariance of the means is PSD), so lo = rho_lo sqrt((1 - e_b) / (1 + e_a)) and
     hi = rho_hi sqrt((1 + e_b) / (1 - e_a)). Hence |tr T_s - tr T| <= max(hi - 1, 1 - lo) tr T
     (the same for T^-1 with 1/hi, 1/lo) and the error of tau is at most
     |delta_a| / 2 tr T max(hi - 1, 1 - lo) + |delta_b| / 2 tr T^-1 max(1/lo - 1, 1 - 1/hi).
-    :meth:`tau` returns it with tau; :class:`MeansDistance` keeps the result only when twice the
-    bound is at most ``ANCHOR_MAX_ERROR`` (1e-10) of the distance (SOP walks: bounds near 1e-11,
-    measured errors near 1e-15) and otherwise re-anchors. Changes of more than
-    ``ANCHOR_MAX_RANK`` columns (k + 1 per changed side), or more than d / 2, return None.
+
+    Use. :meth:`tau` returns the bound with tau; :class:`MeansDistance` keeps the result only
+    when twice the bound is at most ``ANCHOR_MAX_ERROR`` (1e-10) of the distance (SOP walks:
+    bounds near 1e-11, measured errors near 1e-15) and otherwise re-anchors. Changes of more
+    than ``ANCHOR_MAX_RANK`` columns (k + 1 per changed side), or more than d / 2, return None.
     """
 
     def __init__(self, a: _Moments, b: _Moments, eps: float, frechet: TransportAnchor) -> None:

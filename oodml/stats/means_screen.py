@@ -2,12 +2,45 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from oodml.errors import ConfigError
 from oodml.stats.class_stats import SplitLists
 from oodml.stats.gaussian import require_two
 from oodml.stats.means_distance import MeansDistance, SplitAnchor
+
+Pair = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass
+class _Expansion:
+    """What the estimates expand around: one anchor split's moments per side (a, b) and its
+    transport factors W_a, W_b (see :class:`MeansScreen`).
+
+    ``members``, ``n``, ``s``, ``trace_g``: the anchor's classes, count, sum and tr G per side;
+    ``w``: (W_a, W_b); ``ws``: (W_a s_a, W_b s_b); ``trace_t``: (tr T, tr T^-1); ``tau``:
+    tr sqrt(S_a S_b); ``proj``: per class c, (W_a x_c, W_b x_c, |x_c|^2), filled on demand.
+    """
+
+    split: SplitAnchor
+    members: tuple[frozenset[int], frozenset[int]]
+    n: tuple[int, int]
+    s: Pair
+    trace_g: tuple[float, float]
+    w: Pair
+    ws: Pair
+    trace_t: tuple[float, float]
+    tau: float
+    proj: dict[int, tuple[np.ndarray, np.ndarray, float]] = field(default_factory=dict)
+
+    @classmethod
+    def around(cls, split: SplitAnchor) -> _Expansion:
+        wa, wb = split.frechet.transport_factors()
+        return cls(split, split.members, split.n, split.s, split.trace_g, (wa, wb),
+                   (wa @ split.s[0], wb @ split.s[1]), split.trace_t, split.frechet.tau)
 
 
 class MeansScreen:
@@ -16,44 +49,53 @@ class MeansScreen:
     of :func:`oodml.splits.ladder.means_screen` does not fit). Never recorded: every move it
     ranks is checked with the exact :class:`MeansDistance` before it is applied.
 
-    Maths. With S_a = L L^T (Cholesky) and M = L^T S_b L = Q diag(l) Q^T,
-    tau = tr sqrt(S_a S_b) = sum sqrt(l). Its derivative is d tau = 1/2 tr(T dS_a) +
-    1/2 tr(T^-1 dS_b), with T = S_a^-1/2 (S_a^1/2 S_b S_a^1/2)^1/2 S_a^-1/2 the optimal-transport
-    map; for any factor L, T = L^-T Q diag(l^1/2) Q^T L^-1 = W_a^T W_a with
-    W_a = diag(l^1/4) Q^T L^-1, and T^-1 = W_b^T W_b with W_b = diag(l^-1/4) Q^T L^T.
-    A move changes a side's moments (n, s, G) to (n', s', G + X_in^T X_in - X_out^T X_out);
-    writing G = (n - 1)(S - eps I) + s s^T / n, the covariance change is
-    dS = c (S - eps I) + (s s^T / n + X_in^T X_in - X_out^T X_out - s' s'^T / n') / (n' - 1),
-    c = (n - 1) / (n' - 1) - 1, so tr(T dS_a) = c (tau - eps tr T) + (|W_a s|^2 / n
-    + sum_in |W_a x|^2 - sum_out |W_a x|^2 - |W_a s'|^2 / n') / (n' - 1): O(k r) per candidate
-    after O(r^2) per moved class. The mean term and the traces are exact. The estimate is
-    d' = |s_a'/n_a' - s_b'/n_b'|^2 + tr S_a' + tr S_b' - 2 (tau + d tau).
+    Transport map. With S_a = L L^T (Cholesky) and M = L^T S_b L = Q diag(l) Q^T,
+    tau = tr sqrt(S_a S_b) = sum sqrt(l). Its derivative is
+    d tau = 1/2 tr(T dS_a) + 1/2 tr(T^-1 dS_b), with
+    T = S_a^-1/2 (S_a^1/2 S_b S_a^1/2)^1/2 S_a^-1/2 the optimal-transport map. For any factor
+    L, T = L^-T Q diag(l^1/2) Q^T L^-1 = W_a^T W_a with W_a = diag(l^1/4) Q^T L^-1, and
+    T^-1 = W_b^T W_b with W_b = diag(l^-1/4) Q^T L^T.
 
-    The anchor is the evaluator's (:meth:`MeansDistance.anchor_at`, shared with the exact
-    distances); once a batch's candidates differ from it in more than ``refresh`` classes it
-    moves to the batch's first candidate (one move from the current split), and it follows the
-    evaluator whenever that re-anchors elsewhere. Should no anchor be possible (a Cholesky
-    failure), it ranks by exact distances (``exact``) from then on, so one walk never mixes
-    the two kinds of value in a ranking after that point.
+    A move. It changes a side's moments (n, s, G) to (n', s', G + X_in^T X_in - X_out^T X_out).
+    Writing G = (n - 1)(S - eps I) + s s^T / n, the covariance change is
+    dS = c (S - eps I) + (s s^T / n + X_in^T X_in - X_out^T X_out - s' s'^T / n') / (n' - 1)
+    with c = (n - 1) / (n' - 1) - 1, so
+    tr(T dS_a) = c (tau - eps tr T)
+    + (|W_a s|^2 / n + sum_in |W_a x|^2 - sum_out |W_a x|^2 - |W_a s'|^2 / n') / (n' - 1):
+    O(k r) per candidate after O(r^2) per moved class.
 
-    tau is concave, so the neglected second-order term makes every estimate of a moved class
-    too low by a similar amount: the estimates rank candidates but their gain over the current
-    distance means nothing (``ranks_only``), and the greedy walk verifies the best few exactly.
+    The estimate. d' = |s_a'/n_a' - s_b'/n_b'|^2 + tr S_a' + tr S_b' - 2 (tau + d tau); the
+    mean term and the traces are exact.
+
+    The anchor. It is the evaluator's (:meth:`MeansDistance.anchor_at`, shared with the exact
+    distances). Once a batch's candidates differ from it in more than ``refresh`` classes it
+    moves to the batch's first candidate (one move from the current split), and it follows
+    the evaluator whenever that re-anchors elsewhere. Should no anchor be possible (a
+    Cholesky failure), it ranks by exact distances (``exact``) from then on, so one walk
+    never mixes the two kinds of value in a ranking after that point.
+
+    Bias. tau is concave, so the neglected second-order term makes every estimate of a moved
+    class too low by a similar amount: the estimates rank candidates but their gain over the
+    current distance means nothing (``ranks_only``), and the walk verifies the best few.
     """
-
-    ranks_only = True
 
     def __init__(self, md: MeansDistance, refresh: int = 48) -> None:
         if not md.incremental:
             raise ConfigError("MeansScreen is for large problems (rank > 512); use the Gram screen")
         self.md = md
         self.refresh = refresh
-        self._anchor: dict | None = None
+        self._anchor: _Expansion | None = None
         self.anchors = 0
         self.exact = False
 
+    @property
+    def ranks_only(self) -> bool:
+        """True: first-order estimates are biased low, so only their order is used."""
+        return True
+
     def __call__(
-        self, trains: list[list[int]], tests: list[list[int]], around: SplitLists | None = None
+        self, trains: Sequence[Sequence[int]], tests: Sequence[Sequence[int]],
+        around: SplitLists | None = None,
     ) -> np.ndarray:
         """Estimates for candidate splits (``around``, the split they came from, is not
         needed: the anchor plays its part)."""
@@ -70,68 +112,59 @@ class MeansScreen:
         return np.array([self._estimate(a, b) for a, b in sets])
 
     def _far(self, a: set[int], b: set[int]) -> bool:
-        an = self._anchor
-        return len(a ^ an["sets"][0]) + len(b ^ an["sets"][1]) > self.refresh
+        members = self._anchor.members
+        return len(a ^ members[0]) + len(b ^ members[1]) > self.refresh
 
     def _use(self, split: SplitAnchor | None) -> None:
         """Estimate around ``split`` from now on (no-op for None or the current anchor)."""
-        if split is None or (self._anchor is not None and self._anchor["split"] is split):
+        if split is None or (self._anchor is not None and self._anchor.split is split):
             return
-        wa, wb = split.frechet.transport_factors()
-        self._anchor = {
-            "split": split,
-            "sets": split.members,
-            "n": split.n,
-            "s": split.s,
-            "trg": split.trace_g,
-            "w": (wa, wb),
-            "ws": (wa @ split.s[0], wb @ split.s[1]),
-            "trw": split.trace_t,
-            "tau": split.frechet.tau,
-            "proj": {},
-        }
+        self._anchor = _Expansion.around(split)
         self.anchors += 1
 
     def _proj(self, c: int) -> tuple[np.ndarray, np.ndarray, float]:
         """(W_a x_c, W_b x_c, |x_c|^2) for class c, cached per anchor."""
         an = self._anchor
-        got = an["proj"].get(c)
+        got = an.proj.get(c)
         if got is None:
             x = self.md.coords[c]
-            got = (an["w"][0] @ x, an["w"][1] @ x, float(x @ x))
-            an["proj"][c] = got
+            got = (an.w[0] @ x, an.w[1] @ x, float(x @ x))
+            an.proj[c] = got
         return got
 
     def _estimate(self, a: set[int], b: set[int]) -> float:
+        """d' for the split ``a`` vs ``b`` (see the class docstring): per side, the moments
+        after the move and tr(T dS) from the anchor's projections."""
         an = self._anchor
         eps, r = self.md.eps, self.md.rank
         coords = self.md.coords
         means, trace, dtau = [], 0.0, 0.0
         for k, new in enumerate((a, b)):
-            old = an["sets"][k]
+            old = an.members[k]
             add, rem = sorted(new - old), sorted(old - new)
-            n, s = an["n"][k], an["s"][k]
-            n2 = n + len(add) - len(rem)
-            require_two(n2, n2, "classes")
-            s2 = s + coords[add].sum(axis=0) - coords[rem].sum(axis=0) if add or rem else s
-            ws2 = an["ws"][k].copy()
-            sq_in = sq_out = trg = 0.0
+            n, s = an.n[k], an.s[k]
+            n_new = n + len(add) - len(rem)
+            require_two(n_new, n_new, "classes")
+            s_new = s + coords[add].sum(axis=0) - coords[rem].sum(axis=0) if add or rem else s
+            ws_new = an.ws[k].copy()
+            sq_in = sq_out = trace_change = 0.0
             for c, sign in [(c, 1.0) for c in add] + [(c, -1.0) for c in rem]:
                 pa, pb, xx = self._proj(c)
                 p = pa if k == 0 else pb
-                ws2 += sign * p
+                ws_new += sign * p
                 if sign > 0:
                     sq_in += float(p @ p)
                 else:
                     sq_out += float(p @ p)
-                trg += sign * xx
-            means.append(s2 / n2)
-            trace += (an["trg"][k] + trg - float(s2 @ s2) / n2) / (n2 - 1) + r * eps
-            c_scale = (n - 1) / (n2 - 1) - 1.0
-            ws = an["ws"][k]
-            dtr = c_scale * (an["tau"] - eps * an["trw"][k]) + (
-                float(ws @ ws) / n + sq_in - sq_out - float(ws2 @ ws2) / n2
-            ) / (n2 - 1)
-            dtau += 0.5 * dtr
+                trace_change += sign * xx
+            means.append(s_new / n_new)
+            trace_g_new = an.trace_g[k] + trace_change
+            trace += (trace_g_new - float(s_new @ s_new) / n_new) / (n_new - 1) + r * eps
+            c_scale = (n - 1) / (n_new - 1) - 1.0
+            ws = an.ws[k]
+            tr_t_ds = c_scale * (an.tau - eps * an.trace_t[k]) + (
+                float(ws @ ws) / n + sq_in - sq_out - float(ws_new @ ws_new) / n_new
+            ) / (n_new - 1)
+            dtau += 0.5 * tr_t_ds
         diff = means[0] - means[1]
-        return float(diff @ diff) + trace - 2.0 * (an["tau"] + dtau)
+        return float(diff @ diff) + trace - 2.0 * (an.tau + dtau)
