@@ -33,7 +33,8 @@ def report(
     dataset: str | None = typer.Option(
         None, "--dataset", help="Dataset loader name (default: the split file's dataset)."),
     cache: Path | None = typer.Option(
-        None, "--cache", help="Feature cache folder (default: $OODML_CACHE or ~/.cache/oodml)."),
+        None, "--cache", help="Feature cache folder (default: $OODML_CACHE or ~/.cache/oodml).",
+        parser=out_path("feature cache")),
     weights: Path | None = typer.Option(None, "--weights",
                                         help="Extractor weights file, if not the default."),
     title: str | None = typer.Option(None, "--title", help="Page title of index.html."),

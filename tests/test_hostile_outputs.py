@@ -185,6 +185,21 @@ def test_an_empty_out_is_an_error_never_the_current_folder(cli, args):
     assert "path is empty" in one_line_error(code, err)
 
 
+def test_an_empty_cache_folder_is_an_error_too(cli, tmp_path, study):
+    """The feature cache is an output folder: `--cache ""` is not the current folder."""
+    code, _, err = cli("splits", "generate", "imagefolder", "--root", study.root, "--cache", "",
+                       "-o", tmp_path / "s.json", "--levels", "2", "--bootstrap", "0")
+    assert "feature cache path is empty" in one_line_error(code, err)
+    code, _, err = cli("report", "T", "--out", tmp_path / "r", "--cache", "")
+    assert "feature cache path is empty" in one_line_error(code, err)
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text(f'splitfile = "{study.splitfile}"\nroot = "{study.root}"\nresults = "out"\n'
+                   'cache_dir = ""\n[[methods]]\nloss = "contrastive"\n')
+    code, _, err = cli("sweep", cfg)
+    assert "'cache_dir' is an empty path" in one_line_error(code, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.toml"]
+
+
 # ---- report folders (item 2) ----
 
 def frame() -> pd.DataFrame:

@@ -23,7 +23,7 @@ from oodml.errors import ConfigError, DataError
 from oodml.features.cache import CacheMiss, default_cache_dir, load_features, save_features
 from oodml.features.extractors import EXTRACTORS, Collate, Extractor, Transform, sha256_file
 from oodml.features.featureset import FeatureSet
-from oodml.fileio import check_writable_dir
+from oodml.fileio import check_writable_dir, output_arg
 from oodml.hub import Progress as DownloadProgress
 from oodml.progress import NO_PROGRESS, Progress
 
@@ -243,7 +243,7 @@ def get_features(
     spec = EXTRACTORS.get(extractor)
     weights_path = spec.locate_weights(weights, offline=offline, progress=download_progress)
     weights_sha = sha256_file(weights_path)
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    root = output_arg(cache_dir, "feature cache") if cache_dir is not None else default_cache_dir()
     try:
         return load_features(
             root,

@@ -152,6 +152,9 @@ def load_config(path: str | Path) -> SweepConfig:
         out = {k: table[k] for k in COMMON_KEYS if k in table}
         for k in PATH_KEYS:
             if isinstance(out.get(k), str):
+                if not out[k].strip():
+                    raise ConfigError(f"{where}: {k!r} is an empty path; give a folder name "
+                                      "(. for the config's folder) or leave it out")
                 out[k] = rel(out[k])
         return out
 
