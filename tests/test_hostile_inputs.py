@@ -252,3 +252,17 @@ def test_cli_inputs_that_are_fifos_never_block(run, tmp_path, args):
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1, err
     assert str(fifo) in lines[0] and "FIFO" in lines[0]
+
+
+@pytest.mark.parametrize("dataset", ["omniglot", "imagefolder", "cub200"])
+@pytest.mark.parametrize("kind", ["fifo", "zero", "link-to-zero"])
+def test_a_dataset_root_that_is_a_fifo_or_device_is_one_line(tmp_path, dataset, kind):
+    """A root named x.zip that is a FIFO or a /dev/zero clone: a DataError naming it (omniglot
+    raised NotADirectoryError through the catch-all), never a read."""
+    from oodml.data import load_dataset
+    from oodml.errors import DataError
+
+    root = node(tmp_path, kind, "x.zip")
+    with deadline(), pytest.raises(DataError) as err:
+        load_dataset(dataset, root)
+    assert str(root) in str(err.value) and "\n" not in str(err.value)

@@ -22,6 +22,7 @@ from oodml.data.base import (
 )
 from oodml.data.manifest import DirSource, Manifest, ZipSource
 from oodml.errors import DataError
+from oodml.fileio import kind_of
 
 LAYOUT = "<alphabet>/<characterNN>/<file>.png (an images_background*/images_evaluation archive)"
 ARCHIVE = re.compile(r"^images_(background|evaluation)\w*$")
@@ -36,6 +37,9 @@ def locate_archive(root: Path) -> Path:
         if root.suffix.lower() != ".zip":
             raise DataError(f"{root} is neither a folder nor a .zip archive; expected {LAYOUT}")
         return root
+    if not root.is_dir():
+        raise DataError(f"dataset root {root} is {kind_of(root.stat().st_mode)}, neither "
+                        f"a folder nor a .zip archive; expected {LAYOUT}")
     found: dict[str, Path] = {}
     for child in sorted(root.iterdir(), key=lambda p: (p.is_dir(), p.name)):
         stem = child.name[:-4] if child.name.lower().endswith(".zip") else child.name
