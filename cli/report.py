@@ -46,13 +46,11 @@ def report(
         "(files of the report's names are replaced; files no report wrote are never removed)."),
 ) -> None:
     """Write progression/ladder/embedding plots, summary and rank tables, and index.html."""
-    from oodml.fileio import check_writable_dir
-    from oodml.report.build import build_report, earlier_report_files
+    from oodml.report.build import build_report, check_report_folder
     from oodml.results import load_results
     from oodml.splits.splitfile import load_splitfile
 
-    check_writable_dir(out, "report folder")
-    earlier_report_files(out, force=force)
+    check_report_folder(out, force=force)
     sf = load_splitfile(splits) if splits is not None else None
     table = load_results(results, splitfile_sha256=sf.sha256 if sf is not None else None)
     agreement = _read_rescored(rescored) if rescored is not None else None

@@ -137,8 +137,7 @@ def build_report(results: Sequence[str | os.PathLike] | pd.DataFrame, out_dir: s
     final = Path(out_dir)
     if final.exists() and not final.is_dir():
         raise ResultsError(f"report folder {final} is a file; pass a folder for the report")
-    check_writable_dir(final, "report folder")
-    previous = earlier_report_files(final, force=force)
+    previous = check_report_folder(final, force=force)
     final.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{final.name}.", dir=final.parent) as staging:
         report = _build(results, Path(staging), final, splitfile=splitfile, metrics=metrics,
@@ -169,10 +168,12 @@ def _agreement_sections(result) -> list[Section]:
                     table=pd.DataFrame(value_rows(result)))]
 
 
-def earlier_report_files(folder: Path, *, force: bool = False) -> set[str]:
+def check_report_folder(folder: str | os.PathLike, *, force: bool = False) -> set[str]:
     """Names of the files earlier reports wrote in ``folder`` (its manifest), the only files a
-    rebuild may replace or remove. A non-empty folder without a manifest is an OutputError
-    unless ``force`` (then nothing in it counts as a report's)."""
+    rebuild may replace or remove. A folder that cannot be written, or a non-empty one without
+    a manifest (unless ``force``: then nothing in it counts as a report's), is an
+    OutputError. Creates nothing, so the CLI calls it before any long work."""
+    folder = check_writable_dir(folder, "report folder")
     if not folder.is_dir():
         return set()
     manifest = folder / MANIFEST
