@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if _out_of_file_descriptors(exc) and not debug:
             typer.echo(f"error: {_fd_limit_line()}", err=True)
+            sys.unraisablehook = _quiet  # half-built objects (a DataLoader) fail to clean up
             sys.exit(2)
         if isinstance(exc, USAGE_ERRORS):
             if debug:
@@ -128,6 +129,11 @@ def _out_of_file_descriptors(exc: BaseException) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
     return False
+
+
+def _quiet(unraisable: object) -> None:
+    """``sys.unraisablehook`` once the error is reported: no 'Exception ignored in' tracebacks
+    from destructors that cannot run without file descriptors."""
 
 
 def _fd_limit_line() -> str:

@@ -150,26 +150,46 @@ def test_ascii_stand_ins_for_oodml_characters():
 
 EMFILE_CHILD = """
 import os, resource, sys
+import torch.utils.data
+import oodml.splits.splitfile
 from oodml_cli import main
-sys.modules.pop("oodml.splits.splitfile", None)  # the command imports it again: an open()
+
 def is_open(fd):
     try:
         os.fstat(fd)
     except OSError:
         return False
     return True
-open_fds = {int(fd) for fd in os.listdir("/proc/self/fd") if is_open(int(fd))}  # not listdir's
-lowest_free = min(set(range(len(open_fds) + 2)) - open_fds)
-hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))  # no descriptor left
+
+def no_descriptor_left(spare=0):
+    open_fds = {int(fd) for fd in os.listdir("/proc/self/fd") if is_open(int(fd))}
+    lowest_free = min(set(range(len(open_fds) + 2)) - open_fds)  # listdir's own fd is closed
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free + spare, hard))
+
+def load_with_workers(path):
+    # what feature extraction does: a DataLoader with decoding worker processes; one spare
+    # descriptor lets torch's C cpuinfo read /proc/cpuinfo (it prints to stderr when it cannot),
+    # a worker queue's pipe needs two
+    no_descriptor_left(spare=1)
+    return next(iter(torch.utils.data.DataLoader(list(range(8)), num_workers=2)))
+
+if sys.argv[2] == "import":
+    sys.modules.pop("oodml.splits.splitfile")  # the command imports it again: an open()
+    no_descriptor_left()
+else:
+    oodml.splits.splitfile.load_splitfile = load_with_workers
 main(["splits", "show", sys.argv[1]])
 """
 
 
-def test_no_file_descriptor_left_is_a_one_line_error(study):
+@pytest.mark.parametrize("where", ["import", "dataloader"])
+def test_no_file_descriptor_left_is_a_one_line_error(study, where):
     """Under RLIMIT_NOFILE at the descriptors already open, the command's first open fails
-    with EMFILE, and so did the error handler's own lazy import (a raw traceback before)."""
-    proc = subprocess.run([sys.executable, "-c", EMFILE_CHILD, str(study.splitfile)],
+    with EMFILE: in an import (and the error handler's own lazy import failed too: a raw
+    traceback before), or creating a DataLoader's worker queues (whose half-built iterator
+    then printed 'Exception ignored in' on the way out)."""
+    proc = subprocess.run([sys.executable, "-c", EMFILE_CHILD, str(study.splitfile), where],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2, proc.stderr
@@ -336,6 +356,23 @@ def test_a_web_server_at_the_ray_address_fails_in_one_line_within_seconds(http_s
     msg = str(err.value)
     assert msg.startswith(f"--address {address} is not a Ray cluster: it answers HTTP/1 or HTML")
     assert "\n" not in msg
+
+
+def test_a_sweep_refuses_a_web_server_address_before_any_status_line(study, tmp_path,
+                                                                     http_server):
+    """plan() probes the address, so the sweep prints no status line before the error (the
+    CLI printed 'done 0 · running 0 ...' first when only the backend probed)."""
+    from oodml.sweep.run import run_sweep
+
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text(f'splitfile = "{study.splitfile}"\nroot = "{study.root}"\nresults = "o"\n'
+                   f'cache_dir = "{study.cache_dir}"\n[train]\nepochs = 1\nbatch_size = 12\n'
+                   'm = 2\n[[methods]]\nloss = "contrastive"\n')
+    updates = []
+    with pytest.raises(ConfigError, match=f"--address {http_server} is not a Ray cluster"):
+        run_sweep(load_config(cfg), SweepRun(backend="ray", address=http_server),
+                  on_update=updates.append)
+    assert updates == []
 
 
 def test_a_silent_server_fails_at_the_handshake_deadline():

@@ -15,7 +15,7 @@ from oodml.results import check_results_folder, merge_results
 from oodml.splits.splitfile import load_splitfile
 from oodml.sweep.config import SweepConfig, expand
 from oodml.sweep.engine import LocalBackend, SweepState, Task, run_tasks
-from oodml.sweep.ray_backend import RayBackend
+from oodml.sweep.ray_backend import RayBackend, probe_address
 from oodml.sweep.tasks import execute_run, is_finished
 from oodml.train.fewshot import check_fewshot
 from oodml.train.run import check_specs
@@ -62,7 +62,7 @@ def plan(cfg: SweepConfig, how: SweepRun = SweepRun()) -> list[RunSpec]:
 
     With GPUs per run the runs train on ``cuda``; on Ray the GPUs are the workers', so this
     machine (often a CPU-only head node) needs none: the Ray backend checks the cluster has
-    them instead."""
+    them instead. A Ray ``address`` must answer the Ray handshake (``probe_address``)."""
     sf = load_splitfile(cfg.splitfile)
     check_results_folder(cfg.results)
     specs = expand(cfg, [s.id for s in sf.ladder])
@@ -75,6 +75,8 @@ def plan(cfg: SweepConfig, how: SweepRun = SweepRun()) -> list[RunSpec]:
     if cfg.fewshot is not None:
         for spec in specs:
             check_fewshot(spec, cfg.fewshot)
+    if how.backend == "ray" and how.address:
+        probe_address(how.address)
     return specs
 
 
