@@ -138,3 +138,17 @@ def test_split_file_records_a_measure_only_when_not_frechet() -> None:
     back = loads(dumps(kid))
     assert back.measure == get_measure("kid").record() and back.measure_name == "kid"
     assert loads(plain).measure is None and loads(plain).measure_name == "frechet"
+
+
+def test_a_w2_ladder_records_the_solver_of_its_distances() -> None:
+    from oodml.splits.generate import LadderConfig, _measure_record
+
+    sa, names = features(6)
+    sf = ladder(sa, names)
+    rec = _measure_record(LadderConfig(measure="w2-classes"), sa, sf.ladder)
+    assert rec == {**get_measure("w2-classes").record(), "solvers": ["ot.emd2 (exact)"]}
+    assert _measure_record(LadderConfig(measure="kid"), sa, sf.ladder) == \
+        get_measure("kid").record()
+    assert _measure_record(LadderConfig(), sa, sf.ladder) is None
+    with pytest.raises(ConfigError, match="unknown measure 'fld'"):
+        LadderConfig(measure="fld")

@@ -291,7 +291,7 @@ def generate_splitfile(
             "shots": sorted(config.shots),
             "episodes": config.episodes,
         },
-        measure=None if config.measure == "frechet" else get_measure(config.measure).record(),
+        measure=_measure_record(config, stats, steps),
     )
     if not config.bootstrap:
         return splitfile
@@ -323,6 +323,22 @@ def check_generation_cost(manifest: Any, config: LadderConfig) -> None:
             f"classes and {levels} levels would store up to {total:,} support image paths in "
             f"the split file (at most {MAX_SUPPORT_PATHS:,}); lower episodes, shots or levels"
         )
+
+
+def _measure_record(config: LadderConfig, stats: ClassStats, steps: Sequence[Any]
+                    ) -> dict[str, Any] | None:
+    """The split file's ``measure`` entry: None for frechet, else the measure's settings and,
+    for a measure whose values come from a solver (w2-classes), the solvers that produced the
+    recorded distances (``solvers``)."""
+    if config.measure == "frechet":
+        return None
+    measure = get_measure(config.measure)
+    record = measure.record()
+    solvers = sorted({measure(stats, stats.indices(s.train), stats.indices(s.test),
+                              config.mode, config.eps).solver or "" for s in steps} - {""})
+    if solvers:
+        record["solvers"] = solvers
+    return record
 
 
 def size_warnings(splitfile: SplitFile, stats: ClassStats) -> list[str]:

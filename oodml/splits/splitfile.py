@@ -84,8 +84,9 @@ class SplitFile:
     selection: dict[str, Any] = field(default_factory=dict)
     subsplits: dict[str, Any] = field(default_factory=dict)
     measure: dict[str, Any] | None = None
-    """The measure's settings (:meth:`oodml.stats.measures.base.Measure.record`) when the
-    ladder was walked by another measure than ``frechet``; None (and not written) for frechet,
+    """The measure's settings (:meth:`oodml.stats.measures.base.Measure.record`; for
+    w2-classes also ``solvers``, the solvers that produced the distances) when the ladder was
+    walked by another measure than ``frechet``; None (and not written) for frechet,
     so files made before measures existed keep their bytes."""
 
     @property
@@ -660,7 +661,7 @@ def _verify_distances(sf: SplitFile, manifest: Any, features: Any, rtol: float) 
             measure = get_measure(sf.measure_name)
         except ConfigError as exc:
             return [f"{exc}; distances not checked"]
-        if measure.record() != sf.measure:
+        if any(sf.measure.get(k) != v for k, v in measure.record().items()):
             return [f"measure settings {sf.measure} differ from this oodml's "
                     f"{measure.record()}; distances not checked"]
     for s in sf.ladder:
