@@ -28,7 +28,8 @@ from oodml_cli.ui import Bars, say
 RUN_FIELDS = [
     "loss", "loss_args", "miner", "miner_args", "method", "dataset", "backbone", "extractor",
     "weights", "embed_dim", "hidden", "image_size", "metrics", "distance", "gallery_classes",
-    "gallery_draws", "device", "cache_dir", "checkpoints", "skip_bad",
+    "gallery_draws", "train_classes", "train_draws", "device", "cache_dir", "checkpoints",
+    "skip_bad",
 ]  # fmt: skip
 RUN_PARAMS = [
     argument("splitfile", Path, "Split file (JSON ladder) from `oodml splits generate`."),
@@ -48,8 +49,10 @@ RUN_PARAMS = [
 
 
 def build_specs(o: dict[str, Any]) -> list[RunSpec]:
-    """RunSpecs for every (split, seed) from the parsed options (checked before any work)."""
+    """RunSpecs for every (split, seed) from the parsed options (checked before any work), with
+    the train-size-controlled draws after each when ``--train-classes`` is given."""
     from oodml.splits.splitfile import load_splitfile
+    from oodml.train.trainsize import expand_train_draws
 
     if o["backbone"] and o["head_only"]:
         raise ConfigError("give either --backbone NAME or --head-only, not both")
@@ -61,12 +64,12 @@ def build_specs(o: dict[str, Any]) -> list[RunSpec]:
     seeds = check_seeds(parse_list(o["seeds"], "seeds", int) or (0,))
     train = build(TrainConfig, o)
     values = {**o, "weights": None if o["weights"] == "random" else o["weights"]}
-    return [
+    return expand_train_draws([
         build(RunSpec, values, splitfile=str(o["splitfile"]), root=str(o["root"]),
               results_dir=str(o["out"]), split_id=sid, seed=seed, train=train)
         for sid in (split_ids or [s.id for s in sf.ladder])
         for seed in seeds
-    ]
+    ])
 
 
 @with_params(RUN_PARAMS)

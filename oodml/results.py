@@ -12,8 +12,13 @@ that would make a silently wrong plot (mixed split files, duplicates, NaN or inf
 
 Columns: ``splitfile_sha256, dataset, split_id, distance, method, config (JSON string), seed,
 protocol ("zeroshot" | "fewshot"), shots, metric, value, std, n_episodes, wall_time_s, device,
-epochs``. Metric names are those of :data:`oodml.metrics.DEFAULT_METRICS` (plus any other
-registered metric); a size-controlled value is named ``<metric>/n<N>``.
+epochs, train, train_seed``. Metric names are those of :data:`oodml.metrics.DEFAULT_METRICS`
+(plus any other registered metric); a size-controlled value is named ``<metric>/n<N>``.
+
+``train`` says what the model was trained on: ``"all"`` (the split's train classes) or
+``"n<N>"`` (train-size-controlled: N classes drawn from them with seed ``train_seed``; -1 for
+``"all"``), the training-side twin of ``<metric>/n<N>``. Tables and run files written before
+these two columns existed read as ``train="all"``, ``train_seed=-1``.
 """
 
 from __future__ import annotations
@@ -58,21 +63,28 @@ COLUMNS = (
     "wall_time_s",
     "device",
     "epochs",
+    "train",
+    "train_seed",
 )
 PROTOCOLS = ("zeroshot", "fewshot")
-RUN_KEY = ("method", "config", "protocol", "shots", "split_id", "seed", "metric")
+RUN_KEY = ("method", "config", "protocol", "shots", "split_id", "seed", "metric", "train",
+           "train_seed")
+TRAIN_ALL = "all"
+# Columns added after the first release, with the value every older row means.
+LATER_COLUMNS = {"train": TRAIN_ALL, "train_seed": -1}
 RUNS_DIR = "runs"
 LOCK_FILE = ".results.lock"
 MAX_RUN_FILE_BYTES = 64 * 2**20
 MAX_TABLE_BYTES = 4 * 2**30
 _METHOD_DIR = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]*")
 _RUN_FILE = {
-    "zeroshot": re.compile(r"split\d{3,}_seed\d+\.json"),
-    "fewshot": re.compile(r"split\d{3,}_seed\d+_shots\d+\.json"),
+    "zeroshot": re.compile(r"split\d{3,}_seed\d+(_train\d+_draw\d+)?\.json"),
+    "fewshot": re.compile(r"split\d{3,}_seed\d+(_train\d+_draw\d+)?_shots\d+\.json"),
 }
-_INT_COLUMNS = ("split_id", "seed", "shots", "n_episodes", "epochs")
+_INT_COLUMNS = ("split_id", "seed", "shots", "n_episodes", "epochs", "train_seed")
 _FLOAT_COLUMNS = ("distance", "value", "std", "wall_time_s")
-_STR_COLUMNS = ("splitfile_sha256", "dataset", "method", "config", "protocol", "metric", "device")
+_STR_COLUMNS = ("splitfile_sha256", "dataset", "method", "config", "protocol", "metric", "device",
+                "train")
 _DTYPES = {**{c: "int64" for c in _INT_COLUMNS}, **{c: "float64" for c in _FLOAT_COLUMNS}}
 
 __all__ = [
@@ -107,9 +119,19 @@ def _clean(v: Any) -> Any:
     return v
 
 
+def train_label(n: int | None) -> str:
+    """The ``train`` column: ``"all"`` for the split's whole train set, else ``"n<N>"``."""
+    return TRAIN_ALL if n is None else f"n{n}"
+
+
+def is_train_label(text: str) -> bool:
+    return text == TRAIN_ALL or (text[:1] == "n" and text[1:].isdigit() and int(text[1:]) > 0)
+
+
 def _check_row(row: Any, where: str) -> dict[str, Any]:
     if not isinstance(row, Mapping):
         raise ResultsError(f"{where}: a result row is {type(row).__name__}, not a table row")
+    row = {**LATER_COLUMNS, **row}
     missing = [c for c in COLUMNS if c not in row]
     if missing:
         raise ResultsError(f"{where}: a result row lacks columns {', '.join(missing)}")
@@ -219,7 +241,8 @@ def rows_to_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     if len(df):
         df["_m"] = [metric_rank(m) for m in df["metric"]]
         df = df.sort_values(
-            ["method", "protocol", "split_id", "seed", "shots", "_m"], kind="stable"
+            ["method", "protocol", "train", "split_id", "seed", "train_seed", "shots", "_m"],
+            kind="stable",
         ).drop(columns="_m")
     return df.reset_index(drop=True)
 
@@ -318,6 +341,7 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
     except Exception as exc:  # pyarrow and pandas raise many types for a damaged file
         raise ResultsError(f"{path}: not a readable {suffix[1:]} table ({type(exc).__name__}); "
                            "rebuild it with `oodml evaluate` on its results folder") from None
+    df = with_later_columns(df)
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ResultsError(f"{path}: missing columns {', '.join(missing)}; "
@@ -327,6 +351,12 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
     df = df.loc[:, list(COLUMNS)].copy()
     df["source"] = str(path)
     return df
+
+
+def with_later_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """A table written before a later column existed, with the value its rows mean there."""
+    absent = {c: v for c, v in LATER_COLUMNS.items() if c not in df.columns}
+    return df.assign(**absent) if absent else df
 
 
 def normalise(df: pd.DataFrame) -> pd.DataFrame:
@@ -354,6 +384,7 @@ def validate(df: pd.DataFrame, *, splitfile_sha256: str | None = None) -> pd.Dat
     NaN or infinite distances or values."""
     if df.empty:
         raise ResultsError("no result rows to report on; run `oodml evaluate` first")
+    df = with_later_columns(df)
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ResultsError(f"results table lacks columns {', '.join(missing)}")
@@ -372,6 +403,10 @@ def validate(df: pd.DataFrame, *, splitfile_sha256: str | None = None) -> pd.Dat
     bad_protocol = sorted(set(df["protocol"]) - set(PROTOCOLS))
     if bad_protocol:
         raise ResultsError(f"unknown protocol(s) {bad_protocol}; expected zeroshot or fewshot")
+    bad_train = sorted(t for t in set(df["train"]) if not is_train_label(t))
+    if bad_train:
+        raise ResultsError(f"unknown train value(s) {bad_train}; expected all or n<N> (N classes "
+                           "drawn from each split's train set)")
     for col in ("value", "distance"):
         bad = ~pd.Series(df[col].map(math.isfinite), index=df.index)
         if bad.any():

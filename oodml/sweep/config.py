@@ -44,13 +44,14 @@ from oodml.errors import ConfigError
 from oodml.fileio import read_text
 from oodml.train.loop import TrainConfig
 from oodml.train.spec import FewshotConfig, RunSpec, check_seeds, method_name
+from oodml.train.trainsize import expand_train_draws
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-PER_RUN = ("splitfile", "root", "split_id", "seed", "results_dir")
+PER_RUN = ("splitfile", "root", "split_id", "seed", "results_dir", "train_draw")
 METHOD_FIELDS = ("loss", "loss_args", "miner", "miner_args")
 COMMON_KEYS = tuple(
     f.name
@@ -228,7 +229,8 @@ def _specs(cfg: SweepConfig, split_ids: list[int], seeds: tuple[int, ...]) -> li
 
 
 def expand(cfg: SweepConfig, split_ids: list[int]) -> list[RunSpec]:
-    """The grid methods x splits x seeds as RunSpecs, in a fixed order."""
+    """The grid methods x splits x seeds as RunSpecs, in a fixed order (each followed by its
+    train-size-controlled draws when ``train_classes`` is set)."""
     chosen = list(cfg.splits) if cfg.splits is not None else split_ids
     missing = sorted(set(chosen) - set(split_ids))
     if missing:
@@ -236,5 +238,5 @@ def expand(cfg: SweepConfig, split_ids: list[int]) -> list[RunSpec]:
             f"sweep config {cfg.source}: split id(s) {missing} not in {cfg.splitfile} "
             f"(it has {split_ids})"
         )
-    return _specs(cfg, chosen, cfg.seeds)
+    return expand_train_draws(_specs(cfg, chosen, cfg.seeds))
 

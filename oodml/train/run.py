@@ -59,6 +59,7 @@ from oodml.train.miners import build_miner, resolve_miner_args
 from oodml.train.models import build_model
 from oodml.train.samplers import build_sampler
 from oodml.train.spec import RunSpec, method_name, run_key
+from oodml.train.trainsize import run_train_classes
 
 __all__ = [
     "check_specs",
@@ -282,12 +283,13 @@ def check_specs(specs: Sequence[RunSpec], *, check_device: bool = True) -> None:
         check_distance(spec.distance)
         for name in spec.metrics:
             METRICS.get(name)
-        spec, _, manifest, split = resolve(spec)
+        spec, sf, manifest, split = resolve(spec)
         check_sides(spec, split)
+        train_classes = run_train_classes(spec, sf, split)[0]
         info = loss_info(spec.loss)
         build_loss(
             spec.loss,
-            num_classes=max(len(split.train), 2),
+            num_classes=max(len(train_classes), 2),
             embedding_size=spec.embed_dim,
             args=spec.loss_args,
         )
@@ -305,10 +307,10 @@ def check_specs(specs: Sequence[RunSpec], *, check_device: bool = True) -> None:
         if n > len(split.test):
             raise ConfigError(f"gallery_classes={n} exceeds the {len(split.test)} test classes of "
                               f"split {split.id}; choose at most the smallest test-class count")
-        idx = manifest.indices_of(split.train)
+        idx = manifest.indices_of(train_classes)
         build_sampler(
             spec.train.sampler,
-            class_labels(manifest, idx, split.train),
+            class_labels(manifest, idx, train_classes),
             spec.train.batch_size,
             spec.seed,
             spec.train.m,
@@ -320,12 +322,14 @@ def trained_model(
     spec: RunSpec, progress: Progress = NO_PROGRESS
 ) -> tuple[nn.Module, RunSpec, SplitFile, Manifest, Split, int]:
     """Train (or resume / reload from the checkpoint) the model of ``spec`` on its split's
-    train classes; returns the model and the resolved context and epochs run."""
+    train classes (N drawn ones for a train-size-controlled run); returns the model and the
+    resolved context and epochs run."""
     spec, sf, manifest, split = resolve(spec)
     device = resolve_device(spec.device)
     seed_everything(spec.seed)
-    idx = manifest.indices_of(split.train)
-    labels = class_labels(manifest, idx, split.train)
+    classes, _, draw = run_train_classes(spec, sf, split)
+    idx = manifest.indices_of(classes)
+    labels = class_labels(manifest, idx, classes)
     inputs = make_inputs(spec, manifest, idx, labels)
     model = build_model(
         spec.backbone,
@@ -335,15 +339,16 @@ def trained_model(
         weights=spec.weights,
     )
     loss_fn = build_loss(
-        spec.loss, num_classes=len(split.train), embedding_size=spec.embed_dim, args=spec.loss_args
+        spec.loss, num_classes=len(classes), embedding_size=spec.embed_dim, args=spec.loss_args
     )
     miner = build_miner(spec.miner, spec.miner_args)
     sampler = build_sampler(
         spec.train.sampler, labels, spec.train.batch_size, spec.seed, spec.train.m
     )
-    tag = state_tag(
-        {"config": method_config(spec), "split": split.id, "seed": spec.seed, "sf": sf.sha256}
-    )
+    state = {"config": method_config(spec), "split": split.id, "seed": spec.seed, "sf": sf.sha256}
+    if spec.train_draw is not None:
+        state["train"] = {"seed": draw, "classes": list(classes)}
+    tag = state_tag(state)
     result = train(
         model,
         loss_fn,
@@ -355,7 +360,7 @@ def trained_model(
         checkpoint=checkpoint_path(spec) if spec.checkpoints else None,
         tag=tag,
         progress=progress,
-        description=f"split {split.id} seed {spec.seed}",
+        description=f"split {split.id} seed {spec.seed}{_draw_text(spec)}",
     )
     return model, spec, sf, manifest, split, result.epochs_run
 
@@ -385,7 +390,10 @@ def device_label(device: str) -> str:
 
 
 def base_row(spec: RunSpec, sf: SplitFile, split: Split, config: str) -> dict[str, Any]:
+    _, train, train_seed = run_train_classes(spec, sf, split)
     return {
+        "train": train,
+        "train_seed": train_seed,
         "splitfile_sha256": sf.sha256,
         "dataset": spec.dataset,
         "split_id": split.id,
@@ -398,7 +406,8 @@ def base_row(spec: RunSpec, sf: SplitFile, split: Split, config: str) -> dict[st
 
 
 def run_one(spec: RunSpec, progress: Progress = NO_PROGRESS) -> list[dict[str, Any]]:
-    """Train on the split's train classes, evaluate on its test classes, record the rows.
+    """Train on the split's train classes (N drawn ones when ``spec.train_draw`` is set),
+    evaluate on its full test set, record the rows.
 
     A run that already finished with the same config and split file is not repeated: its
     rows are returned.
@@ -431,13 +440,19 @@ def run_one(spec: RunSpec, progress: Progress = NO_PROGRESS) -> list[dict[str, A
     return rows
 
 
+def _draw_text(spec: RunSpec) -> str:
+    if spec.train_draw is None:
+        return ""
+    return f" train {spec.train_classes} classes draw {spec.train_draw}"
+
+
 def summary_line(spec: RunSpec, rows: list[dict[str, Any]]) -> str:
     vals = {r["metric"]: r["value"] for r in rows if r["protocol"] == "zeroshot"}
     shown = ", ".join(f"{m} {vals[m]:.4f}" for m in ("recall@1", "map@r") if m in vals)
     wall = rows[0]["wall_time_s"] if rows else 0.0
     return (
         f"{method_name(spec)} split {spec.split_id} (distance {rows[0]['distance']:.4g}) "
-        f"seed {spec.seed}: {shown} [{wall:.1f}s]"
+        f"seed {spec.seed}{_draw_text(spec)}: {shown} [{wall:.1f}s]"
         if rows
         else f"{method_name(spec)} split {spec.split_id} seed {spec.seed}: no rows"
     )

@@ -100,6 +100,17 @@ class RunSpec:
         "ladder; 0: off.")
     gallery_draws: int = _opt(
         10, f"Random draws of the size-controlled gallery (averaged; at most {MAX_DRAWS:,}).")
+    train_classes: int | str | None = _opt(
+        None, "Also train on N classes drawn at random from each split's train classes "
+        "(train-size-controlled rows, train=n<N>, next to the full-train ones; evaluated on the "
+        "split's full test set): an integer >= 2, or 'min' for the ladder's smallest train set; "
+        "default: off.")
+    train_draws: int = _opt(3, "Random draws of the N train classes per split and seed, each "
+                            "a seeded training run of its own (one where N is the whole train "
+                            "set).")
+    train_draw: int | None = _opt(
+        None, "Which draw of N train classes this run trains on (0-based; set by the run grid, "
+        "see expand_train_draws); None: the split's whole train set.")
     checkpoints: bool = _opt(True, "Write per-epoch checkpoints (resume a killed run).")
     skip_bad: bool = _opt(False, "Leave out images that cannot be decoded (listed).")
 
@@ -120,6 +131,15 @@ class RunSpec:
         if self.gallery_classes is not None and self.gallery_classes != 0:
             check_int("gallery_classes", self.gallery_classes, 2, MAX_IDS)
         check_int("gallery_draws", self.gallery_draws, 1, MAX_DRAWS)
+        object.__setattr__(self, "train_classes", check_train_classes(self.train_classes))
+        check_int("train_draws", self.train_draws, 1, MAX_DRAWS)
+        if self.train_draw is not None:
+            check_int("train_draw", self.train_draw, 0, self.train_draws - 1)
+            if not isinstance(self.train_classes, int):
+                raise ConfigError(
+                    "train_draw needs an integer train_classes (a run grid resolves 'min' to "
+                    "the ladder's smallest train set: oodml.train.trainsize.expand_train_draws)"
+                )
         if not self.metrics or not all(isinstance(m, str) and m for m in self.metrics):
             raise ConfigError(f"metrics={self.metrics!r} must list at least one metric name")
         if not isinstance(self.train, TrainConfig):
@@ -185,6 +205,34 @@ def check_seeds(seeds: tuple[int, ...] | list[int], where: str = "seeds") -> tup
     return seeds
 
 
+def check_train_classes(value: Any) -> int | str | None:
+    """``train_classes`` as None, ``"min"`` or an int >= 2 (digit strings from the CLI become
+    ints); anything else is a ConfigError naming the field."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "min":
+            return "min"
+        if not text.isdigit():
+            raise ConfigError(f"train_classes={value!r} must be an integer >= 2 or 'min' (the "
+                              "ladder's smallest train set)")
+        value = int(text[:20])
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"train_classes={value!r} must be an integer >= 2 or 'min'")
+    if value < 2:
+        raise ConfigError(f"train_classes={value} must be >= 2 (a metric is learned from at least "
+                          "two classes) or 'min' (the ladder's smallest train set)")
+    return check_int("train_classes", value, 2, MAX_IDS)
+
+
+def train_suffix(spec: RunSpec) -> str:
+    """What a train-size-controlled run adds to its key (empty for a full-train run)."""
+    if spec.train_draw is None:
+        return ""
+    return f"_train{spec.train_classes}_draw{spec.train_draw}"
+
+
 def method_name(spec: RunSpec) -> str:
     """``spec.method`` or ``loss[+miner]`` (an import path's unsafe characters as ``_``)."""
     if spec.method:
@@ -194,8 +242,10 @@ def method_name(spec: RunSpec) -> str:
 
 
 def run_key(spec: RunSpec) -> str:
-    return f"{method_name(spec)}/zeroshot/split{spec.split_id:03d}_seed{spec.seed}"
+    return f"{method_name(spec)}/zeroshot/split{spec.split_id:03d}_seed{spec.seed}" + train_suffix(
+        spec)
 
 
 def fewshot_key(spec: RunSpec, shots: int) -> str:
-    return f"{method_name(spec)}/fewshot/split{spec.split_id:03d}_seed{spec.seed}_shots{shots}"
+    return (f"{method_name(spec)}/fewshot/split{spec.split_id:03d}_seed{spec.seed}"
+            f"{train_suffix(spec)}_shots{shots}")
