@@ -48,6 +48,7 @@ from oodml.report.tables import (
     validity_table,
     with_size_controlled,
 )
+from oodml.report.trainsize import collapse_draws, share_sentences, train_size_table
 from oodml.results import load_results, select_metrics, validate
 
 ClassMeans = tuple[Sequence[str], np.ndarray]
@@ -65,6 +66,14 @@ VALIDITY_NOTE = ("slope/100: least-squares slope of the metric against the split
                  "100 distance units (per seed, then averaged; slope_lo/slope_hi: 95% Student-t "
                  "interval over seeds); a ladder that grades difficulty gives negative slopes, "
                  "Spearman rho near -1 and a monotone fall. Positive slopes are in red.")
+TRAIN_NOTE = ("Train-size-controlled series ([train/nN], dotted): every split trained on N "
+              "classes drawn from its train classes (mean over the draws per seed) and "
+              "evaluated on its full test set; the gap to the solid full-train line at a split "
+              "is what its larger training set adds.")
+TRAIN_SHARE_NOTE = ("share = (full_drop - controlled_drop) / full_drop, drops = easiest - "
+                    "hardest split (means over seeds and draws); share_lo/hi: 95% percentile "
+                    "bootstrap, seeds resampled (paired across both) and draws resampled per "
+                    "split.")
 AUC_NOTE = ("AUC: area under metric vs distance, distances normalised to [0, 1] over the "
             "ladder's range (trapezoid rule); rel_drop = (easiest - hardest) / easiest.")
 
@@ -251,7 +260,8 @@ def _build(results, out: Path, final: Path, *, splitfile, metrics, rank_metric, 
                            f"{', '.join(select_metrics(df, None))} as the rank metric")
     mets = with_size_controlled(df, mets)
     shown = display_metrics(df, mets)
-    df = label_series(df[df["metric"].isin([*mets, rank_metric])])
+    per_draw = df
+    df = label_series(collapse_draws(df[df["metric"].isin([*mets, rank_metric])]))
     if splitfile is not None:
         known = {s.id: s.distance for s in splitfile.ladder}
         unknown = sorted(set(df["split_id"]) - set(known))
@@ -270,6 +280,9 @@ def _build(results, out: Path, final: Path, *, splitfile, metrics, rank_metric, 
     prog_notes = [SPREAD_NOTE]
     if any("/n" in m for m in shown):
         prog_notes.append(SIZE_NOTE)
+    controlled = bool((df["train"] != "all").any())
+    if controlled:
+        prog_notes.append(TRAIN_NOTE)
     sections.append(Section("Progression", "Each metric against the train-test Fréchet "
                             "distance of the split; solid: zero-shot, dashed: few-shot.",
                             image=png, notes=prog_notes, links=[pdf]))
@@ -308,8 +321,21 @@ def _build(results, out: Path, final: Path, *, splitfile, metrics, rank_metric, 
                             notes=[VALIDITY_NOTE],
                             links=[out / "validity.csv", out / "validity.md"]))
 
+    if controlled:
+        tick("training size")
+        sizes = train_size_table(per_draw, [rank_metric, *[m for m in shown if m != rank_metric]])
+        lines = share_sentences(sizes[sizes["metric"] == rank_metric])
+        size_text = ("How much of each method's drop from the easiest to the hardest split "
+                     "comes from training on fewer classes: the full-train drop against the "
+                     "drop with every split trained on N drawn classes.")
+        report.files += _write_table(sizes, out / "train_size", "Training size vs shift",
+                                     [size_text, TRAIN_SHARE_NOTE, *lines])
+        sections.insert(1, Section("Training size vs shift", size_text, table=sizes,
+                                   notes=[*lines, TRAIN_SHARE_NOTE],
+                                   links=[out / "train_size.csv", out / "train_size.md"]))
+
     tick("rank table")
-    ranks = rank_table(df, rank_metric, start_split=start)
+    ranks = rank_table(df[df["train"] == "all"], rank_metric, start_split=start)
     report.notes += ranks.notes
     rank_text = (f"Rank of each zero-shot method at every split by {rank_metric} (1 = best, "
                  "seed means, ties averaged) and Kendall tau-b between each split's ranking "

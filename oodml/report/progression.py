@@ -2,7 +2,8 @@
 
 Lines are the mean over seeds; the shaded band is mean ± one seed std (ddof=1), drawn only
 when a series has at least two seeds. Few-shot series are dashed, in their zero-shot
-method's colour and marker (hollow).
+method's colour and marker (hollow); train-size-controlled series (``[train/nN]``) dotted,
+hollow, in the colour of their full-train method.
 """
 
 from __future__ import annotations
@@ -21,16 +22,19 @@ def _series_styles(df: pd.DataFrame) -> dict[str, dict]:
     keys = df[["base", "protocol", "shots", "series"]].drop_duplicates()
     bases = sorted(keys["base"].unique())
     shots = sorted(keys.loc[keys["protocol"] == "fewshot", "shots"].unique())
+    train = (df.groupby("series")["train"].first() if "train" in df.columns
+             else pd.Series("all", index=keys["series"]))
     styles = {}
     for row in keys.itertuples(index=False):
         colour, marker = style_for(bases.index(row.base))
         few = row.protocol == "fewshot"
+        controlled = train[row.series] != "all"
         styles[row.series] = {
             "color": colour,
             "marker": marker,
             "linestyle": FEWSHOT_DASHES[shots.index(row.shots) % len(FEWSHOT_DASHES)]
-            if few else "-",
-            "markerfacecolor": "white" if few else colour,
+            if few else (":" if controlled else "-"),
+            "markerfacecolor": "white" if few or controlled else colour,
         }
     return styles
 

@@ -85,19 +85,34 @@ def label_series(df: pd.DataFrame) -> pd.DataFrame:
     fs = keyed.assign(base=base)[keyed["protocol"] == "fewshot"]
     n_fs = fs.groupby(["base", "shots"])["config"].nunique()
     multi_fs = set(n_fs[n_fs > 1].index)
+    trains = df["train"] if "train" in df.columns else ["all"] * len(df)
     series = [
-        b if p == "zeroshot"
-        else f"{b} ({k}-shot)" + (f" #{_config_tag(c)}" if (b, k) in multi_fs else "")
-        for b, p, k, c in zip(base, df["protocol"], df["shots"], df["config"], strict=True)
+        b + train_tag(t) if p == "zeroshot"
+        else f"{b}{train_tag(t)} ({k}-shot)" + (f" #{_config_tag(c)}" if (b, k) in multi_fs else "")
+        for b, p, k, c, t in zip(base, df["protocol"], df["shots"], df["config"], trains,
+                                 strict=True)
     ]
     return df.assign(base=base, series=series)
+
+
+def train_tag(train: str) -> str:
+    """What a train-size-controlled series adds to its name (`` [train/n17]``)."""
+    return "" if train == "all" else f" [train/{train}]"
 
 
 def series_order(df: pd.DataFrame) -> list[str]:
     """Series in display order: by base name, zero-shot first, then increasing shots."""
     keys = df[["base", "protocol", "shots", "series"]].drop_duplicates()
-    keys = keys.assign(fs=(keys["protocol"] == "fewshot").astype(int))
-    return list(keys.sort_values(["base", "fs", "shots"])["series"])
+    keys = keys.assign(fs=(keys["protocol"] == "fewshot").astype(int), ctrl=train_order(df, keys))
+    return list(keys.sort_values(["base", "ctrl", "fs", "shots"])["series"])
+
+
+def train_order(df: pd.DataFrame, keys: pd.DataFrame) -> list[int]:
+    """Sort key of each series' training set: the full train set (0) before N classes (N)."""
+    if "train" not in df.columns:
+        return [0] * len(keys)
+    train = df.groupby("series")["train"].first()
+    return [0 if train[s] == "all" else int(train[s][1:]) for s in keys["series"]]
 
 
 def split_axis(df: pd.DataFrame) -> pd.DataFrame:
