@@ -102,6 +102,9 @@ def show_table(sf: Any) -> None:
             f"each split's 95% distance interval (0: none; at most {MAX_BOOTSTRAP})."),
      option("measure", str, "frechet", "--measure", help="What the walk maximises: frechet "
             "(default), kid, fid-inf or w2-classes; recorded in the split file (not frechet)."),
+     option("train_size", str | None, None, "--train-size", help="Trim every split's train "
+            "set to N classes (seeded draw; 'min': the ladder's smallest train set), so every "
+            "level trains on the same number of classes; distances are recomputed."),
      FORCE, SKIP],
     EXTRACT,
 )

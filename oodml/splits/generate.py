@@ -113,6 +113,11 @@ class LadderConfig:
     two-sided removal and rejects it. ``measure``: what the walk maximises
     (:mod:`oodml.stats.measures`: ``frechet``, the default, or ``kid``, ``fid-inf``,
     ``w2-classes``), recorded in the split file when not ``frechet``.
+    ``train_size``: trim every selected split's train set
+    to this many classes (``"min"``: the selected ladder's smallest train set), drawn at
+    random (seeded), so every level trains on the same number of classes; the trimmed
+    classes join ``removed``, distances are recomputed and the splits re-ordered by them, and
+    the file records ``selection.train_size`` (None: off, the file as before).
     """
 
     mode: str = "class-means"
@@ -129,8 +134,13 @@ class LadderConfig:
     removal: str | None = None
     bootstrap: int = DEFAULT_BOOTSTRAPS
     measure: str = "frechet"
+    train_size: int | str | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "train_size", _check_train_size(self.train_size))
+        if self.train_size is not None and self.measure != "frechet":
+            raise ConfigError(f"train_size={self.train_size!r} recomputes Fréchet distances; "
+                              f"it does not combine with measure={self.measure!r}")
         if not _is_int(self.bootstrap) or not 0 <= self.bootstrap <= MAX_BOOTSTRAP:
             raise ConfigError(f"bootstrap={shown(self.bootstrap)} must be an integer >= 0 and "
                               f"<= {MAX_BOOTSTRAP} (0: no distance intervals; 2,000 replicates "
@@ -199,6 +209,45 @@ class LadderConfig:
                               f"{MAX_EPISODES}")
 
 
+def _check_train_size(value: Any) -> int | str | None:
+    if value is None or value == "min":
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip()[:20])
+    if not _is_int(value) or value < 2:
+        raise ConfigError(f"train_size={value!r} must be an integer >= 2 or 'min' (the "
+                          "ladder's smallest train set)")
+    return int(value)
+
+
+def trim_train_sets(stats: ClassStats, steps: Sequence[Any], config: LadderConfig
+                    ) -> tuple[int, list[tuple[float, bool, tuple, tuple, tuple]]]:
+    """Every step's train set cut to N classes (seeded draw per step, from the sorted names
+    with ``default_rng((seed, 0x747273, k))``), the rest added to ``removed``; a step already
+    at N keeps its walk distance, a trimmed one gets its distance recomputed. Returns N and
+    (distance, is_start, train, test, removed) per step, sorted by distance."""
+    sizes = [len(step.train) for step in steps]
+    n = min(sizes) if config.train_size == "min" else int(config.train_size)  # type: ignore[arg-type]
+    if n > min(sizes):
+        raise ConfigError(f"train_size={n} exceeds the smallest train set of the ladder "
+                          f"({min(sizes)} classes); choose at most that, or 'min'")
+    out = []
+    for k, step in enumerate(steps):
+        train, removed = tuple(sorted(step.train)), tuple(step.removed)
+        distance = float(step.distance)
+        if len(train) > n:
+            rng = np.random.default_rng((config.seed, 0x747273, k))
+            keep = sorted(int(i) for i in rng.choice(len(train), size=n, replace=False))
+            kept = set(keep)
+            cut = tuple(c for i, c in enumerate(train) if i not in kept)
+            train = tuple(train[i] for i in keep)
+            removed = tuple(sorted((*removed, *cut)))
+            distance = float(stats.distance(train, step.test, mode=config.mode, eps=config.eps))
+        out.append((distance, bool(step.is_start), train, tuple(step.test), removed))
+    out.sort(key=lambda t: t[0])
+    return n, out
+
+
 def _with_removal(procedure: str, params: Any, removal: Any) -> Any:
     """``params`` with the removal policy set (a mapping or a GreedyParams)."""
     if procedure != "greedy":
@@ -256,22 +305,26 @@ def generate_splitfile(
     targets = list(config.targets) if config.targets else None
     levels = config.levels or DEFAULT_LEVELS  # None beside targets; recorded as 8, as before
     steps = select_ladder(trajectory, k=levels, targets=targets)
+    rows = [(s.distance, s.is_start, s.train, s.test, s.removed) for s in steps]
+    selection: dict[str, Any] = {"levels": levels, "targets": targets, "start": config.start}
+    if config.train_size is not None:
+        selection["train_size"], rows = trim_train_sets(stats, steps, config)
     class_paths = paths_by_class(manifest.labels, manifest.paths)
     ladder = [
         build_split(
             i,
-            step.distance,
-            step.is_start,
-            step.train,
-            step.test,
-            step.removed,
+            distance,
+            is_start,
+            train,
+            test,
+            removed,
             class_paths=class_paths,
             seed=config.seed,
             val_fraction=config.val_fraction,
             shots=config.shots,
             episodes=config.episodes,
         )
-        for i, step in enumerate(steps, start=1)
+        for i, (distance, is_start, train, test, removed) in enumerate(rows, start=1)
     ]
     splitfile = SplitFile(
         dataset_name=manifest.name,
@@ -285,7 +338,7 @@ def generate_splitfile(
         seed=config.seed,
         ladder=ladder,
         oodml_version=__version__,
-        selection={"levels": levels, "targets": targets, "start": config.start},
+        selection=selection,
         subsplits={
             "val_fraction": config.val_fraction,
             "shots": sorted(config.shots),
