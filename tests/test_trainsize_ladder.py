@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from oodml.classstats import ClassStats
 from oodml.errors import ConfigError
 from oodml.splits.generate import LadderConfig, generate_splitfile
 from oodml.splits.splitfile import load_splitfile, save_splitfile
+from oodml.stats.class_stats import ClassStats
+from oodml.stats.modes import distance_within
 
 
 def test_train_size_option_is_checked():
@@ -38,7 +39,7 @@ def test_omniglot_ladder_with_a_fixed_train_size(omniglot_features, tmp_path):
         assert any(set(s.train) <= t for t in trains)
         assert set(s.train) | set(s.test) | set(s.removed) == set(manifest.classes)
         assert not set(s.train) & set(s.removed)
-        assert s.distance == pytest.approx(stats.distance(s.train, s.test, mode="class-means"),
+        assert s.distance == pytest.approx(distance_within(stats, s.train, s.test),
                                            rel=1e-9)
     assert sum(s.is_start for s in kept.ladder) == 1
     # seeded: the same config gives the same bytes

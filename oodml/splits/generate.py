@@ -50,7 +50,7 @@ from oodml.splits.subsplits import (
 from oodml.splits.uncertainty import DEFAULT_BOOTSTRAPS, ladder_cis, with_distance_cis
 from oodml.stats.class_stats import ClassStats
 from oodml.stats.measures import get_measure
-from oodml.stats.modes import distance_mode
+from oodml.stats.modes import distance_mode, distance_within
 
 START_CHOICES = ("auto", "default", "random")
 
@@ -242,7 +242,7 @@ def trim_train_sets(stats: ClassStats, steps: Sequence[Any], config: LadderConfi
             cut = tuple(c for i, c in enumerate(train) if i not in kept)
             train = tuple(train[i] for i in keep)
             removed = tuple(sorted((*removed, *cut)))
-            distance = float(stats.distance(train, step.test, mode=config.mode, eps=config.eps))
+            distance = float(distance_within(stats, train, step.test, config.mode, config.eps))
         out.append((distance, bool(step.is_start), train, tuple(step.test), removed))
     out.sort(key=lambda t: t[0])
     return n, out
