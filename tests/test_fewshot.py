@@ -20,26 +20,13 @@ from oodml.train.run import resolve, run_one, trained_model
 from oodml.train.spec import FewshotConfig, RunSpec, fewshot_key, run_key
 from oodml_cli import app
 
+from reference import study_spec
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def spec_for(study, out: Path, **kw) -> RunSpec:
-    return RunSpec(
-        splitfile=str(study.splitfile),
-        root=str(study.root),
-        split_id=1,
-        seed=kw.pop("seed", 0),
-        loss=kw.pop("loss", "proxyanchor"),
-        results_dir=str(out),
-        cache_dir=str(study.cache_dir),
-        train=TrainConfig(epochs=2, batch_size=16, m=4),
-        gallery_classes=kw.pop("gallery_classes", 0),
-        **kw,
-    )
-
-
 def test_episode_support_and_query_partition_the_episode_classes(study):
-    _, sf, manifest, split = resolve(spec_for(study, Path("unused")))
+    _, sf, manifest, split = resolve(study_spec(study, Path("unused"), loss="proxyanchor"))
     episode = split.episodes[5][0]
     support, query, classes = episode_indices(manifest, split, episode)
     assert classes == sorted(split.test)
@@ -51,7 +38,7 @@ def test_episode_support_and_query_partition_the_episode_classes(study):
 
 
 def test_rows_are_mean_and_std_over_episodes(study, tmp_path):
-    spec = spec_for(study, tmp_path)
+    spec = study_spec(study, tmp_path, loss="proxyanchor")
     cfg = FewshotConfig(shots=(2, 5), ft_epochs=3)
     rows = run_fewshot(spec, cfg)
     assert {(r["shots"], r["metric"]) for r in rows} == {
@@ -75,7 +62,7 @@ def test_rows_are_mean_and_std_over_episodes(study, tmp_path):
 
 
 def test_fewshot_reuses_the_zeroshot_model_and_resumes(study, tmp_path):
-    spec = spec_for(study, tmp_path, loss="multisimilarity")
+    spec = study_spec(study, tmp_path)
     run_one(spec)
     ckpt = tmp_path / "checkpoints" / f"{run_key(spec)}.pt"
     stamp = ckpt.stat().st_mtime_ns
@@ -90,7 +77,7 @@ def test_fewshot_reuses_the_zeroshot_model_and_resumes(study, tmp_path):
 
 def test_fewshot_errors(study, tmp_path):
     with pytest.raises(SplitFileError, match="no 10-shot episodes .*has: 2, 5"):
-        run_fewshot(spec_for(study, tmp_path), FewshotConfig(shots=(10,)))
+        run_fewshot(study_spec(study, tmp_path, loss="proxyanchor"), FewshotConfig(shots=(10,)))
     with pytest.raises(ConfigError, match="tune='backbone' is not one of: head, all"):
         FewshotConfig(tune="backbone")
     with pytest.raises(ConfigError, match="shots=0 must be >= 1"):
@@ -103,7 +90,7 @@ def test_fewshot_errors(study, tmp_path):
         with pytest.raises(ConfigError, match=msg):
             FewshotConfig(**kw)
     with pytest.raises(ConfigError, match="tune='all' .* head-only"):
-        run_fewshot(spec_for(study, tmp_path), FewshotConfig(tune="all"))
+        run_fewshot(study_spec(study, tmp_path, loss="proxyanchor"), FewshotConfig(tune="all"))
 
 
 def test_cli_fewshot_writes_fewshot_rows(study, tmp_path):

@@ -23,32 +23,18 @@ from oodml.train.spec import RunSpec, run_key
 from oodml.train.synthetic import make_synthetic_study
 from oodml_cli import app, main
 
+from reference import study_spec
+
 REPO = Path(__file__).resolve().parents[1]
 VOLATILE = ["wall_time_s"]
 
 
-def spec_for(study, out: Path, split_id: int = 1, seed: int = 0, **kw) -> RunSpec:
-    train = kw.pop("train", TrainConfig(epochs=2, batch_size=16, m=4))
-    return RunSpec(
-        splitfile=str(study.splitfile),
-        root=str(study.root),
-        split_id=split_id,
-        seed=seed,
-        loss=kw.pop("loss", "multisimilarity"),
-        results_dir=str(out),
-        cache_dir=str(study.cache_dir),
-        train=train,
-        gallery_classes=kw.pop("gallery_classes", 0),
-        **kw,
-    )
-
-
 def grid(study, out: Path, **kw) -> list[RunSpec]:
-    return [spec_for(study, out, s, seed, **kw) for s in (1, 2) for seed in (0, 1)]
+    return [study_spec(study, out, s, seed, **kw) for s in (1, 2) for seed in (0, 1)]
 
 
 def test_rows_follow_the_schema_and_equal_the_metrics_of_the_trained_model(study, tmp_path):
-    spec = spec_for(study, tmp_path)
+    spec = study_spec(study, tmp_path)
     rows = run_one(spec)
     assert [r["metric"] for r in rows] == list(DEFAULT_METRICS)
     sf = load_splitfile(study.splitfile)
@@ -114,9 +100,9 @@ def _kill_during(spec: RunSpec) -> None:
 
 
 def test_same_seed_same_metrics_other_seed_differs(study, tmp_path):
-    a = run_one(spec_for(study, tmp_path / "a", loss="triplet", miner="triplet-semihard"))
-    b = run_one(spec_for(study, tmp_path / "b", loss="triplet", miner="triplet-semihard"))
-    c = run_one(spec_for(study, tmp_path / "c", seed=1, loss="triplet", miner="triplet-semihard"))
+    a = run_one(study_spec(study, tmp_path / "a", loss="triplet", miner="triplet-semihard"))
+    b = run_one(study_spec(study, tmp_path / "b", loss="triplet", miner="triplet-semihard"))
+    c = run_one(study_spec(study, tmp_path / "c", seed=1, loss="triplet", miner="triplet-semihard"))
     assert [r["value"] for r in a] == [r["value"] for r in b]
     assert [r["value"] for r in a] != [r["value"] for r in c]
     assert a[0]["method"] == "triplet+triplet-semihard"
@@ -124,7 +110,7 @@ def test_same_seed_same_metrics_other_seed_differs(study, tmp_path):
         tmp_path
         / "a"
         / "runs"
-        / f"{run_key(spec_for(study, tmp_path, loss='triplet', miner='triplet-semihard'))}.json"
+        / f"{run_key(study_spec(study, tmp_path, loss='triplet', miner='triplet-semihard'))}.json"
     )
     jb = Path(str(ja).replace(str(tmp_path / "a"), str(tmp_path / "b")))
     strip = lambda p: [{**r, "wall_time_s": 0} for r in json.loads(p.read_text())["rows"]]  # noqa: E731
@@ -132,8 +118,8 @@ def test_same_seed_same_metrics_other_seed_differs(study, tmp_path):
 
 
 def test_same_method_name_with_another_config_is_refused(study, tmp_path):
-    run_one(spec_for(study, tmp_path))
-    other = spec_for(study, tmp_path, loss_args={"alpha": 3.0})
+    run_one(study_spec(study, tmp_path))
+    other = study_spec(study, tmp_path, loss_args={"alpha": 3.0})
     with pytest.raises(ConfigError, match="different config.*name this method differently"):
         run_one(other)
     rows = run_one(replace(other, method="ms-alpha3"))
@@ -156,17 +142,17 @@ def test_errors_come_before_any_training(study, tmp_path):
     ]
     for kw, msg in bad:
         with pytest.raises(ConfigError, match=msg):
-            run_ladder([spec_for(study, out, 1, 0), spec_for(study, out, 2, 0, **kw)])
+            run_ladder([study_spec(study, out, 1, 0), study_spec(study, out, 2, 0, **kw)])
         assert not (out / "runs").exists()  # the valid first spec did not start either
 
 
 def test_split_file_for_another_dataset_is_refused(study, tmp_path):
     other = make_synthetic_study(tmp_path / "other", n_classes=12, per_class=9)
-    spec = replace(spec_for(study, tmp_path / "out"), root=str(other.root))
+    spec = replace(study_spec(study, tmp_path / "out"), root=str(other.root))
     with pytest.raises(SplitFileError, match="fingerprint"):
         check_specs([spec])
     with pytest.raises(SplitFileError, match="split id 9 is not in the ladder"):
-        check_specs([spec_for(study, tmp_path / "out", split_id=9)])
+        check_specs([study_spec(study, tmp_path / "out", split_id=9)])
 
 
 def test_cli_evaluate_runs_and_reports_errors_in_one_line(study, tmp_path, capsys):
@@ -238,14 +224,14 @@ def test_real_omniglot_ladder_head_only(omniglot_zip, omniglot_features, omniglo
 def test_bad_head_sizes_are_refused_when_the_spec_is_made(study, tmp_path):
     for kw, msg in [(dict(embed_dim=0), "embed_dim=0"), (dict(hidden=-5), "hidden=-5")]:
         with pytest.raises(ConfigError, match=msg):
-            spec_for(study, tmp_path / "out", **kw)
+            study_spec(study, tmp_path / "out", **kw)
 
 
 def test_a_finished_run_is_not_reused_for_other_metrics(study, tmp_path):
     out = tmp_path / "out"
-    run_one(spec_for(study, out, metrics=("recall@1",)))
+    run_one(study_spec(study, out, metrics=("recall@1",)))
     with pytest.raises(ConfigError, match="different config"):
-        run_one(spec_for(study, out, metrics=("recall@1", "map@r")))
+        run_one(study_spec(study, out, metrics=("recall@1", "map@r")))
 
 
 def test_a_diverging_loss_is_a_one_line_error(study, tmp_path):
@@ -253,8 +239,8 @@ def test_a_diverging_loss_is_a_one_line_error(study, tmp_path):
 
     with pytest.raises(ConfigError, match="lr=1e[+]38 must be <= 10"):
         TrainConfig(optimizer="sgd", lr=1e38)
-    spec = spec_for(study, tmp_path / "out", loss="contrastive", loss_args={"neg_margin": 1e38},
-                    train=TrainConfig(epochs=2, batch_size=16, m=4, optimizer="sgd", lr=10.0))
+    spec = study_spec(study, tmp_path / "out", loss="contrastive", loss_args={"neg_margin": 1e38},
+                      train=TrainConfig(epochs=2, batch_size=16, m=4, optimizer="sgd", lr=10.0))
     with pytest.raises(TrainingError, match="loss became inf.* lower lr=10, or try optimizer "
                        "adam"):
         run_one(spec)
@@ -266,12 +252,12 @@ def test_size_controlled_rows_equal_the_metrics_on_drawn_test_classes(study, tmp
     draws for every seed and method (seeded by the split file)."""
     from oodml.metrics.sizecontrol import retrieval_metrics, size_controlled_metrics
 
-    rows = run_one(spec_for(study, tmp_path / "a", gallery_classes=None))
+    rows = run_one(study_spec(study, tmp_path / "a", gallery_classes=None))
     vals = {r["metric"]: r["value"] for r in rows}
     for m in retrieval_metrics(DEFAULT_METRICS):
         assert vals[f"{m}/n6"] == pytest.approx(vals[m], abs=1e-12)
     assert "nmi/n6" not in vals
-    spec = spec_for(study, tmp_path / "b", gallery_classes=3, gallery_draws=4)
+    spec = study_spec(study, tmp_path / "b", gallery_classes=3, gallery_draws=4)
     rows = run_one(spec)
     vals = {r["metric"]: r["value"] for r in rows}
     model, resolved, sf, manifest, split, _ = trained_model(spec)
@@ -288,4 +274,4 @@ def test_size_controlled_rows_equal_the_metrics_on_drawn_test_classes(study, tmp
         assert vals[name] == pytest.approx(value, abs=1e-6)
     assert json.loads(rows[0]["config"])["gallery"] == {"classes": 3, "draws": 4}
     with pytest.raises(ConfigError, match="gallery_classes=7 exceeds the 6 test classes"):
-        check_specs([spec_for(study, tmp_path / "c", gallery_classes=7)])
+        check_specs([study_spec(study, tmp_path / "c", gallery_classes=7)])
