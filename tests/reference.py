@@ -1,6 +1,7 @@
 """Reference implementations and builders the tests share, in one place.
 
 * :func:`study_spec`: a quick training run on the synthetic ``study`` fixture.
+* :func:`study_args`: the command line of ``oodml evaluate``/``fewshot`` on that study.
 """
 
 from __future__ import annotations
@@ -20,3 +21,10 @@ def study_spec(study: Any, out: Path, split_id: int = 1, seed: int = 0, **kw: An
     kw.setdefault("gallery_classes", 0)
     return RunSpec(splitfile=str(study.splitfile), root=str(study.root), split_id=split_id,
                    seed=seed, results_dir=str(out), cache_dir=str(study.cache_dir), **kw)
+
+
+def study_args(study: Any, command: str, out: Path, *extra: str) -> list[str]:
+    """``oodml COMMAND`` on the synthetic ``study`` (its split file, root and feature cache)
+    with the options ``extra``, results in ``out`` (the last two arguments)."""
+    return [command, str(study.splitfile), "--root", str(study.root), "--cache",
+            str(study.cache_dir), *extra, "--out", str(out)]

@@ -20,7 +20,7 @@ from oodml.train.run import resolve, run_one, trained_model
 from oodml.train.spec import FewshotConfig, RunSpec, fewshot_key, run_key
 from oodml_cli import app
 
-from reference import study_spec
+from reference import study_args, study_spec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,28 +95,9 @@ def test_fewshot_errors(study, tmp_path):
 
 def test_cli_fewshot_writes_fewshot_rows(study, tmp_path):
     out = tmp_path / "cli"
-    args = [
-        "fewshot",
-        str(study.splitfile),
-        "--root",
-        str(study.root),
-        "--cache",
-        str(study.cache_dir),
-        "--loss",
-        "softmax",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "16",
-        "--shots",
-        "5",
-        "--ft-epochs",
-        "2",
-        "--max-episodes",
-        "2",
-        "--out",
-        str(out),
-    ]
+    args = study_args(study, "fewshot", out, "--loss", "softmax", "--epochs", "2",
+                      "--batch-size", "16", "--shots", "5", "--ft-epochs", "2",
+                      "--max-episodes", "2")
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     df = pd.read_csv(out / "results.csv")

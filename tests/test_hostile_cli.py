@@ -15,6 +15,8 @@ from oodml.errors import ConfigError
 from oodml.results import finished_rows, merge_results, run_path, write_run
 from oodml_cli import main
 
+from reference import study_args
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -27,9 +29,8 @@ def one_line_error(code: int, err: str) -> str:
 
 
 def train_args(study, out: Path, *extra: str) -> list[str]:
-    return ["evaluate", str(study.splitfile), "--root", str(study.root), "--cache",
-            str(study.cache_dir), "--out", str(out), "--loss", "contrastive", "--epochs", "1",
-            "--batch-size", "12", "--m", "2", "--no-checkpoints", *extra]
+    return study_args(study, "evaluate", out, "--loss", "contrastive", "--epochs", "1",
+                      "--batch-size", "12", "--m", "2", "--no-checkpoints", *extra)
 
 
 @pytest.mark.parametrize(

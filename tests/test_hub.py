@@ -165,8 +165,10 @@ def resnet18_state() -> tuple[dict[str, torch.Tensor], bytes, str]:
     return state, body, hashlib.sha256(body).hexdigest()
 
 
-def test_backbone_download_is_used(server, torch_home, monkeypatch):
-    """A torchvision backbone by name fetches its ImageNet file (hash prefix from its name)."""
+@pytest.fixture
+def served_resnet18(server, monkeypatch):
+    """resnet18's state, file bytes and torchvision file name (hash prefix in the name), served
+    by the loopback server as torchvision's ImageNet file; and the server's record."""
     url, served = server
     state, body, sha = resnet18_state()
     filename = f"resnet18-{sha[:8]}.pth"
@@ -174,20 +176,20 @@ def test_backbone_download_is_used(server, torch_home, monkeypatch):
     monkeypatch.setattr(
         "oodml.train.models.torchvision_weights_url", lambda arch: (filename, f"{url}/{filename}")
     )
+    return state, body, filename, served
+
+
+def test_backbone_download_is_used(served_resnet18, torch_home):
+    """A torchvision backbone by name fetches its ImageNet file (hash prefix from its name)."""
+    state, body, filename, served = served_resnet18
     net, dim = build_backbone("resnet18", "imagenet")
     assert dim == 512 and served.requests == [f"/{filename}"]
     assert (checkpoints(torch_home) / filename).read_bytes() == body
     torch.testing.assert_close(net.state_dict()["conv1.weight"], state["conv1.weight"])
 
 
-def test_backbone_offline_names_file(server, torch_home, monkeypatch):
-    url, served = server
-    _, body, sha = resnet18_state()
-    filename = f"resnet18-{sha[:8]}.pth"
-    served.files[filename] = body
-    monkeypatch.setattr(
-        "oodml.train.models.torchvision_weights_url", lambda arch: (filename, f"{url}/{filename}")
-    )
+def test_backbone_offline_names_file(served_resnet18, torch_home, monkeypatch):
+    _, _, filename, served = served_resnet18
     monkeypatch.setenv(hub.OFFLINE_ENV, "1")
     with pytest.raises(ConfigError, match=filename) as err:
         build_backbone("resnet18", "imagenet")

@@ -23,7 +23,7 @@ from oodml.train.spec import RunSpec, run_key
 from oodml.train.synthetic import make_synthetic_study
 from oodml_cli import app, main
 
-from reference import study_spec
+from reference import study_args, study_spec
 
 REPO = Path(__file__).resolve().parents[1]
 VOLATILE = ["wall_time_s"]
@@ -157,28 +157,9 @@ def test_split_file_for_another_dataset_is_refused(study, tmp_path):
 
 def test_cli_evaluate_runs_and_reports_errors_in_one_line(study, tmp_path, capsys):
     out = tmp_path / "cli"
-    args = [
-        "evaluate",
-        str(study.splitfile),
-        "--root",
-        str(study.root),
-        "--cache",
-        str(study.cache_dir),
-        "--loss",
-        "proxyanchor",
-        "--loss-args",
-        "margin=0.2",
-        "--seeds",
-        "0,1",
-        "--splits",
-        "2",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "16",
-        "--out",
-        str(out),
-    ]
+    args = study_args(study, "evaluate", out, "--loss", "proxyanchor", "--loss-args",
+                      "margin=0.2", "--seeds", "0,1", "--splits", "2", "--epochs", "2",
+                      "--batch-size", "16")
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     df = pd.read_parquet(out / "results.parquet")
