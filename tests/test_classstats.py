@@ -11,10 +11,12 @@ from pytorch_fid.fid_score import calculate_frechet_distance as pfid
 from oodml.data import load_dataset
 from oodml.errors import ConfigError
 from oodml.stats.class_stats import ClassStats, PooledGaussian
-from oodml.stats.gaussian import fit_gaussian, frechet_distance, trace_sqrt_product
+from oodml.stats.gaussian import fit_gaussian, frechet_distance
 from oodml.stats.means_distance import MeansDistance
 from oodml.stats.modes import distance_within
 from oodml.stats.samples_distance import SamplesDistance
+
+from reference import frechet_rows
 
 
 def make_data(seed: int, n: int = 400, d: int = 24, c: int = 10):
@@ -29,16 +31,6 @@ def make_data(seed: int, n: int = 400, d: int = 24, c: int = 10):
 
 def rows_of(x: np.ndarray, labels: list[str], classes) -> np.ndarray:
     return x[np.isin(labels, list(classes))].astype(np.float64)
-
-
-def naive_class_means(means: np.ndarray, ia, ib, eps: float) -> float:
-    """The d-dimensional definition: unbiased covariance of the means + eps*I on both sides."""
-    m1, s1 = fit_gaussian(means[ia])
-    m2, s2 = fit_gaussian(means[ib])
-    eye = np.eye(means.shape[1]) * eps
-    diff = m1 - m2
-    tr = np.trace(s1) + np.trace(s2) + 2 * eps * means.shape[1]
-    return float(diff @ diff + tr) - 2 * trace_sqrt_product(s1 + eye, s2 + eye, "svd")
 
 
 def test_from_features_counts_and_means() -> None:
@@ -117,7 +109,7 @@ def test_class_means_three_routes_agree(eps: float) -> None:
     for trial in range(3):
         perm = rng.permutation(c)
         ia, ib = np.sort(perm[: 5 + 6 * trial]), np.sort(perm[5 + 6 * trial :])
-        want = naive_class_means(st_.means, ia, ib, eps)
+        want = frechet_rows(st_.means[ia], st_.means[ib], eps)
         fast = md.distance(ia, ib)
         names = [st_.classes[i] for i in ia]
         via_stats = distance_within(st_, names, ib, mode="class-means", eps=eps)
@@ -137,7 +129,7 @@ def test_class_means_with_more_classes_than_dimensions() -> None:
     for trial in range(3):
         perm = rng.permutation(c)
         ia, ib = np.sort(perm[: 20 + 15 * trial]), np.sort(perm[20 + 15 * trial :])
-        want = naive_class_means(st_.means, ia, ib, 1e-8)
+        want = frechet_rows(st_.means[ia], st_.means[ib], 1e-8)
         assert md.distance(ia, ib) == pytest.approx(want, rel=1e-10)
 
 
@@ -255,23 +247,11 @@ def tiny_folders(omniglot_zip, tmp_path_factory):
     return base
 
 
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    from oodml_cli import main
-
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def printed_value(out: str) -> float:
     return float(out.strip().splitlines()[-1].rsplit(":", 1)[1])
 
 
-def test_cli_dataset_modes_match_api(tiny_folders, capsys) -> None:
+def test_cli_dataset_modes_match_api(tiny_folders, cli) -> None:
     from oodml.data import load_dataset
     from oodml.features import get_features
 
@@ -290,7 +270,7 @@ def test_cli_dataset_modes_match_api(tiny_folders, capsys) -> None:
     ]
     values = {}
     for mode in ("class-means", "samples"):
-        code, out, err = run_cli([*common, "--mode", mode], capsys)
+        code, out, err = cli(*common, "--mode", mode)
         assert code == 0, err
         values[mode] = printed_value(out)
     fs = get_features(load_dataset("imagefolder", root), "efficientnet-lite0", cache_dir=cache)
@@ -298,22 +278,20 @@ def test_cli_dataset_modes_match_api(tiny_folders, capsys) -> None:
     for mode, got in values.items():
         want = distance_within(st_, classes[:3], classes[3:], mode=mode)
         assert got == pytest.approx(want, rel=1e-8)
-    code, _, err = run_cli([*common[:-4], "--a", "nope,x", "--b", classes[0]], capsys)
+    code, _, err = cli(*common[:-4], "--a", "nope,x", "--b", classes[0])
     assert code == 2 and "not in dataset" in err
-    code, _, err = run_cli([*common, "--mode", "pixels"], capsys)
+    code, _, err = cli(*common, "--mode", "pixels")
     assert code == 2 and "mode='pixels' is not one of" in err
 
 
-def test_cli_two_folders_match_api(tiny_folders, capsys) -> None:
+def test_cli_two_folders_match_api(tiny_folders, cli) -> None:
     from oodml.features import get_features
     from oodml.stats.fid import folder_manifest
     from oodml.stats.gaussian import frechet_distance_samples
 
     d1, d2, cache = tiny_folders / "d1", tiny_folders / "d2", tiny_folders / "cache"
-    code, out, err = run_cli(
-        ["fid", str(d1), str(d2), "--cache", str(cache), "--num-workers", "0", "--extractor",
-         "efficientnet-lite0"], capsys
-    )
+    code, out, err = cli("fid", str(d1), str(d2), "--cache", str(cache), "--num-workers", "0",
+                         "--extractor", "efficientnet-lite0")
     assert code == 0, err
     x1, x2 = (
         get_features(folder_manifest(d), "efficientnet-lite0", cache_dir=cache).features
@@ -321,14 +299,14 @@ def test_cli_two_folders_match_api(tiny_folders, capsys) -> None:
     )
     assert printed_value(out) == pytest.approx(frechet_distance_samples(x1, x2), rel=1e-8)
     assert printed_value(out) > 0
-    code, _, err = run_cli(["fid", str(d1)], capsys)
+    code, _, err = cli("fid", str(d1))
     assert code == 2 and "two image folders" in err
-    code, _, err = run_cli(["fid", str(d1), str(d2), "--mode", "class-means"], capsys)
+    code, _, err = cli("fid", str(d1), str(d2), "--mode", "class-means")
     assert code == 2 and "no class folders found" in err
 
 
 def test_cli_class_means_of_two_class_folders_equals_the_dataset_route(
-    tiny_folders, tmp_path, capsys
+    tiny_folders, tmp_path, cli
 ) -> None:
     """Two folders of class subfolders in class-means mode give the class-means distance of the
     same classes named as two lists of one dataset; --skip-bad leaves a corrupt image out."""
@@ -341,25 +319,23 @@ def test_cli_class_means_of_two_class_folders_equals_the_dataset_route(
     cache = tmp_path / "cache"
     common = ["--mode", "class-means", "--cache", str(cache), "--num-workers", "0",
               "--extractor", "efficientnet-lite0"]
-    code, out, err = run_cli(["fid", str(tmp_path / "A"), str(tmp_path / "B"), *common], capsys)
+    code, out, err = cli("fid", str(tmp_path / "A"), str(tmp_path / "B"), *common)
     assert code == 0, err
     assert "[3 classes]" in out
-    code, ref, err = run_cli(
-        ["fid", "--dataset", "imagefolder", "--root", str(tiny_folders / "ds"),
-         "--a", ",".join(classes[:3]), "--b", ",".join(classes[3:]), *common], capsys)
+    code, ref, err = cli("fid", "--dataset", "imagefolder", "--root", str(tiny_folders / "ds"),
+                         "--a", ",".join(classes[:3]), "--b", ",".join(classes[3:]), *common)
     assert code == 0, err
     assert printed_value(out) == pytest.approx(printed_value(ref), rel=1e-5)
     (tmp_path / "B" / classes[3] / "broken.png").write_bytes(b"not a png")
-    code, _, err = run_cli(["fid", str(tmp_path / "A"), str(tmp_path / "B"), *common], capsys)
+    code, _, err = cli("fid", str(tmp_path / "A"), str(tmp_path / "B"), *common)
     assert code == 2 and "broken.png" in err
-    code, out, err = run_cli(
-        ["fid", str(tmp_path / "A"), str(tmp_path / "B"), *common, "--skip-bad"], capsys)
+    code, out, err = cli("fid", str(tmp_path / "A"), str(tmp_path / "B"), *common, "--skip-bad")
     assert code == 0 and "skipped unreadable image" in err and "broken.png" in err
     assert printed_value(out) == pytest.approx(printed_value(ref), rel=1e-5)
 
 
 def test_cli_samples_fid_of_two_folders_skips_a_corrupt_image_with_skip_bad(
-    tiny_folders, tmp_path, capsys
+    tiny_folders, tmp_path, cli
 ) -> None:
     """--skip-bad works in the default samples mode too: the corrupt file is listed and the
     value is that of the folders without it."""
@@ -370,13 +346,12 @@ def test_cli_samples_fid_of_two_folders_skips_a_corrupt_image_with_skip_bad(
     shutil.copytree(tiny_folders / "ds" / classes[1], tmp_path / "B")
     common = ["--cache", str(tmp_path / "cache"), "--num-workers", "0",
               "--extractor", "efficientnet-lite0"]
-    code, ref, err = run_cli(["fid", str(tmp_path / "A"), str(tmp_path / "B"), *common], capsys)
+    code, ref, err = cli("fid", str(tmp_path / "A"), str(tmp_path / "B"), *common)
     assert code == 0, err
     (tmp_path / "B" / "broken.png").write_bytes(b"not a png")
-    code, _, err = run_cli(["fid", str(tmp_path / "A"), str(tmp_path / "B"), *common], capsys)
+    code, _, err = cli("fid", str(tmp_path / "A"), str(tmp_path / "B"), *common)
     assert code == 2 and "broken.png" in err
-    code, out, err = run_cli(
-        ["fid", str(tmp_path / "A"), str(tmp_path / "B"), *common, "--skip-bad"], capsys)
+    code, out, err = cli("fid", str(tmp_path / "A"), str(tmp_path / "B"), *common, "--skip-bad")
     assert code == 0, err
     assert "skipped unreadable image" in err and "broken.png" in err
     assert printed_value(out) == pytest.approx(printed_value(ref), rel=1e-5)

@@ -16,28 +16,9 @@ from oodml.splits.procedures import oodml_pick, oodml_swap_walk
 from oodml.stats.class_stats import ClassStats
 from oodml.stats.modes import distance_within
 
+from reference import clustered, frechet_rows, oodml_walk
+
 EPS = 1e-8
-
-
-def naive_fd(x: np.ndarray, y: np.ndarray, eps: float) -> float:
-    """Fréchet distance of Gaussians fitted to rows (np.cov, + eps I on both), via eigh."""
-    s1 = np.atleast_2d(np.cov(x, rowvar=False)) + eps * np.eye(x.shape[1])
-    s2 = np.atleast_2d(np.cov(y, rowvar=False)) + eps * np.eye(x.shape[1])
-    w, v = np.linalg.eigh(s1)
-    r = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    m = np.linalg.eigvalsh(r @ s2 @ r)
-    diff = x.mean(0) - y.mean(0)
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(np.clip(m, 0, None)).sum())
-
-
-def clustered(n_classes=40, per_class=8, dim=12, groups=4, seed=0):
-    """Features of classes drawn around a few group centres (so splits can differ a lot)."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((groups, dim)) * 4
-    means = centres[np.arange(n_classes) % groups] + rng.standard_normal((n_classes, dim))
-    x = np.concatenate([m + 0.5 * rng.standard_normal((per_class, dim)) for m in means])
-    labels = [f"c{c:03d}" for c in range(n_classes) for _ in range(per_class)]
-    return x, labels
 
 
 # --- the published pick rule, traced by hand -------------------------------------------------
@@ -79,72 +60,15 @@ def test_hand_traced_swap_sequence_six_classes():
 # --- the published walk against an independent re-implementation ----------------------------
 
 
-def reference_oodml(means, names, train, test, n, s, h, eps):
-    """Straightforward list-based re-implementation of the published walk (issue 3 wording)."""
-
-    def fd(tr, te):
-        return naive_fd(np.stack([means[c] for c in tr]), np.stack([means[c] for c in te]), eps)
-
-    def picks(tr, te, hist_a, hist_b, reverse):
-        xa, xb = np.stack([means[c] for c in tr]), np.stack([means[c] for c in te])
-        mu_a, mu_b = xa.mean(0), xb.mean(0)
-        sa = [np.linalg.norm(x - mu_b) - np.linalg.norm(x - mu_a) for x in xa]
-        sb = [np.linalg.norm(y - mu_a) - np.linalg.norm(y - mu_b) for y in xb]
-        oa = sorted(range(len(sa)), key=lambda i: sa[i])
-        ob = sorted(range(len(sb)), key=lambda i: sb[i])
-        if reverse:
-            oa, ob = oa[::-1], ob[::-1]
-        out = []
-        for k in range(s):
-            got_a = got_b = None
-            for ca, cb in zip(oa[k:], ob[k:], strict=False):
-                if got_a is None and ca not in hist_a[-h:]:
-                    got_a = ca
-                    hist_a.append(ca)
-                if got_b is None and cb not in hist_b[-h:]:
-                    got_b = cb
-                    hist_b.append(cb)
-                if got_a is not None and got_b is not None:
-                    break
-            tr[got_a], te[got_b] = te[got_b], tr[got_a]
-            out.append((got_a, got_b))
-        return out
-
-    rec = []
-    for reverse, sign in ((True, -1), (False, 1)):
-        tr, te, ha, hb = list(train), list(test), [], []
-        for i in range(n):
-            rec.append((sign * i * s, list(tr), list(te), [], fd(tr, te)))
-            picks(tr, te, ha, hb, reverse)
-    ha, hb, removed = [], [], []
-    for i in range(n + 10):
-        before = fd(tr, te)
-        rec.append((n * s + i * s, list(tr), list(te), list(removed), before))
-        old = (list(tr), list(te))
-        made = picks(tr, te, ha, hb, False)
-        if fd(tr, te) >= before:
-            tr, te = old
-            if min(len(tr) - len({a for a, _ in made}), len(te) - len({b for _, b in made})) < 2:
-                break
-            for p in sorted({a for a, _ in made}, reverse=True):
-                removed.append(tr.pop(p))
-            for p in sorted({b for _, b in made}, reverse=True):
-                removed.append(te.pop(p))
-    out = {}
-    for idx, tr, te, rm, d in rec:
-        out.setdefault(idx, (tuple(names[c] for c in tr), tuple(names[c] for c in te),
-                             tuple(names[c] for c in rm), d))
-    return out
-
-
 def test_oodml_procedure_matches_independent_reimplementation():
     x, labels = clustered(n_classes=40, dim=6, seed=3)
     stats = ClassStats.from_features(x, labels)
     train, test = start_split(stats.classes, (), (), seed=1)
     traj = run_procedure(stats, train, test, procedure="oodml",
                          params={"iterations": 8, "swaps_per_iter": 2, "history": 3})
-    ref = reference_oodml(stats.means, stats.classes, list(stats.indices(train)),
-                          list(stats.indices(test)), 8, 2, 3, EPS)
+    means = stats.means
+    ref = oodml_walk(means, stats.classes, list(stats.indices(train)), list(stats.indices(test)),
+                     8, 2, 3, lambda tr, te: frechet_rows(means[tr], means[te], EPS))
     assert sorted(s.index for s in traj.steps) == sorted(ref)
     for s in traj.steps:
         tr, te, rm, d = ref[s.index]
@@ -209,7 +133,7 @@ def test_greedy_without_the_screen_stays_monotone_and_exact(clustered_stats, mon
     assert traj.is_strictly_increasing and traj.hardest.distance > traj.start.distance
     for s in traj.steps:
         xa, xb = stats.means[stats.indices(s.train)], stats.means[stats.indices(s.test)]
-        assert s.distance == pytest.approx(naive_fd(xa, xb, EPS), rel=1e-7)
+        assert s.distance == pytest.approx(frechet_rows(xa, xb, EPS), rel=1e-7)
 
 
 def test_greedy_distances_are_exact(clustered_stats):
@@ -219,7 +143,7 @@ def test_greedy_distances_are_exact(clustered_stats):
     for s in traj.steps:
         xa = stats.means[stats.indices(s.train)]
         xb = stats.means[stats.indices(s.test)]
-        assert s.distance == pytest.approx(naive_fd(xa, xb, EPS), rel=1e-7)
+        assert s.distance == pytest.approx(frechet_rows(xa, xb, EPS), rel=1e-7)
         assert not set(s.train) & set(s.test)
         assert set(s.train) | set(s.test) | set(s.removed) == set(stats.classes)
 
@@ -250,7 +174,7 @@ def test_samples_mode_agrees_with_classstats(procedure):
         assert s.distance == pytest.approx(ref, rel=1e-9, abs=1e-9)
         rows_a = np.isin(labels, s.train)
         rows_b = np.isin(labels, s.test)
-        assert s.distance == pytest.approx(naive_fd(x[rows_a], x[rows_b], 0.0), rel=1e-7)
+        assert s.distance == pytest.approx(frechet_rows(x[rows_a], x[rows_b], 0.0), rel=1e-7)
     if procedure == "greedy":
         assert traj.is_strictly_increasing
 

@@ -3,7 +3,6 @@ distance-mode object, and the import plan of the splits layer."""
 
 from __future__ import annotations
 
-import ast
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -18,6 +17,8 @@ from oodml.stats.class_stats import ClassStats
 from oodml.stats.gaussian import frechet_distance_samples
 from oodml.stats.means_distance import CLASS_MEANS_EPS
 from oodml.stats.modes import distance_between, distance_mode, distance_within
+
+from reference import clustered
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO / "splits"
@@ -110,17 +111,8 @@ def test_ladder_config_resolves_params_and_eps():
     assert LadderConfig(targets=[20, 40]).targets == (20.0, 40.0)
 
 
-def clustered(n_classes=24, per_class=5, dim=6, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((3, dim)) * 4
-    means = centres[np.arange(n_classes) % 3] + rng.standard_normal((n_classes, dim))
-    x = np.concatenate([m + 0.5 * rng.standard_normal((per_class, dim)) for m in means])
-    labels = [f"c{c:03d}" for c in range(n_classes) for _ in range(per_class)]
-    return x, labels
-
-
 def test_dataclass_and_mapping_params_give_the_same_trajectory():
-    x, labels = clustered()
+    x, labels = clustered(24, 5, 6, groups=3)
     stats = ClassStats.from_features(x, labels)
     tr, te = start_split(stats.classes, (), (), seed=0)
     a = run_procedure(stats, tr, te, procedure="oodml", params={"iterations": 5})
@@ -133,7 +125,7 @@ def test_dataclass_and_mapping_params_give_the_same_trajectory():
 
 
 def test_distance_mode_object():
-    x, labels = clustered()
+    x, labels = clustered(24, 5, 6, groups=3)
     stats = ClassStats.from_features(x, labels)
     a, b = stats.classes[:10], stats.classes[10:]
     cm, sm = distance_mode("class-means"), distance_mode("samples")
@@ -153,7 +145,7 @@ def test_distance_mode_object():
 
 def test_distance_between_two_feature_sets():
     """What ``oodml fid`` computes for two folders: all images, or all class means."""
-    x, labels = clustered()
+    x, labels = clustered(24, 5, 6, groups=3)
     half = len(labels) // 2
     sa = ClassStats.from_features(x[:half], labels[:half])
     sb = ClassStats.from_features(x[half:], labels[half:])
@@ -169,27 +161,28 @@ def test_distance_between_two_feature_sets():
         distance_between(one, sb, "class-means")
 
 
-def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    out = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            out.add(node.module)
-            out.update(f"{node.module}.{a.name}" for a in node.names)
-        elif isinstance(node, ast.Import):
-            out.update(a.name for a in node.names)
-    return out
+def test_walks_limit_blas_threads_only_through_the_one_limiter(monkeypatch):
+    """BLAS thread counts change rounding, so the walks set them in one place: every limit
+    taken during a greedy and an oodml walk comes from oodml.stats.blas_threads."""
+    import sys
 
+    from threadpoolctl import ThreadpoolController
 
-def test_splits_walk_modules_form_no_cycle_and_one_blas_limiter():
-    splits = REPO / "oodml" / "splits"
-    for name in ("select", "procedures", "trajectory"):
-        assert not any("oodml.splits.ladder" in m for m in _imports(splits / f"{name}.py")), name
-    assert not any("oodml.splits" in m for m in _imports(splits / "trajectory.py"))
-    stats = sorted((REPO / "oodml" / "stats").glob("*.py"))
-    for path in (splits / "ladder.py", *(p for p in stats if p.name != "blas_threads.py")):
-        assert not any("threadpoolctl" in m for m in _imports(path)), path
-    assert "PHASES" not in (splits / "ladder.py").read_text()
+    callers = []
+    real = ThreadpoolController.limit
+
+    def spy(self, *args, **kwargs):
+        callers.append(sys._getframe(1).f_globals["__name__"])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ThreadpoolController, "limit", spy)
+    x, labels = clustered(24, 5, 6, groups=3)
+    stats = ClassStats.from_features(x, labels)
+    tr, te = start_split(stats.classes, (), (), seed=0)
+    for procedure in ("greedy", "oodml"):
+        run_procedure(stats, tr, te, procedure=procedure, params={"max_steps": 3}
+                      if procedure == "greedy" else {"iterations": 3})
+    assert callers and set(callers) == {"oodml.stats.blas_threads"}
 
 
 def test_a_targets_config_copies_with_replace_and_levels_defaults_to_8():

@@ -18,67 +18,14 @@ from oodml.stats.means_distance import MeansDistance
 from oodml.stats.means_screen import MeansScreen
 from oodml.stats.modes import DISTANCE_MODES, distance_within
 
+from reference import clustered, oodml_walk
+
 EPS = 1e-8
 
 
 def direct(coords: np.ndarray, a, b, eps: float = EPS) -> float:
     """The previous implementation's distance: refit both Gaussians from their rows."""
     return frechet_distance_samples(coords[list(a)], coords[list(b)], eps=eps)
-
-
-def reference_oodml(means, names, train, test, n, s, h, fd):
-    """The published walk, list-based (as in test_ladder.py), with the distance ``fd``."""
-
-    def picks(tr, te, hist_a, hist_b, reverse):
-        xa, xb = means[tr], means[te]
-        mu_a, mu_b = xa.mean(0), xb.mean(0)
-        sa = np.linalg.norm(xa - mu_b, axis=1) - np.linalg.norm(xa - mu_a, axis=1)
-        sb = np.linalg.norm(xb - mu_a, axis=1) - np.linalg.norm(xb - mu_b, axis=1)
-        oa = list(np.argsort(sa, kind="stable"))
-        ob = list(np.argsort(sb, kind="stable"))
-        if reverse:
-            oa, ob = oa[::-1], ob[::-1]
-        out = []
-        for k in range(s):
-            got_a = got_b = None
-            for ca, cb in zip(oa[k:], ob[k:], strict=False):
-                if got_a is None and ca not in hist_a[-h:]:
-                    got_a = int(ca)
-                    hist_a.append(got_a)
-                if got_b is None and cb not in hist_b[-h:]:
-                    got_b = int(cb)
-                    hist_b.append(got_b)
-                if got_a is not None and got_b is not None:
-                    break
-            tr[got_a], te[got_b] = te[got_b], tr[got_a]
-            out.append((got_a, got_b))
-        return out
-
-    rec = []
-    for reverse, sign in ((True, -1), (False, 1)):
-        tr, te, ha, hb = list(train), list(test), [], []
-        for i in range(n):
-            rec.append((sign * i * s, list(tr), list(te), [], fd(tr, te)))
-            picks(tr, te, ha, hb, reverse)
-    ha, hb, removed = [], [], []
-    for i in range(n + 10):
-        before = fd(tr, te)
-        rec.append((n * s + i * s, list(tr), list(te), list(removed), before))
-        old = (list(tr), list(te))
-        made = picks(tr, te, ha, hb, False)
-        if fd(tr, te) >= before:
-            tr, te = old
-            if min(len(tr) - len({a for a, _ in made}), len(te) - len({b for _, b in made})) < 2:
-                break
-            for p in sorted({a for a, _ in made}, reverse=True):
-                removed.append(tr.pop(p))
-            for p in sorted({b for _, b in made}, reverse=True):
-                removed.append(te.pop(p))
-    out = {}
-    for idx, tr, te, rm, d in rec:
-        out.setdefault(idx, (tuple(names[c] for c in tr), tuple(names[c] for c in te),
-                             tuple(names[c] for c in rm), d))
-    return out
 
 
 def assert_same_walk(traj, ref):
@@ -90,11 +37,8 @@ def assert_same_walk(traj, ref):
 
 
 def wide(n_classes=90, dim=40, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((5, dim)) * 3
-    means = centres[np.arange(n_classes) % 5] + rng.standard_normal((n_classes, dim))
-    x = np.concatenate([m + 0.5 * rng.standard_normal((3, dim)) for m in means])
-    labels = [f"c{c:03d}" for c in range(n_classes) for _ in range(3)]
+    """Class statistics of 3 images a class around 5 group centres."""
+    x, labels = clustered(n_classes, 3, dim, groups=5, seed=seed, spread=3.0)
     return ClassStats.from_features(x, labels)
 
 
@@ -137,7 +81,7 @@ def assert_oodml_walk_as_before(stats, iterations):
     traj = run_procedure(stats, train, test, procedure="oodml",
                          params={"iterations": iterations})
     coords = stats.means - stats.means.mean(axis=0)
-    ref = reference_oodml(stats.means, stats.classes, list(stats.indices(train)),
+    ref = oodml_walk(stats.means, stats.classes, list(stats.indices(train)),
                           list(stats.indices(test)), iterations, 2, 5,
                           lambda a, b: direct(coords, a, b))
     assert_same_walk(traj, ref)
@@ -185,7 +129,7 @@ def test_oodml_walk_identical_to_previous_implementation_omniglot(
     traj = run_procedure(stats, train, test, procedure="oodml")
     assert stats.means_distance().incremental == (route == "moments")
     means = stats.means
-    ref = reference_oodml(means, stats.classes, list(stats.indices(train)),
+    ref = oodml_walk(means, stats.classes, list(stats.indices(train)),
                           list(stats.indices(test)), 25, 2, 5,
                           lambda a, b: direct(means, a, b))
     assert_same_walk(traj, ref)

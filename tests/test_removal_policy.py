@@ -13,21 +13,14 @@ from oodml.splits import GreedyParams, LadderConfig, generate_splitfile, params_
 from oodml.splits.ladder import run_procedure, start_split
 from oodml.stats.class_stats import ClassStats
 
+from reference import clustered
+
 PUBLISHED = Path(__file__).resolve().parents[1] / "splits"
-
-
-def clustered(n_classes=48, per_class=6, dim=16, groups=4, seed=7):
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((groups, dim)) * 4
-    means = centres[np.arange(n_classes) % groups] + rng.standard_normal((n_classes, dim))
-    x = np.concatenate([m + 0.5 * rng.standard_normal((per_class, dim)) for m in means])
-    labels = [f"c{c:03d}" for c in range(n_classes) for _ in range(per_class)]
-    return x, labels
 
 
 @pytest.fixture(scope="module")
 def stats():
-    x, labels = clustered()
+    x, labels = clustered(48, 6, 16, groups=4, seed=7)
     return ClassStats.from_features(x, labels)
 
 

@@ -11,6 +11,8 @@ from oodml.splits.screen import GramScreen, perp
 from oodml.stats.class_stats import ClassStats
 from oodml.stats.root_sum import RootSum
 
+from reference import frechet_rows
+
 
 def _root_sum(m: np.ndarray) -> float:
     return float(np.sqrt(np.clip(np.linalg.eigvalsh(m), 0.0, None)).sum())
@@ -97,16 +99,6 @@ def test_perp_is_an_orthonormal_basis_of_the_zero_sum_vectors():
     np.testing.assert_allclose(e @ np.ones(n), 0.0, atol=1e-14)
 
 
-def _reference(means: np.ndarray, a: list[int], b: list[int]) -> float:
-    """eps-free class-means Fréchet distance: mean term, traces and the nuclear norm of the
-    centred cross products (svdvals), straight from the means."""
-    x, y = means[a] - means[a].mean(0), means[b] - means[b].mean(0)
-    diff = means[a].mean(0) - means[b].mean(0)
-    n1, n2 = len(a), len(b)
-    nuc = sla.svdvals(x @ y.T / np.sqrt((n1 - 1) * (n2 - 1))).sum()
-    return float(diff @ diff + (x * x).sum() / (n1 - 1) + (y * y).sum() / (n2 - 1) - 2.0 * nuc)
-
-
 def _clustered_means(rng: np.random.Generator, classes: int, dim: int) -> np.ndarray:
     centres = rng.standard_normal((8, dim)) * 3.0
     return (centres[rng.integers(0, 8, classes)]
@@ -160,7 +152,7 @@ def test_gram_screen_low_rank_route_matches_the_reference(n1, n2, monkeypatch):
     for batch in batches:
         trains, tests = [c[0] for c in batch], [c[1] for c in batch]
         got = screen(trains, tests, around=(tr, te))
-        want = np.array([_reference(means, a, b) for a, b in batch])
+        want = np.array([frechet_rows(means[a], means[b]) for a, b in batch])
         np.testing.assert_allclose(got, want, rtol=1e-9)
         dense = real(screen, np.asarray(trains), np.asarray(tests))
         np.testing.assert_allclose(dense, want, rtol=1e-6)
