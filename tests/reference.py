@@ -6,6 +6,7 @@ with numpy and scipy only, so that a test comparing the library with them can fa
 * :func:`clustered`: labelled features of classes drawn around a few group centres.
 * :func:`study_spec`: a quick training run on the synthetic ``study`` fixture.
 * :func:`study_args`: the command line of ``oodml evaluate``/``fewshot`` on that study.
+* :func:`one_line_error`: what every failing command must print.
 """
 
 from __future__ import annotations
@@ -149,3 +150,12 @@ def study_args(study: Any, command: str, out: Path, *extra: str) -> list[str]:
     with the options ``extra``, results in ``out`` (the last two arguments)."""
     return [command, str(study.splitfile), "--root", str(study.root), "--cache",
             str(study.cache_dir), *extra, "--out", str(out)]
+
+
+def one_line_error(code: int, err: str) -> str:
+    """The one ``error: ...`` line a failed command printed (no traceback, exit code not 0)."""
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code != 0, err
+    assert "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]

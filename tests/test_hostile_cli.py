@@ -15,17 +15,9 @@ from oodml.errors import ConfigError
 from oodml.results import finished_rows, merge_results, run_path, write_run
 from oodml_cli import main
 
-from reference import study_args
+from reference import one_line_error, study_args
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def one_line_error(code: int, err: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert code != 0, err
-    assert "Traceback" not in err, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 def train_args(study, out: Path, *extra: str) -> list[str]:

@@ -22,18 +22,12 @@ from oodml.report.build import MANIFEST, build_report
 from oodml.results import merge_results, run_path, write_run
 from oodml_cli import main
 
+from reference import one_line_error
+
 ROW = {"splitfile_sha256": "s", "dataset": "d", "split_id": 1, "distance": 1.0,
        "method": "m", "config": "A", "seed": 0, "protocol": "zeroshot", "shots": 0,
        "metric": "recall@1", "value": 0.5, "std": float("nan"), "n_episodes": 0,
        "wall_time_s": 1.0, "device": "cpu", "epochs": 1}
-
-
-def one_line_error(code: int, err: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert code != 0, err
-    assert "Traceback" not in err, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 def make_node(folder: Path, kind: str) -> Path:
