@@ -7,6 +7,7 @@ with numpy and scipy only, so that a test comparing the library with them can fa
 * :func:`study_spec`: a quick training run on the synthetic ``study`` fixture.
 * :func:`study_args`: the command line of ``oodml evaluate``/``fewshot`` on that study.
 * :func:`one_line_error`: what every failing command must print.
+* :func:`classes_along_e1`, :func:`hand_ladder`: a small ladder whose order is known.
 """
 
 from __future__ import annotations
@@ -159,3 +160,34 @@ def one_line_error(code: int, err: str) -> str:
     assert "Traceback" not in err, err
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     return lines[0]
+
+
+def classes_along_e1(seed: int, spacing: float = 1.0, dim: int = 6, n_classes: int = 16,
+                     per_class: int = 5):
+    """Class statistics of ``n_classes`` classes ``k00``... whose centres are unit normal plus
+    ``spacing`` times the class number along e_1, images 0.2 around them; and the names."""
+    from oodml.stats.class_stats import ClassStats
+
+    rng = np.random.default_rng(seed)
+    names = [f"k{i:02d}" for i in range(n_classes)]
+    centres = rng.standard_normal((n_classes, dim))
+    centres[:, 0] += spacing * np.arange(n_classes)
+    x = np.repeat(centres, per_class, axis=0) + 0.2 * rng.standard_normal(
+        (n_classes * per_class, dim))
+    return ClassStats.from_features(x, np.repeat(names, per_class).tolist()), names
+
+
+def hand_ladder(stats: Any, rungs: Sequence[Sequence[str]]):
+    """A class-means split file made by hand: split i tests the classes ``rungs[i - 1]`` and
+    trains on the others of ``stats``, at their exact distance (extractor ``ext-a``)."""
+    from oodml.splits.splitfile import Split, SplitFile
+    from oodml.stats.modes import distance_within
+
+    splits = []
+    for i, test in enumerate(rungs, start=1):
+        train = [c for c in stats.classes if c not in test]
+        splits.append(Split(id=i, distance=distance_within(stats, train, test), is_start=i == 1,
+                            train=tuple(train), test=tuple(test)))
+    return SplitFile(dataset_name="synthetic", dataset_fingerprint=None, class_counts=None,
+                     extractor="ext-a", weights_sha256=None, distance_mode="class-means",
+                     procedure="hand", params={}, seed=0, ladder=splits)

@@ -13,16 +13,10 @@ import pytest
 from oodml.errors import SplitFileError
 from oodml.results import read_results
 
+from reference import one_line_error
+
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO / "splits" / "omniglot_small1_efficientnet-lite0_class-means_oodml.json"
-
-
-def one_line_error(code: int, err: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert code != 0, err
-    assert "Traceback" not in err, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 # --- item 7: an imported ladder evaluates, adapts and reports ------------------------------

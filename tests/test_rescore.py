@@ -17,32 +17,20 @@ from oodml.splits.rescore import (
     rescore_rows,
     write_rescore_csv,
 )
-from oodml.splits.splitfile import Split, SplitFile
+from oodml.splits.splitfile import SplitFile
 from oodml.stats.class_stats import ClassStats
 from oodml.stats.modes import distance_within
 
+from reference import classes_along_e1, hand_ladder
 
-def features(seed: int, dim: int = 6, n_classes: int = 16, per_class: int = 5):
-    rng = np.random.default_rng(seed)
-    names = [f"k{i:02d}" for i in range(n_classes)]
-    centres = rng.standard_normal((n_classes, dim))
-    centres[:, 0] += np.arange(n_classes)  # classes spread along e_1
-    x = np.repeat(centres, per_class, axis=0) + 0.2 * rng.standard_normal(
-        (n_classes * per_class, dim))
-    return ClassStats.from_features(x, np.repeat(names, per_class).tolist()), names
+
+def features(seed: int):
+    return classes_along_e1(seed)
 
 
 def ladder(stats: ClassStats, names: list[str]) -> SplitFile:
     """Test classes move from interleaved with the train classes to the far end of e_1."""
-    rungs = [names[0::2], names[0:8:2] + names[12:16], names[8:16]]
-    splits = []
-    for i, test in enumerate(rungs, start=1):
-        train = [c for c in names if c not in test]
-        splits.append(Split(id=i, distance=distance_within(stats, train, test), is_start=i == 1,
-                            train=tuple(train), test=tuple(test)))
-    return SplitFile(dataset_name="synthetic", dataset_fingerprint=None, class_counts=None,
-                     extractor="ext-a", weights_sha256=None, distance_mode="class-means",
-                     procedure="hand", params={}, seed=0, ladder=splits)
+    return hand_ladder(stats, [names[0::2], names[0:8:2] + names[12:16], names[8:16]])
 
 
 def test_rescore_recomputes_each_split_and_agrees_with_scipy() -> None:
