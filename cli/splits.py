@@ -43,30 +43,41 @@ def ladder_table(sf: Any) -> Table:
         title=f"{sf.dataset_name} ({fp}) · {sf.extractor} · {sf.distance_mode} · {sf.procedure}",
         caption=f"split file sha256 {sf.sha256[:16]}...",
     )
-    for name in ("id", "distance", "95% CI", "#train", "#test", "#removed", "#val", "start"):
+    paired = any(s.vs_previous is not None for s in sf.ladder)
+    names = ["id", "distance", "95% CI"] + (["Δ vs previous [95% CI]"] if paired else [])
+    for name in (*names, "#train", "#test", "#removed", "#val", "start"):
         table.add_column(name, justify="left" if name == "start" else "right")
     for s in sf.ladder:
         ci = f"[{s.distance_ci[0]:.2f}, {s.distance_ci[1]:.2f}]" if s.distance_ci else "-"
-        table.add_row(str(s.id), f"{s.distance:.4f}", ci, str(len(s.train)), str(len(s.test)),
-                      str(len(s.removed)), str(len(s.val)), "start" if s.is_start else "")
+        v = s.vs_previous
+        delta = [f"{v.diff:+.2f} [{v.low:.2f}, {v.high:.2f}]" if v else "-"] if paired else []
+        table.add_row(str(s.id), f"{s.distance:.4f}", ci, *delta, str(len(s.train)),
+                      str(len(s.test)), str(len(s.removed)), str(len(s.val)),
+                      "start" if s.is_start else "")
     return table
 
 
-def overlap_note(sf: Any) -> str | None:
-    """Which adjacent levels have overlapping distance intervals (their order is uncertain)."""
-    from oodml.splits.splitfile import overlapping_levels
+def ladder_notes(sf: Any) -> list[str]:
+    """What the intervals mean, and the paired test's statement over the adjacent pairs."""
+    from oodml.splits.paired import ladder_test
 
-    pairs = overlapping_levels(sf)
-    if not pairs:
-        return None
-    shown = ", ".join(f"{a}-{b}" for a, b in pairs)
-    return f"95% distance intervals overlap for adjacent splits {shown} (order not certain)"
+    out = []
+    if any(s.distance_ci is not None for s in sf.ladder):
+        out.append("95% CI: each split's own distance with its classes resampled; adjacent "
+                   "splits share most classes, so overlapping CIs do not make their order "
+                   "uncertain (Δ is the paired test)")
+    test = ladder_test(sf)
+    if test is not None:
+        out.append(test.statement(sf.uncertainty.get("paired_bootstraps")))
+    if sf.selection.get("separation") is not None:
+        out.append(f"levels picked for separation {sf.selection['separation']:g}: the walk "
+                   f"supports {sf.selection.get('supported_levels')} such levels")
+    return out
 
 
 def show_table(sf: Any) -> None:
     Console(markup=False).print(ladder_table(sf))
-    note = overlap_note(sf)
-    if note:
+    for note in ladder_notes(sf):
         say(f"note: {note}")
 
 
@@ -99,12 +110,16 @@ def show_table(sf: Any) -> None:
             "(both sides, within one class of the start's train/test ratio), any (whichever "
             "side raises the distance most; the previous default) or none."),
      option("bootstrap", int, 200, "--bootstrap", help="Bootstrap resamples of the classes for "
-            f"each split's 95% distance interval (0: none; at most {MAX_BOOTSTRAP})."),
+            f"each split's 95% distance interval and the paired differences (0: none; at most "
+            f"{MAX_BOOTSTRAP})."),
      option("measure", str, "frechet", "--measure", help="What the walk maximises: frechet "
             "(default), kid, fid-inf or w2-classes; recorded in the split file (not frechet)."),
      option("train_size", str | None, None, "--train-size", help="Trim every split's train "
             "set to N classes (seeded draw; 'min': the ladder's smallest train set), so every "
             "level trains on the same number of classes; distances are recomputed."),
+     option("separation", float | None, None, "--separation", help="Pick levels whose adjacent "
+            "pairs differ at this confidence, e.g. 0.95 (paired class bootstrap, Holm); as many "
+            "as the data supports unless --levels is given."),
      FORCE, SKIP],
     EXTRACT,
 )
@@ -134,7 +149,7 @@ def _generate_notes(sf: Any, fs: Any, config: Any) -> None:
 
     for w in size_warnings(sf, ClassStats.from_features(fs.features, fs.labels)):
         say(f"warning: {w}")
-    if config.targets is None and len(sf.ladder) < config.levels:
+    if config.targets is None and config.levels and len(sf.ladder) < config.levels:
         say(f"note: {config.levels} levels asked for, but the walk has only {len(sf.ladder)} "
             "distinct splits; all of them are in the file")
 
@@ -188,8 +203,7 @@ def verify(**o) -> None:
     if problems:
         say(f"{path}: {len(problems)} problem(s)")
         raise typer.Exit(1)
-    note = overlap_note(sf)
-    if note:
+    for note in ladder_notes(sf):
         say(f"note: {note}")
     say(f"{path}: OK ({len(sf.ladder)} splits)")
 

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from oodml.errors import ConfigError, SplitFileError
+from oodml.splits.paired import with_paired
 from oodml.splits.splitfile import (
+    PairedDiff,
     Split,
     SplitFile,
     dumps,
@@ -210,6 +212,10 @@ def test_ladder_plot_draws_the_intervals_as_error_bars() -> None:
     assert len(bars) == 1
     segments = bars[0].lines[2][0].get_segments()
     assert [tuple(seg[:, 1]) for seg in segments] == [(0.0, 2.0), (1.5, 3.0), (3.5, 4.0)]
-    assert "2-3" not in ax.get_title(loc="left") and "1-2" in ax.get_title(loc="left")
+    assert ax.get_title(loc="left") == ""  # no paired differences: no statement
+    paired = with_paired(sf, [PairedDiff(1.5, 0.5, 2.5, 0.0), PairedDiff(1.25, -0.2, 2.7, 0.08)],
+                         200)
+    title = plot_ladder(paired).axes[0].get_title(loc="left")
+    assert "2-3 (p 0.16)" in title and "1-2" not in title and "Holm" in title
     plain = plot_ladder(synthetic_splitfile(stats, a, b, seed=0)).axes[0]
     assert not [c for c in plain.containers if isinstance(c, ErrorbarContainer)]

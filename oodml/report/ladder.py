@@ -9,13 +9,15 @@ timestamps, so the same figure gives the same bytes.
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
 from oodml.fileio import atomic_write
 from oodml.report.style import distance_label
-from oodml.splits.splitfile import SplitFile, overlapping_levels
+from oodml.splits.paired import ladder_test
+from oodml.splits.splitfile import SplitFile
 
 DPI = 150
 _COUNT_STYLES = (
@@ -40,10 +42,10 @@ def plot_ladder(sf: SplitFile, title: str | None = None) -> Figure:
             fmt="none", ecolor="#555555", elinewidth=1.0, capsize=4,
             label="95% bootstrap interval\n(classes resampled)",
         )
-        overlaps = overlapping_levels(sf)
-        if overlaps:
-            pairs = ", ".join(f"{a}-{b}" for a, b in overlaps)
-            ax_d.set_title(f"intervals overlap: splits {pairs}", fontsize=8, loc="left")
+    test = ladder_test(sf)
+    if test is not None:
+        ax_d.set_title(textwrap.fill(test.statement(sf.uncertainty.get("paired_bootstraps")), 90),
+                       fontsize=8, loc="left")
     starts = [s for s in sf.ladder if s.is_start]
     if starts:
         ax_d.plot(

@@ -37,6 +37,17 @@ from oodml.splits.ladder import (
     select_ladder,
     start_split,
 )
+from oodml.splits.paired import (
+    SEPARATION_CANDIDATES,
+    PairedLadder,
+    ladder_paired,
+    ladder_test,
+    pair_p_values,
+    paired_seed,
+    separated_chain,
+    supported_levels,
+    with_paired,
+)
 from oodml.splits.splitfile import Split, SplitFile
 from oodml.splits.subsplits import (
     DEFAULT_EPISODES,
@@ -113,6 +124,11 @@ class LadderConfig:
     two-sided removal and rejects it. ``measure``: what the walk maximises
     (:mod:`oodml.stats.measures`: ``frechet``, the default, or ``kid``, ``fid-inf``,
     ``w2-classes``), recorded in the split file when not ``frechet``.
+    ``bootstrap``: replicates of the marginal and the paired distance intervals (0: none).
+    ``separation``: a confidence level (e.g. 0.95); the levels are then picked from the walk
+    so that every adjacent pair differs at that level (paired class bootstrap, Holm over the
+    pairs), as many as the data supports unless ``levels`` is given (not with ``targets``;
+    Fréchet only).
     ``train_size``: trim every selected split's train set
     to this many classes (``"min"``: the selected ladder's smallest train set), drawn at
     random (seeded), so every level trains on the same number of classes; the trimmed
@@ -135,6 +151,7 @@ class LadderConfig:
     bootstrap: int = DEFAULT_BOOTSTRAPS
     measure: str = "frechet"
     train_size: int | str | None = None
+    separation: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "train_size", _check_train_size(self.train_size))
@@ -146,6 +163,21 @@ class LadderConfig:
                               f"<= {MAX_BOOTSTRAP} (0: no distance intervals; 2,000 replicates "
                               "give a stable 95% interval)")
         get_measure(self.measure).check_mode(self.mode)
+        sep = self.separation
+        if sep is not None:
+            if isinstance(sep, bool) or not isinstance(sep, (int, float)) or not 0.5 <= sep < 1:
+                raise ConfigError(f"separation={sep!r} must be a confidence level in [0.5, 1), "
+                                  "e.g. 0.95")
+            if self.targets is not None:
+                raise ConfigError("separation and targets both pick the levels; give one of them")
+            if not self.bootstrap:
+                raise ConfigError(f"separation={sep!r} needs the paired bootstrap; give "
+                                  "bootstrap >= 1 (e.g. 200)")
+            if self.measure != "frechet":
+                raise ConfigError(f"separation={sep!r} works with measure 'frechet' only (the "
+                                  f"paired bootstrap recomputes Fréchet distances), not "
+                                  f"{self.measure!r}")
+            object.__setattr__(self, "separation", float(sep))
         dm = distance_mode(self.mode)
         PROCEDURES.get(self.procedure)
         params = self.params
@@ -165,7 +197,7 @@ class LadderConfig:
                 f"levels={self.levels!r} and targets={list(self.targets)!r} both given; targets "
                 "pick one split per target, so give one of them"
             )
-        if self.levels is None and self.targets is None:
+        if self.levels is None and self.targets is None and self.separation is None:
             object.__setattr__(self, "levels", DEFAULT_LEVELS)
         if self.levels is not None and (
             not _is_int(self.levels) or not 1 <= self.levels <= MAX_LEVELS
@@ -303,10 +335,17 @@ def generate_splitfile(
     )
     task.close()
     targets = list(config.targets) if config.targets else None
-    levels = config.levels or DEFAULT_LEVELS  # None beside targets; recorded as 8, as before
-    steps = select_ladder(trajectory, k=levels, targets=targets)
+    selection: dict[str, Any]
+    if config.separation is not None:
+        steps, supported = separated_steps(stats, trajectory, config, progress)
+        levels = len(steps)
+        selection = {"levels": levels, "targets": None, "start": config.start,
+                     "separation": config.separation, "supported_levels": supported}
+    else:
+        levels = config.levels or DEFAULT_LEVELS  # None beside targets; recorded as 8
+        steps = select_ladder(trajectory, k=levels, targets=targets)
+        selection = {"levels": levels, "targets": targets, "start": config.start}
     rows = [(s.distance, s.is_start, s.train, s.test, s.removed) for s in steps]
-    selection: dict[str, Any] = {"levels": levels, "targets": targets, "start": config.start}
     if config.train_size is not None:
         selection["train_size"], rows = trim_train_sets(stats, steps, config)
     class_paths = paths_by_class(manifest.labels, manifest.paths)
@@ -352,7 +391,61 @@ def generate_splitfile(
                          len(splitfile.ladder) * config.bootstrap)
     cis = ladder_cis(stats, splitfile, n_boot=config.bootstrap, tick=task.advance)
     task.close()
-    return with_distance_cis(splitfile, cis)
+    splitfile = with_distance_cis(splitfile, cis)
+    if config.measure != "frechet":
+        return splitfile
+    task = progress.task(f"paired differences ({config.bootstrap} bootstraps)", config.bootstrap)
+    diffs = ladder_paired(stats, splitfile, n_boot=config.bootstrap, tick=task.advance)
+    task.close()
+    splitfile = with_paired(splitfile, diffs, config.bootstrap)
+    if config.separation is not None:
+        test = ladder_test(splitfile, config.separation)
+        if test is not None and not test.all_separated:
+            raise ConfigError(
+                f"separation={config.separation:g}: the chosen levels are not all separated "
+                f"on the final check ({test.statement(config.bootstrap)}); no file written, "
+                "ask for fewer levels"
+            )
+    return splitfile
+
+
+def separated_steps(
+    stats: ClassStats, trajectory: Any, config: LadderConfig, progress: Progress = NO_PROGRESS
+) -> tuple[list[Any], int]:
+    """Levels of the walk whose adjacent pairs differ at ``config.separation`` (paired class
+    bootstrap over up to SEPARATION_CANDIDATES steps spread in distance; Bonferroni over the
+    chosen pairs, which implies Holm), and how many such levels the data supports.
+
+    ``config.levels`` None takes them all; more levels than supported is a one-line
+    ConfigError naming the supported count."""
+    sep = float(config.separation)
+    cands = select_ladder(trajectory, k=SEPARATION_CANDIDATES)
+    distances = [s.distance for s in cands]
+    if len(cands) < 2:
+        supported = len(cands)
+        p = np.ones((len(cands), len(cands)))
+    else:
+        engine = PairedLadder(stats, [(s.train, s.test) for s in cands], config.mode, config.eps)
+        task = progress.task(f"separation: paired bootstrap of {len(cands)} walk steps",
+                             config.bootstrap)
+        reps = engine.replicates(config.bootstrap, np.random.default_rng(paired_seed(config.seed)),
+                                 task.advance)
+        task.close()
+        p = pair_p_values(distances, reps)
+        supported = supported_levels(p, sep)
+    k = supported if config.levels is None else int(config.levels)
+    if k > supported or supported < 2:
+        raise ConfigError(
+            f"separation={sep:g}: the walk supports {supported} level"
+            f"{'s' if supported != 1 else ''} whose adjacent pairs differ at {100 * sep:g}% "
+            f"(paired class bootstrap, B = {config.bootstrap}, Holm), not {k}; ask for "
+            f"levels={supported} or fewer, or a lower separation"
+            if supported >= 2 else
+            f"separation={sep:g}: no two steps of the walk differ at {100 * sep:g}% (paired "
+            f"class bootstrap, B = {config.bootstrap}); lower the separation"
+        )
+    picks = separated_chain(distances, p, sep, k)
+    return [cands[i] for i in picks], supported
 
 
 def check_generation_cost(manifest: Any, config: LadderConfig) -> None:

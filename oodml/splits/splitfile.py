@@ -38,13 +38,33 @@ Episodes = dict[int, list[dict[str, list[str]]]]
 
 
 @dataclass(frozen=True)
+class PairedDiff:
+    """Distance difference of a split against another (``diff`` = this minus that), its
+    interval [``low``, ``high``] and the bootstrap probability ``flip`` that the order flips
+    (:mod:`oodml.splits.paired`)."""
+
+    diff: float
+    low: float
+    high: float
+    flip: float
+
+    @property
+    def p_value(self) -> float:
+        """Two-sided bootstrap p-value of "no difference": min(1, 2 flip)."""
+        return min(1.0, 2.0 * self.flip)
+
+
+@dataclass(frozen=True)
 class Split:
     """One rung of the ladder; ``id`` counts from 1 (easiest) upwards.
 
     ``distance`` is kept rounded to FLOAT_DIGITS significant digits, the value the file stores.
     ``distance_ci`` is the (low, high) bootstrap interval of the distance
     (:mod:`oodml.splits.uncertainty`), or None; written only when set, so files without it
-    keep their bytes and checksum.
+    keep their bytes and checksum. ``vs_previous`` is the paired bootstrap difference of this
+    split's distance against the split before it (:class:`~oodml.splits.paired.PairedDiff`:
+    difference, 95% interval, probability that the order flips), or None; written only when
+    set.
     """
 
     id: int
@@ -58,12 +78,17 @@ class Split:
     episodes: Episodes = field(default_factory=dict)
     episodes_skipped: dict[int, tuple[str, ...]] = field(default_factory=dict)
     distance_ci: tuple[float, float] | None = None
+    vs_previous: PairedDiff | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "distance", round_float(float(self.distance)))
         if self.distance_ci is not None:
             lo, hi = (round_float(float(v)) for v in self.distance_ci)
             object.__setattr__(self, "distance_ci", (lo, hi))
+        if self.vs_previous is not None:
+            v = self.vs_previous
+            object.__setattr__(self, "vs_previous", PairedDiff(
+                *(round_float(float(x)) for x in (v.diff, v.low, v.high, v.flip))))
 
 
 @dataclass(frozen=True)
@@ -93,6 +118,7 @@ class SplitFile:
     def measure_name(self) -> str:
         """The measure the distances were computed with (``frechet`` unless recorded)."""
         return "frechet" if self.measure is None else str(self.measure.get("name", "?"))
+    uncertainty: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
     def sha256(self) -> str:
@@ -173,6 +199,9 @@ def _split_document(s: Split) -> dict[str, Any]:
     }
     if s.distance_ci is not None:
         doc["distance_ci"] = list(s.distance_ci)
+    if s.vs_previous is not None:
+        v = s.vs_previous
+        doc["vs_previous"] = {"diff": v.diff, "ci": [v.low, v.high], "flip_probability": v.flip}
     return doc
 
 
@@ -196,6 +225,8 @@ def to_document(sf: SplitFile) -> dict[str, Any]:
     }
     if sf.measure is not None:
         doc["measure"] = sf.measure
+    if sf.uncertainty:
+        doc["uncertainty"] = sf.uncertainty
     return _canon(doc, "split file")
 
 
@@ -459,8 +490,29 @@ def _read_split(r: _Reader, obj: Any, index: int, known: set[str] | None) -> Spl
         episodes=episodes,
         episodes_skipped=skipped,
         distance_ci=_read_ci(r, obj, where),
+        vs_previous=_read_paired(r, obj, where),
         **lists,
     )
+
+
+def _read_paired(r: _Reader, obj: Any, where: str) -> Any:
+    """The optional ``vs_previous`` field: {"diff", "ci": [low, high], "flip_probability"}."""
+    if "vs_previous" not in obj:
+        return None
+    v = r.get(obj, "vs_previous", where, dict)
+    w = f"{where}.vs_previous"
+    diff = r.get(v, "diff", w, (int, float))
+    ci = r.get(v, "ci", w, list)
+    flip = r.get(v, "flip_probability", w, (int, float))
+    if len(ci) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                               for x in ci) or ci[0] > ci[1]:
+        raise r.fail(f"{w}.ci", "must be [low, high] with low <= high")
+    if not 0.0 <= flip <= 1.0:
+        raise r.fail(f"{w}.flip_probability", "must be a probability in [0, 1]")
+    extra = set(v).difference({"diff", "ci", "flip_probability"})
+    if extra:
+        raise r.fail(w, f"has unknown field {sorted(extra)[0]!r}")
+    return PairedDiff(float(diff), float(ci[0]), float(ci[1]), float(flip))
 
 
 def _read_ci(r: _Reader, obj: Any, where: str) -> tuple[float, float] | None:
@@ -536,6 +588,7 @@ def from_document(
         selection=r.get(doc, "selection", "", dict),
         subsplits=r.get(doc, "subsplits", "", dict),
         measure=_read_measure(r, doc),
+        uncertainty=r.get(doc, "uncertainty", "", dict) if "uncertainty" in doc else {},
     )
     return sf
 

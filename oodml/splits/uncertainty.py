@@ -100,35 +100,45 @@ class _MeansGram:
 
     def distance(self, wa: np.ndarray, wb: np.ndarray) -> float:
         ia, ib = np.flatnonzero(wa), np.flatnonzero(wb)
-        ib_rows = self.na + ib
-        pa, pb = wa[ia] / wa.sum(), wb[ib] / wb.sum()
-        g_aa = self.gram[np.ix_(ia, ia)]
-        g_ab = self.gram[np.ix_(ia, ib_rows)]
-        g_bb = self.gram[np.ix_(ib_rows, ib_rows)]
-        mean_term = float(pa @ g_aa @ pa - 2.0 * pa @ g_ab @ pb + pb @ g_bb @ pb)
-        fa, fb = _centring_factor(wa[ia]), _centring_factor(wb[ib])
-        k_ab = fa.T @ g_ab @ fb
-        k_aa, k_bb = fa.T @ g_aa @ fa, fb.T @ g_bb @ fb
-        tr = float(np.trace(k_aa) + np.trace(k_bb))
-        if self.eps == 0.0:
-            nuc = float(sla.svdvals(k_ab, check_finite=False).sum()) if k_ab.size else 0.0
-            return mean_term + tr - 2.0 * nuc
-        gram_m = np.block([[k_aa, k_ab], [k_ab.T, k_bb]])
-        gram_m = (gram_m + gram_m.T) * 0.5
-        try:
-            coords = sla.cholesky(gram_m, lower=False, check_finite=False)
-        except np.linalg.LinAlgError:
-            lam, vec = sla.eigh(gram_m, check_finite=False, driver="evd")
-            keep = lam > max(float(lam[-1]), 0.0) * len(lam) * np.finfo(np.float64).eps
-            coords = np.sqrt(lam[keep])[:, None] * vec[:, keep].T
-        p = fa.shape[1]
-        ca, cb = coords[:, :p], coords[:, p:]
-        sa, sb = ca @ ca.T, cb @ cb.T
-        idx = np.diag_indices_from(sa)
-        sa[idx] += self.eps
-        sb[idx] += self.eps
-        m = len(sa)
-        return mean_term + tr + 2.0 * m * self.eps - 2.0 * trace_sqrt_product(sa, sb, "eig")
+        return _gram_distance(self.gram, ia, wa[ia], self.na + ib, wb[ib], self.eps)
+
+
+def _gram_distance(
+    gram: np.ndarray, ia: np.ndarray, wa: np.ndarray, ib: np.ndarray, wb: np.ndarray,
+    eps: float, tsp: Callable[[np.ndarray, np.ndarray], float] | None = None,
+) -> float:
+    """Class-means distance between the rows ``ia`` (weights ``wa`` > 0) and ``ib`` (``wb``)
+    of the class means whose (centred) Gram matrix is ``gram`` (see :class:`_MeansGram`).
+    ``tsp(sa, sb)``: tr sqrt(sa sb) (default ``trace_sqrt_product(sa, sb, "eig")``)."""
+    pa, pb = wa / wa.sum(), wb / wb.sum()
+    g_aa = gram[np.ix_(ia, ia)]
+    g_ab = gram[np.ix_(ia, ib)]
+    g_bb = gram[np.ix_(ib, ib)]
+    mean_term = float(pa @ g_aa @ pa - 2.0 * pa @ g_ab @ pb + pb @ g_bb @ pb)
+    fa, fb = _centring_factor(wa), _centring_factor(wb)
+    k_ab = fa.T @ g_ab @ fb
+    k_aa, k_bb = fa.T @ g_aa @ fa, fb.T @ g_bb @ fb
+    tr = float(np.trace(k_aa) + np.trace(k_bb))
+    if eps == 0.0:
+        nuc = float(sla.svdvals(k_ab, check_finite=False).sum()) if k_ab.size else 0.0
+        return mean_term + tr - 2.0 * nuc
+    gram_m = np.block([[k_aa, k_ab], [k_ab.T, k_bb]])
+    gram_m = (gram_m + gram_m.T) * 0.5
+    try:
+        coords = sla.cholesky(gram_m, lower=False, check_finite=False)
+    except np.linalg.LinAlgError:
+        lam, vec = sla.eigh(gram_m, check_finite=False, driver="evd")
+        keep = lam > max(float(lam[-1]), 0.0) * len(lam) * np.finfo(np.float64).eps
+        coords = np.sqrt(lam[keep])[:, None] * vec[:, keep].T
+    p = fa.shape[1]
+    ca, cb = coords[:, :p], coords[:, p:]
+    sa, sb = ca @ ca.T, cb @ cb.T
+    idx = np.diag_indices_from(sa)
+    sa[idx] += eps
+    sb[idx] += eps
+    m = len(sa)
+    root = trace_sqrt_product(sa, sb, "eig") if tsp is None else tsp(sa, sb)
+    return mean_term + tr + 2.0 * m * eps - 2.0 * root
 
 
 def _weighted_gaussian(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

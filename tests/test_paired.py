@@ -1,0 +1,307 @@
+"""Paired class-bootstrap differences between the splits of a ladder: a hand-computed case
+(1-D class means, exact bootstrap distribution by enumeration), both exact routes against
+duplicated rows, Holm, level selection, the split-file field, the published Omniglot ladder
+and a coverage simulation with a known population difference."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from oodml.errors import ConfigError, SplitFileError
+from oodml.splits.paired import (
+    PairedLadder,
+    adjacent_diffs,
+    holm,
+    ladder_paired,
+    ladder_test,
+    pair_p_values,
+    paired_diff,
+    separated_chain,
+    supported_levels,
+    with_paired,
+)
+from oodml.splits.splitfile import PairedDiff, Split, SplitFile, dumps, load_splitfile, loads
+from oodml.splits.uncertainty import interval_from_replicates, ladder_cis
+from oodml.stats.class_stats import ClassStats
+from oodml.stats.gaussian import frechet_distance_samples
+
+REPO = Path(__file__).resolve().parents[1]
+PUBLISHED = REPO / "splits" / "omniglot_small1_efficientnet-lite0_class-means_greedy.json"
+EPS = 1e-8
+
+# --- a hand-computed case: 1-D class means, two splits that differ by one class ------------
+
+VALUES = np.array([0.0, 1.0, 3.0, 4.0, 6.0, 9.0, 10.0, 14.0])
+SPLIT_1 = ([0, 1, 2, 3], [4, 5, 6, 7])
+SPLIT_2 = ([0, 1, 2, 3, 4], [5, 6, 7])  # class 4 moved from test to train
+
+
+def one_d_distance(idx: list[int], w: np.ndarray, jdx: list[int]) -> float:
+    """(mu_a - mu_b)^2 + (sigma_a - sigma_b)^2 of the weighted 1-D class means, eps added to
+    both variances: the Fréchet distance of two 1-D Gaussians, written out by hand."""
+    out = []
+    for side in (idx, jdx):
+        wk = w[side].astype(float)
+        y = VALUES[side]
+        n = wk.sum()
+        mu = (wk * y).sum() / n
+        var = (wk * (y - mu) ** 2).sum() / (n - 1) + EPS
+        out.append((mu, var))
+    (ma, va), (mb, vb) = out
+    return (ma - mb) ** 2 + (math.sqrt(va) - math.sqrt(vb)) ** 2
+
+
+def one_d_stats() -> ClassStats:
+    names = [f"c{i}" for i in range(len(VALUES))]
+    return ClassStats.from_features(VALUES[:, None], names)
+
+
+@pytest.mark.parametrize("route", ["gram", "dense"])
+def test_replicate_equals_the_hand_computed_1d_distances(route: str) -> None:
+    stats = one_d_stats()
+    engine = PairedLadder(stats, [SPLIT_1, SPLIT_2], eps=EPS, route=route)
+    for w in (np.ones(8, dtype=int), np.array([2, 0, 1, 1, 0, 3, 0, 1]),
+              np.array([0, 3, 1, 0, 2, 1, 1, 0])):
+        got = engine.distances(w)
+        want = [one_d_distance(*SPLIT_1[:1], w, SPLIT_1[1]), one_d_distance(SPLIT_2[0], w,
+                                                                            SPLIT_2[1])]
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-9)
+    # the full data by hand: split 1 means 2 and 39/4, variances 10/3 and 131/12
+    d1 = (2.0 - 9.75) ** 2 + (math.sqrt(10 / 3 + EPS) - math.sqrt(131 / 12 + EPS)) ** 2
+    # split 2: train {0, 1, 3, 4, 6} mean 2.8, var 5.7; test {9, 10, 14} mean 11, var 7
+    d2 = (2.8 - 11.0) ** 2 + (math.sqrt(5.7 + EPS) - math.sqrt(7.0 + EPS)) ** 2
+    assert engine.distances(np.ones(8, dtype=int)) == pytest.approx([d1, d2], rel=1e-9)
+
+
+def exact_bootstrap() -> tuple[np.ndarray, np.ndarray]:
+    """Every count vector of 8 draws from 8 classes with its multinomial probability, kept
+    when each side of both splits has two distinct classes; the paired differences."""
+    diffs, probs = [], []
+    for bars in itertools.combinations(range(15), 7):  # stars and bars: 6435 compositions
+        cuts = (-1, *bars, 15)
+        w = np.array([cuts[i + 1] - cuts[i] - 1 for i in range(8)])
+        sides = [*SPLIT_1, *SPLIT_2]
+        if any(np.count_nonzero(w[s]) < 2 for s in sides):
+            continue
+        p = math.factorial(8) / np.prod([math.factorial(int(k)) for k in w]) / 8**8
+        diffs.append(one_d_distance(SPLIT_2[0], w, SPLIT_2[1])
+                     - one_d_distance(SPLIT_1[0], w, SPLIT_1[1]))
+        probs.append(p)
+    probs = np.array(probs)
+    return np.array(diffs), probs / probs.sum()
+
+
+def test_paired_bootstrap_matches_the_exact_enumerated_distribution() -> None:
+    stats = one_d_stats()
+    engine = PairedLadder(stats, [SPLIT_1, SPLIT_2], eps=EPS)
+    full = engine.distances(np.ones(8, dtype=int))
+    estimate = float(full[1] - full[0])
+    diffs, probs = exact_bootstrap()
+    mean = float(probs @ diffs)
+    exact_flip = float(probs @ ((estimate + diffs - mean) <= 0)) if estimate > 0 else float(
+        probs @ ((estimate + diffs - mean) >= 0))
+    reps = engine.replicates(600, rng=5)
+    got = paired_diff(estimate, reps[:, 1] - reps[:, 0])
+    se = math.sqrt(max(exact_flip * (1 - exact_flip), 1e-4) / 600)
+    assert abs(got.flip - exact_flip) < 4 * se
+    assert float((reps[:, 1] - reps[:, 0]).mean()) == pytest.approx(
+        mean, abs=4 * math.sqrt(float(probs @ (diffs - mean) ** 2) / 600))
+    order = np.argsort(diffs)
+    cdf = np.cumsum(probs[order])
+    q_lo = diffs[order][np.searchsorted(cdf, 0.025)] - (mean - estimate)
+    q_hi = diffs[order][np.searchsorted(cdf, 0.975)] - (mean - estimate)
+    width = q_hi - q_lo
+    assert got.low == pytest.approx(q_lo, abs=0.1 * width)
+    assert got.high == pytest.approx(q_hi, abs=0.1 * width)
+
+
+# --- both routes against duplicated rows ---------------------------------------------------
+
+
+def random_ladder(n: int, dim: int, per_class: int, seed: int):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n, dim))
+    centres[n // 2:, 0] += 2.0
+    names = [f"k{i:03d}" for i in range(n)]
+    x = np.repeat(centres, per_class, axis=0) + 0.3 * rng.standard_normal((n * per_class, dim))
+    stats = ClassStats.from_features(x, np.repeat(names, per_class).tolist())
+    half = n // 2
+    splits = [(names[:half], names[half:]),
+              (names[:half - 2] + names[half:half + 2], names[half + 2:] + names[half - 2:half]),
+              (names[2:half - 2] + names[half:half + 2], names[half + 2:] + names[half - 2:half])]
+    return stats, splits
+
+
+@pytest.mark.parametrize("route", ["gram", "dense"])
+def test_class_means_routes_equal_the_distance_of_duplicated_means(route: str) -> None:
+    stats, splits = random_ladder(24, 16, 2, seed=1)
+    engine = PairedLadder(stats, splits, route=route)
+    w = engine.draw(np.random.default_rng(3))
+    for k, (a, b) in enumerate(splits):
+        ia, ib = stats.indices(a), stats.indices(b)
+        ref = frechet_distance_samples(stats.means[np.repeat(ia, w[ia])],
+                                       stats.means[np.repeat(ib, w[ib])], eps=EPS)
+        assert engine.distances(w)[k] == pytest.approx(ref, rel=1e-7)
+
+
+def test_samples_mode_resamples_whole_classes_with_their_images() -> None:
+    stats, splits = random_ladder(12, 5, 3, seed=2)
+    engine = PairedLadder(stats, splits, mode="samples")
+    w = engine.draw(np.random.default_rng(4))
+    feats = np.asarray(stats.features)
+    for k, (a, b) in enumerate(splits):
+        rows = [np.concatenate([feats[stats._rows[c]] for c in stats.indices(side)
+                                for _ in range(w[c])]) for side in (a, b)]
+        assert engine.distances(w)[k] == pytest.approx(frechet_distance_samples(*rows), rel=1e-8)
+
+
+# --- Holm, level selection, file field -----------------------------------------------------
+
+
+def test_holm_adjusted_p_values_by_hand() -> None:
+    # sorted 0.01, 0.02, 0.04 -> 3 * 0.01, max(0.03, 2 * 0.02), max(0.04, 0.04)
+    assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    assert holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+    assert holm([0.6, 0.6]) == pytest.approx([1.0, 1.0])  # 2 x 0.6 capped at 1
+
+
+def test_supported_levels_and_the_chosen_chain() -> None:
+    d = [0.0, 1.0, 2.0, 3.0, 4.0]
+    p = np.ones((5, 5))
+    for i in range(5):
+        for j in range(i + 1, 5):
+            p[i, j] = 0.0 if j - i >= 2 else 0.3  # only pairs two steps apart separate
+    assert supported_levels(p, 0.95) == 3
+    assert separated_chain(d, p, 0.95, 3) == [0, 2, 4]
+    assert separated_chain(d, p, 0.95, 4) == []
+    # Bonferroni threshold for 2 pairs at 0.95 is 0.025: p = 0.02 separates, 0.03 does not
+    p[0, 2], p[2, 4] = 0.02, 0.03
+    assert separated_chain(d, p, 0.95, 3) == []
+    assert supported_levels(p, 0.95) == 2
+    p[2, 4] = 0.02
+    assert separated_chain(d, p, 0.95, 3) == [0, 2, 4]
+
+
+def test_pair_p_values_agree_with_paired_diff() -> None:
+    rng = np.random.default_rng(0)
+    reps = rng.standard_normal((300, 4)) + np.array([0.0, 0.5, 3.0, 3.1])
+    d = [0.0, 0.5, 3.0, 3.1]
+    p = pair_p_values(d, reps)
+    for i, j in [(0, 1), (0, 3), (2, 3)]:
+        assert p[i, j] == pytest.approx(paired_diff(d[j] - d[i], reps[:, j] - reps[:, i]).p_value)
+
+
+def small_file(stats: ClassStats, splits, seed: int = 0) -> SplitFile:
+    ladder = [Split(id=i, distance=stats.distance(a, b), is_start=i == 1, train=tuple(a),
+                    test=tuple(b)) for i, (a, b) in enumerate(splits, start=1)]
+    return SplitFile(dataset_name="synthetic", dataset_fingerprint=None, class_counts=None,
+                     extractor="none", weights_sha256=None, distance_mode="class-means",
+                     procedure="greedy", params={}, seed=seed, ladder=ladder)
+
+
+def test_field_round_trips_and_old_files_keep_their_bytes() -> None:
+    stats, splits = random_ladder(24, 16, 2, seed=1)
+    sf = small_file(stats, splits)
+    assert b"vs_previous" not in dumps(sf) and b"uncertainty" not in dumps(sf)
+    diffs = ladder_paired(stats, sf, n_boot=50)
+    marked = with_paired(sf, diffs, 50)
+    again = loads(dumps(marked), "x.json")
+    assert dumps(again) == dumps(marked)
+    assert again.ladder[0].vs_previous is None
+    assert [s.vs_previous for s in again.ladder[1:]] == [
+        PairedDiff(*(float(f"{v:.12g}") for v in (d.diff, d.low, d.high, d.flip))) for d in diffs]
+    assert again.uncertainty == {"paired_bootstraps": 50}
+    assert ladder_paired(stats, sf, n_boot=50) == diffs  # seeded: reproducible
+    test = ladder_test(again)
+    assert test is not None and len(test.pairs) == 2
+
+
+def test_bad_paired_field_is_a_one_line_error() -> None:
+    stats, splits = random_ladder(24, 16, 2, seed=1)
+    sf = with_paired(small_file(stats, splits), [PairedDiff(1.0, 0.5, 2.0, 0.0)] * 2, 10)
+    doc = json.loads(dumps(sf))
+    doc["ladder"][1]["vs_previous"]["flip_probability"] = 3.0
+    with pytest.raises(SplitFileError, match=r"ladder\[1\]\.vs_previous\.flip_probability"):
+        loads(json.dumps(doc).encode(), "x.json", check_sha=False)
+    doc["ladder"][1]["vs_previous"] = {"diff": 1.0, "ci": [2.0, 1.0], "flip_probability": 0.0}
+    with pytest.raises(SplitFileError, match=r"vs_previous\.ci must be \[low, high\]"):
+        loads(json.dumps(doc).encode(), "x.json", check_sha=False)
+
+
+def test_bad_input() -> None:
+    stats, splits = random_ladder(12, 4, 1, seed=0)
+    with pytest.raises(ConfigError, match="at least 2 classes"):
+        PairedLadder(stats, [(splits[0][0][:1], splits[0][1])])
+    with pytest.raises(ConfigError, match="unknown distance mode"):
+        PairedLadder(stats, splits, mode="pixels")
+    with pytest.raises(ConfigError, match=">= 1"):
+        PairedLadder(stats, splits).replicates(0)
+
+
+# --- the published Omniglot ladder ---------------------------------------------------------
+
+
+def test_published_ladder_paired_intervals_are_narrow_and_exclude_zero(omniglot_features):
+    manifest, features = omniglot_features
+    stats = ClassStats.from_features(features.features, features.labels)
+    sf = load_splitfile(PUBLISHED)
+    diffs = ladder_paired(stats, sf, n_boot=200)
+    marginal = ladder_cis(stats, sf, n_boot=200)
+    for k, d in enumerate(diffs):
+        width = d.high - d.low
+        assert width < marginal[k][1] - marginal[k][0]
+        assert width < marginal[k + 1][1] - marginal[k + 1][0]
+        assert d.low > 0.0 and d.flip == 0.0
+    assert ladder_test(with_paired(sf, diffs, 200)).all_separated
+    # the published file stores these very values (it regenerates byte-identically)
+    assert [s.vs_previous for s in sf.ladder[1:]] == [
+        PairedDiff(*(float(f"{v:.12g}") for v in (d.diff, d.low, d.high, d.flip)))
+        for d in diffs]
+
+
+# --- coverage with a known population difference -------------------------------------------
+
+
+def coverage(reps: int, n_boot: int, seed: int) -> float:
+    """Share of ``reps`` 95% paired intervals covering the population difference.
+
+    Classes: 3-d means, 40 of type A ~ N(0, I), 30 of B1 ~ N(mu1, I), 30 of B2 ~ N(mu2, I).
+    Split 1 trains on A and tests on B1 (B2 removed), split 2 trains on A and tests on B2;
+    equal covariances, so the population distances are |mu1|^2 = 4 and |mu2|^2 = 9 and the
+    population difference is 5."""
+    rng = np.random.default_rng(seed)
+    mu1, mu2 = np.array([2.0, 0, 0]), np.array([0, 3.0, 0])
+    names = [f"c{i:03d}" for i in range(100)]
+    a, b1, b2 = names[:40], names[40:70], names[70:]
+    hits = 0
+    for _ in range(reps):
+        x = rng.standard_normal((100, 3))
+        x[40:70] += mu1
+        x[70:] += mu2
+        stats = ClassStats.from_features(x, names)
+        engine = PairedLadder(stats, [(a, b1), (a, b2)])
+        est = engine.distances(np.ones(100, dtype=int))
+        r = engine.replicates(n_boot, rng)
+        lo, hi = interval_from_replicates(est[1] - est[0], r[:, 1] - r[:, 0])
+        hits += lo <= 5.0 <= hi
+    return hits / reps
+
+
+def test_paired_interval_covers_the_population_difference() -> None:
+    """A short run of the coverage simulation (benchmarks/bench_paired.py runs 200
+    repetitions with B = 200 and checks [90%, 99%]): 50 repetitions, B = 100, nominal 95%;
+    the bound 84% is 3.5 binomial standard deviations below 95%."""
+    assert 0.84 <= coverage(50, 100, seed=11) <= 1.0
+
+
+def test_adjacent_diffs_sign_and_count() -> None:
+    reps = np.array([[1.0, 2.0, 2.5], [1.2, 2.1, 2.4], [0.9, 1.8, 2.6]])
+    diffs = adjacent_diffs([1.0, 2.0, 2.5], reps)
+    assert [d.diff for d in diffs] == pytest.approx([1.0, 0.5])
+    assert all(d.low <= d.diff <= d.high for d in diffs)
