@@ -19,6 +19,9 @@ epochs, train, train_seed``. Metric names are those of :data:`oodml.metrics.DEFA
 ``"n<N>"`` (train-size-controlled: N classes drawn from them with seed ``train_seed``; -1 for
 ``"all"``), the training-side twin of ``<metric>/n<N>``. Tables and run files written before
 these two columns existed read as ``train="all"``, ``train_seed=-1``.
+
+The optional interval columns ``ci_low, ci_high, class_values`` (see :data:`OPTIONAL_COLUMNS`)
+are absent from older tables and run files, which stay readable.
 """
 
 from __future__ import annotations
@@ -65,7 +68,22 @@ COLUMNS = (
     "epochs",
     "train",
     "train_seed",
+    "ci_low",
+    "ci_high",
+    "class_values",
 )
+OPTIONAL_COLUMNS: dict[str, Any] = {
+    "ci_low": float("nan"),
+    "ci_high": float("nan"),
+    "class_values": "",
+}
+"""Columns added after the first schema, with the value an older row gets. ``ci_low`` and
+``ci_high``: the 95% interval of this run's value from a bootstrap over its test classes (a
+class's queries stay together; :mod:`oodml.metrics.intervals`), NaN where the metric is not a
+mean over queries (NMI) or the row predates the columns. ``class_values``: JSON
+``{"classes": [...], "n": [...], "v": [...]}``, the test classes, their counted queries and
+the class means of the metric (what reports resample to combine seeds and to pair splits and
+methods); "" when absent."""
 PROTOCOLS = ("zeroshot", "fewshot")
 RUN_KEY = ("method", "config", "protocol", "shots", "split_id", "seed", "metric", "train",
            "train_seed")
@@ -82,9 +100,9 @@ _RUN_FILE = {
     "fewshot": re.compile(r"split\d{3,}_seed\d+(_train\d+_draw\d+)?_shots\d+\.json"),
 }
 _INT_COLUMNS = ("split_id", "seed", "shots", "n_episodes", "epochs", "train_seed")
-_FLOAT_COLUMNS = ("distance", "value", "std", "wall_time_s")
+_FLOAT_COLUMNS = ("distance", "value", "std", "wall_time_s", "ci_low", "ci_high")
 _STR_COLUMNS = ("splitfile_sha256", "dataset", "method", "config", "protocol", "metric", "device",
-                "train")
+                "train", "class_values")
 _DTYPES = {**{c: "int64" for c in _INT_COLUMNS}, **{c: "float64" for c in _FLOAT_COLUMNS}}
 
 __all__ = [
@@ -131,7 +149,7 @@ def is_train_label(text: str) -> bool:
 def _check_row(row: Any, where: str) -> dict[str, Any]:
     if not isinstance(row, Mapping):
         raise ResultsError(f"{where}: a result row is {type(row).__name__}, not a table row")
-    row = {**LATER_COLUMNS, **row}
+    row = {**LATER_COLUMNS, **OPTIONAL_COLUMNS, **row}
     missing = [c for c in COLUMNS if c not in row]
     if missing:
         raise ResultsError(f"{where}: a result row lacks columns {', '.join(missing)}")
@@ -193,8 +211,9 @@ def read_run(path: Path) -> dict[str, Any]:
     checked = []
     for row in rows:
         row = _check_row(row, f"result file {path}")
-        if row.get("std") is None:
-            row["std"] = float("nan")
+        for col in ("std", "ci_low", "ci_high"):
+            if row.get(col) is None:
+                row[col] = float("nan")
         checked.append(row)
     doc["rows"] = checked
     return doc
@@ -342,6 +361,11 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
         raise ResultsError(f"{path}: not a readable {suffix[1:]} table ({type(exc).__name__}); "
                            "rebuild it with `oodml evaluate` on its results folder") from None
     df = with_later_columns(df)
+    for col, default in OPTIONAL_COLUMNS.items():
+        if col not in df.columns:
+            df[col] = default
+    if "class_values" in df.columns:
+        df["class_values"] = df["class_values"].fillna("").astype(str)
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ResultsError(f"{path}: missing columns {', '.join(missing)}; "
@@ -385,11 +409,14 @@ def validate(df: pd.DataFrame, *, splitfile_sha256: str | None = None) -> pd.Dat
     if df.empty:
         raise ResultsError("no result rows to report on; run `oodml evaluate` first")
     df = with_later_columns(df)
-    missing = [c for c in COLUMNS if c not in df.columns]
+    missing = [c for c in COLUMNS if c not in df.columns and c not in OPTIONAL_COLUMNS]
     if missing:
         raise ResultsError(f"results table lacks columns {', '.join(missing)}")
     if "source" not in df.columns:
         df = df.assign(source="<table>")
+    for col, default in OPTIONAL_COLUMNS.items():
+        if col not in df.columns:
+            df = df.assign(**{col: default})
     df = normalise(df)
     shas = sorted(df["splitfile_sha256"].unique())
     if len(shas) > 1:

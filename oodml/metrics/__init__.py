@@ -86,9 +86,10 @@ def _check_lengths(emb: np.ndarray, labels: np.ndarray, what: str) -> None:
 def _evaluate(
     q: np.ndarray, ql: np.ndarray, g: np.ndarray | None, gl: np.ndarray,
     exclude: np.ndarray | None, metrics: Sequence[str], distance: str, device: str,
-    seed: int, backend: str, chunk: int,
+    seed: int, backend: str, chunk: int, by_class: dict | None = None,
 ) -> dict[str, float]:
     specs = {name: METRICS.get(name) for name in metrics}
+    q_names = np.asarray(ql)
     ql, gl = _encode(ql, gl)
     n_rel = class_size = np.bincount(gl, minlength=int(max(ql.max(), gl.max())) + 1)[ql]
     if exclude is not None:
@@ -101,6 +102,8 @@ def _evaluate(
         max_rel = int(n_rel.max())
         depth = min(max(s.depth(max_rel) for s in ret.values()), available)
         sums = dict.fromkeys(ret, 0.0)
+        n_codes = int(max(ql.max(), gl.max())) + 1
+        per_class = {name: np.zeros(n_codes) for name in ret}
         if valid.any() and depth > 0:
             _, idx = knn(
                 q, depth, g, distance=distance, exclude=None if g is None else exclude,
@@ -111,17 +114,38 @@ def _evaluate(
                 keep = valid[sl]
                 hits = (gl[idx[sl]] == ql[sl, None])[keep]
                 rel, size = n_rel[sl][keep], class_size[sl][keep]
+                codes = ql[sl][keep]
                 for name, spec in ret.items():
-                    sums[name] += float(spec.per_query(hits, rel, size).sum())
+                    scores = spec.per_query(hits, rel, size)
+                    sums[name] += float(scores.sum())
+                    per_class[name] += np.bincount(codes, weights=scores, minlength=n_codes)
         n_valid = int(valid.sum())
         for name in ret:
             out[name] = sums[name] / n_valid if n_valid else float("nan")
+        if by_class is not None:
+            _fill_by_class(by_class, q_names, ql, valid, per_class)
     for name, spec in specs.items():
         if isinstance(spec, ClusteringMetric):
             x = prepare(q, distance)
             assign = kmeans_assign(x, len(np.unique(ql)), seed=seed, device=device)
             out[name] = spec.score(ql, assign)
     return {name: out[name] for name in metrics}
+
+
+def _fill_by_class(
+    by_class: dict, names: np.ndarray, ql: np.ndarray, valid: np.ndarray,
+    per_class: dict[str, np.ndarray],
+) -> None:
+    """``by_class["classes"]`` (query class names, sorted), ``["n"]`` (queries that count per
+    class) and ``[metric]`` (each class's mean per-query score, NaN without a counted query):
+    what :mod:`oodml.metrics.intervals` resamples."""
+    codes, first = np.unique(ql, return_index=True)
+    counts = np.bincount(ql[valid], minlength=int(ql.max()) + 1)
+    by_class["classes"] = [str(names[i]) for i in first]
+    by_class["n"] = [int(counts[c]) for c in codes]
+    for name, sums in per_class.items():
+        by_class[name] = [float(sums[c] / counts[c]) if counts[c] else float("nan")
+                          for c in codes]
 
 
 def evaluate_query_gallery(
@@ -137,6 +161,7 @@ def evaluate_query_gallery(
     exclude: np.ndarray | None = None,
     backend: str = "auto",
     chunk: int = 4096,
+    by_class: dict | None = None,
 ) -> dict[str, float]:
     """Metrics for separate query and gallery sets (few-shot episodes).
 
@@ -154,7 +179,7 @@ def evaluate_query_gallery(
         ex = None
     return _evaluate(
         np.asarray(q_emb), np.asarray(q_labels), np.asarray(g_emb), np.asarray(g_labels),
-        ex, metrics, distance, device, seed, backend, chunk,
+        ex, metrics, distance, device, seed, backend, chunk, by_class,
     )
 
 
@@ -170,8 +195,12 @@ def evaluate_embeddings(
     seed: int = 0,
     backend: str = "auto",
     chunk: int = 4096,
+    by_class: dict | None = None,
 ) -> dict[str, float]:
     """Metrics for one embedded test set, keyed by the results-table metric names.
+
+    ``by_class``: a dict to receive each retrieval metric's per-class means and the per-class
+    query counts (see ``_fill_by_class``), for class-bootstrap intervals.
 
     Default: the usual DML protocol, every item is a query against all the others (its own
     row is excluded by index, so duplicates still count). ``query_idx`` / ``gallery_idx``
@@ -184,7 +213,7 @@ def evaluate_embeddings(
     if query_idx is None and gallery_idx is None:
         return _evaluate(
             emb, labels, None, labels, np.arange(len(emb)), metrics, distance, device, seed,
-            backend, chunk,
+            backend, chunk, by_class,
         )
     qi = np.arange(len(emb)) if query_idx is None else np.asarray(query_idx, dtype=np.int64)
     gi = np.arange(len(emb)) if gallery_idx is None else np.asarray(gallery_idx, dtype=np.int64)
@@ -193,6 +222,7 @@ def evaluate_embeddings(
     return evaluate_query_gallery(
         emb[qi], labels[qi], emb[gi], labels[gi], metrics=metrics, distance=distance,
         device=device, seed=seed, exclude=pos[qi], backend=backend, chunk=chunk,
+        by_class=by_class,
     )
 
 

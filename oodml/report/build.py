@@ -32,6 +32,7 @@ from oodml.fileio import (
 )
 from oodml.report.embedding import embedding_figure
 from oodml.report.html import Section, pivot_html, render_page
+from oodml.report.intervals import interval_table, method_order
 from oodml.report.ladder import plot_ladder, save_figure
 from oodml.report.progression import progression_figure
 from oodml.report.style import DISTANCE_LABEL, distance_label, metric_name
@@ -74,6 +75,11 @@ TRAIN_SHARE_NOTE = ("share = (full_drop - controlled_drop) / full_drop, drops = 
                     "hardest split (means over seeds and draws); share_lo/hi: 95% percentile "
                     "bootstrap, seeds resampled (paired across both) and draws resampled per "
                     "split.")
+INTERVAL_NOTE = ("95% intervals: a bootstrap over test classes (a class's queries stay together) "
+                 "combined with the seeds; a drop between splits and a gap between methods are "
+                 "paired (same test classes under test-fixed ladders, same seeds), Holm-adjusted "
+                 "over a series' drops and over a pair of methods' splits. NMI and size-"
+                 "controlled metrics have no per-class values and no interval.")
 AUC_NOTE = ("AUC: area under metric vs distance, distances normalised to [0, 1] over the "
             "ladder's range (trapezoid rule); rel_drop = (easiest - hardest) / easiest.")
 
@@ -246,6 +252,34 @@ def _swap_in(report: ReportOutputs, staging: Path, final: Path, previous: set[st
     return ReportOutputs(out_dir=final, files=moved, notes=report.notes)
 
 
+def with_drop_intervals(pivot: pd.DataFrame, intervals: pd.DataFrame, df: pd.DataFrame,
+                        metrics: Sequence[str]) -> pd.DataFrame:
+    """The pivot plus, per metric, the easiest-to-hardest drop's paired interval relative to
+    the easiest value ("lo–hi" as text) and the count of significant adjacent drops."""
+    from oodml.metrics.intervals import difference_interval
+    from oodml.report.intervals import cell
+
+    out = pivot.copy()
+    for metric in metrics:
+        ci, sig = [], []
+        for series in out["series"]:
+            sub = intervals[(intervals["series"] == series) & (intervals["metric"] == metric)]
+            if len(sub) < 2:
+                ci.append(np.nan)
+                sig.append(np.nan)
+                continue
+            first, last = int(sub["split_id"].iloc[0]), int(sub["split_id"].iloc[-1])
+            ref = float(sub["value"].iloc[0])
+            gap = difference_interval(cell(df, series, metric, last),
+                                      cell(df, series, metric, first))
+            ci.append(f"{100 * gap.low / ref:.1f}–{100 * gap.high / ref:.1f}%" if ref else
+                      np.nan)
+            sig.append(f"{int(sub['drop_significant'].sum())}/{len(sub) - 1}")
+        out[f"{metric} drop 95% CI"] = ci
+        out[f"{metric} sig. drops"] = sig
+    return out
+
+
 def _build(results, out: Path, final: Path, *, splitfile, metrics, rank_metric, class_means,
            embedding_skipped, title, tick, rescored) -> ReportOutputs:
     sha = splitfile.sha256 if splitfile is not None else None
@@ -271,13 +305,21 @@ def _build(results, out: Path, final: Path, *, splitfile, metrics, rank_metric, 
     report = ReportOutputs(out_dir=out)
     sections: list[Section] = []
 
+    tick("metric intervals")
+    intervals = interval_table(df, shown)
     tick("progression plot")
     x_label = (distance_label(splitfile.distance_mode, splitfile.extractor)
                if splitfile is not None else DISTANCE_LABEL)
-    fig = progression_figure(df, shown, start_split=start, x_label=x_label)
+    dcis = ({s.id: s.distance_ci for s in splitfile.ladder if s.distance_ci is not None}
+            if splitfile is not None else None)
+    fig = progression_figure(df, shown, start_split=start, x_label=x_label,
+                             intervals=intervals, distance_cis=dcis)
     png, pdf = _save(fig, out / "progression")
     report.files += [png, pdf]
-    prog_notes = [SPREAD_NOTE]
+    prog_notes = [INTERVAL_NOTE if len(intervals) else SPREAD_NOTE]
+    if dcis:
+        prog_notes.append("Grey bars along the bottom: each split's 95% distance interval "
+                          "(its classes resampled).")
     if any("/n" in m for m in shown):
         prog_notes.append(SIZE_NOTE)
     controlled = bool((df["train"] != "all").any())
@@ -293,12 +335,18 @@ def _build(results, out: Path, final: Path, *, splitfile, metrics, rank_metric, 
     summary = summary_table(df, mets)
     validity = validity_table(df, mets)
     pivot = pivot_table(summary, validity, shown)
+    labels = [lab for _, lab in PIVOT_STATS]
     pivot_text = ("Per method (rows) and metric (columns): normalised AUC, relative drop from "
                   "the easiest to the hardest split, and slope per 100 distance units (seed "
                   "means). Size-controlled metrics replace the full-test ones where present.")
+    if len(intervals):
+        pivot = with_drop_intervals(pivot, intervals, df, shown)
+        labels += ["drop 95% CI", "sig. drops"]
+        pivot_text += (" drop 95% CI: paired interval of the easiest minus the hardest value "
+                       "(relative to the easiest); sig. drops: adjacent drops significant at "
+                       "95% (Holm) out of the ladder's.")
     report.files += _write_table(pivot, out / "pivot", "Validity pivot",
                                  [pivot_text, VALIDITY_NOTE])
-    labels = [lab for _, lab in PIVOT_STATS]
     sections.insert(0, Section(
         "Validity at a glance", pivot_text,
         raw_html=pivot_html(pivot, shown, labels, [metric_name(m) for m in shown]),
@@ -343,6 +391,21 @@ def _build(results, out: Path, final: Path, *, splitfile, metrics, rank_metric, 
     report.files += _write_table(ranks.table, out / "ranks", "Ranks", [rank_text, *ranks.notes])
     sections.append(Section("Ranks", rank_text, table=ranks.table, notes=ranks.notes,
                             links=[out / "ranks.csv", out / "ranks.md"]))
+
+    if len(intervals):
+        report.files += _write_table(intervals, out / "intervals", "Metric intervals",
+                                     [INTERVAL_NOTE])
+        sections.append(Section("Metric intervals", INTERVAL_NOTE, table=intervals,
+                                links=[out / "intervals.csv", out / "intervals.md"]))
+        order_table, lines = method_order(df, rank_metric)
+        if lines:
+            text = (f"Where on the ladder each pair of zero-shot methods is ordered by "
+                    f"{rank_metric} at 95% (paired gap over the same test classes and seeds, "
+                    "Holm over the splits).")
+            report.files += _write_table(order_table, out / "method_order", "Method order",
+                                         [text, *lines])
+            sections.append(Section("Method order", text, notes=lines, table=order_table,
+                                    links=[out / "method_order.csv", out / "method_order.md"]))
 
     tick("ladder plot")
     if splitfile is not None:

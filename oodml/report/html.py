@@ -72,7 +72,8 @@ def pivot_html(pivot: pd.DataFrame, metrics: Sequence[str], labels: Sequence[str
             spans = []
             for lab in labels:
                 v = row[f"{metric} {lab}"]
-                text = "–" if pd.isna(v) else (f"{100 * v:.1f}%" if lab == "drop" else f"{v:.3f}")
+                text = ("–" if pd.isna(v) else v if isinstance(v, str)
+                        else f"{100 * v:.1f}%" if lab == "drop" else f"{v:.3f}")
                 rising = lab.startswith("slope") and not pd.isna(v) and v > 0
                 cls = ' class="warn"' if rising else ""
                 spans.append(f'<span{cls}><span class="k">{html.escape(lab)}</span> '

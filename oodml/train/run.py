@@ -20,6 +20,7 @@ through :class:`oodml.progress.Progress` (the CLI draws it; the default draws no
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -37,6 +38,7 @@ from oodml.data.manifest import Manifest
 from oodml.errors import ConfigError, SplitFileError, short
 from oodml.features.extract import resolve_device
 from oodml.metrics import METRICS, evaluate_embeddings
+from oodml.metrics.intervals import class_bootstrap_interval
 from oodml.metrics.knn import check_distance
 from oodml.metrics.sizecontrol import (
     default_gallery_classes,
@@ -149,13 +151,16 @@ def check_sides(spec: RunSpec, split: Split) -> None:
 
 
 def score_embeddings(
-    spec: RunSpec, sf: SplitFile, emb: np.ndarray, labels: np.ndarray
+    spec: RunSpec, sf: SplitFile, emb: np.ndarray, labels: np.ndarray,
+    by_class: dict | None = None,
 ) -> dict[str, float]:
     """Every metric of the spec on the test embeddings, plus the size-controlled retrieval
     metrics on ``gallery_classes`` drawn classes (draws seeded by ``gallery_seed(sf)``, so all
-    methods and seeds of a split see the same galleries)."""
+    methods and seeds of a split see the same galleries). ``by_class`` receives the retrieval
+    metrics' per-class values (:func:`oodml.metrics.evaluate_embeddings`)."""
     kwargs = {"distance": spec.distance, "device": metrics_device(spec)}
-    scores = evaluate_embeddings(emb, labels, metrics=spec.metrics, seed=spec.seed, **kwargs)
+    scores = evaluate_embeddings(emb, labels, metrics=spec.metrics, seed=spec.seed,
+                                 by_class=by_class, **kwargs)
     n = gallery_classes(spec)
     wanted = retrieval_metrics(spec.metrics)
     if n and wanted:
@@ -419,7 +424,8 @@ def run_one(spec: RunSpec, progress: Progress = NO_PROGRESS) -> list[dict[str, A
     model, resolved, sf, manifest, split, epochs = trained_model(spec, progress)
     idx = manifest.indices_of(split.test)
     emb, labels = embed_classes(resolved, model, manifest, idx, split.test)
-    scores = score_embeddings(resolved, sf, emb, labels)
+    by_class: dict = {}
+    scores = score_embeddings(resolved, sf, emb, labels, by_class)
     wall = time.perf_counter() - start
     base = base_row(resolved, sf, split, config)
     rows = [
@@ -433,6 +439,7 @@ def run_one(spec: RunSpec, progress: Progress = NO_PROGRESS) -> list[dict[str, A
             "n_episodes": 0,
             "wall_time_s": wall,
             "epochs": epochs,
+            **interval_columns(by_class, metric, seed=sf.seed or 0),
         }
         for metric, value in scores.items()
     ]
@@ -444,6 +451,19 @@ def _draw_text(spec: RunSpec) -> str:
     if spec.train_draw is None:
         return ""
     return f" train {spec.train_classes} classes draw {spec.train_draw}"
+
+
+def interval_columns(by_class: dict, metric: str, seed: int = 0) -> dict[str, Any]:
+    """``ci_low``, ``ci_high`` and ``class_values`` of one metric row from the per-class values
+    of a run (NaN and "" for metrics without them: NMI, size-controlled values)."""
+    if metric not in by_class:
+        return {"ci_low": float("nan"), "ci_high": float("nan"), "class_values": ""}
+    n = by_class["n"]
+    v = [0.0 if c == 0 else float(f"{x:.10g}") for c, x in zip(n, by_class[metric], strict=True)]
+    lo, hi = class_bootstrap_interval(n, v, seed=seed)
+    doc = {"classes": by_class["classes"], "n": n, "v": v}
+    return {"ci_low": lo, "ci_high": hi,
+            "class_values": json.dumps(doc, separators=(",", ":"), allow_nan=False)}
 
 
 def summary_line(spec: RunSpec, rows: list[dict[str, Any]]) -> str:

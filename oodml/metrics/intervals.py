@@ -1,0 +1,169 @@
+"""Intervals of retrieval metrics: a bootstrap over test classes combined with the seeds.
+
+Unit. A retrieval metric is a mean over queries, and the queries of one class are not
+independent: they share the class's images, its difficulty and its neighbours. The test
+classes are the sample (a draw from the population of classes a split could have been tested
+on), so a replicate resamples whole classes and a class's queries stay together. A run stores,
+per test class c, the number n_c of queries that count for retrieval metrics and the class's
+mean value v_c, so the run's value is sum_c n_c v_c / sum_c n_c and a class-weighted replicate
+with counts w_c is sum_c w_c n_c v_c / sum_c w_c n_c, without touching embeddings again.
+
+Seeds. With S seeds (independent trainings on the same split) the reported value is the mean
+over seeds, and a replicate also resamples the seeds with replacement (counts u_s):
+
+    theta*(w, u) = sum_s u_s r_s(w) / sum_s u_s,   r_s(w) = sum_c w_c n_c v_sc / sum_c w_c n_c.
+
+Classes and seeds are crossed (every seed is evaluated on every test class), so one class
+draw and one seed draw are shared by all seeds and classes of a replicate. With one seed the
+interval reflects class sampling only. The interval is the percentile interval of B replicates
+(theta is a smooth ratio of class means; its bootstrap bias is O(1/C) and is not corrected).
+
+Paired differences. Two cells (two splits of a ``test-fixed`` ladder, or two methods on one
+split) are compared on one shared draw of their classes: the counts w are drawn over the union
+of their test classes and each cell uses the counts of its own classes; seeds with the same
+number share their draw (two methods trained with the same seed on the same split, or the same
+seed on two splits). Identical cells give a difference of 0 in every replicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from oodml.errors import ConfigError
+
+DEFAULT_METRIC_BOOTSTRAPS = 1000
+DEFAULT_LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class ClassValues:
+    """Per-class values of one metric for several seeds of one (method, split).
+
+    ``classes``: the test classes (C); ``n``: queries per class that count (C); ``values``:
+    S x C class means (0 where n_c = 0); ``seeds``: the S seeds, in row order."""
+
+    classes: tuple[str, ...]
+    n: np.ndarray
+    values: np.ndarray
+    seeds: tuple[int, ...]
+
+    @property
+    def estimate(self) -> float:
+        """Mean over seeds of each seed's query-weighted value."""
+        return float((self.values @ self.n / self.n.sum()).mean())
+
+
+def class_values(runs: Mapping[int, Mapping[str, tuple[int, float]]]) -> ClassValues:
+    """Build :class:`ClassValues` from ``{seed: {class: (n, value)}}``; every seed must name the
+    same classes with the same query counts (they share the split's test set)."""
+    if not runs:
+        raise ConfigError("no per-class values to build an interval from")
+    seeds = tuple(sorted(runs))
+    classes = tuple(sorted(runs[seeds[0]]))
+    n = np.array([runs[seeds[0]][c][0] for c in classes], dtype=np.float64)
+    rows = []
+    for s in seeds:
+        per = runs[s]
+        if tuple(sorted(per)) != classes or any(per[c][0] != n[i] for i, c in enumerate(classes)):
+            raise ConfigError(f"seed {s} was evaluated on other test classes than seed {seeds[0]}"
+                              "; intervals need the same test set for every seed")
+        rows.append([per[c][1] if per[c][0] > 0 else 0.0 for c in classes])
+    if n.sum() <= 0:
+        raise ConfigError("no test class has a query that counts; no interval")
+    return ClassValues(classes, n, np.array(rows, dtype=np.float64), seeds)
+
+
+def _draws(rng: np.random.Generator, size: int, n_boot: int) -> np.ndarray:
+    return rng.multinomial(size, np.full(size, 1.0 / size), size=n_boot).astype(np.float64)
+
+
+def _replicates(cv: ClassValues, w: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """theta*(w, u) for every replicate: ``w`` B x C class counts, ``u`` B x S seed counts."""
+    den = w @ cv.n
+    ratios = (w * cv.n) @ cv.values.T / np.where(den > 0, den, np.nan)[:, None]
+    return (u * ratios).sum(axis=1) / u.sum(axis=1)
+
+
+def _seed_counts(seeds: Sequence[int], union: Sequence[int], u: np.ndarray) -> np.ndarray:
+    pos = {s: i for i, s in enumerate(union)}
+    return u[:, [pos[s] for s in seeds]]
+
+
+def _class_counts(classes: Sequence[str], union: Sequence[str], w: np.ndarray) -> np.ndarray:
+    pos = {c: i for i, c in enumerate(union)}
+    return w[:, [pos[c] for c in classes]]
+
+
+def _percentile(reps: np.ndarray, level: float) -> tuple[float, float]:
+    reps = reps[np.isfinite(reps)]
+    if not len(reps):
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(reps, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An estimate with its interval; for a difference, ``p`` is the two-sided bootstrap
+    p-value of "no difference" (twice the share of centred replicates across zero)."""
+
+    estimate: float
+    low: float
+    high: float
+    p: float = float("nan")
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low > 0.0 or self.high < 0.0
+
+
+def value_interval(
+    cv: ClassValues, *, n_boot: int = DEFAULT_METRIC_BOOTSTRAPS, seed: int = 0,
+    level: float = DEFAULT_LEVEL,
+) -> Interval:
+    """95% (``level``) interval of the seed-averaged metric (module docstring)."""
+    rng = np.random.default_rng(seed)
+    w = _draws(rng, len(cv.classes), n_boot)
+    u = _draws(rng, len(cv.seeds), n_boot)
+    lo, hi = _percentile(_replicates(cv, w, u), level)
+    return Interval(cv.estimate, lo, hi)
+
+
+def difference_interval(
+    a: ClassValues, b: ClassValues, *, n_boot: int = DEFAULT_METRIC_BOOTSTRAPS, seed: int = 0,
+    level: float = DEFAULT_LEVEL,
+) -> Interval:
+    """Paired interval of b - a: one draw of the union of their test classes and one draw of
+    the union of their seeds, shared by both (module docstring)."""
+    rng = np.random.default_rng(seed)
+    classes = sorted(set(a.classes) | set(b.classes))
+    seeds = sorted(set(a.seeds) | set(b.seeds))
+    w = _draws(rng, len(classes), n_boot)
+    u = _draws(rng, len(seeds), n_boot)
+    reps = (_replicates(b, _class_counts(b.classes, classes, w), _seed_counts(b.seeds, seeds, u))
+            - _replicates(a, _class_counts(a.classes, classes, w),
+                          _seed_counts(a.seeds, seeds, u)))
+    est = b.estimate - a.estimate
+    lo, hi = _percentile(reps, level)
+    reps = reps[np.isfinite(reps)]
+    if not len(reps) or np.ptp(reps) == 0.0:
+        p = 1.0 if est == 0.0 else 0.0
+    else:
+        centred = est + (reps - reps.mean())
+        side = (centred <= 0.0) if est > 0 else (centred >= 0.0)
+        p = min(1.0, 2.0 * float(side.mean())) if est != 0 else 1.0
+    return Interval(est, lo, hi, p)
+
+
+def class_bootstrap_interval(
+    n: Sequence[float], values: Sequence[float], *, n_boot: int = DEFAULT_METRIC_BOOTSTRAPS,
+    seed: int = 0, level: float = DEFAULT_LEVEL,
+) -> tuple[float, float]:
+    """Interval of one run's value from its per-class counts and means (classes resampled)."""
+    cv = ClassValues(tuple(str(i) for i in range(len(n))), np.asarray(n, dtype=np.float64),
+                     np.asarray([values], dtype=np.float64), (0,))
+    iv = value_interval(cv, n_boot=n_boot, seed=seed, level=level)
+    return iv.low, iv.high

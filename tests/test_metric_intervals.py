@@ -1,0 +1,113 @@
+"""Metric intervals from per-class values: the stored class means reproduce the run's value,
+the class bootstrap's interval against a direct resampling of queries by class, paired gaps of
+identical methods, old results tables without the interval columns."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from oodml.metrics import evaluate_embeddings
+from oodml.metrics.intervals import (
+    ClassValues,
+    class_bootstrap_interval,
+    class_values,
+    difference_interval,
+    value_interval,
+)
+from oodml.results import COLUMNS, OPTIONAL_COLUMNS, validate
+
+
+def embedded(n_classes: int, per_class: int, noise: float, seed: int):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_classes, 8))
+    labels = np.repeat([f"t{i:02d}" for i in range(n_classes)], per_class)
+    emb = np.repeat(centres, per_class, axis=0) + noise * rng.standard_normal(
+        (n_classes * per_class, 8))
+    return emb.astype(np.float32), labels
+
+
+def test_per_class_values_reproduce_every_retrieval_metric() -> None:
+    emb, labels = embedded(12, 6, 0.8, seed=0)
+    by_class: dict = {}
+    scores = evaluate_embeddings(emb, labels, by_class=by_class)
+    assert by_class["classes"] == sorted(set(labels.tolist()))
+    assert by_class["n"] == [6] * 12
+    for metric, value in scores.items():
+        if metric == "nmi":
+            assert metric not in by_class
+            continue
+        n = np.array(by_class["n"], dtype=float)
+        assert float(n @ np.array(by_class[metric]) / n.sum()) == pytest.approx(value, rel=1e-12)
+    # one class's value is the metric of its queries alone (recall@1 by hand)
+    dist = 1 - (emb @ emb.T) / np.outer(np.linalg.norm(emb, axis=1), np.linalg.norm(emb, axis=1))
+    np.fill_diagonal(dist, np.inf)
+    hit = labels[np.argmin(dist, axis=1)] == labels
+    assert by_class["recall@1"][3] == pytest.approx(hit[18:24].mean())
+
+
+def test_class_bootstrap_matches_resampling_classes_directly() -> None:
+    rng = np.random.default_rng(1)
+    n = rng.integers(3, 9, size=25).astype(float)
+    v = rng.uniform(0.2, 0.9, size=25)
+    lo, hi = class_bootstrap_interval(n, v, n_boot=4000, seed=2)
+    # reference: resample class indices and average the queries of the drawn classes
+    ref = []
+    for _ in range(4000):
+        pick = rng.integers(0, 25, 25)
+        ref.append((n[pick] * v[pick]).sum() / n[pick].sum())
+    r_lo, r_hi = np.quantile(ref, [0.025, 0.975])
+    width = r_hi - r_lo
+    assert lo == pytest.approx(r_lo, abs=0.08 * width)
+    assert hi == pytest.approx(r_hi, abs=0.08 * width)
+    assert lo < float(n @ v / n.sum()) < hi
+
+
+def test_identical_methods_have_a_gap_interval_containing_zero() -> None:
+    runs = {s: {f"c{i}": (5, 0.1 * i + 0.01 * s) for i in range(10)} for s in (0, 1, 2)}
+    a, b = class_values(runs), class_values(runs)
+    gap = difference_interval(a, b)
+    assert gap.estimate == 0.0 and gap.low <= 0.0 <= gap.high and gap.p == 1.0
+    # a real, consistent gap on every class and seed is separated
+    better = class_values({s: {c: (k, x + 0.05) for c, (k, x) in per.items()}
+                           for s, per in runs.items()})
+    gap = difference_interval(a, better)
+    assert gap.estimate == pytest.approx(0.05) and gap.low > 0.0 and gap.p == 0.0
+
+
+def test_two_methods_from_one_distribution_overlap_zero_most_of_the_time() -> None:
+    rng = np.random.default_rng(4)
+    covered = 0
+    for _ in range(100):
+        base = rng.uniform(0.3, 0.7, size=30)
+
+        a, b = ({s: {f"c{i}": (4, base[i] + 0.05 * rng.standard_normal()) for i in range(30)}
+                 for s in range(3)} for _ in range(2))
+        gap = difference_interval(class_values(a), class_values(b), n_boot=400)
+        covered += gap.low <= 0.0 <= gap.high
+    assert covered >= 85
+
+
+def test_seeds_widen_the_interval() -> None:
+    per = {f"c{i}": (5, 0.5 + 0.01 * i) for i in range(20)}
+    one = class_values({0: per})
+    noisy = class_values({s: {c: (k, x + 0.1 * s) for c, (k, x) in per.items()} for s in range(3)})
+    w1 = value_interval(one)
+    w3 = value_interval(noisy)
+    assert (w3.high - w3.low) > (w1.high - w1.low)
+    assert isinstance(one, ClassValues) and one.estimate == pytest.approx(0.595)
+
+
+def test_old_tables_without_interval_columns_stay_readable() -> None:
+    row = {c: 0 for c in COLUMNS if c not in OPTIONAL_COLUMNS}
+    row.update(splitfile_sha256="x", dataset="d", method="m", config="{}", protocol="zeroshot",
+               metric="recall@1", device="cpu", value=0.5, distance=1.0, std=float("nan"),
+               wall_time_s=1.0)
+    df = validate(pd.DataFrame([row]))
+    assert np.isnan(df.loc[0, "ci_low"]) and df.loc[0, "class_values"] == ""
+    doc = json.dumps({"classes": ["a"], "n": [1], "v": [0.5]})
+    df = validate(pd.DataFrame([{**row, "ci_low": 0.4, "ci_high": 0.6, "class_values": doc}]))
+    assert df.loc[0, "ci_high"] == 0.6

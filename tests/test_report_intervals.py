@@ -1,0 +1,102 @@
+"""The report's intervals: bands and significant drops from per-class values, the method-order
+sentence, the pivot's drop interval, and old tables (no per-class values) unchanged."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from oodml.report.build import build_report
+from oodml.report.intervals import _ranges, interval_table, method_order
+from oodml.report.progression import progression_figure
+from oodml.report.tables import label_series
+from oodml.results import validate
+
+DIST = {1: 10.0, 2: 20.0, 3: 40.0, 4: 60.0}
+CLASSES = [f"t{i:02d}" for i in range(40)]
+
+
+def rows(method: str, level: dict[int, float], seeds=(0, 1, 2), noise=0.02, seed=0) -> list:
+    """Per-class recall@1 around ``level[split]`` on 40 shared test classes (test-fixed)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for sid, base in level.items():
+        for s in seeds:
+            v = np.clip(base + noise * rng.standard_normal(40), 0, 1)
+            n = [5] * 40
+            out.append({
+                "splitfile_sha256": "ab" * 32, "dataset": "synthetic", "split_id": sid,
+                "distance": DIST[sid], "method": method, "config": "{}", "seed": s,
+                "protocol": "zeroshot", "shots": 0, "metric": "recall@1",
+                "value": float(np.mean(v)), "std": float("nan"), "n_episodes": 0,
+                "wall_time_s": 1.0, "device": "cpu", "epochs": 1, "ci_low": float("nan"),
+                "ci_high": float("nan"),
+                "class_values": json.dumps({"classes": CLASSES, "n": n, "v": v.tolist()}),
+            })
+    return out
+
+
+def frame() -> pd.DataFrame:
+    a = rows("multisimilarity", {1: 0.80, 2: 0.70, 3: 0.60, 4: 0.50}, seed=1)
+    b = rows("triplet", {1: 0.70, 2: 0.60, 3: 0.60, 4: 0.50}, seed=2)
+    return label_series(validate(pd.DataFrame(a + b)))
+
+
+def test_interval_table_drops_and_holm() -> None:
+    df = frame()
+    iv = interval_table(df, ["recall@1"])
+    ms = iv[iv["series"] == "multisimilarity"].reset_index(drop=True)
+    assert list(ms["split_id"]) == [1, 2, 3, 4]
+    assert (ms["ci_low"] < ms["value"]).all() and (ms["value"] < ms["ci_high"]).all()
+    assert list(ms["drop_significant"]) == [False, True, True, True]
+    tr = iv[iv["series"] == "triplet"].reset_index(drop=True)
+    assert list(tr["drop_significant"]) == [False, True, False, True]  # 2 -> 3 stays flat
+    assert tr.loc[2, "drop_lo"] < 0 < tr.loc[2, "drop_hi"]
+
+
+def test_method_order_sentence() -> None:
+    table, lines = method_order(frame(), "recall@1")
+    assert lines == ["recall@1: multisimilarity > triplet on splits 1-2; not distinguishable "
+                     "on splits 3-4"]
+    assert len(table) == 4
+    assert _ranges([1, 2, 3, 5, 7, 8]) == "1-3, 5, 7-8"
+
+
+def test_identical_methods_are_never_ordered() -> None:
+    a = rows("a", {1: 0.8, 2: 0.6}, seed=3)
+    b = [{**r, "method": "b"} for r in a]
+    table, lines = method_order(label_series(validate(pd.DataFrame(a + b))), "recall@1")
+    assert (table["gap"] == 0).all()
+    assert (table["gap_lo"] <= 0).all() and (table["gap_hi"] >= 0).all()
+    assert lines == ["recall@1: not distinguishable on splits 1-2"]
+
+
+def test_progression_bands_are_the_intervals_and_drops_are_marked() -> None:
+    df = frame()
+    iv = interval_table(df, ["recall@1"])
+    fig = progression_figure(df, ["recall@1"], intervals=iv, distance_cis={1: (8.0, 12.0)})
+    ax = fig.axes[0]
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    ms = iv[iv["series"] == "multisimilarity"]
+    assert band.min() == pytest.approx(ms["ci_low"].min())
+    assert band.max() == pytest.approx(ms["ci_high"].max())
+    markers = [ln for ln in ax.get_lines() if ln.get_marker() == "v"]
+    assert len(markers) == 2 and len(markers[0].get_xdata()) == 3
+    assert "significant drop" in fig._suptitle.get_text()
+
+
+def test_report_writes_interval_tables_and_old_tables_keep_theirs(tmp_path) -> None:
+    df = frame().drop(columns=["base", "series"])
+    out = build_report(df, tmp_path / "rep")
+    names = {p.name for p in out.files}
+    assert {"intervals.csv", "method_order.md"} <= names
+    md = (tmp_path / "rep" / "method_order.md").read_text()
+    assert "multisimilarity > triplet on splits 1-2" in md
+    pivot = pd.read_csv(tmp_path / "rep" / "pivot.csv")
+    assert list(pivot["recall@1 sig. drops"]) == ["3/3", "2/3"]
+    old = df.drop(columns=["ci_low", "ci_high", "class_values"])
+    out = build_report(old, tmp_path / "old")
+    assert "intervals.csv" not in {p.name for p in out.files}
