@@ -27,7 +27,11 @@ from oodml.splits.paired import (
     with_paired,
 )
 from oodml.splits.splitfile import PairedDiff, Split, SplitFile, dumps, load_splitfile, loads
-from oodml.splits.uncertainty import interval_from_replicates, ladder_cis
+from oodml.splits.uncertainty import (
+    _seed_sequence,
+    bootstrap_distances,
+    interval_from_replicates,
+)
 from oodml.stats.class_stats import ClassStats
 from oodml.stats.gaussian import frechet_distance_samples
 
@@ -248,16 +252,23 @@ def test_bad_input() -> None:
 
 
 def test_published_ladder_paired_intervals_are_narrow_and_exclude_zero(omniglot_features):
+    """Against the same ladder's marginal replicates (each split resampled on its own, as the
+    ``distance_ci`` intervals are): the unpaired interval of a difference is wider than the
+    paired one, and only the paired one excludes zero on every adjacent pair."""
     manifest, features = omniglot_features
     stats = ClassStats.from_features(features.features, features.labels)
     sf = load_splitfile(PUBLISHED)
     diffs = ladder_paired(stats, sf, n_boot=200)
-    marginal = ladder_cis(stats, sf, n_boot=200)
+    marginal = [bootstrap_distances(stats, s.train, s.test, n_boot=200,
+                                    rng=np.random.default_rng(_seed_sequence(sf.seed, s.id)))
+                for s in sf.ladder]
+    unpaired_zero = 0
     for k, d in enumerate(diffs):
-        width = d.high - d.low
-        assert width < marginal[k][1] - marginal[k][0]
-        assert width < marginal[k + 1][1] - marginal[k + 1][0]
+        lo, hi = interval_from_replicates(d.diff, marginal[k + 1] - marginal[k])
+        assert d.high - d.low < hi - lo
         assert d.low > 0.0 and d.flip == 0.0
+        unpaired_zero += lo <= 0.0
+    assert unpaired_zero >= 1  # the marginal replicates alone cannot order every pair
     assert ladder_test(with_paired(sf, diffs, 200)).all_separated
     # the published file stores these very values (it regenerates byte-identically)
     assert [s.vs_previous for s in sf.ladder[1:]] == [
@@ -305,3 +316,71 @@ def test_adjacent_diffs_sign_and_count() -> None:
     diffs = adjacent_diffs([1.0, 2.0, 2.5], reps)
     assert [d.diff for d in diffs] == pytest.approx([1.0, 0.5])
     assert all(d.low <= d.diff <= d.high for d in diffs)
+
+
+# --- --separation ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synthetic_dataset(tmp_path_factory):
+    from oodml.data import load_dataset
+    from oodml.features import get_features
+    from oodml.train.synthetic import make_synthetic_study
+
+    study = make_synthetic_study(tmp_path_factory.mktemp("separation"), n_classes=40,
+                                 per_class=3, dim=12, noise=0.5, seed=3)
+    manifest = load_dataset("imagefolder", study.root)
+    return study, manifest, get_features(manifest, study.extractor, cache_dir=study.cache_dir)
+
+
+def test_separation_picks_separated_levels_and_records_the_choice(synthetic_dataset):
+    from oodml.splits.generate import LadderConfig, generate_splitfile
+
+    _, manifest, fs = synthetic_dataset
+    sf = generate_splitfile(manifest, fs, LadderConfig(separation=0.95, bootstrap=100,
+                                                       shots=(1,), episodes=1))
+    supported = sf.selection["supported_levels"]
+    assert sf.selection["separation"] == 0.95 and len(sf.ladder) == supported >= 2
+    test = ladder_test(sf)
+    assert test is not None and test.all_separated
+    # the stored differences are the ladder's own paired bootstrap
+    stats = ClassStats.from_features(fs.features, fs.labels)
+    assert [s.vs_previous for s in sf.ladder[1:]] == [
+        PairedDiff(*(float(f"{v:.12g}") for v in (d.diff, d.low, d.high, d.flip)))
+        for d in ladder_paired(stats, sf, n_boot=100)]
+    fewer = generate_splitfile(manifest, fs, LadderConfig(separation=0.95, bootstrap=100,
+                                                          levels=2, shots=(1,), episodes=1))
+    assert len(fewer.ladder) == 2 and ladder_test(fewer).all_separated
+    with pytest.raises(ConfigError, match=rf"^separation=0.95: the walk supports {supported} "
+                                          rf"levels .* not {supported + 1}; ask for "
+                                          rf"levels={supported} or fewer"):
+        generate_splitfile(manifest, fs, LadderConfig(separation=0.95, bootstrap=100,
+                                                      levels=supported + 1, shots=(1,),
+                                                      episodes=1))
+
+
+def test_separation_options_are_checked() -> None:
+    from oodml.splits.generate import LadderConfig
+
+    with pytest.raises(ConfigError, match=r"separation=1.5 must be a confidence level"):
+        LadderConfig(separation=1.5)
+    with pytest.raises(ConfigError, match="needs the paired bootstrap"):
+        LadderConfig(separation=0.95, bootstrap=0)
+    with pytest.raises(ConfigError, match="separation and targets"):
+        LadderConfig(separation=0.95, targets=(1.0, 2.0))
+    assert LadderConfig(separation=0.9).levels is None
+
+
+def test_cli_separation_error_is_one_line_and_writes_nothing(synthetic_dataset, tmp_path, capsys):
+    from oodml_cli import main
+
+    study, _, _ = synthetic_dataset
+    out = tmp_path / "sep.json"
+    with pytest.raises(SystemExit) as exc:
+        main(["splits", "generate", "imagefolder", "--root", str(study.root), "--out", str(out),
+              "--separation", "0.95", "--levels", "39", "--bootstrap", "50", "--shots", "1",
+              "--episodes", "1", "--cache", str(study.cache_dir)])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert exc.value.code == 2 and not out.exists() and "Traceback" not in err
+    assert len(errors) == 1 and "the walk supports" in errors[0] and "not 39" in errors[0]
