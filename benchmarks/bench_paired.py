@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from oodml.classstats import ClassStats
 from oodml.data import load_dataset
 from oodml.features import get_features
 from oodml.splits import load_splitfile
 from oodml.splits.ladder import run_procedure, select_ladder
 from oodml.splits.paired import PairedLadder, ladder_paired, paired_seed
 from oodml.splits.uncertainty import ladder_cis
+from oodml.stats.class_stats import ClassStats
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
