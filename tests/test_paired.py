@@ -34,6 +34,7 @@ from oodml.splits.uncertainty import (
 )
 from oodml.stats.class_stats import ClassStats
 from oodml.stats.gaussian import frechet_distance_samples
+from oodml.stats.modes import distance_within
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO / "splits" / "omniglot_small1_efficientnet-lite0_class-means_greedy.json"
@@ -202,7 +203,7 @@ def test_pair_p_values_agree_with_paired_diff() -> None:
 
 
 def small_file(stats: ClassStats, splits, seed: int = 0) -> SplitFile:
-    ladder = [Split(id=i, distance=stats.distance(a, b), is_start=i == 1, train=tuple(a),
+    ladder = [Split(id=i, distance=distance_within(stats, a, b), is_start=i == 1, train=tuple(a),
                     test=tuple(b)) for i, (a, b) in enumerate(splits, start=1)]
     return SplitFile(dataset_name="synthetic", dataset_fingerprint=None, class_counts=None,
                      extractor="none", weights_sha256=None, distance_mode="class-means",
