@@ -190,7 +190,8 @@ def test_real_omniglot_ladder_head_only(omniglot_zip, omniglot_features, omniglo
         split_id=hardest,
         seed=0,
         loss="multisimilarity",
-        results_dir=str(omniglot_features_cache / "results"),
+        # one folder per split file: a persistent cache never mixes runs of two versions
+        results_dir=str(omniglot_features_cache / f"results-{sf.sha256[:12]}"),
         cache_dir=str(omniglot_features_cache),
         train=TrainConfig(epochs=2, batch_size=32, m=4),
     )
