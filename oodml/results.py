@@ -167,9 +167,9 @@ def _check_row(row: Any, where: str) -> dict[str, Any]:
 
 
 def _run_doc(key: str, config: str, rows: list[dict[str, Any]]) -> str:
-    for row in rows:
-        _check_row(row, f"run {key}")
-    doc = {"key": key, "config": config, "rows": [{c: _clean(r[c]) for c in COLUMNS} for r in rows]}
+    checked = [_check_row(row, f"run {key}") for row in rows]
+    doc = {"key": key, "config": config,
+           "rows": [{c: _clean(r[c]) for c in COLUMNS} for r in checked]}
     return json.dumps(doc, sort_keys=True, indent=1, allow_nan=False) + "\n"
 
 

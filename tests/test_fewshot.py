@@ -119,7 +119,7 @@ def test_real_omniglot_fewshot(omniglot_zip, omniglot_features, omniglot_feature
         split_id=split.id,
         seed=0,
         loss="proxyanchor",
-        results_dir=str(omniglot_features_cache / "fewshot"),
+        results_dir=str(omniglot_features_cache / f"fewshot-{sf.sha256[:12]}"),
         cache_dir=str(omniglot_features_cache),
         train=TrainConfig(epochs=2, batch_size=32, m=4),
     )
