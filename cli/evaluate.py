@@ -14,6 +14,7 @@ from oodml.errors import ConfigError
 from oodml.results import check_results_folder
 from oodml.train.loop import TrainConfig
 from oodml.train.spec import FewshotConfig, RunSpec, check_seeds, method_name
+from oodml.train.trainsize import run_grid
 from oodml_cli.options import (
     argument,
     build,
@@ -52,24 +53,19 @@ def build_specs(o: dict[str, Any]) -> list[RunSpec]:
     """RunSpecs for every (split, seed) from the parsed options (checked before any work), with
     the train-size-controlled draws after each when ``--train-classes`` is given."""
     from oodml.splits.splitfile import load_splitfile
-    from oodml.train.trainsize import expand_train_draws
 
     if o["backbone"] and o["head_only"]:
         raise ConfigError("give either --backbone NAME or --head-only, not both")
     sf = load_splitfile(o["splitfile"])
     check_results_folder(o["out"])
     split_ids = parse_list(o["splits"], "splits", int) if o["splits"] else None
-    for sid in split_ids or ():
-        sf.split(sid)
     seeds = check_seeds(parse_list(o["seeds"], "seeds", int) or (0,))
-    train = build(TrainConfig, o)
+    ladder = [s.id for s in sf.ladder]
     values = {**o, "weights": None if o["weights"] == "random" else o["weights"]}
-    return expand_train_draws([
-        build(RunSpec, values, splitfile=str(o["splitfile"]), root=str(o["root"]),
-              results_dir=str(o["out"]), split_id=sid, seed=seed, train=train)
-        for sid in (split_ids or [s.id for s in sf.ladder])
-        for seed in seeds
-    ])
+    method = build(RunSpec, values, splitfile=str(o["splitfile"]), root=str(o["root"]),
+                   results_dir=str(o["out"]), split_id=ladder[0], seed=seeds[0],
+                   train=build(TrainConfig, o))
+    return run_grid([method], ladder, split_ids, seeds)
 
 
 @with_params(RUN_PARAMS)

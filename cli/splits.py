@@ -9,19 +9,21 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from oodml.config import (
-    MAX_BOOTSTRAP,
-    MAX_EPISODES,
-    MAX_LEVELS,
-    MAX_SHOT_COUNTS,
-    MAX_SHOTS,
-    MAX_STEPS,
-    MAX_SUPPORT_PATHS,
-)
+from oodml.config import field_help
 from oodml.features.options import FeatureOptions
 from oodml.fileio import STDOUT, check_writable
+from oodml.splits.generate import LadderConfig
 from oodml_cli.features import FEATURE_PARAMS, load
-from oodml_cli.options import SKIP_BAD, argument, build, option, out_file, out_path, with_params
+from oodml_cli.options import (
+    SKIP_BAD,
+    argument,
+    build,
+    field_params,
+    option,
+    out_file,
+    out_path,
+    with_params,
+)
 from oodml_cli.ui import Bars, say
 
 app = typer.Typer(
@@ -81,51 +83,27 @@ def show_table(sf: Any) -> None:
         say(f"note: {note}")
 
 
+LADDER_FIELDS = [
+    "mode", "procedure", "levels", "targets", "seed", "start", "val_fraction", "shots",
+    "episodes", "removal", "bootstrap", "measure", "train_size", "separation",
+]  # fmt: skip
+
+
 @app.command("generate")
 @with_params(
     [argument("dataset", str, "Dataset name (e.g. omniglot, cub200, cars196, sop).")],
     [option("root", Path, ..., "--root", help="Dataset root folder or zip archive."),
      out_file("Split file to write (JSON).", "split file"),
-     option("extractor", str, "efficientnet-lite0", "--extractor", help="Feature extractor."),
-     option("mode", str, "class-means", "--mode", help="Distance: class-means or samples."),
-     option("procedure", str, "greedy", "--procedure", help="Ladder walk: greedy or oodml."),
-     option("levels", int | None, None, "--levels",
-            help=f"Number of ladder splits K (default 8, at most {MAX_LEVELS}; not with "
-            "--targets)."),
-     option("targets", str | None, None, "--targets",
-            help="Pick the splits nearest these distances, e.g. 20,40,80."),
-     option("seed", int, 0, "--seed", help="Seed: random start split and sub-splits."),
-     option("start", str, "auto", "--start",
-            help="Start split: auto (default if any), default or random."),
-     option("param", list[str], [], "--param", help="Procedure parameters NAME=VALUE[,...] "
-            f"(repeatable), e.g. history=5; counts at most {MAX_STEPS}."),
-     option("val_fraction", float, 0.25, "--val-fraction",
-            help="Share of train classes in the validation sub-split."),
-     option("shots", str, "2,5,10", "--shots", help=f"Few-shot support sizes (at most "
-            f"{MAX_SHOT_COUNTS}, each at most {MAX_SHOTS})."),
-     option("episodes", int, 10, "--episodes", help=f"Few-shot episodes per shot count (at "
-            f"most {MAX_EPISODES}, and at most {MAX_SUPPORT_PATHS:,} support paths in the file)."),
-     option("removal", str | None, None, "--removal", help="Greedy removal policy: test-fixed "
-            "(default; train side only, every split keeps the test classes' count), balanced "
-            "(both sides, within one class of the start's train/test ratio), any (whichever "
-            "side raises the distance most; the previous default) or none."),
-     option("bootstrap", int, 200, "--bootstrap", help="Bootstrap resamples of the classes for "
-            f"each split's 95% distance interval and the paired differences (0: none; at most "
-            f"{MAX_BOOTSTRAP})."),
-     option("measure", str, "frechet", "--measure", help="What the walk maximises: frechet "
-            "(default), kid, fid-inf or w2-classes; recorded in the split file (not frechet)."),
-     option("train_size", str | None, None, "--train-size", help="Trim every split's train "
-            "set to N classes (seeded draw; 'min': the ladder's smallest train set), so every "
-            "level trains on the same number of classes; distances are recomputed."),
-     option("separation", float | None, None, "--separation", help="Pick levels whose adjacent "
-            "pairs differ at this confidence, e.g. 0.95 (paired class bootstrap, Holm); as many "
-            "as the data supports unless --levels is given."),
+     *field_params(FeatureOptions, ["extractor"]),
+     *field_params(LadderConfig, LADDER_FIELDS[:6]),
+     option("param", list[str], [], "--param", help=field_help(LadderConfig, "params")),
+     *field_params(LadderConfig, LADDER_FIELDS[6:]),
      FORCE, SKIP],
     EXTRACT,
 )
 def generate(**o) -> None:
     """Walk a ladder of ever harder train/test splits of DATASET and write its split file."""
-    from oodml.splits.generate import LadderConfig, check_generation_cost, generate_splitfile
+    from oodml.splits.generate import check_generation_cost, generate_splitfile
     from oodml.splits.splitfile import save_splitfile
 
     config = build(LadderConfig, o, params=_params(o))

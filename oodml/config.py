@@ -14,6 +14,7 @@ so the checks live in their ``__post_init__`` and the messages name the dataclas
 * The ``MAX_*`` constants are the documented upper bounds of counts and sizes: a typo (an
   extra digit, ``1e9``) is a one-line error naming the field, not hours of silence or an
   out-of-memory kill. Each field's ``--help`` states its bound.
+* :func:`option_field` declares a field with the help text the CLI shows for it.
 """
 
 from __future__ import annotations
@@ -220,6 +221,12 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ConfigError(f"{name}={value!r} is not one of: {', '.join(choices)}")
     return value
+
+
+def option_field(default: Any, help: str, **meta: Any) -> Any:
+    """A dataclass field with its ``--help`` text (and ``flag``, the CLI spelling where it is
+    not ``--field-name``) in its metadata: what the CLI derives its options from."""
+    return dataclasses.field(default=default, metadata={"help": help, **meta})
 
 
 def field_help(cls: type, name: str) -> str:

@@ -18,17 +18,6 @@ from oodml_cli import main
 COMMANDS = ("generate", "show", "verify", "import-oodml", "export-oodml", "plot")
 
 
-def run(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
-    try:
-        main(["splits", *map(str, args)])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 @pytest.fixture(scope="module")
 def generated(
     omniglot_features, omniglot_features_cache: Path, omniglot_zip: Path, tmp_path_factory
@@ -64,10 +53,35 @@ def generated(
     return files
 
 
-def test_help_for_every_command(capsys: pytest.CaptureFixture) -> None:
+def test_help_for_every_command(cli) -> None:
     for command in COMMANDS:
-        code, out, _ = run(capsys, command, "--help")
+        code, out, _ = cli("splits", command, "--help")
         assert code == 0 and "Usage" in out and "--" in out
+
+
+def test_generate_options_are_the_ladder_config_fields() -> None:
+    """Every LadderConfig field is a `splits generate` option with the field's help (params as
+    the repeatable --param, eps through --param eps=...), and the options' defaults build the
+    library's default config."""
+    import dataclasses
+
+    import typer
+
+    from oodml.splits.generate import LadderConfig
+    from oodml_cli import app
+    from oodml_cli.options import build
+
+    command = typer.main.get_command(app).commands["splits"].commands["generate"]
+    options = {p.name: p for p in command.params}
+    for f in dataclasses.fields(LadderConfig):
+        if f.name == "eps":
+            continue
+        option = options["param" if f.name == "params" else f.name]
+        assert option.help == f.metadata["help"] and option.help, f.name
+    assert options["param"].multiple
+    defaults = {name: p.default for name, p in options.items()}
+    assert build(LadderConfig, defaults, params={}) == LadderConfig()
+    assert LadderConfig(params={"eps": 1e-6}).eps == 1e-6
 
 
 def test_generate_is_deterministic_and_sound(
@@ -75,13 +89,13 @@ def test_generate_is_deterministic_and_sound(
     omniglot_features,
     omniglot_features_cache: Path,
     omniglot_zip: Path,
-    capsys: pytest.CaptureFixture,
+    cli,
     tmp_path: Path,
 ) -> None:
     manifest, features = omniglot_features
     again = tmp_path / "again.json"
-    code, out, _ = run(
-        capsys,
+    code, out, _ = cli(
+        "splits",
         "generate",
         "omniglot",
         "--root",
@@ -97,7 +111,7 @@ def test_generate_is_deterministic_and_sound(
         "-o",
         again,
     )
-    assert code == 0 and "start" in out and "#removed" in out
+    assert code == 0 and "start" in out and "#remov" in out  # rich may cut the header
     assert again.read_bytes() == generated["greedy"].read_bytes()
     stats = ClassStats.from_features(features.features, features.labels)
     for procedure, path in generated.items():
@@ -123,15 +137,15 @@ def test_show_and_verify_ok(
     generated: dict[str, Path],
     omniglot_features_cache: Path,
     omniglot_zip: Path,
-    capsys: pytest.CaptureFixture,
+    cli,
 ) -> None:
     sf = load_splitfile(generated["greedy"])
-    code, out, _ = run(capsys, "show", generated["greedy"])
+    code, out, _ = cli("splits", "show", generated["greedy"])
     assert code == 0
     for s in sf.ladder:
         assert f"{s.distance:.4f}" in out
-    code, out, _ = run(
-        capsys,
+    code, out, _ = cli(
+        "splits",
         "verify",
         generated["greedy"],
         "--root",
@@ -146,7 +160,7 @@ def test_verify_lists_every_problem(
     generated: dict[str, Path],
     omniglot_zip: Path,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture,
+    cli,
 ) -> None:
     with zipfile.ZipFile(omniglot_zip) as zf:
         zf.extractall(tmp_path)
@@ -156,7 +170,7 @@ def test_verify_lists_every_problem(
     shutil.rmtree(root / gone)
     image = sf.ladder[-1].episodes[2][0][sf.ladder[-1].test[-1]][0]
     (root / image).unlink()
-    code, out, _ = run(capsys, "verify", generated["greedy"], "--root", root, "--no-distances")
+    code, out, _ = cli("splits", "verify", generated["greedy"], "--root", root, "--no-distances")
     assert code == 1
     problems = [line for line in out.splitlines() if line.startswith("problem:")]
     assert any("fingerprint" in p for p in problems)
@@ -166,18 +180,18 @@ def test_verify_lists_every_problem(
 
 
 def test_hand_edited_file_is_one_line_error(
-    generated: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+    generated: dict[str, Path], tmp_path: Path, cli
 ) -> None:
     edited = tmp_path / "edited.json"
     text = generated["greedy"].read_text()
     edited.write_text(text.replace('"is_start": true', '"is_start": false', 1))
-    code, _, err = run(capsys, "show", edited)
+    code, _, err = cli("splits", "show", edited)
     assert code == 2 and "checksum mismatch" in err and err.count("\n") == 1
 
 
 def test_verify_reports_a_hand_edit_and_goes_on_checking(
     generated: dict[str, Path], omniglot_zip: Path, tmp_path: Path,
-    capsys: pytest.CaptureFixture,
+    cli,
 ) -> None:
     """verify lists the checksum mismatch and what the edit broke: a class dropped from a split
     and distances no longer increasing."""
@@ -190,7 +204,7 @@ def test_verify_reports_a_hand_edit_and_goes_on_checking(
     doc["ladder"][2]["distance"] = doc["ladder"][0]["distance"] / 2
     edited = tmp_path / "edited.json"
     edited.write_text(json.dumps(doc))
-    code, out, _ = run(capsys, "verify", edited, "--root", omniglot_zip, "--no-distances")
+    code, out, _ = cli("splits", "verify", edited, "--root", omniglot_zip, "--no-distances")
     problems = [line for line in out.splitlines() if line.startswith("problem:")]
     assert code == 1
     assert any("checksum mismatch" in p for p in problems)
@@ -202,15 +216,15 @@ def test_export_import_round_trip(
     generated: dict[str, Path],
     omniglot_zip: Path,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture,
+    cli,
 ) -> None:
     sf = load_splitfile(generated["oodml"])
     pkl = tmp_path / "ladder.pkl"
-    assert run(capsys, "export-oodml", generated["oodml"], "-o", pkl, "--basenames")[0] == 0
+    assert cli("splits", "export-oodml", generated["oodml"], "-o", pkl, "--basenames")[0] == 0
     assert sorted(pickle.loads(pkl.read_bytes())) == [1, 2, 3, 4, 5]
     back = tmp_path / "back.json"
-    code, out, _ = run(
-        capsys, "import-oodml", pkl, "-o", back, "--dataset", "omniglot", "--root", omniglot_zip
+    code, out, _ = cli(
+        "splits", "import-oodml", pkl, "-o", back, "--dataset", "omniglot", "--root", omniglot_zip
     )
     assert code == 0 and "start" in out
     imported = load_splitfile(back)
@@ -218,15 +232,15 @@ def test_export_import_round_trip(
     for a, b in zip(sf.ladder, imported.ladder, strict=True):
         assert (a.train, a.test, a.removed, a.is_start) == (b.train, b.test, b.removed, b.is_start)
         assert (a.distance, a.val, a.episodes) == (b.distance, b.val, b.episodes)
-    code, _, err = run(capsys, "import-oodml", pkl, "-o", back, "--dataset", "omniglot")
+    code, _, err = cli("splits", "import-oodml", pkl, "-o", back, "--dataset", "omniglot")
     assert code == 2 and "--dataset and --root go together" in err
 
 
 def test_plot_writes_png_and_pdf(
-    generated: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+    generated: dict[str, Path], tmp_path: Path, cli
 ) -> None:
     png = tmp_path / "ladder.png"
-    code, out, _ = run(capsys, "plot", generated["greedy"], "-o", png, "--pdf")
+    code, out, _ = cli("splits", "plot", generated["greedy"], "-o", png, "--pdf")
     assert code == 0 and "ladder.pdf" in out
     img = mpimg.imread(png)
     assert img.shape[1] == 7 * 150 and img.shape[0] == round(5.2 * 150)
@@ -255,7 +269,7 @@ def test_split_file_writers_refuse_an_existing_file_without_force(
     omniglot_zip: Path,
     omniglot_features_cache: Path,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture,
+    cli,
 ) -> None:
     """generate, import-oodml and export-oodml never overwrite a file by accident: an
     existing --out is a one-line error naming it (before any work), the file keeps its bytes,
@@ -266,22 +280,22 @@ def test_split_file_writers_refuse_an_existing_file_without_force(
     args = ["generate", "omniglot", "--root", omniglot_zip, "--procedure", "oodml", "--levels",
             "3", "--episodes", "1", "--bootstrap", "0", "--cache", omniglot_features_cache,
             "-o", target]
-    code, _, err = run(capsys, *args)
+    code, _, err = cli("splits", *args)
     assert code != 0 and str(target) in err and "--force" in err
     assert len(err.strip().splitlines()) == 1 and target.read_bytes() == before
-    code, _, _ = run(capsys, *args, "--force")
+    code, _, _ = cli("splits", *args, "--force")
     assert code == 0 and load_splitfile(target).procedure == "oodml"
 
     pkl = tmp_path / "ladder.pkl"
-    assert run(capsys, "export-oodml", generated["oodml"], "-o", pkl)[0] == 0
+    assert cli("splits", "export-oodml", generated["oodml"], "-o", pkl)[0] == 0
     exported = pkl.read_bytes()
-    code, _, err = run(capsys, "export-oodml", generated["greedy"], "-o", pkl)
+    code, _, err = cli("splits", "export-oodml", generated["greedy"], "-o", pkl)
     assert code != 0 and str(pkl) in err and "--force" in err and pkl.read_bytes() == exported
-    assert run(capsys, "export-oodml", generated["greedy"], "-o", pkl, "--force")[0] == 0
+    assert cli("splits", "export-oodml", generated["greedy"], "-o", pkl, "--force")[0] == 0
     assert pkl.read_bytes() != exported
-    assert run(capsys, "export-oodml", generated["oodml"], "-o", pkl, "--force")[0] == 0
+    assert cli("splits", "export-oodml", generated["oodml"], "-o", pkl, "--force")[0] == 0
     before = target.read_bytes()
-    code, _, err = run(capsys, "import-oodml", pkl, "-o", target)
+    code, _, err = cli("splits", "import-oodml", pkl, "-o", target)
     assert code != 0 and "--force" in err and target.read_bytes() == before
-    assert run(capsys, "import-oodml", pkl, "-o", target, "--force")[0] == 0
+    assert cli("splits", "import-oodml", pkl, "-o", target, "--force")[0] == 0
     assert target.read_bytes() != before

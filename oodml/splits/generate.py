@@ -12,7 +12,7 @@ so the same inputs and seed always give the same SplitFile and the same bytes on
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,9 @@ from oodml.config import (
     MAX_LEVELS,
     MAX_SHOT_COUNTS,
     MAX_SHOTS,
+    MAX_STEPS,
     MAX_SUPPORT_PATHS,
+    option_field,
     shown,
 )
 from oodml.errors import ConfigError
@@ -110,48 +112,67 @@ DEFAULT_LEVELS = 8
 class LadderConfig:
     """Every option of ladder generation, validated when built (errors name the field).
 
-    ``mode``: distance ("class-means" | "samples"); ``procedure``: walk ("greedy" | "oodml");
-    ``params``: the procedure's dataclass (:class:`~oodml.splits.procedures.GreedyParams`,
+    ``params`` is the procedure's dataclass (:class:`~oodml.splits.procedures.GreedyParams`,
     :class:`~oodml.splits.procedures.OodmlParams`) or a mapping of overrides (parsed Python
-    values), stored resolved for ``mode``; ``levels``: K splits (None: 8, or None with
-    ``targets``); ``targets``: pick the splits nearest these distances instead (not together
-    with ``levels``; the file records levels 8 then, as before); ``seed``: random start and
-    sub-splits; ``start``: "auto" | "default" | "random"; ``val_fraction``, ``shots``,
-    ``episodes``: sub-splits; ``eps``: added to both covariance diagonals (None: the mode's
-    default, 1e-8 class-means, 0 samples); ``removal``: greedy's removal policy
-    (``test-fixed`` | ``balanced`` | ``any`` | ``none``; None: the params' value, default
-    ``test-fixed``), stored in ``params.removal``; the ``oodml`` procedure keeps the published
-    two-sided removal and rejects it. ``measure``: what the walk maximises
-    (:mod:`oodml.stats.measures`: ``frechet``, the default, or ``kid``, ``fid-inf``,
-    ``w2-classes``), recorded in the split file when not ``frechet``.
-    ``bootstrap``: replicates of the marginal and the paired distance intervals (0: none).
-    ``separation``: a confidence level (e.g. 0.95); the levels are then picked from the walk
-    so that every adjacent pair differs at that level (paired class bootstrap, Holm over the
-    pairs), as many as the data supports unless ``levels`` is given (not with ``targets``;
-    Fréchet only).
-    ``train_size``: trim every selected split's train set
-    to this many classes (``"min"``: the selected ladder's smallest train set), drawn at
+    values), stored resolved for ``mode``. ``levels`` None means the default number of splits,
+    unless ``targets`` pick them (the file then records the default, as before). ``eps`` is
+    added to both covariance diagonals (None: the mode's default, 1e-8 class-means, 0 samples).
+    ``removal`` is stored in ``params.removal`` (None: the params' value); the ``oodml``
+    procedure keeps the published two-sided removal and rejects it. ``measure`` is what the
+    walk maximises (:mod:`oodml.stats.measures`), recorded in the split file when not
+    ``frechet``. ``bootstrap``: replicates of the marginal and the paired distance intervals
+    (0: none). ``separation``: a confidence level (e.g. 0.95); the levels are then picked
+    from the walk so that every adjacent pair differs at that level (paired class bootstrap,
+    Holm over the pairs), as many as the data supports unless ``levels`` is given (not with
+    ``targets``; Fréchet only). ``train_size``: trim every selected split's train set to
+    this many classes (``"min"``: the selected ladder's smallest train set), drawn at
     random (seeded), so every level trains on the same number of classes; the trimmed
-    classes join ``removed``, distances are recomputed and the splits re-ordered by them, and
-    the file records ``selection.train_size`` (None: off, the file as before).
+    classes join ``removed``, distances are recomputed and the splits re-ordered by them,
+    and the file records ``selection.train_size`` (None: off, the file as before).
+    The ``help`` of each field is what ``oodml splits generate --help`` prints.
     """
 
-    mode: str = "class-means"
-    procedure: str = "greedy"
-    params: Params | Mapping[str, Any] | None = field(default=None, compare=True)
-    levels: int | None = None
-    targets: tuple[float, ...] | None = None
-    seed: int = 0
-    start: str = "auto"
-    val_fraction: float = DEFAULT_VAL_FRACTION
-    shots: tuple[int, ...] = DEFAULT_SHOTS
-    episodes: int = DEFAULT_EPISODES
-    eps: float | None = None
-    removal: str | None = None
-    bootstrap: int = DEFAULT_BOOTSTRAPS
-    measure: str = "frechet"
-    train_size: int | str | None = None
-    separation: float | None = None
+    mode: str = option_field("class-means", "Distance: class-means or samples.")
+    procedure: str = option_field("greedy", "Ladder walk: greedy or oodml.")
+    params: Params | Mapping[str, Any] | None = option_field(
+        None, "Procedure parameters NAME=VALUE[,...] (repeatable), e.g. history=5; counts at "
+        f"most {MAX_STEPS}.", flag="param")
+    levels: int | None = option_field(
+        None, f"Number of ladder splits K (default {DEFAULT_LEVELS}, at most {MAX_LEVELS}; not "
+        "with --targets).")
+    targets: tuple[float, ...] | None = option_field(
+        None, "Pick the splits nearest these distances, e.g. 20,40,80.")
+    seed: int = option_field(0, "Seed: random start split and sub-splits.")
+    start: str = option_field("auto", "Start split: auto (default if any), default or random.")
+    val_fraction: float = option_field(
+        DEFAULT_VAL_FRACTION, "Share of train classes in the validation sub-split.")
+    shots: tuple[int, ...] = option_field(
+        DEFAULT_SHOTS, f"Few-shot support sizes (at most {MAX_SHOT_COUNTS}, each at most "
+        f"{MAX_SHOTS}).")
+    episodes: int = option_field(
+        DEFAULT_EPISODES, f"Few-shot episodes per shot count (at most {MAX_EPISODES}, and at "
+        f"most {MAX_SUPPORT_PATHS:,} support paths in the file).")
+    eps: float | None = option_field(
+        None, "Added to both covariance diagonals (default: 1e-8 class-means, 0 samples).")
+    removal: str | None = option_field(
+        None, "Greedy removal policy: test-fixed (default; train side only, every split keeps "
+        "the test classes' count), balanced (both sides, within one class of the start's "
+        "train/test ratio), any (whichever side raises the distance most; the previous "
+        "default) or none.")
+    bootstrap: int = option_field(
+        DEFAULT_BOOTSTRAPS, "Bootstrap resamples of the classes for each split's 95% distance "
+        f"interval and the paired differences (0: none; at most "
+        f"{MAX_BOOTSTRAP}).")
+    measure: str = option_field(
+        "frechet", "What the walk maximises: frechet (default), kid, fid-inf or w2-classes; "
+        "recorded in the split file (not frechet).")
+    train_size: int | str | None = option_field(
+        None, "Trim every split's train set to N classes (seeded draw; 'min': the ladder's "
+        "smallest train set), so every level trains on the same number of classes; distances "
+        "are recomputed.")
+    separation: float | None = option_field(
+        None, "Pick levels whose adjacent pairs differ at this confidence, e.g. 0.95 (paired "
+        "class bootstrap, Holm); as many as the data supports unless --levels is given.")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "train_size", _check_train_size(self.train_size))

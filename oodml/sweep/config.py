@@ -44,7 +44,7 @@ from oodml.errors import ConfigError
 from oodml.fileio import read_text
 from oodml.train.loop import TrainConfig
 from oodml.train.spec import FewshotConfig, RunSpec, check_seeds, method_name
-from oodml.train.trainsize import expand_train_draws
+from oodml.train.trainsize import run_grid
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -194,7 +194,7 @@ def load_config(path: str | Path) -> SweepConfig:
         fewshot=fewshot,
         source=str(path),
     )
-    names = [method_name(s) for s in _specs(cfg, [1], cfg.seeds[:1])]
+    names = [method_name(s) for s in _methods(cfg, 1, cfg.seeds[0])]
     if len(set(names)) != len(names):
         dup = sorted(n for n in set(names) if names.count(n) > 1)[0]
         raise ConfigError(f"{where}: two methods are both named {dup!r}; give each a unique "
@@ -202,7 +202,8 @@ def load_config(path: str | Path) -> SweepConfig:
     return cfg
 
 
-def _specs(cfg: SweepConfig, split_ids: list[int], seeds: tuple[int, ...]) -> list[RunSpec]:
+def _methods(cfg: SweepConfig, split_id: int, seed: int) -> list[RunSpec]:
+    """One RunSpec per method (at ``split_id``, ``seed``): the templates of the grid."""
     specs = []
     for i, m in enumerate(cfg.methods, 1):
         mwhere = f"sweep config {cfg.source}, method {i}"
@@ -216,27 +217,21 @@ def _specs(cfg: SweepConfig, split_ids: list[int], seeds: tuple[int, ...]) -> li
             "miner_args": m.miner_args,
             "method": m.name,
         }
-        for split_id in split_ids:
-            for seed in seeds:
-                specs.append(
-                    from_mapping(
-                        RunSpec, values, mwhere,
-                        splitfile=cfg.splitfile, root=cfg.root, results_dir=cfg.results,
-                        split_id=split_id, seed=seed, train=train,
-                    )
-                )
+        specs.append(
+            from_mapping(
+                RunSpec, values, mwhere,
+                splitfile=cfg.splitfile, root=cfg.root, results_dir=cfg.results,
+                split_id=split_id, seed=seed, train=train,
+            )
+        )
     return specs
 
 
 def expand(cfg: SweepConfig, split_ids: list[int]) -> list[RunSpec]:
-    """The grid methods x splits x seeds as RunSpecs, in a fixed order (each followed by its
-    train-size-controlled draws when ``train_classes`` is set)."""
-    chosen = list(cfg.splits) if cfg.splits is not None else split_ids
-    missing = sorted(set(chosen) - set(split_ids))
-    if missing:
-        raise ConfigError(
-            f"sweep config {cfg.source}: split id(s) {missing} not in {cfg.splitfile} "
-            f"(it has {split_ids})"
-        )
-    return expand_train_draws(_specs(cfg, chosen, cfg.seeds))
-
+    """The grid methods x splits x seeds as RunSpecs, in a fixed order, with the
+    train-size-controlled draws after each when ``train_classes`` is set (:func:`run_grid`)."""
+    where = f"sweep config {cfg.source}: {cfg.splitfile}: "
+    if not split_ids:
+        raise ConfigError(f"{where}the ladder has no splits")
+    return run_grid(_methods(cfg, split_ids[0], cfg.seeds[0]), split_ids, cfg.splits, cfg.seeds,
+                    where=where)

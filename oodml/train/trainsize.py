@@ -129,3 +129,36 @@ def run_train_classes(spec: RunSpec, sf: SplitFile, split: Split
     check_train_size(n, split, str(spec.splitfile))
     seed = draw_seed(sf.seed, split.id, n, spec.train_draw)
     return draw_classes(split.train, n, seed), train_label(n), seed
+
+
+def run_grid(
+    methods: Sequence[RunSpec],
+    ladder: Sequence[int],
+    splits: Sequence[int] | None = None,
+    seeds: Sequence[int] = (0,),
+    *,
+    where: str = "",
+) -> list[RunSpec]:
+    """The study's grid: one run per (method, split, seed), in that order, each followed by
+    its train-size-controlled draws when the method sets ``train_classes``.
+
+    ``methods`` are templates (their ``split_id`` and ``seed`` are replaced); ``ladder`` the
+    split ids of the split file; ``splits`` the chosen ids (None: all of ``ladder``). A chosen
+    id the ladder lacks is a ConfigError naming the ids it has (prefixed by ``where``, the
+    source of the choice), raised before any run, as are the train-size errors of
+    :func:`expand_train_draws` (which resolves ``train_classes`` and
+    adds ``train_draws`` runs per spec). ``oodml evaluate``/``fewshot`` and a sweep both
+    build their runs here.
+    """
+
+    chosen = list(ladder) if splits is None else list(splits)
+    missing = [sid for sid in chosen if sid not in set(ladder)]
+    if missing:
+        ids = ", ".join(str(i) for i in ladder)
+        which = f"split id {missing[0]} is" if len(missing) == 1 else f"split ids {missing} are"
+        raise ConfigError(f"{where}{which} not in the ladder; choose from: {ids}")
+    if not seeds:
+        raise ConfigError(f"{where}seeds must list at least one seed")
+    return expand_train_draws([
+        replace(m, split_id=sid, seed=seed) for m in methods for sid in chosen for seed in seeds
+    ])
