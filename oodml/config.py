@@ -28,7 +28,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from oodml.errors import ConfigError
+from oodml.errors import ConfigError, short
 
 T = TypeVar("T")
 MAX_SEED = 2**63 - 1
@@ -172,7 +172,7 @@ def shown(value: Any) -> str:
         digits = int(math.log10(v)) + 1
         digits += (v >= 10**digits) - (v < 10 ** (digits - 1))  # log10 rounds near powers of 10
         return f"<a number of about {digits} digits>"
-    return _short(value)
+    return short(value, 60)
 
 
 def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
@@ -307,11 +307,6 @@ def coerce_value(tp: Any, value: Any, name: str, where: str) -> Any:
             raise bad
         return value
     return value
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def field_types(cls: type) -> dict[str, Any]:
