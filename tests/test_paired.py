@@ -274,6 +274,48 @@ def test_published_ladder_paired_intervals_are_narrow_and_exclude_zero(omniglot_
         for d in diffs]
 
 
+def test_imported_file_without_a_seed_gets_the_recorded_fixed_seed(omniglot_features, tmp_path):
+    """An imported ooDML pickle has seed None. Its distance intervals and paired differences
+    are drawn with DEFAULT_SEED (0), recorded in the file as uncertainty.bootstrap_seed, so
+    they equal those of the same ladder with seed 0: the published file's stored marginal
+    intervals exactly, and the published ladder's paired differences. A recorded seed is what
+    a later recomputation uses; an explicit seed overrides it."""
+    from dataclasses import replace
+
+    from oodml.splits.oodml_pickle import export_oodml, import_oodml
+    from oodml.splits.splitfile import DEFAULT_SEED, round_float, save_splitfile
+    from oodml.splits.uncertainty import bootstrap_seed, ladder_cis, with_distance_cis
+
+    manifest, features = omniglot_features
+    stats = ClassStats.from_features(features.features, features.labels)
+    published = load_splitfile(PUBLISHED)
+    assert published.seed == DEFAULT_SEED == 0
+    short = replace(published, ladder=published.ladder[:3])
+    imported = import_oodml(export_oodml(short, tmp_path / "study.pkl"), manifest=manifest)
+    assert imported.seed is None and bootstrap_seed(imported) == 0
+    assert [s.distance for s in imported.ladder] == [s.distance for s in short.ladder]
+
+    cis = ladder_cis(stats, imported, n_boot=200)
+    assert [tuple(round_float(v) for v in ci) for ci in cis] == [
+        s.distance_ci for s in short.ladder]
+    diffs = ladder_paired(stats, imported, n_boot=40)
+    assert diffs == ladder_paired(stats, short, n_boot=40)
+    assert diffs != ladder_paired(stats, imported, n_boot=40, seed=5)
+
+    done = with_paired(with_distance_cis(imported, cis), diffs, 40)
+    assert done.uncertainty == {"bootstrap_seed": 0, "paired_bootstraps": 40}
+    again = load_splitfile(save_splitfile(done, tmp_path / "imported.json"))
+    assert again.uncertainty["bootstrap_seed"] == 0 and again.seed is None
+    # a recorded seed is reused; seeded files whose intervals used their own seed record none
+    reseeded = with_paired(done, ladder_paired(stats, done, n_boot=40, seed=5), 40, seed=5)
+    assert bootstrap_seed(reseeded) == 5
+    assert ladder_paired(stats, reseeded, n_boot=40) == ladder_paired(stats, short, n_boot=40,
+                                                                      seed=5)
+    assert "bootstrap_seed" not in with_distance_cis(short, cis).uncertainty
+    with pytest.raises(SplitFileError, match="bootstrap_seed"):
+        bootstrap_seed(replace(done, uncertainty={"bootstrap_seed": "0"}))
+
+
 # --- coverage with a known population difference -------------------------------------------
 
 

@@ -46,12 +46,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from oodml.errors import ConfigError
-from oodml.splits.splitfile import PairedDiff
+from oodml.splits.splitfile import DEFAULT_SEED, PairedDiff
 from oodml.splits.uncertainty import (
     DEFAULT_BOOTSTRAPS,
     DEFAULT_LEVEL,
     _gram_distance,
+    bootstrap_seed,
     interval_from_replicates,
+    seed_record,
 )
 from oodml.stats.blas_threads import blas_threads_for
 from oodml.stats.class_stats import ClassStats
@@ -198,8 +200,9 @@ def _eig_root(sa: np.ndarray, sb: np.ndarray) -> float:
 
 
 def paired_seed(seed: int | None) -> np.random.SeedSequence:
-    """The paired bootstrap's reproducible stream for a ladder seed (None counts as 0)."""
-    return np.random.SeedSequence([0 if seed is None else int(seed), PAIRED_STREAM])
+    """The paired bootstrap's reproducible stream for a ladder seed (None counts as
+    DEFAULT_SEED, 0)."""
+    return np.random.SeedSequence([DEFAULT_SEED if seed is None else int(seed), PAIRED_STREAM])
 
 
 def paired_diff(
@@ -256,13 +259,15 @@ def ladder_paired(
     """Paired differences of every split of ``splitfile`` against the split before it.
 
     Uses the file's distance mode, ``params["eps"]`` when set, the stored distances as the
-    estimates, and the file's seed unless ``seed`` is given."""
+    estimates, and :func:`oodml.splits.uncertainty.bootstrap_seed` (``seed``, else the
+    recorded or file's seed, else the fixed default: a file without a seed still gets
+    reproducible draws)."""
     ladder = splitfile.ladder
     if len(ladder) < 2:
         return []
     engine = PairedLadder(stats, [(s.train, s.test) for s in ladder], splitfile.distance_mode,
                           splitfile.params.get("eps"))
-    s = splitfile.seed if seed is None else seed
+    s = bootstrap_seed(splitfile, seed)
     reps = engine.replicates(n_boot, np.random.default_rng(paired_seed(s)), tick)
     return adjacent_diffs([sp.distance for sp in ladder], reps, level)
 
@@ -310,9 +315,12 @@ def ladder_test(splitfile: object, level: float = DEFAULT_LEVEL) -> LadderTest |
     return LadderTest(pairs, holm(ps), level)
 
 
-def with_paired(splitfile: object, diffs: Sequence[PairedDiff], n_boot: int) -> object:
+def with_paired(
+    splitfile: object, diffs: Sequence[PairedDiff], n_boot: int, seed: int | None = None
+) -> object:
     """A copy of ``splitfile`` whose splits 2..K carry ``vs_previous`` (and which records the
-    paired bootstrap's replicate count)."""
+    paired bootstrap's replicate count, and its seed where that is not the file's own:
+    ``seed``, None meaning :func:`oodml.splits.uncertainty.bootstrap_seed` of the file)."""
     from dataclasses import replace
 
     if len(diffs) != max(len(splitfile.ladder) - 1, 0):
@@ -320,7 +328,8 @@ def with_paired(splitfile: object, diffs: Sequence[PairedDiff], n_boot: int) -> 
     ladder = [splitfile.ladder[0]] + [
         replace(sp, vs_previous=d) for sp, d in zip(splitfile.ladder[1:], diffs, strict=True)
     ]
-    unc = {**splitfile.uncertainty, "paired_bootstraps": int(n_boot)}
+    unc = {**seed_record(splitfile, bootstrap_seed(splitfile, seed)),
+           "paired_bootstraps": int(n_boot)}
     return replace(splitfile, ladder=ladder, uncertainty=unc)
 
 

@@ -31,6 +31,12 @@ from oodml.splits.trajectory import is_strictly_increasing
 SCHEMA = "oodml-splits/1"
 FLOAT_DIGITS = 12
 MAX_SPLITFILE_BYTES = 2**30
+DEFAULT_SEED = 0
+"""Seed of the draws made for a split file that records none (an imported ooDML pickle): the
+bootstrap intervals of its distances (recorded as ``uncertainty["bootstrap_seed"]``), and the
+size-controlled galleries and metric intervals of its runs (recorded in the run config as
+``gallery.seed``). Fixed like a file's own seed, so every method, seed and rerun of a split
+sees the same draws."""
 """Largest split file read (a published Omniglot ladder is 4.5 MB; SOP's with episodes, a few
 hundred MB at most)."""
 
@@ -151,6 +157,11 @@ class SplitFile:
                 f"{len(manifest)} images); use the dataset version the file was made for "
                 "or regenerate the split file"
             )
+
+
+def seed_of(sf: SplitFile) -> int:
+    """The file's seed, else :data:`DEFAULT_SEED` (a file without one)."""
+    return DEFAULT_SEED if sf.seed is None else int(sf.seed)
 
 
 def all_classes(sf: SplitFile) -> list[str]:

@@ -45,7 +45,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import scipy.linalg as sla
 
-from oodml.errors import ConfigError
+from oodml.errors import ConfigError, SplitFileError, short
+from oodml.splits.splitfile import DEFAULT_SEED, seed_of
 from oodml.stats.blas_threads import blas_threads_for
 from oodml.stats.class_stats import ClassRef, ClassStats
 from oodml.stats.gaussian import frechet_distance, trace_sqrt_product
@@ -56,9 +57,37 @@ DEFAULT_BOOTSTRAPS = 200
 DEFAULT_LEVEL = 0.95
 
 
+def bootstrap_seed(splitfile: object, seed: int | None = None) -> int:
+    """Seed of a ladder's bootstrap draws: ``seed`` when given, else the one the file records
+    for its intervals (``uncertainty["bootstrap_seed"]``, written for files whose own seed is
+    None or differs), else the file's seed, else :data:`oodml.splits.splitfile.DEFAULT_SEED`.
+    So the intervals of a file without a seed (an imported ooDML pickle) are reproducible and
+    say which draws made them."""
+    if seed is not None:
+        return int(seed)
+    recorded = splitfile.uncertainty.get("bootstrap_seed")
+    if recorded is None:
+        return seed_of(splitfile)
+    if isinstance(recorded, bool) or not isinstance(recorded, int) or not 0 <= recorded < 2**63:
+        raise SplitFileError(f"uncertainty.bootstrap_seed={short(recorded)} must be an integer in "
+                             "[0, 2**63); fix or remove it")
+    return recorded
+
+
+def seed_record(splitfile: object, seed: int) -> dict:
+    """``splitfile.uncertainty`` with ``bootstrap_seed`` set when ``seed`` (the seed intervals
+    were drawn with) is not the file's own; unchanged otherwise, so seeded files keep their
+    bytes."""
+    unc = dict(splitfile.uncertainty)
+    if splitfile.seed is None or int(seed) != splitfile.seed:
+        unc["bootstrap_seed"] = int(seed)
+    return unc
+
+
 def _seed_sequence(seed: int | None, split_id: int) -> np.random.SeedSequence:
-    """Independent, reproducible stream per (ladder seed, split id); seed None counts as 0."""
-    return np.random.SeedSequence([0 if seed is None else int(seed), int(split_id)])
+    """Independent, reproducible stream per (ladder seed, split id); seed None counts as
+    DEFAULT_SEED (0)."""
+    return np.random.SeedSequence([DEFAULT_SEED if seed is None else int(seed), int(split_id)])
 
 
 def draw_counts(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
@@ -303,12 +332,13 @@ def ladder_cis(
 ) -> list[tuple[float, float]]:
     """Bootstrap intervals of every split of ``splitfile``, in ladder order.
 
-    Uses the file's distance mode, ``params["eps"]`` when set, and the file's seed unless
-    ``seed`` is given. ``tick()`` is called after each of the K x ``n_boot`` replicates (at SOP
-    scale a class-means replicate is a dense 2048-d problem, about 2.5 s on 2 cores).
+    Uses the file's distance mode, ``params["eps"]`` when set, and :func:`bootstrap_seed`
+    (``seed``, else the recorded or file's seed, else the fixed default). ``tick()`` is called
+    after each of the K x ``n_boot`` replicates (at SOP scale a class-means replicate is a
+    dense 2048-d problem, about 2.5 s on 2 cores).
     """
     eps = splitfile.params.get("eps")
-    s = splitfile.seed if seed is None else seed
+    s = bootstrap_seed(splitfile, seed)
     measure = None
     if getattr(splitfile, "measure", None) is not None:
         from oodml.stats.measures import get_measure
@@ -321,8 +351,12 @@ def ladder_cis(
     ]
 
 
-def with_distance_cis(splitfile: object, cis: Sequence[tuple[float, float]]) -> object:
-    """A copy of ``splitfile`` whose splits carry ``distance_ci`` (same order as the ladder)."""
+def with_distance_cis(
+    splitfile: object, cis: Sequence[tuple[float, float]], seed: int | None = None
+) -> object:
+    """A copy of ``splitfile`` whose splits carry ``distance_ci`` (same order as the ladder),
+    recording the bootstrap's seed (``seed``; None: :func:`bootstrap_seed` of the file) where
+    it is not the file's own (:func:`seed_record`)."""
     from dataclasses import replace
 
     if len(cis) != len(splitfile.ladder):
@@ -331,4 +365,5 @@ def with_distance_cis(splitfile: object, cis: Sequence[tuple[float, float]]) -> 
         replace(sp, distance_ci=(float(lo), float(hi)))
         for sp, (lo, hi) in zip(splitfile.ladder, cis, strict=True)
     ]
-    return replace(splitfile, ladder=ladder)
+    unc = seed_record(splitfile, bootstrap_seed(splitfile, seed))
+    return replace(splitfile, ladder=ladder, uncertainty=unc)

@@ -47,7 +47,7 @@ from oodml.metrics.sizecontrol import (
 )
 from oodml.progress import NO_PROGRESS, Progress
 from oodml.results import config_json, finished_rows, merge_results, write_run
-from oodml.splits.splitfile import Split, SplitFile, load_splitfile
+from oodml.splits.splitfile import DEFAULT_SEED, Split, SplitFile, load_splitfile, seed_of
 from oodml.train.loop import (
     Inputs,
     TensorInputs,
@@ -96,15 +96,17 @@ def method_config(spec: RunSpec) -> dict[str, Any]:
     }
 
 
-GALLERY_SEED = 0
-"""Seed of the size-controlled gallery draws for a split file that records none (an imported
-ooDML pickle): fixed, like a file's own seed, so every method and seed of a split is measured
-on the same galleries; recorded in the run's config as ``gallery.seed``."""
+GALLERY_SEED = DEFAULT_SEED
+"""Seed of the size-controlled gallery draws and of the metric intervals' class draws for a
+split file that records none (an imported ooDML pickle): the one fixed default of
+:data:`oodml.splits.splitfile.DEFAULT_SEED` (also the distance intervals'), so every method and
+seed of a split is measured on the same galleries; recorded in the run's config as
+``gallery.seed``."""
 
 
 def gallery_seed(sf: SplitFile) -> int:
-    """The split file's seed, else GALLERY_SEED."""
-    return GALLERY_SEED if sf.seed is None else sf.seed
+    """The split file's seed, else GALLERY_SEED (:func:`oodml.splits.splitfile.seed_of`)."""
+    return seed_of(sf)
 
 
 def gallery_config(spec: RunSpec) -> dict[str, int]:
@@ -439,7 +441,7 @@ def run_one(spec: RunSpec, progress: Progress = NO_PROGRESS) -> list[dict[str, A
             "n_episodes": 0,
             "wall_time_s": wall,
             "epochs": epochs,
-            **interval_columns(by_class, metric, seed=sf.seed or 0),
+            **interval_columns(by_class, metric, seed=gallery_seed(sf)),
         }
         for metric, value in scores.items()
     ]
