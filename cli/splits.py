@@ -86,6 +86,7 @@ def show_table(sf: Any) -> None:
 LADDER_FIELDS = [
     "mode", "procedure", "levels", "targets", "seed", "start", "val_fraction", "shots",
     "episodes", "removal", "bootstrap", "measure", "train_size", "separation",
+    "paired",
 ]  # fmt: skip
 
 

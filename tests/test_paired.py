@@ -28,6 +28,7 @@ from oodml.splits.paired import (
 )
 from oodml.splits.splitfile import PairedDiff, Split, SplitFile, dumps, load_splitfile, loads
 from oodml.splits.uncertainty import (
+    _gram_distance,
     _seed_sequence,
     bootstrap_distances,
     interval_from_replicates,
@@ -319,13 +320,13 @@ def test_imported_file_without_a_seed_gets_the_recorded_fixed_seed(omniglot_feat
 # --- coverage with a known population difference -------------------------------------------
 
 
-def coverage(reps: int, n_boot: int, seed: int) -> float:
+def coverage(reps: int, n_boot: int, seed: int, route: str = "auto") -> float:
     """Share of ``reps`` 95% paired intervals covering the population difference.
 
     Classes: 3-d means, 40 of type A ~ N(0, I), 30 of B1 ~ N(mu1, I), 30 of B2 ~ N(mu2, I).
     Split 1 trains on A and tests on B1 (B2 removed), split 2 trains on A and tests on B2;
     equal covariances, so the population distances are |mu1|^2 = 4 and |mu2|^2 = 9 and the
-    population difference is 5."""
+    population difference is 5. ``route``: the PairedLadder route of the replicates."""
     rng = np.random.default_rng(seed)
     mu1, mu2 = np.array([2.0, 0, 0]), np.array([0, 3.0, 0])
     names = [f"c{i:03d}" for i in range(100)]
@@ -336,7 +337,7 @@ def coverage(reps: int, n_boot: int, seed: int) -> float:
         x[40:70] += mu1
         x[70:] += mu2
         stats = ClassStats.from_features(x, names)
-        engine = PairedLadder(stats, [(a, b1), (a, b2)])
+        engine = PairedLadder(stats, [(a, b1), (a, b2)], route=route)
         est = engine.distances(np.ones(100, dtype=int))
         r = engine.replicates(n_boot, rng)
         lo, hi = interval_from_replicates(est[1] - est[0], r[:, 1] - r[:, 0])
@@ -397,6 +398,81 @@ def test_separation_picks_separated_levels_and_records_the_choice(synthetic_data
         generate_splitfile(manifest, fs, LadderConfig(separation=0.95, bootstrap=100,
                                                       levels=supported + 1, shots=(1,),
                                                       episodes=1))
+
+
+# --- the linear route ----------------------------------------------------------------------
+
+
+def _linear_case(dim: int = 40) -> tuple[ClassStats, list]:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((30, dim)) * rng.uniform(0.5, 2.0, dim)
+    x[18:] += 1.0
+    names = [f"c{i:02d}" for i in range(30)]
+    return (ClassStats.from_features(x, names),
+            [(names[:12], names[12:24]), (names[:10], names[14:30])])
+
+
+@pytest.mark.parametrize("dim", [40, 5])
+def test_influences_equal_central_differences_of_the_distance(dim: int) -> None:
+    """IF_c against (d(1 + h e_c) - d(1 - h e_c)) / 2h of the eps-free Gram distance, with
+    more feature dimensions than classes and with fewer (X rank-deficient)."""
+    stats, splits = _linear_case(dim)
+    engine = PairedLadder(stats, splits, route="linear")
+    _, infl = engine.influences()
+    h = 1e-5
+    for k, (ia, ib) in enumerate(engine.sides):
+        for c in (*ia[:3], *ib[:3]):
+            vals = []
+            for sign in (1.0, -1.0):
+                w = np.ones(len(stats.classes))
+                w[c] += sign * h
+                vals.append(_gram_distance(engine.gram, ia, w[ia], ib, w[ib], 0.0))
+            assert infl[c, k] == pytest.approx((vals[0] - vals[1]) / (2 * h), rel=1e-6, abs=1e-8)
+        outside = np.setdiff1d(np.arange(len(stats.classes)), np.concatenate([ia, ib]))
+        assert not infl[outside, k].any()
+
+
+def test_linear_replicates_are_the_first_order_expansion_on_the_same_draws() -> None:
+    """The linear route draws the same class counts as the exact one, its replicate is
+    d + (w - 1) . IF, and the gap to the exact distance shrinks as the square of the step."""
+    stats, splits = _linear_case()
+    exact, linear = PairedLadder(stats, splits), PairedLadder(stats, splits, route="linear")
+    est, infl = linear.influences()
+    assert np.allclose(est, exact.distances(np.ones(len(stats.classes), dtype=int)), rtol=1e-12)
+    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    draws = np.stack([exact.draw(rng_a) for _ in range(7)])
+    assert np.allclose(linear.replicates(7, rng_b), est + (draws - 1.0) @ infl, rtol=1e-12)
+    step = np.random.default_rng(6).standard_normal(len(stats.classes))
+    gaps = [np.abs(exact.distances(1.0 + t * step) - (est + t * step @ infl)).max()
+            for t in (0.02, 0.01)]
+    assert 3.0 < gaps[0] / gaps[1] < 5.0
+
+
+def test_linear_route_coverage() -> None:
+    """The linear route's replicates are cheap: 100 repetitions x B = 200, nominal 95%; 87% is
+    3.5 binomial standard deviations below (benchmarks/bench_paired.py --coverage runs 200)."""
+    assert 0.87 <= coverage(100, 200, seed=11, route="linear") <= 1.0
+
+
+def test_generate_linear_records_the_route(synthetic_dataset):
+    from oodml.splits.generate import LadderConfig, generate_splitfile
+
+    _, manifest, fs = synthetic_dataset
+    cfg = {"bootstrap": 50, "levels": 3, "shots": (1,), "episodes": 1}
+    exact = generate_splitfile(manifest, fs, LadderConfig(**cfg))
+    linear = generate_splitfile(manifest, fs, LadderConfig(paired="linear", **cfg))
+    assert "paired_route" not in exact.uncertainty
+    assert linear.uncertainty["paired_route"] == "linear"
+    assert [s.train for s in linear.ladder] == [s.train for s in exact.ladder]
+    stats = ClassStats.from_features(fs.features, fs.labels)
+    assert [s.vs_previous for s in linear.ladder[1:]] == [
+        PairedDiff(*(float(f"{v:.12g}") for v in (d.diff, d.low, d.high, d.flip)))
+        for d in ladder_paired(stats, linear, n_boot=50)]
+    assert "linear" in ladder_test(linear).statement(50)
+    with pytest.raises(ConfigError, match="paired='linear' expands"):
+        LadderConfig(paired="linear", mode="samples")
+    with pytest.raises(ConfigError, match="paired='fast' must be one of"):
+        LadderConfig(paired="fast")
 
 
 def test_separation_options_are_checked() -> None:

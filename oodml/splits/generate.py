@@ -40,11 +40,13 @@ from oodml.splits.ladder import (
     start_split,
 )
 from oodml.splits.paired import (
+    PAIRED_ROUTES,
     SEPARATION_CANDIDATES,
     PairedLadder,
     ladder_paired,
     ladder_test,
     pair_p_values,
+    paired_route,
     paired_seed,
     separated_chain,
     supported_levels,
@@ -173,6 +175,10 @@ class LadderConfig:
     separation: float | None = option_field(
         None, "Pick levels whose adjacent pairs differ at this confidence, e.g. 0.95 (paired "
         "class bootstrap, Holm); as many as the data supports unless --levels is given.")
+    paired: str = option_field(
+        "exact", "Replicates of the paired differences: exact (every replicate's distances "
+        "recomputed) or linear (first-order expansion in the class weights, on the same class "
+        "draws: a few % of the walk's time at CUB size; class-means only; recorded in the file).")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "train_size", _check_train_size(self.train_size))
@@ -184,6 +190,12 @@ class LadderConfig:
                               f"<= {MAX_BOOTSTRAP} (0: no distance intervals; 2,000 replicates "
                               "give a stable 95% interval)")
         get_measure(self.measure).check_mode(self.mode)
+        if self.paired not in PAIRED_ROUTES:
+            raise ConfigError(f"paired={shown(self.paired)} must be one of: "
+                              f"{', '.join(PAIRED_ROUTES)}")
+        if self.paired == "linear" and self.mode != "class-means":
+            raise ConfigError(f"paired='linear' expands the class-means distance; with "
+                              f"mode={self.mode!r} use paired='exact'")
         sep = self.separation
         if sep is not None:
             if isinstance(sep, bool) or not isinstance(sep, (int, float)) or not 0.5 <= sep < 1:
@@ -416,9 +428,10 @@ def generate_splitfile(
     if config.measure != "frechet":
         return splitfile
     task = progress.task(f"paired differences ({config.bootstrap} bootstraps)", config.bootstrap)
-    diffs = ladder_paired(stats, splitfile, n_boot=config.bootstrap, tick=task.advance)
+    diffs = ladder_paired(stats, splitfile, n_boot=config.bootstrap, tick=task.advance,
+                          route=paired_route(config.paired))
     task.close()
-    splitfile = with_paired(splitfile, diffs, config.bootstrap)
+    splitfile = with_paired(splitfile, diffs, config.bootstrap, route=config.paired)
     if config.separation is not None:
         test = ladder_test(splitfile, config.separation)
         if test is not None and not test.all_separated:
@@ -446,7 +459,8 @@ def separated_steps(
         supported = len(cands)
         p = np.ones((len(cands), len(cands)))
     else:
-        engine = PairedLadder(stats, [(s.train, s.test) for s in cands], config.mode, config.eps)
+        engine = PairedLadder(stats, [(s.train, s.test) for s in cands], config.mode, config.eps,
+                              route=paired_route(config.paired))
         task = progress.task(f"separation: paired bootstrap of {len(cands)} walk steps",
                              config.bootstrap)
         reps = engine.replicates(config.bootstrap, np.random.default_rng(paired_seed(config.seed)),

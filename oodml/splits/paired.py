@@ -36,6 +36,22 @@ each side's weighted moments n = sum w_c n_c, s = sum w_c s_c, M = sum w_c X_c^T
 formed for the first split of a replicate and carried to the next split by adding and
 subtracting only the classes that changed side (the ladder's splits differ by few classes),
 then one D-dimensional Fréchet distance per split.
+
+Linear route (``route="linear"``; class-means, Gram-sized ladders). The exact replicates cost
+one k-dimensional eigendecomposition per split and replicate (k ~ 63 a side at CUB size), a
+floor of several times the greedy walk's own time at B = 200. The linear route replaces each
+replicate by the first-order expansion of the distance in the class weights about w = 1 (the
+delta method in bootstrap form; Efron's "infinitesimal jackknife"):
+
+    d*(w) = d + sum_c (w_c - 1) IF_c,   IF_c = dd/dw_c at w = 1,
+
+on the *same* class draws, so the pairing, the interval, the flip probability and Holm are
+computed exactly as for the exact replicates. The influences come from one SVD per split
+(:func:`influences`). What it leaves out: the second-order terms of the expansion, i.e. the
+curvature that gives the exact replicates their bias (removed anyway by the bias-corrected
+interval) and part of their skewness. Its coverage is checked like the exact route's
+(``tests/test_paired.py`` and ``benchmarks/bench_paired.py --coverage``), and the benchmark
+prints both routes' intervals on the same draws.
 """
 
 from __future__ import annotations
@@ -44,6 +60,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg as sla
 
 from oodml.errors import ConfigError
 from oodml.splits.splitfile import DEFAULT_SEED, PairedDiff
@@ -61,6 +78,8 @@ from oodml.stats.gaussian import _trace_sqrt_product, frechet_distance
 from oodml.stats.means_distance import CLASS_MEANS_EPS
 from oodml.stats.modes import MODES
 
+LINEAR_MAX_CLASSES = 4096
+"""Most dataset classes the linear route takes (its Gram matrix: 128 MiB at 4096)."""
 PAIRED_STREAM = 0x7061697265
 """Second word of the paired bootstrap's seed sequence ([seed, PAIRED_STREAM]); the marginal
 intervals use [seed, split id], so the streams never coincide."""
@@ -76,7 +95,9 @@ class PairedLadder:
     ``splits``: (train classes, test classes) per split (names or indices of ``stats``). All
     replicates share one class universe, the dataset's classes (``stats.classes``).
     ``route``: "auto" (the Gram route in class-means mode when no split holds more classes
-    than feature dimensions, else dense), "gram" or "dense" (both exact; for tests).
+    than feature dimensions, else dense), "gram" or "dense" (both exact; for tests), or
+    "linear" (first-order expansion in the class weights; module docstring; class-means, at
+    most LINEAR_MAX_CLASSES classes).
     """
 
     def __init__(
@@ -96,9 +117,15 @@ class PairedLadder:
                     f"{len(ib)}"
                 )
         most = max(len(ia) + len(ib) for ia, ib in self.sides)
-        if route not in ("auto", "gram", "dense") or (route == "gram" and mode != "class-means"):
-            raise ConfigError(f"route={route!r} must be auto, dense or (class-means) gram")
-        self.gram_route = route == "gram" or (
+        if route not in ROUTES or (route in ("gram", "linear") and mode != "class-means"):
+            raise ConfigError(f"route={route!r} must be auto, dense or (class-means) gram or "
+                              "linear")
+        if route == "linear" and len(stats.classes) > LINEAR_MAX_CLASSES:
+            raise ConfigError(f"route='linear' forms the {len(stats.classes)}-class Gram "
+                              f"matrix; it takes at most {LINEAR_MAX_CLASSES} classes, use "
+                              "route='auto'")
+        self.linear = route == "linear"
+        self.gram_route = route in ("gram", "linear") or (
             route == "auto" and mode == "class-means" and most <= stats.dim)
         if self.gram_route:
             y = stats.means - stats.means.mean(axis=0)
@@ -184,6 +211,8 @@ class PairedLadder:
         if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
             raise ConfigError(f"the number of bootstrap replicates must be >= 1, got {n_boot}")
         gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        if self.linear:
+            return self._linear_replicates(n_boot, gen, tick)
         out = np.empty((n_boot, len(self.sides)))
         with blas_threads_for(self.work_dim):
             for r in range(n_boot):
@@ -191,6 +220,93 @@ class PairedLadder:
                 if tick:
                     tick()
         return out
+
+
+    def influences(self) -> tuple[np.ndarray, np.ndarray]:
+        """(distances at w = 1, C x K influences IF of every class on every split's
+        distance); :func:`influences`."""
+        c, k = len(self.stats.classes), len(self.sides)
+        est, infl = np.empty(k), np.zeros((c, k))
+        with blas_threads_for(self.work_dim):
+            for j, (ia, ib) in enumerate(self.sides):
+                est[j], infl[ia, j], infl[ib, j] = influences(self.gram, ia, ib, self.eps)
+        return est, infl
+
+    def _linear_replicates(
+        self, n_boot: int, gen: np.random.Generator, tick: Callable[[], None] | None
+    ) -> np.ndarray:
+        est, infl = self.influences()
+        w = np.empty((n_boot, len(self.stats.classes)))
+        for r in range(n_boot):
+            w[r] = self.draw(gen)
+            if tick:
+                tick()
+        return est[None, :] + (w - 1.0) @ infl
+
+
+ROUTES = ("auto", "gram", "dense", "linear")
+RANK_TOL = 1e3 * np.finfo(np.float64).eps
+"""Singular values of X below sigma_max x max(shape) x RANK_TOL count as zero (the linear
+route's numerical rank)."""
+PAIRED_ROUTES = ("exact", "linear")
+"""What ``splits generate --paired`` offers: the exact replicates (route "auto") or the
+linear ones."""
+
+
+def paired_route(name: str) -> str:
+    """The :class:`PairedLadder` route of a ``--paired`` choice."""
+    return "linear" if name == "linear" else "auto"
+
+
+def influences(
+    gram: np.ndarray, ia: np.ndarray, ib: np.ndarray, eps: float
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """The class-means distance of train rows ``ia`` vs test rows ``ib`` of the centred Gram
+    matrix ``gram`` (all weights 1) and its derivatives IF_a, IF_b in each class's weight.
+
+    With weights w the distance is d(w) = m(w) + tr S_a + tr S_b - 2 ||X||_* (eps-free; the
+    eps-regularised value, returned as the distance, differs by O(sqrt eps)), where p_a =
+    w_a / n_a, m = |mu_a - mu_b|^2 = v^T G v (v = p_a - p_b), S_a the weighted unbiased
+    covariance (tr S_a = (sum_i w_i |y_i - mu_a|^2) / (n_a - 1)) and X = diag(sqrt w_a) Ghat
+    diag(sqrt w_b) / s, s = sqrt((n_a - 1)(n_b - 1)), Ghat the weighted double centring of
+    G_ab, so that ||X||_* = tr sqrt(S_a S_b) (:mod:`oodml.splits.uncertainty`). At w = 1, for
+    a train class c (derivatives of the weighted means vanish against the centred sums):
+
+        dm/dw_c       = 2 v^T G (e_c - p_a) / n_a,
+        dtr S_a/dw_c  = (|y_c - mu_a|^2 - tr S_a) / (n_a - 1),
+        d||X||_*/dw_c = (1/2) sum_j (Z o X)_cj - ||X||_* / (2 (n_a - 1)) - (X Z^T 1)_c / n_a,
+
+    with Z = U V^T from the SVD X = U diag(sigma) V^T over its non-zero singular values
+    (d||X||_* = tr(Z^T dX); with more classes than feature dimensions X = A_a^T A_b has rank
+    <= D, but every dX a weight change makes keeps X's column and row spaces, those of A_a^T
+    and A_b^T for means in general position, where the zero singular values add nothing to
+    first order), and the three
+    terms are the sqrt(w_c) row scale, the normaliser s, and dGhat_ij/dw_c = -Ghat_cj / n_a
+    (the same for every row i). Test classes alike with X^T and the signs of v reversed."""
+    pa = np.zeros(len(gram))
+    pb = np.zeros(len(gram))
+    na, nb = len(ia), len(ib)
+    pa[ia], pb[ib] = 1.0 / na, 1.0 / nb
+    v = pa - pb
+    gv, ga, gb = gram @ v, gram @ pa, gram @ pb
+    diag = np.diag(gram)
+    dev_a = diag[ia] - 2.0 * ga[ia] + pa @ ga
+    dev_b = diag[ib] - 2.0 * gb[ib] + pb @ gb
+    tr_a, tr_b = dev_a.sum() / (na - 1.0), dev_b.sum() / (nb - 1.0)
+    g_ab = gram[np.ix_(ia, ib)]
+    ghat = g_ab - g_ab.mean(axis=0, keepdims=True) - g_ab.mean(axis=1, keepdims=True) + g_ab.mean()
+    x = ghat / np.sqrt((na - 1.0) * (nb - 1.0))
+    u, sig, vt = sla.svd(x, full_matrices=False, check_finite=False, lapack_driver="gesdd")
+    rank = int(np.count_nonzero(sig > sig[0] * max(x.shape) * RANK_TOL)) if sig.size else 0
+    z = u[:, :rank] @ vt[:rank]
+    nuc = float(sig.sum())
+    zx = z * x
+    d_nuc_a = 0.5 * zx.sum(axis=1) - nuc / (2.0 * (na - 1.0)) - x @ z.sum(axis=0) / na
+    d_nuc_b = 0.5 * zx.sum(axis=0) - nuc / (2.0 * (nb - 1.0)) - z.sum(axis=1) @ x / nb
+    if_a = (2.0 * (gv[ia] - v @ ga) / na + (dev_a - tr_a) / (na - 1.0) - 2.0 * d_nuc_a)
+    if_b = (-2.0 * (gv[ib] - v @ gb) / nb + (dev_b - tr_b) / (nb - 1.0) - 2.0 * d_nuc_b)
+    distance = _gram_distance(gram, ia, np.ones(na), ib, np.ones(nb), eps, _eig_root)
+    return distance, if_a, if_b
 
 
 def _eig_root(sa: np.ndarray, sb: np.ndarray) -> float:
@@ -255,18 +371,22 @@ def ladder_paired(
     seed: int | None = None,
     level: float = DEFAULT_LEVEL,
     tick: Callable[[], None] | None = None,
+    route: str | None = None,
 ) -> list[PairedDiff]:
     """Paired differences of every split of ``splitfile`` against the split before it.
 
     Uses the file's distance mode, ``params["eps"]`` when set, the stored distances as the
     estimates, and :func:`oodml.splits.uncertainty.bootstrap_seed` (``seed``, else the
     recorded or file's seed, else the fixed default: a file without a seed still gets
-    reproducible draws)."""
+    reproducible draws). ``route``: a :class:`PairedLadder` route (None: the one the file
+    records, ``uncertainty["paired_route"]``, else "auto")."""
     ladder = splitfile.ladder
     if len(ladder) < 2:
         return []
+    if route is None:
+        route = paired_route(str(splitfile.uncertainty.get("paired_route", "exact")))
     engine = PairedLadder(stats, [(s.train, s.test) for s in ladder], splitfile.distance_mode,
-                          splitfile.params.get("eps"))
+                          splitfile.params.get("eps"), route=route)
     s = bootstrap_seed(splitfile, seed)
     reps = engine.replicates(n_boot, np.random.default_rng(paired_seed(s)), tick)
     return adjacent_diffs([sp.distance for sp in ladder], reps, level)
@@ -280,6 +400,7 @@ class LadderTest:
     pairs: list[tuple[int, int]]
     adjusted: list[float]
     level: float
+    route: str = "exact"
 
     @property
     def separated(self) -> list[bool]:
@@ -292,6 +413,7 @@ class LadderTest:
     def statement(self, n_boot: int | None = None) -> str:
         """One line: which adjacent splits the paired test separates (Holm over the pairs)."""
         b = f", B = {n_boot}" if n_boot else ""
+        b += ", linear" if self.route == "linear" else ""
         how = (f"paired class bootstrap{b}, Holm over {len(self.pairs)} adjacent pair"
                f"{'s' if len(self.pairs) != 1 else ''}")
         pct = f"{100 * self.level:g}%"
@@ -312,15 +434,18 @@ def ladder_test(splitfile: object, level: float = DEFAULT_LEVEL) -> LadderTest |
         ps.append(b.vs_previous.p_value)
     if not pairs:
         return None
-    return LadderTest(pairs, holm(ps), level)
+    return LadderTest(pairs, holm(ps), level,
+                      str(splitfile.uncertainty.get("paired_route", "exact")))
 
 
 def with_paired(
-    splitfile: object, diffs: Sequence[PairedDiff], n_boot: int, seed: int | None = None
+    splitfile: object, diffs: Sequence[PairedDiff], n_boot: int, seed: int | None = None,
+    route: str = "exact",
 ) -> object:
     """A copy of ``splitfile`` whose splits 2..K carry ``vs_previous`` (and which records the
-    paired bootstrap's replicate count, and its seed where that is not the file's own:
-    ``seed``, None meaning :func:`oodml.splits.uncertainty.bootstrap_seed` of the file)."""
+    paired bootstrap's replicate count, its seed where that is not the file's own: ``seed``,
+    None meaning :func:`oodml.splits.uncertainty.bootstrap_seed` of the file, and
+    ``paired_route`` when ``route`` (a PAIRED_ROUTES name) is not "exact")."""
     from dataclasses import replace
 
     if len(diffs) != max(len(splitfile.ladder) - 1, 0):
@@ -330,6 +455,9 @@ def with_paired(
     ]
     unc = {**seed_record(splitfile, bootstrap_seed(splitfile, seed)),
            "paired_bootstraps": int(n_boot)}
+    unc.pop("paired_route", None)
+    if route != "exact":
+        unc["paired_route"] = route
     return replace(splitfile, ladder=ladder, uncertainty=unc)
 
 
