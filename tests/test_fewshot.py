@@ -127,3 +127,27 @@ def test_real_omniglot_fewshot(omniglot_zip, omniglot_features, omniglot_feature
     vals = {r["metric"]: r for r in rows}
     assert vals["recall@1"]["n_episodes"] == 2
     assert 0.05 < vals["recall@1"]["value"] <= 1.0 and not math.isnan(vals["map@r"]["std"])
+
+
+def test_frozen_backbone_features_are_computed_once_and_equal(omniglot_zip, tmp_path):
+    """Head-only adaptation of a full-backbone model looks every episode's features up in one
+    table of the test images' backbone features; they equal a direct computation."""
+    import torch
+
+    from oodml.data import load_dataset
+    from oodml.train.fewshot import FrozenFeatures, _frozen_features
+    from oodml.train.models import build_model
+
+    torch.manual_seed(0)
+    manifest = load_dataset("omniglot", omniglot_zip)
+    spec = RunSpec(splitfile="x.json", root=str(omniglot_zip), split_id=1, seed=0,
+                   loss="multisimilarity", backbone="efficientnet-lite0", weights="random",
+                   image_size=32, device="cpu", train=TrainConfig(image_cache=True),
+                   results_dir=str(tmp_path))
+    model = build_model("efficientnet-lite0", weights="random", dim=8)
+    indices = np.arange(0, 400, 20)
+    memo = FrozenFeatures(spec, model, manifest, indices)
+    pick = indices[[3, 0, 7, 7, 12]]
+    direct = _frozen_features(spec, model, manifest, pick)
+    assert memo.features.shape == (20, 1280)
+    np.testing.assert_allclose(memo.take(pick), direct, rtol=1e-5, atol=1e-6)

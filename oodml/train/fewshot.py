@@ -112,12 +112,29 @@ def episode_indices(
     return support, query, classes
 
 
+class FrozenFeatures:
+    """Backbone features of a split's test images, computed once per trained model: with the
+    head alone fine-tuned the backbone never changes, so every episode's support and query
+    features are rows of this table (evaluation transforms are deterministic)."""
+
+    def __init__(self, spec: RunSpec, model: nn.Module, manifest: Manifest,
+                 indices: np.ndarray) -> None:
+        self.row = {int(i): k for k, i in enumerate(indices)}
+        self.features = _frozen_features(spec, model, manifest, np.asarray(indices))
+
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        return self.features[[self.row[int(i)] for i in indices]]
+
+
 def _frozen_features(
-    spec: RunSpec, model: nn.Module, manifest: Manifest, indices: np.ndarray
+    spec: RunSpec, model: nn.Module, manifest: Manifest, indices: np.ndarray,
+    memo: FrozenFeatures | None = None,
 ) -> np.ndarray:
     """Backbone features (head inputs) of the images: cached ones in head-only mode."""
     if spec.head_only:
         return spec_features(spec)[indices]
+    if memo is not None:
+        return memo.take(indices)
     assert isinstance(model, EmbeddingModel)
     inputs = make_inputs(spec, manifest, indices, np.zeros(len(indices), dtype=np.int64))
     return embed(
@@ -126,6 +143,7 @@ def _frozen_features(
         device=resolve_device(spec.device),
         batch_size=spec.train.eval_batch_size,
         amp=spec.train.amp,
+        channels_last=spec.train.channels_last,
     ).reshape(len(indices), -1)
 
 
@@ -138,6 +156,7 @@ def _adapt_episode(
     episode: dict[str, list[str]],
     shots: int,
     episode_seed: int,
+    memo: FrozenFeatures | None = None,
 ) -> dict[str, float]:
     support, query, classes = episode_indices(manifest, split, episode)
     seed_everything(episode_seed)
@@ -162,10 +181,11 @@ def _adapt_episode(
     miner = build_miner(spec.miner, spec.miner_args)
     if cfg.tune == "head" or spec.head_only:
         head = head_of(model)
-        feats = _frozen_features(spec, model, manifest, support)
+        feats = _frozen_features(spec, model, manifest, support, memo)
         train(head, loss_fn, miner, TensorInputs(feats, y), sampler, ft_train, device=device)
         q_in = TensorInputs(
-            _frozen_features(spec, model, manifest, query), class_labels(manifest, query, classes)
+            _frozen_features(spec, model, manifest, query, memo),
+            class_labels(manifest, query, classes),
         )
         emb = embed(head, q_in, device=device, batch_size=spec.train.eval_batch_size)
         q_labels = q_in.labels
@@ -207,6 +227,9 @@ def run_fewshot(
         return rows
     base, resolved, sf, manifest, split, epochs = trained_model(spec, progress)
     config = fewshot_config(resolved, cfg)
+    memo = None
+    if cfg.tune == "head" and not resolved.head_only:
+        memo = FrozenFeatures(resolved, base, manifest, manifest.indices_of(split.test))
     for shots in todo:
         start = time.perf_counter()
         episodes = split.episodes[shots][: cfg.max_episodes]
@@ -215,7 +238,7 @@ def run_fewshot(
         for e, episode in enumerate(episodes):
             seed = resolved.seed * 1_000_003 + shots * 1009 + e
             scores.append(
-                _adapt_episode(resolved, cfg, base, manifest, split, episode, shots, seed)
+                _adapt_episode(resolved, cfg, base, manifest, split, episode, shots, seed, memo)
             )
             task.advance()
         task.close()

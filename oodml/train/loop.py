@@ -1,4 +1,4 @@
-"""The training loop: optimiser, LR schedule, seeding, AMP/channels-last on CUDA, per-epoch
+"""The training loop: optimiser, LR schedule, seeding, AMP and channels-last, per-epoch
 checkpoints (atomic; loaded with ``weights_only=True``) and resume, and batched embedding.
 
 Inputs come from an ``Inputs`` object: ``TensorInputs`` (precomputed features, head-only) or
@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import random
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -62,8 +63,13 @@ class TrainConfig:
         1.0, f"LR multiplier for loss parameters (proxies, classifier; at most {MAX_LR_MULT:g}).")
     sampler: str = _opt("m-per-class", "Batch sampler: m-per-class or random.")
     m: int = _opt(4, f"Images per class in a batch (m-per-class sampler; at most {MAX_BATCH:,}).")
-    amp: bool = _opt(False, "Mixed precision (CUDA only).")
-    channels_last: bool = _opt(False, "Channels-last memory (CUDA only).")
+    amp: bool = _opt(
+        False, "Mixed precision: bf16 autocast on CPU, fp16 on CUDA (see the README's "
+        "throughput table for where it pays).")
+    channels_last: bool = _opt(False, "Channels-last memory for the network and its batches.")
+    image_cache: bool = _opt(
+        False, "Decode each image once into memory (uint8) and augment batches as tensors "
+        "(full backbone only).")
     num_workers: int = _opt(0, f"DataLoader workers for image decoding (at most {MAX_WORKERS}).")
     eval_batch_size: int = _opt(256, f"Batch size for embedding (at most {MAX_BATCH:,}).")
 
@@ -81,12 +87,28 @@ class TrainConfig:
         check_float("momentum", self.momentum, 0.0)
         check_float("gamma", self.gamma, positive=True)
         check_float("loss_lr_mult", self.loss_lr_mult, positive=True, hi=MAX_LR_MULT)
-        for name in ("amp", "channels_last"):
+        for name in ("amp", "channels_last", "image_cache"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be true or false")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields, less those added later that are at their default, so the config of a
+        run finished before they existed still matches (and the run is not redone)."""
+        out = asdict(self)
+        for name, default in LATER_FIELDS.items():
+            if out[name] == default:
+                del out[name]
+        return out
+
+
+LATER_FIELDS = {"image_cache": False}
+"""TrainConfig fields added after results were first published, with their defaults."""
+
+
+def autocast(device: torch.device, enabled: bool) -> Any:
+    """Mixed precision where asked: bf16 on CPU (AMX/AVX512-BF16 units), fp16 on CUDA."""
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype, enabled=enabled)
 
 
 class Inputs(Protocol):
@@ -179,9 +201,15 @@ def make_scheduler(
 
 @dataclass
 class TrainResult:
+    """What training did; the timings cover the epochs run in this call (not resumed ones):
+    ``data_seconds`` is the time spent waiting for batches, the rest is the model's step."""
+
     epochs_run: int
     epoch_losses: list[float]
     resumed_from: int = 0
+    seconds: float = 0.0
+    data_seconds: float = 0.0
+    images: int = 0
 
 
 def state_tag(parts: dict[str, Any]) -> str:
@@ -273,7 +301,7 @@ def _train(
     model.to(device)
     loss_fn.to(device)
     cuda = device.type == "cuda"
-    if cfg.channels_last and cuda:
+    if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(cfg, model, loss_fn)
     scheduler = make_scheduler(cfg, optimizer)
@@ -295,14 +323,23 @@ def _train(
             start, losses = int(state["epoch"]), list(state["epoch_losses"])
     resumed_from = start
     task = progress.task(description, total=cfg.epochs, completed=start)
+    began, waited, images = time.perf_counter(), 0.0, 0
     for epoch in range(start, cfg.epochs):
         model.train()
         loss_fn.train()
         total, count = 0.0, 0
-        for x, y in inputs.train_batches(sampler, epoch, device):
-            if cfg.channels_last and cuda and x.dim() == 4:
+        batches = iter(inputs.train_batches(sampler, epoch, device))
+        while True:
+            t = time.perf_counter()
+            batch = next(batches, None)
+            waited += time.perf_counter() - t
+            if batch is None:
+                break
+            x, y = batch
+            images += len(y)
+            if cfg.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, enabled=cfg.amp and cuda):
+            with autocast(device, cfg.amp):
                 emb = model(x)
             emb = emb.float()
             tuples = miner(emb, y) if miner is not None else None
@@ -342,7 +379,8 @@ def _train(
         task.advance()
         task.update(description=f"{description} loss {losses[-1]:.4f}")
     task.close()
-    return TrainResult(cfg.epochs, losses, resumed_from)
+    return TrainResult(cfg.epochs, losses, resumed_from, time.perf_counter() - began, waited,
+                       images)
 
 
 @torch.no_grad()
@@ -358,13 +396,14 @@ def embed(
     """The model's outputs (float32 N x dim) for all inputs, in order: L2-normalised for an
     ``EmbeddingModel``, whose head normalises; raw for a bare backbone."""
     model.to(device).eval()
-    cuda = device.type == "cuda"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     out = []
     with cpu_threads_for(inputs, device):
         for x in inputs.eval_batches(batch_size, device):
-            if channels_last and cuda and x.dim() == 4:
+            if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, enabled=amp and cuda):
+            with autocast(device, amp):
                 out.append(model(x).float().cpu())
     if not out:
         return np.zeros((0, 0), dtype=np.float32)

@@ -258,6 +258,8 @@ def make_inputs(
         size=spec.image_size,
         num_workers=spec.train.num_workers,
         seed=spec.seed,
+        cache=spec.train.image_cache,
+        channels_last=spec.train.channels_last,
     )
 
 
