@@ -44,6 +44,7 @@ from oodml.train.samplers import BatchSampler
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("OODML_DATA", REPO.parent / "shared" / "data"))
+WEIGHTS = ["imagenet"]
 SETTINGS = {
     "oodml": {},
     "+cl": {"channels_last": True},
@@ -81,7 +82,7 @@ def plain_loop(paths, labels, batches, size, backbone, workers, device) -> dict:
     loader = DataLoader(Folder(paths, labels, tf), batch_sampler=[b.tolist() for b in batches],
                         num_workers=workers)
     seed_everything(0)
-    model = build_model(backbone, weights="imagenet").to(device).train()
+    model = build_model(backbone, weights=WEIGHTS[0]).to(device).train()
     loss_fn = build_loss("multisimilarity", num_classes=int(labels.max()) + 1, embedding_size=128)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     it = iter(loader)
@@ -117,7 +118,7 @@ def oodml_loop(manifest, idx, labels, batches, size, backbone, setting, device) 
         t = time.perf_counter()
         inputs.decoded()
         decode = time.perf_counter() - t
-    model = build_model(backbone, weights="imagenet")
+    model = build_model(backbone, weights=WEIGHTS[0])
     loss_fn = build_loss("multisimilarity", num_classes=int(labels.max()) + 1, embedding_size=128)
     cfg = TrainConfig(epochs=1, lr=1e-4, **opts)
     # warm-up: one batch, not timed
@@ -137,7 +138,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="plain loop's DataLoader workers")
     ap.add_argument("--settings", default=",".join(SETTINGS))
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--weights", default="imagenet",
+                    help="imagenet or random (throughput does not depend on the values)")
     a = ap.parse_args()
+    WEIGHTS[0] = a.weights
     device = resolve_device(a.device)
     tmp = Path(tempfile.mkdtemp(prefix="oodml-bench-training-"))
     try:

@@ -40,7 +40,7 @@ def main() -> None:
     cfg = TrainConfig(epochs=1, lr=a.lr, channels_last=True, image_cache=True)
     spec = RunSpec(splitfile=a.splitfile, root=a.root, loss=a.loss, split_id=a.split, seed=0,
                    backbone="efficientnet-lite0", image_size=a.size, train=cfg,
-                   results_dir=str(a.out.parent / "probe_run"), device="cpu")
+                   results_dir=str(a.out.parent), device="cpu")
     spec, sf, manifest, split = resolve(spec)
     seed_everything(spec.seed)
     idx = manifest.indices_of(split.train)
@@ -50,12 +50,12 @@ def main() -> None:
     loss_fn = build_loss(spec.loss, num_classes=len(split.train), embedding_size=spec.embed_dim)
     sampler = build_sampler("m-per-class", labels, cfg.batch_size, spec.seed, cfg.m)
     test = manifest.indices_of(split.test)
-    ckpt = Path(spec.results_dir) / "probe.pt"
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    ckpt = a.out.with_suffix(".pt")
     tag = state_tag({"probe": a.loss, "split": a.split, "size": a.size, "lr": a.lr})
     rows = []
     for k in range(0, a.epochs + 1):
         t = time.perf_counter()
+        # resumes epoch k-1's checkpoint (same tag), so each call runs one epoch
         res = train(model, loss_fn, build_miner(None, None), inputs, sampler,
                     replace(cfg, epochs=k), device=resolve_device("cpu"), checkpoint=ckpt, tag=tag)
         took = time.perf_counter() - t
