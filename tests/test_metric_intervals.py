@@ -15,6 +15,7 @@ from oodml.metrics.intervals import (
     ClassValues,
     class_bootstrap_interval,
     class_values,
+    contrast_interval,
     difference_interval,
     value_interval,
 )
@@ -89,6 +90,48 @@ def test_two_methods_from_one_distribution_overlap_zero_most_of_the_time() -> No
         gap = difference_interval(class_values(a), class_values(b), n_boot=400)
         covered += gap.low <= 0.0 <= gap.high
     assert covered >= 85
+
+
+def test_difference_of_drops_matches_resampling_directly() -> None:
+    """(f8 - f1) - (h8 - h1) over shared test classes: one class draw for all four cells,
+    seeds of the two regimes drawn independently; against an explicit resampling."""
+    rng = np.random.default_rng(7)
+    classes = [f"c{i:02d}" for i in range(30)]
+    n = rng.integers(3, 9, size=30)
+
+    def cell(level: float, seeds: tuple[int, ...]) -> dict:
+        return {s: {c: (int(k), level + 0.2 * rng.random()) for c, k in zip(classes, n)}
+                for s in seeds}
+
+    h1, h8 = cell(0.8, (0, 1, 2)), cell(0.6, (0, 1, 2))
+    f1, f8 = cell(0.9, (0, 1)), cell(0.8, (0, 1))
+    terms = [(1.0, class_values(f8), "full"), (-1.0, class_values(f1), "full"),
+             (-1.0, class_values(h8), "head"), (1.0, class_values(h1), "head")]
+    iv = contrast_interval(terms, n_boot=4000, seed=3)
+
+    def value(runs: dict, pick: np.ndarray, seeds: np.ndarray) -> float:
+        per_seed = []
+        for s in seeds:
+            vals = np.array([runs[s][classes[i]][1] for i in pick])
+            per_seed.append((n[pick] * vals).sum() / n[pick].sum())
+        return float(np.mean(per_seed))
+
+    ref = []
+    for _ in range(4000):
+        pick = rng.integers(0, 30, 30)
+        sf, sh = rng.integers(0, 2, 2), rng.integers(0, 3, 3)
+        ref.append(value(f8, pick, sf) - value(f1, pick, sf)
+                   - value(h8, pick, sh) + value(h1, pick, sh))
+    r_lo, r_hi = np.quantile(ref, [0.025, 0.975])
+    width = r_hi - r_lo
+    est = (class_values(f8).estimate - class_values(f1).estimate
+           - class_values(h8).estimate + class_values(h1).estimate)
+    assert iv.estimate == pytest.approx(est)
+    assert iv.low == pytest.approx(r_lo, abs=0.08 * width)
+    assert iv.high == pytest.approx(r_hi, abs=0.08 * width)
+    # a two-term contrast in one group is the paired difference
+    a, b = class_values(h1), class_values(h8)
+    assert contrast_interval([(-1.0, a, "x"), (1.0, b, "x")]) == difference_interval(a, b)
 
 
 def test_seeds_widen_the_interval() -> None:

@@ -138,15 +138,36 @@ def difference_interval(
 ) -> Interval:
     """Paired interval of b - a: one draw of the union of their test classes and one draw of
     the union of their seeds, shared by both (module docstring)."""
+    return contrast_interval([(-1.0, a, ""), (1.0, b, "")], n_boot=n_boot, seed=seed,
+                             level=level)
+
+
+def contrast_interval(
+    terms: Sequence[tuple[float, ClassValues, str]], *, n_boot: int = DEFAULT_METRIC_BOOTSTRAPS,
+    seed: int = 0, level: float = DEFAULT_LEVEL,
+) -> Interval:
+    """Paired interval of a linear contrast sum_k c_k theta_k of cells (c_k, cell, group).
+
+    All cells share one draw of the union of their test classes. Seeds are drawn per group:
+    cells of one group share the draw of the group's seeds (trainings with the same seed, as in
+    :func:`difference_interval`), and groups are drawn independently (seeds of two training
+    regimes have nothing in common but their number). A difference of drops, e.g. (full-backbone
+    drop) - (head-only drop) from split 1 to split 8, is the contrast
+    (+1 h8, -1 h1, -1 f8, +1 f1) with groups head and full (sign as written)."""
     rng = np.random.default_rng(seed)
-    classes = sorted(set(a.classes) | set(b.classes))
-    seeds = sorted(set(a.seeds) | set(b.seeds))
+    classes = sorted({c for _, cv, _ in terms for c in cv.classes})
     w = _draws(rng, len(classes), n_boot)
-    u = _draws(rng, len(seeds), n_boot)
-    reps = (_replicates(b, _class_counts(b.classes, classes, w), _seed_counts(b.seeds, seeds, u))
-            - _replicates(a, _class_counts(a.classes, classes, w),
-                          _seed_counts(a.seeds, seeds, u)))
-    est = b.estimate - a.estimate
+    group_seeds: dict[str, set[int]] = {}
+    for _, cv, group in terms:
+        group_seeds.setdefault(group, set()).update(cv.seeds)
+    draws = {g: (sorted(ss), _draws(rng, len(ss), n_boot)) for g, ss in group_seeds.items()}
+    reps = np.zeros(n_boot)
+    est = 0.0
+    for coef, cv, group in terms:
+        union, u = draws[group]
+        reps = reps + coef * _replicates(cv, _class_counts(cv.classes, classes, w),
+                                         _seed_counts(cv.seeds, union, u))
+        est += coef * cv.estimate
     lo, hi = _percentile(reps, level)
     reps = reps[np.isfinite(reps)]
     if not len(reps) or np.ptp(reps) == 0.0:
