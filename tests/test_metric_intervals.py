@@ -100,8 +100,8 @@ def test_difference_of_drops_matches_resampling_directly() -> None:
     n = rng.integers(3, 9, size=30)
 
     def cell(level: float, seeds: tuple[int, ...]) -> dict:
-        return {s: {c: (int(k), level + 0.2 * rng.random()) for c, k in zip(classes, n)}
-                for s in seeds}
+        pairs = list(zip(classes, n, strict=True))
+        return {s: {c: (int(k), level + 0.2 * rng.random()) for c, k in pairs} for s in seeds}
 
     h1, h8 = cell(0.8, (0, 1, 2)), cell(0.6, (0, 1, 2))
     f1, f8 = cell(0.9, (0, 1)), cell(0.8, (0, 1))
