@@ -83,7 +83,8 @@ class's queries stay together; :mod:`oodml.metrics.intervals`), NaN where the me
 mean over queries (NMI) or the row predates the columns. ``class_values``: JSON
 ``{"classes": [...], "n": [...], "v": [...]}``, the test classes, their counted queries and
 the class means of the metric (what reports resample to combine seeds and to pair splits and
-methods); "" when absent."""
+methods); size-controlled metrics add ``"draws"`` (class indices of each gallery draw) and
+give ``"v"`` per draw (R x C); "" when absent."""
 PROTOCOLS = ("zeroshot", "fewshot")
 RUN_KEY = ("method", "config", "protocol", "shots", "split_id", "seed", "metric", "train",
            "train_seed")

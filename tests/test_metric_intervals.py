@@ -154,3 +154,86 @@ def test_old_tables_without_interval_columns_stay_readable() -> None:
     doc = json.dumps({"classes": ["a"], "n": [1], "v": [0.5]})
     df = validate(pd.DataFrame([{**row, "ci_low": 0.4, "ci_high": 0.6, "class_values": doc}]))
     assert df.loc[0, "ci_high"] == 0.6
+
+
+# --- size-controlled metrics (per gallery draw) and NMI (none) -----------------------------
+
+
+def test_size_controlled_values_per_draw_reproduce_the_value_and_resample_by_hand() -> None:
+    """The per-draw class means give back the size-controlled value; a class-weighted
+    replicate equals the mean over draws of each draw's weighted query mean, written out."""
+    from oodml.metrics.intervals import _replicates, draw_class_values
+    from oodml.metrics.sizecontrol import size_controlled_metrics
+
+    emb, labels = embedded(12, 6, 0.9, seed=3)
+    by_class: dict = {}
+    scores = size_controlled_metrics(emb, labels, 5, draws=4, seed=7, by_class=by_class)
+    for name, value in scores.items():
+        doc = by_class[name]
+        assert len(doc["draws"]) == 4 and all(len(d) == 5 for d in doc["draws"])
+        cv = draw_class_values({0: doc})
+        assert cv.estimate == pytest.approx(value, rel=1e-9)
+    cv = draw_class_values({0: by_class["recall@1/n5"]})
+    w = np.random.default_rng(0).integers(0, 3, size=(6, 12)).astype(float)
+    got = _replicates(cv, w, np.ones((6, 1)))
+    for r in range(6):
+        means = []
+        for d, idx in enumerate(by_class["recall@1/n5"]["draws"]):
+            wn = w[r, idx] * cv.n[idx]
+            if wn.sum() > 0:
+                means.append((wn * cv.values[0, d, idx]).sum() / wn.sum())
+        assert got[r] == pytest.approx(np.mean(means), rel=1e-12)
+
+
+def test_size_controlled_on_every_class_is_the_full_test_interval() -> None:
+    """N = all test classes: one draw holding every class, so the same interval as the full
+    metric's (same seed, same draws of classes)."""
+    from oodml.metrics.sizecontrol import size_controlled_metrics
+
+    emb, labels = embedded(10, 5, 1.0, seed=5)
+    full: dict = {}
+    evaluate_embeddings(emb, labels, by_class=full)
+    sized: dict = {}
+    size_controlled_metrics(emb, labels, 10, seed=1, by_class=sized)
+    doc = sized["map@r/n10"]
+    assert doc["draws"] == [list(range(10))]
+    a = class_bootstrap_interval(full["n"], full["map@r"], seed=4)
+    b = class_bootstrap_interval(doc["n"], doc["v"], seed=4, draws=doc["draws"])
+    assert b == pytest.approx(a, rel=1e-9)
+
+
+def test_size_controlled_gap_of_identical_methods_is_zero_and_seeds_must_agree() -> None:
+    from oodml.errors import ConfigError
+    from oodml.metrics.intervals import draw_class_values
+    from oodml.metrics.sizecontrol import size_controlled_metrics
+
+    emb, labels = embedded(12, 4, 1.0, seed=8)
+    docs = {}
+    for s in (0, 1):
+        bc: dict = {}
+        size_controlled_metrics(emb + 0.05 * s, labels, 6, draws=3, seed=2, by_class=bc)
+        docs[s] = bc["recall@1/n6"]
+    cv = draw_class_values(docs)
+    gap = difference_interval(cv, draw_class_values(docs))
+    assert gap.estimate == 0.0 and gap.low <= 0.0 <= gap.high
+    other: dict = {}
+    size_controlled_metrics(emb, labels, 6, draws=3, seed=9, by_class=other)
+    with pytest.raises(ConfigError, match="other test classes or galleries"):
+        draw_class_values({0: docs[0], 1: other["recall@1/n6"]})
+
+
+def test_interval_methods_name_the_route_or_why_none() -> None:
+    from oodml.metrics.intervals import NO_INTERVAL
+    from oodml.report.intervals import interval_methods
+
+    df = pd.DataFrame({
+        "metric": ["recall@1", "recall@1/n5", "nmi", "map@r"],
+        "class_values": ['{"classes":[],"n":[],"v":[]}',
+                         '{"classes":[],"n":[],"draws":[],"v":[]}', "", ""],
+    })
+    table = interval_methods(df, ["recall@1", "recall@1/n5", "nmi", "map@r"])
+    got = dict(zip(table["metric"], table["interval"], strict=True))
+    assert got["recall@1"] == "class bootstrap, with the seeds"
+    assert "gallery draws" in got["recall@1/n5"]
+    assert got["nmi"] == NO_INTERVAL["nmi"] and got["nmi"].startswith("none:")
+    assert got["map@r"].startswith("none:")

@@ -254,6 +254,17 @@ def test_size_controlled_rows_equal_the_metrics_on_drawn_test_classes(study, tmp
     assert set(want) <= set(vals)
     for name, value in want.items():
         assert vals[name] == pytest.approx(value, abs=1e-6)
+    # size-controlled rows carry their per-draw class values and an interval around the value
+    from oodml.metrics.intervals import draw_class_values
+
+    by_metric = {r["metric"]: r for r in rows}
+    for name in want:
+        row = by_metric[name]
+        doc = json.loads(row["class_values"])
+        assert len(doc["draws"]) == 4
+        assert draw_class_values({0: doc}).estimate == pytest.approx(row["value"], abs=1e-8)
+        assert row["ci_low"] <= row["value"] <= row["ci_high"]
+    assert by_metric["nmi"]["class_values"] == "" and np.isnan(by_metric["nmi"]["ci_low"])
     assert json.loads(rows[0]["config"])["gallery"] == {"classes": 3, "draws": 4}
     with pytest.raises(ConfigError, match="gallery_classes=7 exceeds the 6 test classes"):
         check_specs([study_spec(study, tmp_path / "c", gallery_classes=7)])

@@ -18,6 +18,24 @@ draw and one seed draw are shared by all seeds and classes of a replicate. With 
 interval reflects class sampling only. The interval is the percentile interval of B replicates
 (theta is a smooth ratio of class means; its bootstrap bias is O(1/C) and is not corrected).
 
+Size-controlled metrics (``<metric>/n<N>``, :mod:`oodml.metrics.sizecontrol`). The value is
+the mean over R fixed gallery draws D_1..D_R (N classes each, the same for every method and
+seed of a split) of each draw's query-weighted mean, so a run stores each class's mean in each
+draw (v_rc, its queries searched among the drawn classes only) and a replicate is
+
+    r_s(w) = (1/R) sum_r [sum_{c in D_r} w_c n_c v_src / sum_{c in D_r} w_c n_c],
+
+draws in which no drawn class is resampled left out of the mean. As for the full-test values
+the draws and each class's neighbours are held fixed: classes are resampled as queries, the
+galleries are not redrawn. With R = 1 and D_1 = all classes it is the full-test replicate.
+
+NMI has no interval: it scores one k-means partition of the whole test set, not a mean over
+queries or classes, so the unit a class bootstrap resamples would have to be re-clustered on
+every replicate (and the run files keep no embeddings to do it later); reweighting the fixed
+partition's contingency table instead would leave out the clustering's own variability, the
+larger part of NMI's. Rows of NMI keep NaN intervals and no class values
+(:data:`NO_INTERVAL`).
+
 Paired differences. Two cells (two splits of a ``test-fixed`` ladder, or two methods on one
 split) are compared on one shared draw of their classes: the counts w are drawn over the union
 of their test classes and each cell uses the counts of its own classes; seeds with the same
@@ -36,6 +54,9 @@ from oodml.errors import ConfigError
 
 DEFAULT_METRIC_BOOTSTRAPS = 1000
 DEFAULT_LEVEL = 0.95
+NO_INTERVAL = {"nmi": "none: NMI scores one k-means partition of the whole test set, not a "
+                      "mean over classes, so no class bootstrap without re-clustering"}
+"""Metrics that get no interval, with the reason shown beside them."""
 
 
 @dataclass(frozen=True)
@@ -49,11 +70,19 @@ class ClassValues:
     n: np.ndarray
     values: np.ndarray
     seeds: tuple[int, ...]
+    draws: np.ndarray | None = None
+    """Size-controlled values: R x C membership of each gallery draw; ``values`` is then
+    S x R x C (each class's mean in each draw, 0 outside it)."""
 
     @property
     def estimate(self) -> float:
-        """Mean over seeds of each seed's query-weighted value."""
-        return float((self.values @ self.n / self.n.sum()).mean())
+        """Mean over seeds of each seed's query-weighted value (for draws: of the mean over
+        draws of each draw's query-weighted value)."""
+        if self.draws is None:
+            return float((self.values @ self.n / self.n.sum()).mean())
+        wn = self.draws * self.n
+        per_draw = (self.values * wn).sum(axis=2) / wn.sum(axis=1)
+        return float(per_draw.mean(axis=1).mean())
 
 
 def class_values(runs: Mapping[int, Mapping[str, tuple[int, float]]]) -> ClassValues:
@@ -76,14 +105,54 @@ def class_values(runs: Mapping[int, Mapping[str, tuple[int, float]]]) -> ClassVa
     return ClassValues(classes, n, np.array(rows, dtype=np.float64), seeds)
 
 
+def draw_class_values(docs: Mapping[int, Mapping]) -> ClassValues:
+    """:class:`ClassValues` of a size-controlled metric from ``{seed: doc}``, each doc the
+    run's ``{"classes", "n", "draws" (class indices per draw), "v" (R x C)}``; every seed must
+    name the same classes, counts and draws (the draws are the split's, not the seed's)."""
+    if not docs:
+        raise ConfigError("no per-class values to build an interval from")
+    seeds = tuple(sorted(docs))
+    first = docs[seeds[0]]
+    classes = tuple(str(c) for c in first["classes"])
+    n = np.asarray(first["n"], dtype=np.float64)
+    draws = np.zeros((len(first["draws"]), len(classes)), dtype=bool)
+    for r, idx in enumerate(first["draws"]):
+        draws[r, np.asarray(idx, dtype=np.int64)] = True
+    values = []
+    for s in seeds:
+        doc = docs[s]
+        if (tuple(str(c) for c in doc["classes"]) != classes
+                or not np.array_equal(np.asarray(doc["n"], dtype=np.float64), n)
+                or [list(d) for d in doc["draws"]] != [list(d) for d in first["draws"]]):
+            raise ConfigError(f"seed {s} was evaluated on other test classes or galleries than "
+                              f"seed {seeds[0]}; intervals need the same ones for every seed")
+        v = np.asarray(doc["v"], dtype=np.float64)
+        if v.shape != draws.shape:
+            raise ConfigError(f"seed {s}: {v.shape} per-draw values for {draws.shape} draws")
+        values.append(np.where(draws & (n > 0), v, 0.0))
+    if not (draws * n).sum(axis=1).all():
+        raise ConfigError("a gallery draw has no query that counts; no interval")
+    return ClassValues(classes, n, np.array(values), seeds, draws)
+
+
 def _draws(rng: np.random.Generator, size: int, n_boot: int) -> np.ndarray:
     return rng.multinomial(size, np.full(size, 1.0 / size), size=n_boot).astype(np.float64)
 
 
 def _replicates(cv: ClassValues, w: np.ndarray, u: np.ndarray) -> np.ndarray:
     """theta*(w, u) for every replicate: ``w`` B x C class counts, ``u`` B x S seed counts."""
-    den = w @ cv.n
-    ratios = (w * cv.n) @ cv.values.T / np.where(den > 0, den, np.nan)[:, None]
+    if cv.draws is None:
+        den = w @ cv.n
+        ratios = (w * cv.n) @ cv.values.T / np.where(den > 0, den, np.nan)[:, None]
+    else:
+        per_draw = []
+        for r, member in enumerate(cv.draws):
+            wn = w * (cv.n * member)
+            den = wn.sum(axis=1)
+            per_draw.append(wn @ cv.values[:, r, :].T / np.where(den > 0, den, np.nan)[:, None])
+        stack = np.stack(per_draw)
+        counted = np.isfinite(stack).sum(axis=0)
+        ratios = np.where(counted > 0, np.nansum(stack, axis=0) / np.maximum(counted, 1), np.nan)
     return (u * ratios).sum(axis=1) / u.sum(axis=1)
 
 
@@ -180,11 +249,18 @@ def contrast_interval(
 
 
 def class_bootstrap_interval(
-    n: Sequence[float], values: Sequence[float], *, n_boot: int = DEFAULT_METRIC_BOOTSTRAPS,
-    seed: int = 0, level: float = DEFAULT_LEVEL,
+    n: Sequence[float], values: Sequence, *, n_boot: int = DEFAULT_METRIC_BOOTSTRAPS,
+    seed: int = 0, level: float = DEFAULT_LEVEL, draws: Sequence[Sequence[int]] | None = None,
 ) -> tuple[float, float]:
-    """Interval of one run's value from its per-class counts and means (classes resampled)."""
-    cv = ClassValues(tuple(str(i) for i in range(len(n))), np.asarray(n, dtype=np.float64),
-                     np.asarray([values], dtype=np.float64), (0,))
+    """Interval of one run's value from its per-class counts and means (classes resampled);
+    with ``draws`` (class indices of each gallery draw), ``values`` is R x C per-draw means of
+    a size-controlled metric."""
+    names = tuple(str(i) for i in range(len(n)))
+    if draws is None:
+        cv = ClassValues(names, np.asarray(n, dtype=np.float64),
+                         np.asarray([values], dtype=np.float64), (0,))
+    else:
+        cv = draw_class_values({0: {"classes": names, "n": list(n), "draws": draws,
+                                    "v": values}})
     iv = value_interval(cv, n_boot=n_boot, seed=seed, level=level)
     return iv.low, iv.high

@@ -90,11 +90,14 @@ def size_controlled_metrics(
     draws: int = DEFAULT_DRAWS,
     seed: int = 0,
     metrics: Sequence[str] | None = None,
+    by_class: dict | None = None,
     **evaluate_kwargs,
 ) -> dict[str, float]:
     """Retrieval metrics of one embedded test set averaged over ``draws`` random subsets of
     ``n_classes`` test classes (self protocol: every image of the drawn classes is a query
-    against the others). Keys are ``<metric>/n<N>``.
+    against the others). Keys are ``<metric>/n<N>``. ``by_class`` receives, under the same
+    keys, each metric's per-class values in each draw (:func:`draw_values`), for the class
+    bootstrap of :mod:`oodml.metrics.intervals`.
 
     ``metrics`` defaults to the retrieval metrics of the default set. Draw d is the same class
     subset for every method and seed of a split (it depends on ``seed`` and N only, so pass the
@@ -106,12 +109,39 @@ def size_controlled_metrics(
     mets = retrieval_metrics(DEFAULT_METRICS) if metrics is None else tuple(metrics)
     classes = np.unique(labels)
     _check(n_classes, draws, len(classes))
-    values = []
-    for subset in draw_classes(classes, n_classes, draws, seed):
+    values, per_draw = [], []
+    subsets = draw_classes(classes, n_classes, draws, seed)
+    for subset in subsets:
         rows = np.flatnonzero(np.isin(labels, subset))
-        values.append(evaluate_embeddings(emb[rows], labels[rows], metrics=mets,
+        bc: dict | None = {} if by_class is not None else None
+        values.append(evaluate_embeddings(emb[rows], labels[rows], metrics=mets, by_class=bc,
                                           **evaluate_kwargs))
+        per_draw.append(bc)
+    if by_class is not None:
+        for m in mets:
+            by_class[size_controlled_name(m, n_classes)] = draw_values(classes, per_draw, m)
     return _average(values, mets, n_classes)
+
+
+def draw_values(classes: Sequence, per_draw: Sequence[dict], metric: str) -> dict:
+    """``{"classes", "n", "draws", "v"}`` of one metric: the test classes (as str), each
+    class's counted queries, the class indices of each draw, and the R x C per-draw class means
+    (0 outside a draw or where no query counts), from the draws' ``by_class`` dicts."""
+    names = [str(c) for c in classes]
+    pos = {c: i for i, c in enumerate(names)}
+    n = [0] * len(names)
+    idx, v = [], []
+    for bc in per_draw:
+        row = [0.0] * len(names)
+        members = []
+        for c, k, x in zip(bc["classes"], bc["n"], bc[metric], strict=True):
+            i = pos[str(c)]
+            members.append(i)
+            n[i] = int(k)
+            row[i] = 0.0 if k == 0 else float(f"{x:.10g}")
+        idx.append(sorted(members))
+        v.append(row)
+    return {"classes": names, "n": n, "draws": idx, "v": v}
 
 
 def size_controlled_query_gallery(

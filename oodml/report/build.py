@@ -32,7 +32,7 @@ from oodml.fileio import (
 )
 from oodml.report.embedding import embedding_figure
 from oodml.report.html import Section, pivot_html, render_page
-from oodml.report.intervals import interval_table, method_order
+from oodml.report.intervals import interval_methods, interval_table, method_order
 from oodml.report.ladder import plot_ladder, save_figure
 from oodml.report.progression import progression_figure
 from oodml.report.style import DISTANCE_LABEL, distance_label, metric_name
@@ -78,8 +78,9 @@ TRAIN_SHARE_NOTE = ("share = (full_drop - controlled_drop) / full_drop, drops = 
 INTERVAL_NOTE = ("95% intervals: a bootstrap over test classes (a class's queries stay together) "
                  "combined with the seeds; a drop between splits and a gap between methods are "
                  "paired (same test classes under test-fixed ladders, same seeds), Holm-adjusted "
-                 "over a series' drops and over a pair of methods' splits. NMI and size-"
-                 "controlled metrics have no per-class values and no interval.")
+                 "over a series' drops and over a pair of methods' splits. Size-controlled "
+                 "metrics resample the classes within their fixed gallery draws; NMI has no "
+                 "interval (see interval_methods).")
 AUC_NOTE = ("AUC: area under metric vs distance, distances normalised to [0, 1] over the "
             "ladder's range (trapezoid rule); rel_drop = (easiest - hardest) / easiest.")
 
@@ -392,6 +393,13 @@ def _build(results, out: Path, final: Path, *, splitfile, metrics, rank_metric, 
     sections.append(Section("Ranks", rank_text, table=ranks.table, notes=ranks.notes,
                             links=[out / "ranks.csv", out / "ranks.md"]))
 
+    methods = interval_methods(df, shown)
+    methods_text = ("How each metric's 95% interval is obtained, or why it has none "
+                    "(oodml.metrics.intervals).")
+    report.files += _write_table(methods, out / "interval_methods", "Interval per metric",
+                                 [methods_text])
+    sections.append(Section("Interval per metric", methods_text, table=methods,
+                            links=[out / "interval_methods.csv", out / "interval_methods.md"]))
     if len(intervals):
         report.files += _write_table(intervals, out / "intervals", "Metric intervals",
                                      [INTERVAL_NOTE])

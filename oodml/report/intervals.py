@@ -4,9 +4,11 @@ split to the next, and the gap between two methods on one split.
 All come from the per-class values the runs store (``class_values``; see
 :mod:`oodml.metrics.intervals` for the bootstrap over test classes combined with the seeds, and
 for the pairing: splits of a ``test-fixed`` ladder share their test classes, methods on one
-split share classes and seeds). Series without per-class values (older tables, NMI,
-size-controlled metrics) get no interval and are listed as such. Multiplicity: the K - 1 drops
-of one series and metric are Holm-adjusted together, as are the K splits of one pair of methods.
+split share classes and seeds; size-controlled metrics store their values per gallery draw).
+Series without per-class values (older tables, NMI: see
+:data:`oodml.metrics.intervals.NO_INTERVAL`) get no interval and are listed as such
+(:func:`interval_methods`). Multiplicity: the K - 1 drops of one series and metric are
+Holm-adjusted together, as are the K splits of one pair of methods.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ import json
 import numpy as np
 import pandas as pd
 
-from oodml.metrics.intervals import ClassValues, class_values, difference_interval, value_interval
+from oodml.metrics.intervals import (
+    NO_INTERVAL,
+    ClassValues,
+    class_values,
+    difference_interval,
+    draw_class_values,
+    value_interval,
+)
 from oodml.report.tables import series_order, split_axis
 
 LEVEL = 0.95
@@ -42,14 +51,19 @@ def cell(df: pd.DataFrame, series: str, metric: str, split_id: int) -> ClassValu
     sub = df[(df["series"] == series) & (df["metric"] == metric) & (df["split_id"] == split_id)]
     if sub.empty or "class_values" not in sub.columns:
         return None
-    runs = {}
+    runs, docs = {}, {}
     for seed, text in zip(sub["seed"], sub["class_values"], strict=True):
         if not isinstance(text, str) or not text:
             return None
         doc = json.loads(text)
+        if "draws" in doc:
+            docs[int(seed)] = doc
+            continue
         runs[int(seed)] = {c: (int(k), float(v))
                            for c, k, v in zip(doc["classes"], doc["n"], doc["v"], strict=True)}
-    return class_values(runs)
+    if docs and runs:
+        return None
+    return draw_class_values(docs) if docs else class_values(runs)
 
 
 def _seed(series: str, metric: str, split_id: int) -> int:
@@ -93,6 +107,27 @@ def interval_table(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
                     r["drop_significant"] = bool(p < 1.0 - LEVEL and r["drop"] > 0)
             rows.extend(block)
     return pd.DataFrame(rows, columns=list(INTERVAL_COLUMNS))
+
+
+def interval_methods(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """One row per metric: how its interval is obtained ("class bootstrap", per gallery draw
+    for size-controlled metrics), or "none: <why>" (NMI; rows without per-class values)."""
+    rows = []
+    for metric in metrics:
+        sub = df[df["metric"] == metric]
+        texts = sub["class_values"] if "class_values" in sub.columns else pd.Series([], dtype=str)
+        have = [t for t in texts if isinstance(t, str) and t]
+        if have:
+            how = ("class bootstrap within the fixed gallery draws, with the seeds"
+                   if '"draws"' in have[0] else "class bootstrap, with the seeds")
+            if len(have) < len(sub):
+                how += f" ({len(sub) - len(have)} of {len(sub)} rows hold no per-class values)"
+        elif metric.split("/")[0] in NO_INTERVAL:
+            how = NO_INTERVAL[metric.split("/")[0]]
+        else:
+            how = "none: the rows hold no per-class values (runs made before they were stored)"
+        rows.append({"metric": metric, "interval": how})
+    return pd.DataFrame(rows, columns=["metric", "interval"])
 
 
 def _ranges(ids: list[int]) -> str:

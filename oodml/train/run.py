@@ -159,7 +159,8 @@ def score_embeddings(
     """Every metric of the spec on the test embeddings, plus the size-controlled retrieval
     metrics on ``gallery_classes`` drawn classes (draws seeded by ``gallery_seed(sf)``, so all
     methods and seeds of a split see the same galleries). ``by_class`` receives the retrieval
-    metrics' per-class values (:func:`oodml.metrics.evaluate_embeddings`)."""
+    metrics' per-class values (:func:`oodml.metrics.evaluate_embeddings`) and the
+    size-controlled ones' per draw (:func:`oodml.metrics.sizecontrol.draw_values`)."""
     kwargs = {"distance": spec.distance, "device": metrics_device(spec)}
     scores = evaluate_embeddings(emb, labels, metrics=spec.metrics, seed=spec.seed,
                                  by_class=by_class, **kwargs)
@@ -167,7 +168,8 @@ def score_embeddings(
     wanted = retrieval_metrics(spec.metrics)
     if n and wanted:
         scores.update(size_controlled_metrics(emb, labels, n, draws=spec.gallery_draws,
-                                              seed=gallery_seed(sf), metrics=wanted, **kwargs))
+                                              seed=gallery_seed(sf), metrics=wanted,
+                                              by_class=by_class, **kwargs))
     return scores
 
 
@@ -459,9 +461,15 @@ def _draw_text(spec: RunSpec) -> str:
 
 def interval_columns(by_class: dict, metric: str, seed: int = 0) -> dict[str, Any]:
     """``ci_low``, ``ci_high`` and ``class_values`` of one metric row from the per-class values
-    of a run (NaN and "" for metrics without them: NMI, size-controlled values)."""
+    of a run (NaN and "" for metrics without them: NMI, :data:`oodml.metrics.intervals.
+    NO_INTERVAL`); a size-controlled metric's are per gallery draw."""
     if metric not in by_class:
         return {"ci_low": float("nan"), "ci_high": float("nan"), "class_values": ""}
+    doc = by_class[metric]
+    if isinstance(doc, dict):
+        lo, hi = class_bootstrap_interval(doc["n"], doc["v"], seed=seed, draws=doc["draws"])
+        return {"ci_low": lo, "ci_high": hi,
+                "class_values": json.dumps(doc, separators=(",", ":"), allow_nan=False)}
     n = by_class["n"]
     v = [0.0 if c == 0 else float(f"{x:.10g}") for c, x in zip(n, by_class[metric], strict=True)]
     lo, hi = class_bootstrap_interval(n, v, seed=seed)
