@@ -100,3 +100,30 @@ def test_report_writes_interval_tables_and_old_tables_keep_theirs(tmp_path) -> N
     old = df.drop(columns=["ci_low", "ci_high", "class_values"])
     out = build_report(old, tmp_path / "old")
     assert "intervals.csv" not in {p.name for p in out.files}
+
+
+def test_size_controlled_on_every_test_class_uses_the_full_class_values() -> None:
+    """An older table's recall@1/n40 rows (no class values) on 40 test classes are the
+    full-test evaluation (one draw of every class): the report gives them the full metric's
+    intervals, and none when N is fewer classes or a value differs."""
+    from oodml.report.intervals import interval_methods
+
+    base = rows("multisimilarity", {1: 0.80, 2: 0.70}, seed=1)
+    sized = [{**r, "metric": "recall@1/n40", "class_values": ""} for r in base]
+    df = label_series(validate(pd.DataFrame(base + sized)))
+    iv = interval_table(df, ["recall@1", "recall@1/n40"])
+    full, sc = (iv[iv["metric"] == m].reset_index(drop=True)
+                for m in ("recall@1", "recall@1/n40"))
+    assert len(sc) == 2
+    pd.testing.assert_frame_equal(full.drop(columns=["metric", "ci_low", "ci_high", "drop_lo",
+                                                     "drop_hi", "drop_p_holm"]),
+                                  sc.drop(columns=["metric", "ci_low", "ci_high", "drop_lo",
+                                                   "drop_hi", "drop_p_holm"]))
+    assert (sc["ci_low"] < sc["value"]).all() and (sc["value"] < sc["ci_high"]).all()
+    assert "every test class" in interval_methods(df, ["recall@1/n40"])["interval"][0]
+    fewer = [{**r, "metric": "recall@1/n20"} for r in sized]
+    off = [{**r, "value": r["value"] + 1e-3} for r in sized]
+    for other, metric in ((fewer, "recall@1/n20"), (off, "recall@1/n40")):
+        df = label_series(validate(pd.DataFrame(base + other)))
+        assert interval_table(df, [metric]).empty
+        assert interval_methods(df, [metric])["interval"][0].startswith("none:")

@@ -27,6 +27,7 @@ from oodml.metrics.intervals import (
     draw_class_values,
     value_interval,
 )
+from oodml.metrics.sizecontrol import parse_metric_name
 from oodml.report.tables import series_order, split_axis
 
 LEVEL = 0.95
@@ -47,10 +48,12 @@ def _holm(p: list[float]) -> list[float]:
 
 def cell(df: pd.DataFrame, series: str, metric: str, split_id: int) -> ClassValues | None:
     """The per-class values of one (series, metric, split) over its seeds; None when a row
-    lacks them."""
+    lacks them (but see :func:`_every_class_draw`)."""
     sub = df[(df["series"] == series) & (df["metric"] == metric) & (df["split_id"] == split_id)]
     if sub.empty or "class_values" not in sub.columns:
         return None
+    if not all(isinstance(t, str) and t for t in sub["class_values"]):
+        return _every_class_draw(df, sub, series, metric, split_id)
     runs, docs = {}, {}
     for seed, text in zip(sub["seed"], sub["class_values"], strict=True):
         if not isinstance(text, str) or not text:
@@ -64,6 +67,28 @@ def cell(df: pd.DataFrame, series: str, metric: str, split_id: int) -> ClassValu
     if docs and runs:
         return None
     return draw_class_values(docs) if docs else class_values(runs)
+
+
+def _every_class_draw(
+    df: pd.DataFrame, sub: pd.DataFrame, series: str, metric: str, split_id: int
+) -> ClassValues | None:
+    """A size-controlled ``<m>/n<N>`` cell without class values whose N is the split's whole
+    test set: its one gallery draw holds every test class, so it is the full-test evaluation
+    and its class values are those of ``m`` (runs made before size-controlled rows stored
+    theirs). Used only when the full metric's classes number N and every seed's value equals
+    the full metric's; else None."""
+    base, n = parse_metric_name(metric)
+    if n is None:
+        return None
+    full = cell(df, series, base, split_id)
+    if full is None or len(full.classes) != n:
+        return None
+    rows = df[(df["series"] == series) & (df["metric"] == base) & (df["split_id"] == split_id)]
+    mine = dict(zip(sub["seed"], sub["value"], strict=True))
+    theirs = dict(zip(rows["seed"], rows["value"], strict=True))
+    if mine.keys() != theirs.keys() or any(mine[k] != theirs[k] for k in mine):
+        return None
+    return full
 
 
 def _seed(series: str, metric: str, split_id: int) -> int:
@@ -117,13 +142,20 @@ def interval_methods(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
         sub = df[df["metric"] == metric]
         texts = sub["class_values"] if "class_values" in sub.columns else pd.Series([], dtype=str)
         have = [t for t in texts if isinstance(t, str) and t]
-        if have:
+        base, n = parse_metric_name(metric)
+        cells = sub[["series", "split_id"]].drop_duplicates() if "series" in sub else sub[[]]
+        if not have and n is not None and len(cells) and all(
+                cell(df, s, metric, int(k)) is not None
+                for s, k in cells.itertuples(index=False)):
+            how = (f"class bootstrap, with the seeds (N = {n} is every test class: one draw, "
+                   f"the class values of {base})")
+        elif have:
             how = ("class bootstrap within the fixed gallery draws, with the seeds"
                    if '"draws"' in have[0] else "class bootstrap, with the seeds")
             if len(have) < len(sub):
                 how += f" ({len(sub) - len(have)} of {len(sub)} rows hold no per-class values)"
-        elif metric.split("/")[0] in NO_INTERVAL:
-            how = NO_INTERVAL[metric.split("/")[0]]
+        elif base in NO_INTERVAL:
+            how = NO_INTERVAL[base]
         else:
             how = "none: the rows hold no per-class values (runs made before they were stored)"
         rows.append({"metric": metric, "interval": how})
