@@ -144,11 +144,13 @@ def interval_methods(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
         have = [t for t in texts if isinstance(t, str) and t]
         base, n = parse_metric_name(metric)
         cells = sub[["series", "split_id"]].drop_duplicates() if "series" in sub else sub[[]]
-        if not have and n is not None and len(cells) and all(
-                cell(df, s, metric, int(k)) is not None
-                for s, k in cells.itertuples(index=False)):
+        ok = [] if have or n is None else [cell(df, s, metric, int(k)) is not None
+                                           for s, k in cells.itertuples(index=False)]
+        if any(ok):
             how = (f"class bootstrap, with the seeds (N = {n} is every test class: one draw, "
                    f"the class values of {base})")
+            if not all(ok):
+                how += f"; none in {ok.count(False)} of {len(ok)} series x split cells"
         elif have:
             how = ("class bootstrap within the fixed gallery draws, with the seeds"
                    if '"draws"' in have[0] else "class bootstrap, with the seeds")
