@@ -45,16 +45,24 @@ def ladder_table(sf: Any) -> Table:
         title=f"{sf.dataset_name} ({fp}) · {sf.extractor} · {sf.distance_mode} · {sf.procedure}",
         caption=f"split file sha256 {sf.sha256[:16]}...",
     )
+    from oodml.splits.semantic import semantic_columns
+
     paired = any(s.vs_previous is not None for s in sf.ladder)
+    sem = semantic_columns(sf)
+    sem_names = {"unseen_share": "unseen", "tree_distance": "tree d."}
     names = ["id", "distance", "95% CI"] + (["Δ vs previous [95% CI]"] if paired else [])
-    for name in (*names, "#train", "#test", "#removed", "#val", "start"):
-        table.add_column(name, justify="left" if name == "start" else "right")
+    names += [sem_names[k] for k in sem]
+    for name in (*names, "#tr/te/rm", "#val", "start"):
+        table.add_column(name, justify="left" if name == "start" else "right",
+                         min_width={"distance": 9, "start": 5}.get(name))
     for s in sf.ladder:
         ci = f"[{s.distance_ci[0]:.2f}, {s.distance_ci[1]:.2f}]" if s.distance_ci else "-"
         v = s.vs_previous
         delta = [f"{v.diff:+.2f} [{v.low:.2f}, {v.high:.2f}]" if v else "-"] if paired else []
-        table.add_row(str(s.id), f"{s.distance:.4f}", ci, *delta, str(len(s.train)),
-                      str(len(s.test)), str(len(s.removed)), str(len(s.val)),
+        shift = [f"{(s.semantic or {})[k]:.3f}" if k in (s.semantic or {}) else "-"
+                 for k in sem]
+        table.add_row(str(s.id), f"{s.distance:.4f}", ci, *delta, *shift,
+                      f"{len(s.train)}/{len(s.test)}/{len(s.removed)}", str(len(s.val)),
                       "start" if s.is_start else "")
     return table
 
@@ -71,6 +79,23 @@ def ladder_notes(sf: Any) -> list[str]:
     test = ladder_test(sf)
     if test is not None:
         out.append(test.statement(sf.uncertainty.get("paired_bootstraps")))
+    if sf.hierarchy is not None:
+        h = sf.hierarchy
+        deeper = (", tree d.: mean tree distance from a test class to the nearest train class"
+                  if h.get("levels", 1) > 1 else "")
+        out.append(f"semantic shift measured with {h.get('source')} ({h.get('superclasses')} "
+                   f"superclasses, {h.get('levels')} level(s)): unseen = the share of test "
+                   f"classes whose superclass has no class in train{deeper}")
+    if sf.procedure == "hierarchy":
+        tests = {s.test for s in sf.ladder}
+        fixed = (f"the same {len(sf.ladder[0].test)} test classes at every level"
+                 if len(tests) == 1 else "test classes differ between levels (the hierarchy "
+                 "does not allow fixing them)")
+        out.append(f"hierarchy ladder ordered by semantic shift, not distance; {fixed}; the "
+                   f"hierarchy supports {sf.selection.get('supported_levels')} distinct levels")
+    if sf.procedure == "ssb":
+        out.append("Semantic Shift Benchmark split: known classes train, levels ordered Easy, "
+                   f"Medium, Hard by the benchmark ({sf.params.get('file')}), not by distance")
     if sf.selection.get("separation") is not None:
         out.append(f"levels picked for separation {sf.selection['separation']:g}: the walk "
                    f"supports {sf.selection.get('supported_levels')} such levels")
@@ -86,8 +111,12 @@ def show_table(sf: Any) -> None:
 LADDER_FIELDS = [
     "mode", "procedure", "levels", "targets", "seed", "start", "val_fraction", "shots",
     "episodes", "removal", "bootstrap", "measure", "train_size", "separation",
-    "paired",
+    "paired", "semantic",
 ]  # fmt: skip
+HIERARCHY = option("hierarchy", Path | None, None, "--hierarchy", help="Class hierarchy CSV: "
+                   "rows class,superclass[,deeper levels] (optional header row 'class,...'); "
+                   "replaces the dataset's own superclasses (Omniglot alphabets, SOP "
+                   "super-categories, CARS196 makes; CUB200 has none).")
 
 
 @app.command("generate")
@@ -99,7 +128,7 @@ LADDER_FIELDS = [
      *field_params(LadderConfig, LADDER_FIELDS[:6]),
      option("param", list[str], [], "--param", help=field_help(LadderConfig, "params")),
      *field_params(LadderConfig, LADDER_FIELDS[6:]),
-     FORCE, SKIP],
+     HIERARCHY, FORCE, SKIP],
     EXTRACT,
 )
 def generate(**o) -> None:
@@ -111,10 +140,15 @@ def generate(**o) -> None:
     feats = build(FeatureOptions, o)
     check_writable(o["out"], "split file", replace=o["force"])
     manifest = load(o["dataset"], o["root"], o["skip_bad"])
+    hierarchy = None
+    if o["hierarchy"] is not None:
+        from oodml.data.hierarchy import read_hierarchy
+
+        hierarchy = read_hierarchy(o["hierarchy"], manifest.classes)
     check_generation_cost(manifest, config)
     with Bars() as bars:
         fs = feats.get(manifest, bars)
-        sf = generate_splitfile(manifest, fs, config, progress=bars)
+        sf = generate_splitfile(manifest, fs, config, progress=bars, hierarchy=hierarchy)
     save_splitfile(sf, o["out"])
     show_table(sf)
     _generate_notes(sf, fs, config)
@@ -342,6 +376,56 @@ def import_oodml(
     save_splitfile(sf, out)
     show_table(sf)
     say(f"wrote {out}")
+
+
+SSB_FIELDS = ["mode", "seed", "val_fraction", "shots", "episodes", "bootstrap", "semantic"]
+
+
+@app.command("import-ssb")
+@with_params(
+    [argument("ssb_file", Path, "SSB split JSON (SSB/splits/cub_ssb_splits.json or "
+              "scars_ssb_splits.json).")],
+    [option("dataset", str, ..., "--dataset", help="cub200 (or cub) or cars196."),
+     option("root", Path, ..., "--root", help="Dataset root folder."),
+     out_file("Split file to write (JSON).", "split file"),
+     *field_params(FeatureOptions, ["extractor"]),
+     option("class_names", Path | None, None, "--class-names", help="Class names, one a line "
+            "in the dataset's class-id order (CARS196 folders without '001.' ids need it)."),
+     *field_params(LadderConfig, SSB_FIELDS),
+     HIERARCHY, FORCE, SKIP],
+    EXTRACT,
+)
+def import_ssb(**o) -> None:
+    """Make a split file of the Semantic Shift Benchmark's split: known classes train, and
+    one test level each for its Easy, Medium and Hard unknown classes."""
+    from oodml.splits.splitfile import save_splitfile
+    from oodml.splits.ssb import import_ssb as do_import
+    from oodml.splits.ssb import read_class_names, ssb_sides
+
+    dataset = {"cub": "cub200"}.get(o["dataset"], o["dataset"])
+    if dataset not in ("cub200", "cars196"):
+        from oodml.errors import ConfigError
+
+        raise ConfigError(f"--dataset {o['dataset']!r}: SSB splits exist for cub200 (cub) and "
+                          "cars196")
+    config = build(LadderConfig, o)
+    feats = build(FeatureOptions, o)
+    check_writable(o["out"], "split file", replace=o["force"])
+    manifest = load(dataset, o["root"], o["skip_bad"])
+    names = read_class_names(o["class_names"]) if o["class_names"] is not None else None
+    ssb_sides(o["ssb_file"], manifest, names)
+    hierarchy = None
+    if o["hierarchy"] is not None:
+        from oodml.data.hierarchy import read_hierarchy
+
+        hierarchy = read_hierarchy(o["hierarchy"], manifest.classes)
+    with Bars() as bars:
+        fs = feats.get(manifest, bars)
+        sf = do_import(o["ssb_file"], manifest, fs, config, class_names=names,
+                       hierarchy=hierarchy, progress=bars)
+    save_splitfile(sf, o["out"])
+    show_table(sf)
+    say(f"wrote {o['out']}")
 
 
 @app.command("export-oodml")

@@ -12,18 +12,22 @@ from pathlib import Path
 
 from oodml.data import folders, omniglot, sop  # noqa: F401  (they register their loaders)
 from oodml.data.base import DATASETS, IMAGE_EXTENSIONS, Loader, verify_images
+from oodml.data.hierarchy import Hierarchy, hierarchy_of, read_hierarchy
 from oodml.data.manifest import DirSource, Manifest, ZipSource, fingerprint_of
 
 __all__ = [
     "DATASETS",
     "IMAGE_EXTENSIONS",
     "DirSource",
+    "Hierarchy",
     "Loader",
     "Manifest",
     "ZipSource",
     "fingerprint_of",
+    "hierarchy_of",
     "list_datasets",
     "load_dataset",
+    "read_hierarchy",
     "verify_images",
 ]
 

@@ -94,6 +94,16 @@ class ReportOutputs:
     notes: list[str] = field(default_factory=list)
 
 
+SEMANTIC_LABEL = "share of test classes whose superclass is unseen in train"
+
+
+def semantic_axis(splitfile: object) -> dict[int, float] | None:
+    """Split id -> unseen superclass share when every split of ``splitfile`` carries it."""
+    if splitfile is None or not all(s.semantic for s in splitfile.ladder):
+        return None
+    return {s.id: float(s.semantic["unseen_share"]) for s in splitfile.ladder}
+
+
 def class_means_for(splitfile, featureset) -> ClassMeans:
     """Per-class mean features for the embedding view, checked against the split file (same
     dataset version and extractor weights)."""
@@ -329,6 +339,22 @@ def _build(results, out: Path, final: Path, *, splitfile, metrics, rank_metric, 
     sections.append(Section("Progression", "Each metric against the train-test Fréchet "
                             "distance of the split; solid: zero-shot, dashed: few-shot.",
                             image=png, notes=prog_notes, links=[pdf]))
+
+    semantic = semantic_axis(splitfile)
+    if semantic is not None:
+        tick("semantic progression plot")
+        sdf = df.assign(distance=df["split_id"].map(semantic).astype(float))
+        fig = progression_figure(sdf, shown, start_split=start, x_label=SEMANTIC_LABEL,
+                                 intervals=intervals)
+        png, pdf = _save(fig, out / "progression_semantic")
+        report.files += [png, pdf]
+        sections.append(Section(
+            "Progression against semantic shift",
+            "The same metrics against the split's semantic shift (the share of its test "
+            "classes whose superclass has no class in train; the split file's hierarchy: "
+            f"{splitfile.hierarchy.get('source') if splitfile.hierarchy else '?'}), the "
+            "second axis beside the Fréchet distance.",
+            image=png, notes=[INTERVAL_NOTE if len(intervals) else SPREAD_NOTE], links=[pdf]))
 
     report.notes += coverage_notes(df, mets)
 

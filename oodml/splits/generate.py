@@ -29,8 +29,10 @@ from oodml.config import (
     option_field,
     shown,
 )
+from oodml.data.hierarchy import Hierarchy, hierarchy_of
 from oodml.errors import ConfigError
 from oodml.progress import NO_PROGRESS, Progress, tick_callback
+from oodml.splits.hierarchy import hierarchy_ladder
 from oodml.splits.ladder import (
     PROCEDURES,
     Params,
@@ -52,6 +54,7 @@ from oodml.splits.paired import (
     supported_levels,
     with_paired,
 )
+from oodml.splits.semantic import with_semantic
 from oodml.splits.splitfile import Split, SplitFile
 from oodml.splits.subsplits import (
     DEFAULT_EPISODES,
@@ -135,7 +138,9 @@ class LadderConfig:
     """
 
     mode: str = option_field("class-means", "Distance: class-means or samples.")
-    procedure: str = option_field("greedy", "Ladder walk: greedy or oodml.")
+    procedure: str = option_field(
+        "greedy", "Ladder: greedy or oodml (walks graded by distance) or hierarchy (graded by "
+        "the share of test classes whose superclass is unseen in train).")
     params: Params | Mapping[str, Any] | None = option_field(
         None, "Procedure parameters NAME=VALUE[,...] (repeatable), e.g. history=5; counts at "
         f"most {MAX_STEPS}.", flag="param")
@@ -179,8 +184,13 @@ class LadderConfig:
         "exact", "Replicates of the paired differences: exact (every replicate's distances "
         "recomputed) or linear (first-order expansion in the class weights, on the same class "
         "draws: a few % of the walk's time at CUB size; class-means only; recorded in the file).")
+    semantic: bool = option_field(
+        True, "Record each split's semantic shift (share of test classes whose superclass is "
+        "unseen in train) when the dataset has superclasses or --hierarchy is given.")
 
     def __post_init__(self) -> None:
+        if self.procedure == "hierarchy":
+            _check_hierarchy_config(self)
         object.__setattr__(self, "train_size", _check_train_size(self.train_size))
         if self.train_size is not None and self.measure != "frechet":
             raise ConfigError(f"train_size={self.train_size!r} recomputes Fréchet distances; "
@@ -274,6 +284,21 @@ class LadderConfig:
                               f"{MAX_EPISODES}")
 
 
+def _check_hierarchy_config(config: LadderConfig) -> None:
+    """The options the hierarchy procedure does not take (it picks levels by meaning)."""
+    for name in ("targets", "separation", "train_size"):
+        if getattr(config, name) is not None:
+            raise ConfigError(f"{name}={getattr(config, name)!r} does not apply to procedure "
+                              "'hierarchy', whose levels are picked by semantic shift; use "
+                              "params fixed_train=true for equal train sizes")
+    if config.measure != "frechet":
+        raise ConfigError(f"measure={config.measure!r}: the hierarchy procedure records the "
+                          "Fréchet distance only")
+    if not config.semantic:
+        raise ConfigError("semantic=False: a hierarchy ladder always records its semantic "
+                          "shift")
+
+
 def _check_train_size(value: Any) -> int | str | None:
     if value is None or value == "min":
         return value
@@ -335,10 +360,14 @@ def generate_splitfile(
     featureset: Any,
     config: LadderConfig | None = None,
     progress: Progress = NO_PROGRESS,
+    hierarchy: Hierarchy | None = None,
     **options: Any,
 ) -> SplitFile:
-    """Walk the ladder procedure of ``config`` on ``featureset``, package the selected splits
-    and (``config.bootstrap`` > 0) give each its bootstrap interval of the distance.
+    """Walk the ladder procedure of ``config`` on ``featureset`` (or, for ``hierarchy``, build
+    the levels from the class hierarchy), package the selected splits, record each split's
+    semantic shift when a hierarchy is known (``hierarchy``, else the loader's superclasses;
+    ``config.semantic``) and (``config.bootstrap`` > 0) give each its bootstrap interval of
+    the distance and the paired differences.
 
     Without ``config`` the keyword ``options`` build one (``LadderConfig(**options)``).
     """
@@ -353,6 +382,11 @@ def generate_splitfile(
         )
     check_generation_cost(manifest, config)
     stats = ClassStats.from_features(featureset.features, featureset.labels)
+    if hierarchy is None:
+        hierarchy = hierarchy_of(manifest)
+    if config.procedure == "hierarchy":
+        return finish_splitfile(manifest, featureset, config, stats, progress,
+                       *_hierarchy_rows(manifest, stats, config, hierarchy), hierarchy)
     train, test = start_classes(manifest, config.start, config.seed)
     tick, task = tick_callback(progress, f"{config.procedure} walk ({config.mode})")
     trajectory = run_procedure(
@@ -381,6 +415,56 @@ def generate_splitfile(
     rows = [(s.distance, s.is_start, s.train, s.test, s.removed) for s in steps]
     if config.train_size is not None:
         selection["train_size"], rows = trim_train_sets(stats, steps, config)
+    return finish_splitfile(manifest, featureset, config, stats, progress, rows, selection,
+                   dict(trajectory.params), _measure_record(config, stats, steps),
+                   hierarchy if config.semantic else None)
+
+
+def split_distances(stats: ClassStats, sides: Sequence[tuple[Sequence[str], Sequence[str]]],
+                    mode: str, eps: float | None) -> list[float]:
+    """The Fréchet distance of each (train, test) pair, as the class-means walks compute it
+    (:meth:`oodml.stats.means_distance.MeansDistance.distance`) or, in samples mode, with
+    :func:`oodml.stats.modes.distance_within`."""
+    if mode == "class-means":
+        md = stats.means_distance(distance_mode(mode).eps(eps))
+        return [md.distance(stats.indices(a), stats.indices(b)) for a, b in sides]
+    return [distance_within(stats, a, b, mode, eps) for a, b in sides]
+
+
+def _hierarchy_rows(manifest: Any, stats: ClassStats, config: LadderConfig,
+                    hierarchy: Hierarchy | None) -> tuple[list, dict, dict, None]:
+    """(rows, selection, params, measure) of the hierarchy ladder."""
+    if hierarchy is None:
+        raise ConfigError(f"dataset {manifest.name!r} has no superclasses; pass --hierarchy "
+                          "FILE.csv (rows class,superclass) for procedure 'hierarchy'")
+    params = config.params
+    ladder = hierarchy_ladder(hierarchy, manifest.classes, params, config.seed,
+                              config.levels or DEFAULT_LEVELS)
+    dist = split_distances(stats, [(lv.train, lv.test) for lv in ladder.levels], config.mode,
+                           config.eps)
+    rows = [(d, False, lv.train, lv.test, lv.removed)
+            for d, lv in zip(dist, ladder.levels, strict=True)]
+    selection = {
+        "levels": config.levels or DEFAULT_LEVELS,
+        "supported_levels": ladder.supported_levels,
+        "targets": None,
+        "test_fixed": True,
+        "test_superclasses": list(ladder.test_superclasses),
+        "unseen_superclasses": [list(lv.unseen) for lv in ladder.levels],
+    }
+    record = params.record()
+    if config.eps is not None:
+        record["eps"] = config.eps
+    return rows, selection, record, None
+
+
+def finish_splitfile(manifest: Any, featureset: Any, config: LadderConfig, stats: ClassStats,
+            progress: Progress, rows: list, selection: dict, params: dict,
+            measure: dict | None, hierarchy: Hierarchy | None,
+            procedure: str | None = None) -> SplitFile:
+    """The split file of ``rows`` ((distance, is_start, train, test, removed) per split, in
+    ladder order): sub-splits, semantic shift, distance intervals and paired differences.
+    ``procedure`` names the ladder's procedure (default ``config.procedure``)."""
     class_paths = paths_by_class(manifest.labels, manifest.paths)
     ladder = [
         build_split(
@@ -405,8 +489,8 @@ def generate_splitfile(
         extractor=featureset.extractor,
         weights_sha256=featureset.weights_sha256,
         distance_mode=config.mode,
-        procedure=config.procedure,
-        params=dict(trajectory.params),
+        procedure=procedure or config.procedure,
+        params=params,
         seed=config.seed,
         ladder=ladder,
         oodml_version=__version__,
@@ -416,8 +500,10 @@ def generate_splitfile(
             "shots": sorted(config.shots),
             "episodes": config.episodes,
         },
-        measure=_measure_record(config, stats, steps),
+        measure=measure,
     )
+    if hierarchy is not None:
+        splitfile = with_semantic(splitfile, hierarchy)
     if not config.bootstrap:
         return splitfile
     task = progress.task(f"distance intervals ({config.bootstrap} bootstraps a split)",

@@ -45,6 +45,7 @@ import numpy as np
 from oodml.errors import ConfigError
 from oodml.registry import Registry
 from oodml.splits import procedures as P
+from oodml.splits.hierarchy import HierarchyParams
 from oodml.splits.procedures import GreedyParams, OodmlParams
 from oodml.splits.screen import GramScreen
 from oodml.splits.select import select_ladder
@@ -67,7 +68,7 @@ __all__ = [
     "start_split",
 ]
 
-Params = GreedyParams | OodmlParams
+Params = GreedyParams | OodmlParams | HierarchyParams
 
 
 def start_split(
@@ -172,6 +173,14 @@ PROCEDURES.add(
     ),
 )
 PROCEDURES.add("greedy", Procedure(GreedyParams, P.greedy_procedure))
+
+
+def _not_a_walk(*args: Any) -> list[Step]:
+    raise ConfigError("the hierarchy procedure is no distance walk; build it with "
+                      "oodml.splits.generate.generate_splitfile (it needs a class hierarchy)")
+
+
+PROCEDURES.add("hierarchy", Procedure(HierarchyParams, _not_a_walk))
 
 
 def params_from_mapping(procedure: str, mode: str, mapping: Mapping[str, Any] | None) -> Params:

@@ -85,6 +85,9 @@ class Split:
     episodes_skipped: dict[int, tuple[str, ...]] = field(default_factory=dict)
     distance_ci: tuple[float, float] | None = None
     vs_previous: PairedDiff | None = None
+    semantic: dict[str, float] | None = None
+    """The split's semantic shift (:mod:`oodml.splits.semantic`: ``unseen_share`` and, with a
+    deeper hierarchy, ``tree_distance``), or None; written only when set."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "distance", round_float(float(self.distance)))
@@ -95,6 +98,9 @@ class Split:
             v = self.vs_previous
             object.__setattr__(self, "vs_previous", PairedDiff(
                 *(round_float(float(x)) for x in (v.diff, v.low, v.high, v.flip))))
+        if self.semantic is not None:
+            object.__setattr__(self, "semantic", {
+                k: round_float(float(v)) for k, v in sorted(self.semantic.items())})
 
 
 @dataclass(frozen=True)
@@ -125,6 +131,15 @@ class SplitFile:
         """The measure the distances were computed with (``frechet`` unless recorded)."""
         return "frechet" if self.measure is None else str(self.measure.get("name", "?"))
     uncertainty: dict[str, Any] = field(default_factory=dict)
+    hierarchy: dict[str, Any] | None = None
+    """The class hierarchy the splits' semantic shift was measured with
+    (:meth:`oodml.data.hierarchy.Hierarchy.record`), or None (not written)."""
+
+    @property
+    def ordered_by_semantics(self) -> bool:
+        """Whether the ladder is ordered by semantic level (hierarchy, SSB) rather than by
+        distance, so its distances need not increase."""
+        return self.procedure in ("hierarchy", "ssb")
 
     @cached_property
     def sha256(self) -> str:
@@ -213,6 +228,8 @@ def _split_document(s: Split) -> dict[str, Any]:
     if s.vs_previous is not None:
         v = s.vs_previous
         doc["vs_previous"] = {"diff": v.diff, "ci": [v.low, v.high], "flip_probability": v.flip}
+    if s.semantic is not None:
+        doc["semantic"] = dict(s.semantic)
     return doc
 
 
@@ -238,6 +255,8 @@ def to_document(sf: SplitFile) -> dict[str, Any]:
         doc["measure"] = sf.measure
     if sf.uncertainty:
         doc["uncertainty"] = sf.uncertainty
+    if sf.hierarchy is not None:
+        doc["hierarchy"] = sf.hierarchy
     return _canon(doc, "split file")
 
 
@@ -502,8 +521,33 @@ def _read_split(r: _Reader, obj: Any, index: int, known: set[str] | None) -> Spl
         episodes_skipped=skipped,
         distance_ci=_read_ci(r, obj, where),
         vs_previous=_read_paired(r, obj, where),
+        semantic=_read_semantic(r, obj, where),
         **lists,
     )
+
+
+SEMANTIC_KEYS = {"unseen_share": 1.0, "tree_distance": None}
+"""The semantic figures a split may carry, with their upper bound (None: none)."""
+
+
+def _read_semantic(r: _Reader, obj: Any, where: str) -> dict[str, float] | None:
+    """The optional ``semantic`` field: {"unseen_share": share, ["tree_distance": d >= 0]}."""
+    if "semantic" not in obj:
+        return None
+    sem = r.get(obj, "semantic", where, dict)
+    w = f"{where}.semantic"
+    out = {}
+    for key, value in sem.items():
+        if key not in SEMANTIC_KEYS:
+            raise r.fail(w, f"has unknown field {short(key)}")
+        value = r.get(sem, key, w, (int, float))
+        top = SEMANTIC_KEYS[key]
+        if value < 0 or (top is not None and value > top):
+            raise r.fail(f"{w}.{key}", f"must lie in [0, {top if top is not None else 'inf'}]")
+        out[key] = float(value)
+    if "unseen_share" not in out:
+        raise r.fail(f"{w}.unseen_share", "is missing")
+    return out
 
 
 def _read_paired(r: _Reader, obj: Any, where: str) -> Any:
@@ -600,6 +644,7 @@ def from_document(
         subsplits=r.get(doc, "subsplits", "", dict),
         measure=_read_measure(r, doc),
         uncertainty=r.get(doc, "uncertainty", "", dict) if "uncertainty" in doc else {},
+        hierarchy=r.get(doc, "hierarchy", "", dict) if "hierarchy" in doc else None,
     )
     return sf
 
@@ -651,7 +696,13 @@ def verify(sf: SplitFile, manifest: Any, features: Any = None, *, rtol: float = 
     label_of = dict(zip(manifest.paths, manifest.labels, strict=True))
     for s in sf.ladder:
         problems.extend(_verify_split(s, counts, label_of))
-    if not is_strictly_increasing(s.distance for s in sf.ladder):
+    if sf.ordered_by_semantics:
+        shares = [(s.semantic or {}).get("unseen_share") for s in sf.ladder]
+        if sf.procedure == "hierarchy" and (None in shares or not is_strictly_increasing(
+                shares)):
+            problems.append("hierarchy ladder: unseen superclass shares are not strictly "
+                            "increasing (level 0 first)")
+    elif not is_strictly_increasing(s.distance for s in sf.ladder):
         problems.append("ladder distances are not strictly increasing (easiest split first)")
     if features is not None:
         problems.extend(_verify_distances(sf, manifest, features, rtol))
