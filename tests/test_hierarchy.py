@@ -118,3 +118,24 @@ def test_cli_refuses_a_bad_hierarchy_before_features(cli, omniglot_zip: Path, tm
     assert code == 2 and not (tmp_path / "x.json").exists()
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "h.csv:3: class 'Greek/character01' is listed again" in lines[0]
+
+
+def test_report_plots_the_metrics_against_the_semantic_shift(tmp_path: Path) -> None:
+    from test_report import results_frame, splitfile
+
+    from oodml.report.build import build_report, semantic_axis
+    from oodml.splits.semantic import with_semantic
+
+    plain = splitfile(start=1)
+    assert semantic_axis(plain) is None
+    # c0..c3 in superclass A, c4..c7 in B: split 1 trains on A only (test B: all unseen),
+    # splits 2 and 3 train on c4 or not (test c5..c7 in B: seen, unseen)
+    h = Hierarchy({f"c{i}": ("A" if i < 4 else "B",) for i in range(8)}, "toy")
+    sf = with_semantic(plain, h)
+    assert semantic_axis(sf) == {1: 1.0, 2: 0.0, 3: 1.0}
+    frame = results_frame().assign(splitfile_sha256=sf.sha256)
+    out = tmp_path / "rep"
+    build_report(frame, out, splitfile=sf)
+    assert (out / "progression_semantic.png").is_file()
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "Progression against semantic shift" in page and "toy" in page
