@@ -10,7 +10,7 @@ SPLITS=${SPLITS:-splits/omniglot_small1_efficientnet-lite0_class-means_greedy.js
 ROOT=${ROOT:-${OODML_DATA:-../shared/data}/omniglot/images_background_small1.zip}
 OUT=${OUT:-reports/full_backbone}
 SEEDS=${SEEDS:-0 1}
-COMMON=(--root "$ROOT" --backbone efficientnet-lite0 --image-size 112 --epochs 4 --lr 1e-3
+COMMON=(--root "$ROOT" --backbone efficientnet-lite0 --image-size 64 --epochs 4 --lr 1e-3
         --batch-size 64 --m 4 --splits 1,3,5,8 --channels-last --image-cache --device cpu
         --out "$OUT")
 MS=(--loss multisimilarity)
