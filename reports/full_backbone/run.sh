@@ -14,7 +14,9 @@ COMMON=(--root "$ROOT" --backbone efficientnet-lite0 --image-size 64 --epochs 4 
         --batch-size 64 --m 4 --splits 1,3,5,8 --channels-last --image-cache --device cpu
         --out "$OUT")
 MS=(--loss multisimilarity)
-PA=(--loss proxyanchor --loss-lr-mult 100)
+# proxy-anchor at lr 1e-3 collapsed the embedding (Recall@1 0.0125 on splits 1 and 3, the
+# chance level): it trains at lr 1e-4 with proxies at 100x, as its paper does
+PA=(--loss proxyanchor --lr 1e-4 --loss-lr-mult 100)
 TR=(--loss triplet --loss-args margin=0.2 --miner triplet-semihard)
 for seed in $SEEDS; do
   for method in MS PA TR; do
