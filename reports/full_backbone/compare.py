@@ -92,5 +92,28 @@ def main() -> None:
                   f"{'; '.join(swaps) or 'none'} |")
 
 
+def fewshot() -> None:
+    """Few-shot rows hold the mean over episodes; the table gives mean ± std over seeds."""
+    print("\n### recall@1 after few-shot adaptation (mean ± std over seeds of the episode "
+          "means; zero-shot beside it)\n")
+    print("| regime | method | split | zero-shot | 2-shot | 5-shot |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for regime, path in (("head-only", HEAD), ("full backbone", FULL)):
+        df = read_results(path)
+        df = df[(df["metric"] == "recall@1") & (df["train"] == "all")
+                & df["split_id"].isin(SPLITS)]
+        adapted = sorted(df.loc[df["protocol"] == "fewshot", "method"].unique())
+        for m in adapted:
+            for s in SPLITS:
+                sub = df[(df["method"] == m) & (df["split_id"] == s)]
+                cells = []
+                for proto, shots in (("zeroshot", 0), ("fewshot", 2), ("fewshot", 5)):
+                    v = sub[(sub["protocol"] == proto) & (sub["shots"] == shots)]["value"]
+                    cells.append(f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1
+                                 else (f"{v.mean():.3f}" if len(v) else ""))
+                print(f"| {regime} | {m} | {s} | " + " | ".join(cells) + " |")
+
+
 if __name__ == "__main__":
     main()
+    fewshot()
