@@ -21,6 +21,7 @@ Writes ``--out`` (default reports/measure_sizes/): sizes.csv, sizes.png (bias an
 measure, class-means and samples mode) and thresholds.txt.
 
     python benchmarks/bench_measure_sizes.py [--draws 20] [--samples-draws 5]
+    python benchmarks/bench_measure_sizes.py --replot   # sizes.png again from sizes.csv
 """
 
 from __future__ import annotations
@@ -120,7 +121,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "measure_sizes")
     ap.add_argument("--no-samples", action="store_true")
+    ap.add_argument("--replot", action="store_true",
+                    help="only redraw sizes.png from the sizes.csv already in --out")
     args = ap.parse_args()
+    if args.replot:
+        plot(read_curves(args.out / "sizes.csv"), args.out / "sizes.png", args.tolerance,
+             args.extractor)
+        return
     import ot  # noqa: F401  (import once, outside the timings)
 
     manifest = load_dataset("omniglot", args.root)
@@ -160,8 +167,29 @@ def main() -> None:
     plot(res, args.out / "sizes.png", args.tolerance, args.extractor)
 
 
+def read_curves(path: Path) -> dict:
+    """The class-count curves of a written sizes.csv, shaped as ``main`` passes them to
+    ``plot`` (mode -> (sizes, measure -> (sizes, bias, spread))); image-count rows are left
+    out, as in the plot."""
+    res: dict = {}
+    with path.open(newline="") as f:
+        for r in csv.DictReader(f):
+            if r["images_per_class"] != "all":
+                continue
+            per = res.setdefault(r["mode"], ((), {}))[1]
+            sizes, b, s = per.setdefault(r["measure"], ([], [], []))
+            sizes.append(int(r["classes_per_side"]))
+            b.append(float(r["rel_bias"]))
+            s.append(float(r["rel_spread"]))
+    return {mode: (tuple(sorted({n for c in per.values() for n in c[0]})), per)
+            for mode, (_, per) in res.items()}
+
+
 def plot(res, path: Path, tol: float, extractor: str) -> None:
+    """Bias and spread against classes a side; the x ticks are the measured sizes, labelled
+    in plain numbers (log axes otherwise label minor ticks as 3 x 10^0, which overlap)."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
     fig = Figure(figsize=(10, 3.6 * len(res)))
     axes = fig.subplots(len(res), 2, squeeze=False)
@@ -172,6 +200,11 @@ def plot(res, path: Path, tol: float, extractor: str) -> None:
         for col, what in enumerate(("relative bias", "relative spread (std)")):
             ax = axes[row, col]
             ax.set_xscale("log")
+            ticks = sorted({n for sizes, _, _ in per.values() for n in sizes})
+            ax.xaxis.set_major_locator(FixedLocator(ticks))
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.tick_params(axis="x", labelsize=8)
             ax.axhline(tol, color="grey", lw=0.8, ls="--")
             if col == 0:
                 ax.axhline(-tol, color="grey", lw=0.8, ls="--")
