@@ -10,8 +10,14 @@ fresh temporary cache), against building from the cached conversion.
 oodml's path folds BatchNorm into the convolutions, runs channels-last and batches (64 on
 CUDA, 8 on CPU by default); the per-image loop runs the loaded network as it is.
 
+``--precision bf16`` also times the opt-in reduced-precision path (``oodml features
+--precision bf16``: bf16 autocast) on the same images in the same run, and prints both
+images/s, their ratio and the largest per-image relative difference of the features
+(||f_bf16 - f_fp32|| / ||f_fp32||). Whether bf16 pays depends on the hardware: it needs native
+bf16 (AVX512-BF16 or AMX on a CPU; the script prints what torch reports).
+
 Usage: python benchmarks/bench_extraction.py [--extractor NAME] [--images N] [--device cpu|cuda]
-       [--batch-size B] [--no-loop]
+       [--batch-size B] [--no-loop] [--precision bf16]
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from oodml.features.extract import (
     compute_features,
     default_batch_size,
     default_workers,
+    native_bf16,
     resolve_device,
 )
 
@@ -54,6 +61,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--extractor", default="efficientnet-lite0")
     parser.add_argument("--no-loop", action="store_true", help="skip the per-image reference")
+    parser.add_argument("--precision", choices=["bf16"], default=None,
+                        help="also time this precision against fp32 on the same images")
     args = parser.parse_args()
 
     data = Path(os.environ.get("OODML_DATA", REPO.parent / "shared" / "data"))
@@ -101,6 +110,21 @@ def main() -> None:
     print(f"images used: {n} of {len(full)} ({args.extractor})")
     print(f"oodml batched (batch {batch}, {workers} workers): {n / t_ours:.2f} images/s "
           f"({t_ours:.1f} s; all {len(full)} images: ~{len(full) * t_ours / n / 60:.1f} min)")
+    if args.precision:
+        first = type(full)(full.name, full.root, full.source, manifest.paths[:2],
+                           manifest.labels[:2])  # warm-up: emulated bf16 can be very slow
+        compute_features(first, net, device=args.device, num_workers=0,
+                         precision=args.precision)
+        t0 = time.perf_counter()
+        fast = compute_features(manifest, net, device=args.device, batch_size=batch,
+                                num_workers=workers, precision=args.precision)
+        t_fast = time.perf_counter() - t0
+        rel = np.linalg.norm(fast - ours, axis=1) / np.linalg.norm(ours, axis=1)
+        print(f"native bf16 on {device}: {native_bf16(device)} "
+              f"(cpu capability {torch.backends.cpu.get_cpu_capability()})")
+        print(f"{args.precision} autocast (same batches): {n / t_fast:.2f} images/s; "
+              f"{args.precision} / fp32 speed: {t_ours / t_fast:.2f}x; per-image relative "
+              f"difference max {rel.max():.2e}, median {np.median(rel):.2e}")
     if args.no_loop:
         return
     t0 = time.perf_counter()

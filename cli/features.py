@@ -42,9 +42,10 @@ def features(**o) -> None:
     with Bars() as bars:
         fs = opts.get(manifest, bars)
     npz, _ = cache_paths(opts.cache, fs.fingerprint, fs.extractor, fs.weights_sha256,
-                         fs.content_id)
+                         fs.content_id, fs.precision)
     seconds = time.perf_counter() - started
-    say(f"{len(fs)} images, {fs.dim} dims, {fs.extractor} features in {npz} ({seconds:.1f} s)")
+    say(f"{len(fs)} images, {fs.dim} dims, {fs.extractor} features ({fs.precision}) in {npz} "
+        f"({seconds:.1f} s)")
 
 
 def register(app: typer.Typer) -> None:

@@ -209,7 +209,9 @@ def verify(**o) -> None:
         say("extractor unknown (imported file): distances not checked")
     elif o["distances"]:
         with Bars() as bars:
-            features = replace(feats, extractor=sf.extractor).get(manifest, bars)
+            features = replace(feats, extractor=sf.extractor, amp=sf.precision == "fp16",
+                               precision="bf16" if sf.precision == "bf16" else "fp32",
+                               ).get(manifest, bars)
     problems = list(dict.fromkeys(first + verify_splitfile(sf, manifest, features)))
     for problem in problems:
         say(f"problem: {problem}")
@@ -264,7 +266,7 @@ def rescore(**o) -> None:
     with Bars() as bars:
         fs = feats.get(manifest, bars)
     result = do_rescore(sf, ClassStats.from_features(fs.features, fs.labels),
-                        extractor=fs.extractor, mode=o["mode"])
+                        extractor=_feature_label(fs), mode=o["mode"])
     rows = rescore_rows(result)
     table = Table(title=f"{o['path']}: {sf.extractor}/{sf.distance_mode} vs "
                   f"{result.rescored_extractor}/{result.rescored_mode}")
@@ -279,6 +281,11 @@ def rescore(**o) -> None:
         typer.echo(rescore_csv(result), nl=False)
     elif o["csv"] is not None:
         say(f"wrote {write_rescore_csv(result, o['csv'])}")
+
+
+def _feature_label(fs: Any) -> str:
+    """The extractor's name, with the precision when the features are not fp32."""
+    return fs.extractor if fs.precision == "fp32" else f"{fs.extractor}+{fs.precision}"
 
 
 def _print_agreement(result: Any, path: Path, n_boot: int) -> None:
@@ -337,7 +344,7 @@ def _rescore_measures(o: dict[str, Any]) -> None:
         stats = {}
         for f in feats:
             fs = f.get(manifest, bars)
-            stats[fs.extractor] = ClassStats.from_features(fs.features, fs.labels)
+            stats[_feature_label(fs)] = ClassStats.from_features(fs.features, fs.labels)
         n = len(sf.ladder) * (len(stats) * len(measures) + o["bootstrap"])
         task = bars.task("rescoring (measures x extractors, bootstrap)", n)
         result = measure_agreement(sf, stats, measures, mode=o["mode"], n_boot=o["bootstrap"],

@@ -1,5 +1,9 @@
 """On-disk feature cache: one deterministic ``.npz`` (no pickles) plus a JSON metadata file per
-(dataset fingerprint, dataset content id, extractor, weights sha256).
+(dataset fingerprint, dataset content id, extractor, weights sha256, precision).
+
+fp32 entries keep the paths they had before precisions existed (their JSON without a
+``precision`` reads as fp32); other precisions get a ``-bf16``/``-fp16`` suffix and a
+``precision`` field, both checked, so reduced-precision features never pass for fp32 ones.
 
 The content id (``Manifest.content_id``) covers what the images hold, so a folder whose images
 changed under the same names gets a new entry instead of the old features.
@@ -42,11 +46,14 @@ def cache_paths(
     extractor: str,
     weights_sha256: str,
     content_id: str = "",
+    precision: str = "fp32",
 ) -> tuple[Path, Path]:
     """The ``.npz`` and ``.json`` paths of one cache entry."""
     stem = f"{fingerprint[:32]}-{weights_sha256[:16]}"
     if content_id:
         stem += f"-{content_id[:32]}"
+    if precision != "fp32":
+        stem += f"-{precision}"
     path = Path(cache_dir) / "features" / extractor / stem
     return path.with_suffix(".npz"), path.with_suffix(".json")
 
@@ -67,7 +74,7 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 def save_features(fs: FeatureSet, cache_dir: str | os.PathLike) -> Path:
     """Write ``fs`` atomically into the cache; returns the ``.npz`` path."""
     npz_path, json_path = cache_paths(
-        cache_dir, fs.fingerprint, fs.extractor, fs.weights_sha256, fs.content_id
+        cache_dir, fs.fingerprint, fs.extractor, fs.weights_sha256, fs.content_id, fs.precision
     )
     data = npz_bytes(
         {
@@ -85,6 +92,7 @@ def save_features(fs: FeatureSet, cache_dir: str | os.PathLike) -> Path:
         "n_images": len(fs),
         "dim": fs.dim,
         "npz_sha256": hashlib.sha256(data).hexdigest(),
+        "precision": fs.precision,
     }
     atomic_write_bytes(npz_path, data)
     atomic_write_text(json_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -99,9 +107,11 @@ def load_features(
     labels: tuple[str, ...],
     paths: tuple[str, ...],
     content_id: str = "",
+    precision: str = "fp32",
 ) -> FeatureSet:
     """Read a cache entry and check it against the expected inputs; raise CacheMiss if unusable."""
-    npz_path, json_path = cache_paths(cache_dir, fingerprint, extractor, weights_sha256, content_id)
+    npz_path, json_path = cache_paths(cache_dir, fingerprint, extractor, weights_sha256,
+                                      content_id, precision)
     if not npz_path.is_file() or not json_path.is_file():
         raise CacheMiss(f"no cache entry {npz_path}")
     try:
@@ -119,6 +129,8 @@ def load_features(
         "npz_sha256": hashlib.sha256(data).hexdigest(),
     }
     wrong = [k for k, v in expected.items() if not isinstance(meta, dict) or meta.get(k) != v]
+    if isinstance(meta, dict) and meta.get("precision", "fp32") != precision:
+        wrong.append("precision")
     if wrong:
         raise CacheMiss(f"cache entry {npz_path} does not match ({', '.join(wrong)})")
     try:
@@ -140,4 +152,5 @@ def load_features(
         weights_sha256=weights_sha256,
         fingerprint=fingerprint,
         content_id=content_id,
+        precision=precision,
     )

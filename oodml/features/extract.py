@@ -1,7 +1,9 @@
 """Batched feature extraction over a manifest, with a cache in front of it.
 
 Decoding and preprocessing run in DataLoader worker processes; the network runs in the main
-process under ``torch.inference_mode`` (optionally with CUDA autocast).
+process under ``torch.inference_mode``, in fp32 unless asked otherwise (``precision="bf16"``:
+bf16 autocast on CPU or CUDA; ``amp`` on CUDA: fp16 autocast). The precision used is part of
+the feature cache key, so features of different precisions are never mixed.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from oodml.errors import ConfigError, DataError
 from oodml.features.cache import CacheMiss, default_cache_dir, load_features, save_features
 from oodml.features.extractors import EXTRACTORS, Collate, Extractor, Transform, sha256_file
 from oodml.features.featureset import FeatureSet
+from oodml.features.options import PRECISIONS
 from oodml.fileio import check_writable_dir, output_arg
 from oodml.hub import Progress as DownloadProgress
 from oodml.progress import NO_PROGRESS, Progress
@@ -113,6 +116,45 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def feature_precision(precision: str, amp: bool, device: torch.device) -> str:
+    """The precision extraction runs in: ``bf16`` when asked for, ``fp16`` for ``amp`` on CUDA
+    (autocast), else ``fp32`` (``amp`` on a CPU changes nothing, as before)."""
+    check_precision(precision)
+    if precision == "bf16":
+        if amp:
+            raise ConfigError("amp (fp16 autocast on CUDA) and precision='bf16' exclude each "
+                              "other; choose one")
+        return "bf16"
+    return "fp16" if amp and device.type == "cuda" else "fp32"
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 in hardware (CUDA compute capability 8+; on a CPU
+    oneDNN's own check: AVX512-BF16 or AMX). Elsewhere bf16 is emulated and slower than fp32
+    (benchmarks/bench_extraction.py --precision bf16)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else False
+    except RuntimeError:
+        return False
+
+
+def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast context running a network in ``precision`` (a feature precision)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
 CPU_BATCH = 8
 CUDA_BATCH = 64
 
@@ -182,19 +224,17 @@ def compute_features(
     batch_size: int | None = None,
     num_workers: int | None = None,
     amp: bool = False,
+    precision: str = "fp32",
     progress: Progress = NO_PROGRESS,
 ) -> np.ndarray:
     """Run ``extractor`` over every image of ``manifest``: float32 array, N x dim.
 
-    ``batch_size`` None: 64 on CUDA, 8 on CPU."""
+    ``batch_size`` None: 64 on CUDA, 8 on CPU. ``precision`` ``bf16`` runs the network under
+    bf16 autocast (outputs cast back to float32); see :func:`feature_precision`."""
     dev, batch_size, workers = check_run_options(device, batch_size, num_workers)
+    autocast = autocast_for(feature_precision(precision, amp, dev), dev)
     model = inference_model(extractor.model, dev)
     out = np.empty((len(manifest), extractor.dim), dtype=np.float32)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.float16)
-        if amp and dev.type == "cuda"
-        else contextlib.nullcontext()
-    )
     batches = iter_batches(
         manifest,
         extractor.transform,
@@ -227,19 +267,22 @@ def get_features(
     num_workers: int | None = None,
     weights: str | os.PathLike | None = None,
     amp: bool = False,
+    precision: str = "fp32",
     progress: Progress = NO_PROGRESS,
     offline: bool | None = None,
     download_progress: DownloadProgress | None = None,
 ) -> FeatureSet:
     """Features of every manifest image from the cache, or computed and then cached.
 
-    The cache key is (dataset fingerprint, dataset content id, extractor, weights sha256); an
-    unusable entry is recomputed with a warning. The content id is read again after extraction;
-    if an image changed meanwhile the features are returned but not cached. Missing default
-    weights are downloaded unless ``offline`` (or ``$OODML_OFFLINE=1``);
-    ``download_progress(done, total)`` follows a download.
+    The cache key is (dataset fingerprint, dataset content id, extractor, weights sha256,
+    feature precision: see :func:`feature_precision`); an unusable entry is recomputed with a
+    warning. ``bf16`` on a device without native bf16 warns that it is slower there. The
+    content id is read again after extraction; if an image changed meanwhile the features are
+    returned but not cached. Missing default weights are downloaded unless ``offline`` (or
+    ``$OODML_OFFLINE=1``); ``download_progress(done, total)`` follows a download.
     """
-    check_run_options(device, batch_size, num_workers)
+    dev, _, _ = check_run_options(device, batch_size, num_workers)
+    used = feature_precision(precision, amp, dev)
     spec = EXTRACTORS.get(extractor)
     weights_path = spec.locate_weights(weights, offline=offline, progress=download_progress)
     weights_sha = sha256_file(weights_path)
@@ -253,11 +296,19 @@ def get_features(
             manifest.labels,
             manifest.paths,
             manifest.content_id,
+            used,
         )
     except CacheMiss as miss:
         if "no cache entry" not in str(miss):
             warnings.warn(f"{miss}; recomputing", RuntimeWarning, stacklevel=2)
     check_writable_dir(root, "feature cache")
+    if used == "bf16" and not native_bf16(dev):
+        warnings.warn(
+            f"{dev} has no native bf16 (no AVX512-BF16/AMX; CUDA before compute capability "
+            "8): bf16 extraction is emulated here and slower than fp32",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     net = spec.build(weights_path, cache_dir=root)
     features = compute_features(
         manifest,
@@ -266,6 +317,7 @@ def get_features(
         batch_size=batch_size,
         num_workers=num_workers,
         amp=amp,
+        precision=precision,
         progress=progress,
     )
     fs = FeatureSet(
@@ -276,6 +328,7 @@ def get_features(
         weights_sha256=net.weights_sha256,
         fingerprint=manifest.fingerprint,
         content_id=manifest.content_id,
+        precision=used,
     )
     if content_id_of(manifest.source, manifest.labels, manifest.paths) != manifest.content_id:
         warnings.warn(

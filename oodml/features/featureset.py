@@ -19,6 +19,8 @@ class FeatureSet:
     fingerprint: str
     content_id: str = ""
     """The manifest's ``content_id`` the features were computed from ("" when unknown)."""
+    precision: str = "fp32"
+    """What the network computed in: ``fp32`` (the default), ``bf16`` or ``fp16`` (autocast)."""
 
     def __post_init__(self) -> None:
         n = len(self.labels)

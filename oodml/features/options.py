@@ -8,9 +8,13 @@ from typing import Any
 
 from oodml.config import MAX_BATCH, MAX_WORKERS, check_int
 from oodml.data.manifest import Manifest
+from oodml.errors import ConfigError
 from oodml.features.cache import default_cache_dir
 from oodml.features.featureset import FeatureSet
 from oodml.progress import NO_PROGRESS, Progress
+
+PRECISIONS = ("fp32", "bf16")
+"""Precisions a user can ask for (``oodml.features.extract`` runs them)."""
 
 
 def _opt(default: Any, help: str, **meta: Any) -> Any:
@@ -30,7 +34,12 @@ class FeatureOptions:
         None, f"Images per batch (default: 64 on CUDA, 8 on CPU; at most {MAX_BATCH:,}).")
     num_workers: int | None = _opt(
         None, f"Decoding worker processes (default: min(4, CPUs); at most {MAX_WORKERS}).")
-    amp: bool = _opt(False, "Mixed precision (CUDA only).")
+    amp: bool = _opt(False, "Mixed precision (CUDA only: fp16 autocast; cached apart).")
+    precision: str = _opt(
+        "fp32", "Network precision: fp32 (default; what published files used) or bf16 "
+        "(autocast, opt-in: faster only where the hardware computes bf16, e.g. CPUs with "
+        "AMX; slower elsewhere; see benchmarks/README.md). Cached and recorded apart from "
+        "fp32 features.")
     cache_dir: str | None = _opt(None, "Feature cache folder (default: $OODML_CACHE or "
                                  "~/.cache/oodml).", flag="cache")
 
@@ -39,6 +48,12 @@ class FeatureOptions:
             check_int("batch_size", self.batch_size, 1, MAX_BATCH)
         if self.num_workers is not None:
             check_int("num_workers", self.num_workers, 0, MAX_WORKERS)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision={self.precision!r} is not one of "
+                              f"{', '.join(PRECISIONS)}")
+        if self.amp and self.precision != "fp32":
+            raise ConfigError("amp (fp16 autocast on CUDA) and precision="
+                              f"{self.precision!r} exclude each other; choose one")
 
     @property
     def cache(self) -> os.PathLike | str:
@@ -58,5 +73,6 @@ class FeatureOptions:
             num_workers=self.num_workers,
             weights=self.weights,
             amp=self.amp,
+            precision=self.precision,
             progress=progress,
         )

@@ -488,6 +488,7 @@ def finish_splitfile(manifest: Any, featureset: Any, config: LadderConfig, stats
         class_counts=dict(manifest.class_counts),
         extractor=featureset.extractor,
         weights_sha256=featureset.weights_sha256,
+        precision=featureset.precision,
         distance_mode=config.mode,
         procedure=procedure or config.procedure,
         params=params,

@@ -134,6 +134,9 @@ class SplitFile:
     hierarchy: dict[str, Any] | None = None
     """The class hierarchy the splits' semantic shift was measured with
     (:meth:`oodml.data.hierarchy.Hierarchy.record`), or None (not written)."""
+    precision: str = "fp32"
+    """The precision of the features the distances came from (``FeatureSet.precision``);
+    written only when it is not ``fp32``, so fp32 files keep their bytes."""
 
     @property
     def ordered_by_semantics(self) -> bool:
@@ -243,7 +246,8 @@ def to_document(sf: SplitFile) -> dict[str, Any]:
             "fingerprint": sf.dataset_fingerprint,
             "class_counts": sf.class_counts,
         },
-        "extractor": {"name": sf.extractor, "weights_sha256": sf.weights_sha256},
+        "extractor": {"name": sf.extractor, "weights_sha256": sf.weights_sha256,
+                      **({"precision": sf.precision} if sf.precision != "fp32" else {})},
         "distance_mode": sf.distance_mode,
         "procedure": {"name": sf.procedure, "params": sf.params},
         "selection": sf.selection,
@@ -645,8 +649,22 @@ def from_document(
         measure=_read_measure(r, doc),
         uncertainty=r.get(doc, "uncertainty", "", dict) if "uncertainty" in doc else {},
         hierarchy=r.get(doc, "hierarchy", "", dict) if "hierarchy" in doc else None,
+        precision=_read_precision(r, extractor),
     )
     return sf
+
+
+FILE_PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def _read_precision(r: _Reader, extractor: dict[str, Any]) -> str:
+    """The optional ``extractor.precision`` (absent: fp32)."""
+    if "precision" not in extractor:
+        return "fp32"
+    value = r.get(extractor, "precision", "extractor", str)
+    if value not in FILE_PRECISIONS:
+        raise r.fail("extractor.precision", f"must be one of {', '.join(FILE_PRECISIONS)}")
+    return value
 
 
 def _read_measure(r: _Reader, doc: dict[str, Any]) -> dict[str, Any] | None:
@@ -758,6 +776,12 @@ def _verify_distances(sf: SplitFile, manifest: Any, features: Any, rtol: float) 
         return [
             f"features come from extractor {features.extractor!r}, split file used "
             f"{sf.extractor!r}; distances not checked"
+        ]
+    if features.precision != sf.precision:
+        return [
+            f"features were computed in {features.precision}, the split file's in {sf.precision}; "
+            "distances not checked (extract with the file's precision: --precision bf16 for "
+            "bf16, --amp on CUDA for fp16)"
         ]
     out: list[str] = []
     if sf.weights_sha256 is not None and features.weights_sha256 != sf.weights_sha256:
