@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_features import omniglot_manifest
 
 from oodml.errors import ConfigError
 from oodml.features import cache_paths, get_features
 from oodml.features.extract import feature_precision
 from oodml.features.options import FeatureOptions
 from oodml.splits.splitfile import load_splitfile, save_splitfile, verify
-from test_features import omniglot_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO / "splits" / "omniglot_small1_efficientnet-lite0_class-means_greedy.json"
