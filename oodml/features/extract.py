@@ -24,8 +24,7 @@ from oodml.data.manifest import Manifest, content_id_of
 from oodml.errors import ConfigError, DataError
 from oodml.features.cache import CacheMiss, default_cache_dir, load_features, save_features
 from oodml.features.extractors import EXTRACTORS, Collate, Extractor, Transform, sha256_file
-from oodml.features.featureset import FeatureSet
-from oodml.features.options import PRECISIONS
+from oodml.features.featureset import PRECISIONS, FeatureSet
 from oodml.fileio import check_writable_dir, output_arg
 from oodml.hub import Progress as DownloadProgress
 from oodml.progress import NO_PROGRESS, Progress

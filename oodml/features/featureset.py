@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+PRECISIONS = ("fp32", "bf16")
+"""Precisions a user can ask for (``FeatureOptions.precision``); ``fp32`` is the default and
+what published files used. A FeatureSet's ``precision`` may also be ``fp16`` (``amp`` on CUDA)."""
+
 
 @dataclass(frozen=True, eq=False)
 class FeatureSet:

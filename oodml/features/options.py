@@ -10,11 +10,8 @@ from oodml.config import MAX_BATCH, MAX_WORKERS, check_int
 from oodml.data.manifest import Manifest
 from oodml.errors import ConfigError
 from oodml.features.cache import default_cache_dir
-from oodml.features.featureset import FeatureSet
+from oodml.features.featureset import PRECISIONS, FeatureSet
 from oodml.progress import NO_PROGRESS, Progress
-
-PRECISIONS = ("fp32", "bf16")
-"""Precisions a user can ask for (``oodml.features.extract`` runs them)."""
 
 
 def _opt(default: Any, help: str, **meta: Any) -> Any:
