@@ -1,23 +1,27 @@
 """Time oodml.metrics against pytorch-metric-learning's AccuracyCalculator on the same data.
 
-20k x 512 L2-normalised embeddings, 1000 classes x 20 (clustered random data, fixed seed),
-metric set precision_at_1 / r_precision / mAP@R / NMI. Both sides use faiss k-means with
-the same seed, so every value should agree. Prints the best of ``--repeats`` runs each
-(interleaved, since the machine is shared) and the time ratio.
+Synthetic clustered data (fixed seed): class centres N(0, I) plus 3x that noise, rows
+L2-normalised; metric set precision_at_1 / r_precision / mAP@R / NMI, Euclidean distance.
+Default: 20k x 512, 1000 classes x 20. ``--sop``: Stanford Online Products test scale,
+11,316 classes of 6 or 7 rows (73,554 x 512). Each side runs in its own child process, so
+its wall time and peak resident memory (ru_maxrss) are its own; the sides alternate for
+``--repeats`` rounds (the machine is shared) and the best time of each is compared. Both
+use faiss's k-means procedure with the same seed, so the values should agree.
 
-    .venv/bin/python benchmarks/bench_metrics.py [--n-classes 1000] [--per-class 20]
+    .venv/bin/python benchmarks/bench_metrics.py [--sop] [--repeats 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
 import time
 
 import numpy as np
-import torch
-from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
-
-from oodml.metrics import DEFAULT_METRICS, evaluate_embeddings, kmeans_assign, knn
 
 PAIRS = {
     "recall@1": "precision_at_1",
@@ -25,63 +29,80 @@ PAIRS = {
     "map@r": "mean_average_precision_at_r",
     "nmi": "NMI",
 }
+SOP_CLASSES = 11_316
 
 
 def make_data(n_classes: int, per_class: int, dim: int, seed: int) -> tuple[np.ndarray, ...]:
+    """``per_class`` rows per class; 0 means SOP-like sizes (6 and 7 alternating)."""
     rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(n_classes), per_class)
+    sizes = np.where(np.arange(n_classes) % 2 == 0, 6, 7) if per_class == 0 else per_class
+    labels = np.repeat(np.arange(n_classes), sizes)
     centers = rng.standard_normal((n_classes, dim)).astype(np.float32)
     x = centers[labels] + 3.0 * rng.standard_normal((len(labels), dim)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x, labels
 
 
-def timed(fn):
+def child(side: str, n_classes: int, per_class: int, dim: int) -> None:
+    import torch
+
+    x, labels = make_data(n_classes, per_class, dim, seed=0)
     t = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t, out
+    if side == "oodml":
+        from oodml.metrics import evaluate_embeddings
+
+        out = evaluate_embeddings(x, labels, metrics=tuple(PAIRS), distance="euclidean",
+                                  seed=1234)
+    else:
+        from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+
+        calc = AccuracyCalculator(include=tuple(PAIRS.values()), k="max_bin_count",
+                                  device=torch.device("cpu"))
+        ref = calc.get_accuracy(x, labels)
+        out = {name: float(ref[pml]) for name, pml in PAIRS.items()}
+    seconds = time.perf_counter() - t
+    rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    print(json.dumps({"seconds": seconds, "rss_gb": rss_gb, "values": out,
+                      "threads": torch.get_num_threads(), "n": len(x)}))
+
+
+def run_side(side: str, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--side", side, "--n-classes", str(args.n_classes),
+           "--per-class", str(args.per_class), "--dim", str(args.dim)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n-classes", type=int, default=1000)
-    ap.add_argument("--per-class", type=int, default=20)
+    ap.add_argument("--per-class", type=int, default=20, help="0: SOP-like sizes 6-7")
     ap.add_argument("--dim", type=int, default=512)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--sop", action="store_true", help="11,316 classes of 6-7 rows")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--side", choices=("oodml", "pml"), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    x, labels = make_data(args.n_classes, args.per_class, args.dim, seed=0)
-    calc = AccuracyCalculator(include=tuple(PAIRS.values()), k="max_bin_count",
-                              device=torch.device("cpu"))
-
-    def ours():
-        return evaluate_embeddings(x, labels, metrics=tuple(PAIRS), distance="euclidean",
-                                   seed=1234)
-
-    def ref():
-        return calc.get_accuracy(x, labels)
-
-    t_ours, t_ref = [], []
+    if args.sop:
+        args.n_classes, args.per_class = SOP_CLASSES, 0
+    if args.side:
+        child(args.side, args.n_classes, args.per_class, args.dim)
+        return
+    runs: dict[str, list[dict]] = {"oodml": [], "pml": []}
     for _ in range(args.repeats):
-        t, r_ours = timed(ours)
-        t_ours.append(t)
-        t, r_ref = timed(ref)
-        t_ref.append(t)
-    print(f"data: {len(x)} x {x.shape[1]}, {args.n_classes} classes, torch threads "
-          f"{torch.get_num_threads()}")
-    for name, pml_name in PAIRS.items():
-        print(f"{name:12s} oodml {r_ours[name]:.10f}  pml {r_ref[pml_name]:.10f}  "
-              f"diff {abs(r_ours[name] - r_ref[pml_name]):.1e}")
-    print(f"oodml  best {min(t_ours):.2f} s  (runs: {', '.join(f'{t:.2f}' for t in t_ours)})")
-    print(f"pml    best {min(t_ref):.2f} s  (runs: {', '.join(f'{t:.2f}' for t in t_ref)})")
-    print(f"speed-up (pml / oodml, best of {args.repeats}): {min(t_ref) / min(t_ours):.2f}x")
-    t_knn, _ = timed(lambda: knn(x, args.per_class - 1, distance="euclidean"))
-    t_km, _ = timed(lambda: kmeans_assign(x, args.n_classes, seed=1234))
-    gemm = 2.0 * len(x) * len(x) * x.shape[1]
-    print(f"where oodml's time goes: exact kNN {t_knn:.2f} s ({gemm / t_knn / 1e9:.0f} GFLOP/s "
-          f"of the N x N inner products), faiss k-means for NMI {t_km:.2f} s; pml runs the same "
-          "faiss search and k-means, so on a CPU both sides are bound by the same matrix products")
-    t_all, _ = timed(lambda: evaluate_embeddings(x, labels, metrics=DEFAULT_METRICS, seed=1234))
-    print(f"oodml all default metrics (k=1000 neighbours, incl. map@1000): {t_all:.2f} s")
+        for side in runs:
+            runs[side].append(run_side(side, args))
+    ours, ref = runs["oodml"][-1], runs["pml"][-1]
+    print(f"data: {ours['n']} x {args.dim}, {args.n_classes} classes (synthetic, clustered), "
+          f"torch threads {ours['threads']}, load average {os.getloadavg()[0]:.1f}")
+    for name in PAIRS:
+        a, b = ours["values"][name], ref["values"][name]
+        print(f"{name:12s} oodml {a:.10f}  pml {b:.10f}  diff {abs(a - b):.1e}")
+    best = {side: min(r["seconds"] for r in rs) for side, rs in runs.items()}
+    for side, rs in runs.items():
+        times = ", ".join(f"{r['seconds']:.1f}" for r in rs)
+        print(f"{side:6s} best {best[side]:.1f} s  (runs: {times}), peak memory "
+              f"{max(r['rss_gb'] for r in rs):.2f} GB")
+    print(f"speed-up (pml / oodml, best of {args.repeats}): {best['pml'] / best['oodml']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -269,3 +269,73 @@ def test_byte_identical_results_for_same_inputs() -> None:
     a = evaluate_embeddings(x, labels, seed=3)
     b = evaluate_embeddings(x.copy(), labels.copy(), seed=3)
     assert repr(a) == repr(b)
+
+
+@pytest.mark.parametrize(
+    ("n_classes", "n", "noise", "k", "dim"),
+    [(60, 300, 1.5, 60, 32), (10, 3000, 2.5, 10, 16), (300, 2000, 3.0, 400, 8)],
+)
+def test_bounded_kmeans_equals_faiss_kmeans(n_classes, n, noise, k, dim) -> None:
+    rng = np.random.default_rng(n)
+    labels = rng.integers(0, n_classes, n)
+    centers = rng.standard_normal((n_classes, dim)).astype(np.float32)
+    x = centers[labels] + noise * rng.standard_normal((n, dim)).astype(np.float32)
+    ours = kmeans_assign(x, k, seed=1234, engine="bounded")
+    ref = kmeans_assign(x, k, seed=1234, engine="faiss")
+    assert np.array_equal(ours, ref)
+    got = evaluate_embeddings(x, labels, metrics=["nmi"], distance="euclidean", seed=1234)
+    ref = kmeans_assign(x, len(np.unique(labels)), seed=1234, engine="faiss")
+    assert got == {"nmi": nmi(labels, ref)}
+
+
+def test_bounded_kmeans_replicates_faiss_empty_cluster_splits() -> None:
+    import faiss
+
+    # 60 tight groups of 8 and 90 centroids: some start empty and faiss splits another.
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((60, 8)).astype(np.float32)
+    x = np.repeat(base, 8, axis=0) + 0.01 * rng.standard_normal((480, 8)).astype(np.float32)
+    km = faiss.Kmeans(8, 90, niter=20, seed=1234, min_points_per_centroid=1,
+                      max_points_per_centroid=10**9)
+    km.train(x)
+    assert sum(st["nsplit"] for st in km.iteration_stats) > 0
+    ours = kmeans_assign(x, 90, seed=1234, engine="bounded")
+    assert np.array_equal(ours, km.index.search(x, 1)[1].ravel())
+
+
+def test_kmeans_engine_is_checked() -> None:
+    with pytest.raises(ConfigError, match="k-means engine"):
+        kmeans_assign(np.zeros((4, 2), dtype=np.float32), 2, engine="sklearn")
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_pruned_self_knn_equals_plain_blocks_and_faiss(distance: str) -> None:
+    from oodml.metrics.knn import _knn_torch_self, prepare
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((600, 12)).astype(np.float32)
+    x[::9] = x[1::9][: len(x[::9])]  # exact duplicates: tied scores across blocks
+    p = prepare(x, distance)
+    if distance == "euclidean":
+        p = p - p.mean(0)
+    pruned = _knn_torch_self(p, 9, distance, "cpu", 64, prune=True)
+    plain = _knn_torch_self(p, 9, distance, "cpu", 64, prune=False)
+    np.testing.assert_array_equal(pruned[0], plain[0])
+    assert (pruned[1] == plain[1]).mean() > 0.99
+    s, i = knn(x, 9, distance=distance, chunk=64)  # auto: the pruned torch route
+    fs, fi = knn(x, 9, distance=distance, backend="faiss", chunk=64)
+    np.testing.assert_allclose(s, fs, atol=1e-4)
+    assert (i == fi).mean() > 0.98
+
+
+def test_pruned_self_knn_on_exact_ties() -> None:
+    x = np.random.default_rng(5).standard_normal((300, 6)).astype(np.float32)
+    x[200:] = 0.0  # 100 identical rows: a block where everything ties takes exact top-k
+    s, i = knn(x, 5, distance="euclidean", chunk=32)
+    assert (s[200:] == 0).all() and (i[200:] >= 200).all()
+    y = x[:240].copy()
+    y[185:206] = 0.0  # 21 ties across two blocks: few enough to merge by index
+    _, iy = knn(y, 5, distance="euclidean", chunk=64)
+    assert iy[200].tolist() == [185, 186, 187, 188, 189]
+    for row, nb in enumerate(i):
+        assert row not in nb and len(set(nb.tolist())) == 5

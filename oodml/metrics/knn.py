@@ -136,28 +136,104 @@ def _sort_rows(vals: torch.Tensor, ids: torch.Tensor) -> tuple[np.ndarray, np.nd
     return np.take_along_axis(v, order, 1), np.take_along_axis(i, order, 1)
 
 
-def _knn_torch_self(x: np.ndarray, k: int, distance: str, device: str, chunk: int):
-    """Self-protocol kNN computing each symmetric score block once (half the matmuls)."""
+def _merge_pairs(
+    vals: np.ndarray, ids: np.ndarray, rows: np.ndarray, v: np.ndarray, j: np.ndarray
+) -> None:
+    """Merge candidate (row, score, gallery index) triples into the running top-k, in place.
+
+    Only rows that received candidates are touched: their k current entries and the new ones
+    are ordered by (row, score descending, index ascending) in one lexsort, and the first k of
+    each row are written back, so ties resolve by index as in ``_sort_rows``.
+    """
+    k = vals.shape[1]
+    touched = np.zeros(len(vals), dtype=bool)
+    touched[rows] = True
+    urows = np.flatnonzero(touched)
+    r = np.concatenate([np.repeat(urows, k), rows])
+    v = np.concatenate([vals[urows].ravel(), v])
+    j = np.concatenate([ids[urows].ravel(), j])
+    order = np.lexsort((j, -v, r))
+    r, v, j = r[order], v[order], j[order]
+    rank = np.arange(len(r)) - np.searchsorted(r, r)
+    keep = rank < k
+    vals[r[keep], rank[keep]] = v[keep]
+    ids[r[keep], rank[keep]] = j[keep]
+
+
+def _passing(s: np.ndarray, tau: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, columns and scores of the entries of ``s`` >= ``tau`` (broadcast), via a flat
+    index (numpy's flat nonzero is several times faster than a 2-d one)."""
+    flat = np.flatnonzero(s >= tau)
+    r, c = np.divmod(flat, s.shape[1])
+    return r, c, s.ravel()[flat]
+
+
+def _scores_sym(
+    xt: torch.Tensor, sq: torch.Tensor | None, a: int, b: int, chunk: int
+) -> torch.Tensor:
+    """Score block rows a.., columns b..: a.b for cosine, -|a - b|^2 for euclidean (``sq``
+    holds the squared norms), in two fused passes."""
+    xa, xb = xt[a : a + chunk], xt[b : b + chunk]
+    if sq is None:
+        return xa @ xb.T
+    s = torch.addmm(sq[b : b + chunk][None, :], xa, xb.T, beta=-1.0, alpha=2.0)
+    return s.sub_(sq[a : a + chunk][:, None])
+
+
+def _knn_torch_self(
+    x: np.ndarray, k: int, distance: str, device: str, chunk: int, prune: bool | None = None
+):
+    """Self-protocol kNN computing each symmetric score block once.
+
+    With ``prune`` (the default on CPU), pass 1 takes each row's top k within its own
+    diagonal block, so every row starts with a k-th best score ``tau`` that can only rise.
+    Pass 2 visits each off-diagonal block pair (a < b) once: score s_ij serves row i (against
+    row i's threshold) and row j (against row j's), and only entries >= the threshold can
+    enter a top k, so a compare pass and a merge of the few survivors replace two top-k
+    passes (one over a transposed copy). Entries equal to a threshold are kept, so ties
+    resolve by index. A block where too many entries pass (many duplicate rows) takes exact
+    top-k both ways instead, which bounds work and memory per block. Without ``prune`` (the
+    default on CUDA, where top-k is cheap) every block takes top-k both ways.
+    """
     xt = torch.from_numpy(x).to(device)
+    if prune is None:
+        prune = xt.device.type == "cpu"
     n = len(xt)
+    sq = None if distance == "cosine" else (xt * xt).sum(1)
     vals = torch.full((n, k), -torch.inf, device=xt.device)
     ids = torch.full((n, k), -1, dtype=torch.int64, device=xt.device)
+    vn, idn = (vals.numpy(), ids.numpy()) if prune else (None, None)
+    limit = 4 * k * chunk
     starts = list(range(0, n, chunk))
     for a in starts:
-        xa = xt[a : a + chunk]
-        for b in starts[starts.index(a) :]:
-            s = _block_scores(xa, xt[b : b + chunk], distance)
-            if a == b:
-                s.fill_diagonal_(-torch.inf)
-            v, i = _candidates(s, b, k)
-            vals[a : a + chunk], ids[a : a + chunk] = _merge(
-                vals[a : a + chunk], ids[a : a + chunk], v, i, k
-            )
-            if a != b:
-                v, i = _candidates(s.T.contiguous(), a, k)
-                vals[b : b + chunk], ids[b : b + chunk] = _merge(
-                    vals[b : b + chunk], ids[b : b + chunk], v, i, k
-                )
+        s = _scores_sym(xt, sq, a, a, chunk)
+        s.fill_diagonal_(-torch.inf)
+        kk = min(k, s.shape[1] - 1)
+        if kk == 0:
+            continue
+        v, i = torch.topk(s, kk, dim=1, sorted=False)
+        if not prune:
+            vals[a : a + chunk, :kk], ids[a : a + chunk, :kk] = v, i + a
+            continue
+        ri, cj, sv = _passing(s.numpy(), v.amin(1).numpy()[:, None])
+        _merge_pairs(vn, idn, ri + a, sv, cj + a)
+    for a in starts:
+        for b in starts[starts.index(a) + 1 :]:
+            s = _scores_sym(xt, sq, a, b, chunk)
+            if prune:
+                sn = s.numpy()
+                ri, cj, sr = _passing(sn, vn[a : a + chunk].min(1)[:, None])
+                rc, cc, sc = _passing(sn, vn[b : b + chunk].min(1)[None, :])
+                if len(ri) + len(rc) <= limit:
+                    _merge_pairs(
+                        vn, idn, np.concatenate([ri + a, cc + b]), np.concatenate([sr, sc]),
+                        np.concatenate([cj + b, rc + a]),
+                    )
+                    continue
+            for lo, blk, off in ((a, s, b), (b, s.T.contiguous(), a)):
+                v, i = _candidates(blk, off, k)
+                hi = lo + blk.shape[0]
+                vals[lo:hi], ids[lo:hi] = _merge(vals[lo:hi], ids[lo:hi], v, i, k)
     return _sort_rows(vals, ids)
 
 
@@ -198,8 +274,9 @@ def knn(
     query's own row is excluded by index (not by dropping the first neighbour, which may
     be a duplicate). ``exclude`` gives, per query, one gallery index to skip (-1 for none).
     Scores are larger-is-closer; rows are sorted by score, ties by index.
-    ``backend="auto"`` is faiss (measured faster here than the torch route, which computes
-    each symmetric block once but pays for two top-k passes per block).
+    ``backend="auto"``: on the CPU in the self protocol the torch route, which computes each
+    symmetric score block once and prunes the top-k by thresholds (about half faiss's
+    matrix products, see ``benchmarks/bench_metrics.py``); faiss otherwise.
     """
     check_distance(distance)
     check_device(device)
@@ -220,7 +297,7 @@ def knn(
     if not 1 <= k <= available:
         raise ConfigError(f"k={k} neighbours requested but only {available} gallery items exist")
     if backend == "auto":
-        backend = "faiss"
+        backend = "torch" if self_mode and device == "cpu" else "faiss"
     if backend == "faiss":
         return _knn_faiss(q, g, k, distance, exclude, device, chunk)
     if self_mode:
