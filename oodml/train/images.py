@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -29,6 +28,7 @@ from torchvision import transforms as T
 from oodml.data.manifest import Manifest
 from oodml.errors import DataError
 from oodml.features.extract import CollateOrError, load_transformed, planned_short_side
+from oodml.train.loop import one_thread
 from oodml.train.samplers import BatchSampler
 
 IMAGE_CACHE_BYTES = 8 * 2**30
@@ -198,18 +198,6 @@ def crop_box(
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Per-image tensor work runs on one thread: its operations are tiny, and on a busy CPU a
-    second thread's synchronisation made them 20x slower (benchmarks/bench_training.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def random_resized_crops(images: list[torch.Tensor], size: int, gen: torch.Generator

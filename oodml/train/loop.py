@@ -149,19 +149,26 @@ class TensorInputs:
 
 
 @contextmanager
-def cpu_threads_for(inputs: Inputs, device: torch.device) -> Iterator[None]:
-    """Head-only work on the CPU runs single-threaded: its matrices are tiny, so extra threads
-    only add synchronisation (10x slower on a busy 2-core machine), and one thread makes the
-    floating-point results independent of the core count."""
-    if not (isinstance(inputs, TensorInputs) and device.type == "cpu"):
-        yield
-        return
+def one_thread() -> Iterator[None]:
+    """Run torch on one CPU thread inside the block: for tiny operations extra threads only add
+    synchronisation (10-20x slower on a busy 2-core machine)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextmanager
+def cpu_threads_for(inputs: Inputs, device: torch.device) -> Iterator[None]:
+    """Head-only work on the CPU runs single-threaded: its matrices are tiny, and one thread
+    makes the floating-point results independent of the core count."""
+    if not (isinstance(inputs, TensorInputs) and device.type == "cpu"):
+        yield
+        return
+    with one_thread():
+        yield
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
