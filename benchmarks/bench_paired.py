@@ -22,12 +22,12 @@ Sections (each prints its figures and the ratio paired / walk measured in this r
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from omniglot_args import add_ladder_args
 
 from oodml.data import load_dataset
 from oodml.features import get_features
@@ -143,11 +143,7 @@ def coverage(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    published = "splits/omniglot_small1_efficientnet-lite0_class-means_greedy.json"
-    ap.add_argument("--splitfile", type=Path, default=ROOT / published)
-    data = os.environ.get("OODML_DATA", str(ROOT.parent / "shared" / "data"))
-    ap.add_argument("--root", type=Path,
-                    default=Path(data) / "omniglot" / "images_background_small1.zip")
+    add_ladder_args(ap)
     ap.add_argument("--boots", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sop", action="store_true")

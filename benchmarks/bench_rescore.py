@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 import numpy as np
+from omniglot_args import add_ladder_args
 
 from oodml.data import load_dataset
 from oodml.features import get_features
@@ -28,16 +28,10 @@ from oodml.splits.rescore import rescore
 from oodml.stats.class_stats import ClassStats
 from oodml.stats.gaussian import fit_gaussian, frechet_distance
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    published = "splits/omniglot_small1_efficientnet-lite0_class-means_greedy.json"
-    ap.add_argument("--splitfile", type=Path, default=ROOT / published)
-    data = os.environ.get("OODML_DATA", str(ROOT.parent / "shared" / "data"))
-    ap.add_argument("--root", type=Path,
-                    default=Path(data) / "omniglot" / "images_background_small1.zip")
+    add_ladder_args(ap)
     ap.add_argument("--extractor", default=None)
     ap.add_argument("--weights", default=None)
     ap.add_argument("--mode", default="samples")
