@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 
 from oodml.errors import ConfigError, SplitFileError
 from oodml.metrics import DEFAULT_METRICS
+from oodml.metrics.intervals import mean_over_episodes
 from oodml.results import run_path
 from oodml.splits.splitfile import load_splitfile
 from oodml.train.fewshot import _adapt_episode, episode_indices, run_fewshot
@@ -59,6 +61,36 @@ def test_rows_are_mean_and_std_over_episodes(study, tmp_path):
             assert r["value"] == pytest.approx(np.mean(vals), abs=1e-9)
             assert r["std"] == pytest.approx(np.std(vals), abs=1e-9)
     assert any(r["std"] > 0 for r in rows)  # episodes really differ
+    # intervals: each class's mean over the episodes, query-weighted, is the row's value
+    for r in rows:
+        if r["metric"] == "nmi":
+            assert r["class_values"] == "" and math.isnan(r["ci_low"])
+            continue
+        doc = json.loads(r["class_values"])
+        if "draws" in doc:
+            continue
+        n, v = np.asarray(doc["n"], dtype=float), np.asarray(doc["v"])
+        assert sorted(doc["classes"]) == sorted(split.test)
+        assert (n @ v) / n.sum() == pytest.approx(r["value"], abs=1e-8)
+        assert r["ci_low"] <= r["value"] <= r["ci_high"] and r["ci_high"] > r["ci_low"]
+
+
+def test_mean_over_episodes_averages_classes_and_refuses_mismatches():
+    a = {"classes": ["x", "y"], "n": [3, 1], "recall@1": [1.0, 0.0],
+         "recall@1/n1": {"classes": ["x", "y"], "n": [3, 1], "draws": [[0], [1]],
+                         "v": [[1.0, 0.0], [0.0, 0.0]]}}
+    b = {"classes": ["x", "y"], "n": [3, 1], "recall@1": [0.5, 1.0],
+         "recall@1/n1": {"classes": ["x", "y"], "n": [3, 1], "draws": [[0], [1]],
+                         "v": [[0.0, 0.0], [0.0, 1.0]]}}
+    out = mean_over_episodes([a, b])
+    assert out["recall@1"] == [0.75, 0.5]
+    assert out["recall@1/n1"]["v"] == [[0.5, 0.0], [0.0, 0.5]]
+    # episode means (3*1+0)/4 = 0.75 and (3*0.5+1)/4 = 0.625 average to 0.6875
+    assert (3 * 0.75 + 0.5) / 4 == pytest.approx((0.75 + 0.625) / 2)
+    other = {**b, "recall@1/n1": {**b["recall@1/n1"], "draws": [[1], [0]]}}
+    assert "recall@1/n1" not in mean_over_episodes([a, other])
+    assert mean_over_episodes([a, {**b, "n": [2, 2]}]) == {}
+    assert mean_over_episodes([]) == {}
 
 
 def test_fewshot_reuses_the_zeroshot_model_and_resumes(study, tmp_path):

@@ -135,6 +135,47 @@ def draw_class_values(docs: Mapping[int, Mapping]) -> ClassValues:
     return ClassValues(classes, n, np.array(values), seeds, draws)
 
 
+def mean_over_episodes(per_episode: Sequence[Mapping]) -> dict:
+    """One few-shot row's per-class values from its episodes' ``by_class`` dicts (as
+    :func:`oodml.metrics.evaluate_embeddings` fills them; size-controlled metrics per draw).
+
+    A few-shot row's value is the mean over E episodes of each episode's query-weighted mean.
+    Every episode queries the same test classes, and class c's queries are its images less
+    its ``shots`` support images, so n_c is the same in every episode and
+
+        (1/E) sum_e sum_c n_c v_ec / sum_c n_c = sum_c n_c vbar_c / sum_c n_c,
+
+    with vbar_c = (1/E) sum_e v_ec: the row is a query-weighted mean of per-class values like
+    a zero-shot row, and :func:`class_bootstrap_interval` and the report's class bootstrap apply
+    unchanged. The episodes (the split file's published support draws) are held fixed, as the
+    gallery draws are; their spread is the row's ``std``. A metric whose episodes disagree on
+    the classes, counts or draws is left out (no interval), never averaged across mismatches.
+    """
+    if not per_episode:
+        return {}
+    first = per_episode[0]
+    classes, n = [str(c) for c in first.get("classes", [])], list(first.get("n", []))
+    if not classes or any([str(c) for c in d.get("classes", [])] != classes or list(d["n"]) != n
+                          for d in per_episode[1:]):
+        return {}
+    out: dict = {"classes": classes, "n": n}
+    for name, doc in first.items():
+        if name in ("classes", "n"):
+            continue
+        docs = [d.get(name) for d in per_episode]
+        if isinstance(doc, Mapping):
+            same = all(isinstance(d, Mapping) and d["classes"] == doc["classes"]
+                       and d["n"] == doc["n"] and d["draws"] == doc["draws"] for d in docs)
+            if same:
+                v = np.mean([np.asarray(d["v"], dtype=np.float64) for d in docs], axis=0)
+                out[name] = {**doc, "v": v.tolist()}
+        elif all(d is not None and not isinstance(d, Mapping) and len(d) == len(n)
+                 for d in docs):
+            out[name] = np.mean([np.asarray(d, dtype=np.float64) for d in docs],
+                                axis=0).tolist()
+    return out
+
+
 def _draws(rng: np.random.Generator, size: int, n_boot: int) -> np.ndarray:
     return rng.multinomial(size, np.full(size, 1.0 / size), size=n_boot).astype(np.float64)
 

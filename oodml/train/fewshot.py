@@ -7,7 +7,9 @@ images (every other image of the episode's classes) and evaluate them with the u
 protocol among themselves: each query retrieves from the other queries, self-match excluded.
 Support images are in neither role, so the score measures generalisation to unseen images of
 classes seen only through their few support examples. Each shot count yields one row per
-metric: mean and (population, ddof=0) std over episodes, ``protocol="fewshot"``.
+metric: mean and (population, ddof=0) std over episodes, ``protocol="fewshot"``, and, as for
+zero-shot rows, a 95% class-bootstrap interval and the per-class values it comes from (each
+class's mean over the episodes: :func:`oodml.metrics.intervals.mean_over_episodes`).
 
 API: ``run_fewshot(spec, cfg, progress) -> rows`` for one spec, ``run_fewshot_ladder(specs, cfg,
 progress)`` for a ladder (check every spec first, then run and merge the table per spec);
@@ -28,6 +30,7 @@ from torch import nn
 from oodml.data.manifest import Manifest
 from oodml.errors import ConfigError, SplitFileError, short
 from oodml.features.extract import resolve_device
+from oodml.metrics.intervals import mean_over_episodes
 from oodml.progress import NO_PROGRESS, Progress
 from oodml.results import config_json, finished_rows, merge_results, write_run
 from oodml.splits.splitfile import Split
@@ -41,6 +44,8 @@ from oodml.train.run import (
     check_specs,
     class_labels,
     embed_classes,
+    gallery_seed,
+    interval_columns,
     make_inputs,
     method_config,
     resolve,
@@ -157,6 +162,7 @@ def _adapt_episode(
     shots: int,
     episode_seed: int,
     memo: FrozenFeatures | None = None,
+    by_class: dict | None = None,
 ) -> dict[str, float]:
     support, query, classes = episode_indices(manifest, split, episode)
     seed_everything(episode_seed)
@@ -194,7 +200,22 @@ def _adapt_episode(
         train(model, loss_fn, miner, inputs, sampler, ft_train, device=device)
         emb, q_labels = embed_classes(spec, model, manifest, query, classes)
     _, sf, _, _ = resolve(spec)
-    return score_embeddings(spec, sf, emb, q_labels)
+    scores = score_embeddings(spec, sf, emb, q_labels, by_class)
+    if by_class:
+        _name_classes(by_class, classes)
+    return scores
+
+
+def _name_classes(by_class: dict, classes: list[str]) -> None:
+    """Replace the episode's label codes (positions in ``classes``) by the class names in
+    ``by_class``, so few-shot class values pair with zero-shot ones and across splits."""
+    def names(codes: list) -> list[str]:
+        return [classes[int(c)] for c in codes]
+
+    by_class["classes"] = names(by_class["classes"])
+    for doc in by_class.values():
+        if isinstance(doc, dict):
+            doc["classes"] = names(doc["classes"])
 
 
 def _finished(spec: RunSpec, cfg: FewshotConfig) -> tuple[list[dict[str, Any]], list[int]]:
@@ -234,13 +255,14 @@ def run_fewshot(
         start = time.perf_counter()
         episodes = split.episodes[shots][: cfg.max_episodes]
         task = progress.task(f"{shots}-shot episodes", total=len(episodes))
-        scores = []
+        scores, per_class = [], []
         for e, episode in enumerate(episodes):
             seed = resolved.seed * 1_000_003 + shots * 1009 + e
-            scores.append(
-                _adapt_episode(resolved, cfg, base, manifest, split, episode, shots, seed, memo)
-            )
+            per_class.append({})
+            scores.append(_adapt_episode(resolved, cfg, base, manifest, split, episode, shots,
+                                         seed, memo, per_class[-1]))
             task.advance()
+        by_class = mean_over_episodes(per_class)
         task.close()
         wall = time.perf_counter() - start
         shot_rows = [
@@ -254,6 +276,7 @@ def run_fewshot(
                 "n_episodes": len(scores),
                 "wall_time_s": wall,
                 "epochs": epochs,
+                **interval_columns(by_class, metric, seed=gallery_seed(sf)),
             }
             for metric in scores[0]
         ]
