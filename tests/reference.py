@@ -46,6 +46,23 @@ def frechet_rows(x: np.ndarray, y: np.ndarray, eps: float = 0.0) -> float:
     return float(diff @ diff + traces - 2.0 * cross)
 
 
+def in_span(x: np.ndarray, y: np.ndarray) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """(mean, covariance) of the rows of ``x`` and of ``y`` in an orthonormal basis U of the
+    span of both sides' centred rows and their mean difference.
+
+    Every covariance and the mean difference lie in that span, so with the means written as
+    U^T mu and the covariances as U^T S U, |mu_x - mu_y|^2, tr S_x, tr S_y and
+    tr (S_x S_y)^{1/2} (the square root's nonzero eigenvalues) are unchanged: the Fréchet
+    distance is the same number, but a reference ``sqrtm`` works on r <= n_x + n_y - 1 dims
+    instead of D (2048-d: 50 s on two cores, against milliseconds)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    mx, my = x.mean(0), y.mean(0)
+    u, sv, _ = np.linalg.svd(np.vstack([x - mx, y - my, (mx - my)[None]]).T,
+                             full_matrices=False)
+    u = u[:, sv > sv[0] * 1e-12]
+    return tuple((m @ u, np.cov(z @ u, rowvar=False)) for m, z in ((mx, x), (my, y)))
+
+
 def oodml_walk(
     means: np.ndarray,
     names: Sequence[str],

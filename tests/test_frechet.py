@@ -20,6 +20,8 @@ from oodml.stats.gaussian import (
     triangular_product_svdvals,
 )
 
+from reference import in_span
+
 METHODS = ("eig", "svd")
 
 
@@ -319,3 +321,15 @@ def test_samples_distance_with_eps_matches_the_covariance_route() -> None:
         diff = x1.mean(0) - x2.mean(0)
         sqrtm_value = diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(root)
         assert got == pytest.approx(sqrtm_value, rel=1e-7)
+
+
+def test_pytorch_fid_on_the_span_basis_is_the_full_dimensional_value() -> None:
+    """The reference helper ``in_span`` (used where a 2048-d ``sqrtm`` would cost a minute)
+    leaves pytorch-fid's value unchanged: 20 + 25 rows in 300 dims, full against projected."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((20, 300))
+    y = 1.5 * rng.standard_normal((25, 300)) + 0.3
+    full = pfid(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False))
+    (mx, sx), (my, sy) = in_span(x, y)
+    assert sx.shape == (44, 44)
+    assert pfid(mx, sx, my, sy) == pytest.approx(full, rel=1e-6)
