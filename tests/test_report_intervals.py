@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from oodml.report.build import build_report
-from oodml.report.intervals import _ranges, interval_table, method_order
+from oodml.report.intervals import _ranges, fewshot_gain, interval_table, method_order
 from oodml.report.progression import progression_figure
 from oodml.report.tables import label_series
 from oodml.results import validate
@@ -127,3 +127,34 @@ def test_size_controlled_on_every_test_class_uses_the_full_class_values() -> Non
         df = label_series(validate(pd.DataFrame(base + other)))
         assert interval_table(df, [metric]).empty
         assert interval_methods(df, [metric])["interval"][0].startswith("none:")
+
+
+def test_fewshot_gain_pairs_with_its_zero_shot_series() -> None:
+    """A 5-shot series 0.08 above its zero-shot model on splits 3-4 and equal on 1-2: the gain
+    is significant exactly there, and its estimate is the difference of the two cells."""
+    zero = rows("multisimilarity", {1: 0.80, 2: 0.70, 3: 0.60, 4: 0.50}, noise=0.0, seed=1)
+    few = []
+    for r in zero:
+        doc = json.loads(r["class_values"])
+        up = 0.08 if r["split_id"] >= 3 else 0.0
+        rng = np.random.default_rng(r["split_id"] * 10 + r["seed"])
+        v = np.asarray(doc["v"]) + up + 0.01 * rng.standard_normal(40)
+        few.append({**r, "protocol": "fewshot", "shots": 5, "config": '{"fewshot":{}}',
+                    "value": float(v.mean()), "std": 0.0, "n_episodes": 10,
+                    "class_values": json.dumps({**doc, "v": v.tolist()})})
+    df = label_series(validate(pd.DataFrame(zero + few)))
+    table, lines = fewshot_gain(df, "recall@1")
+    assert list(table["series"].unique()) == ["multisimilarity (5-shot)"]
+    assert set(table["zero_shot"]) == {"multisimilarity"}
+    sig = dict(zip(table["split_id"], table["significant"], strict=True))
+    assert sig == {1: False, 2: False, 3: True, 4: True}
+    by_split = table.set_index("split_id")
+    for sid in (1, 2, 3, 4):
+        want = (df[(df["series"] == "multisimilarity (5-shot)") & (df["split_id"] == sid)]
+                ["value"].mean()
+                - df[(df["series"] == "multisimilarity") & (df["split_id"] == sid)]["value"].mean())
+        assert by_split.loc[sid, "gain"] == pytest.approx(want, abs=1e-12)
+        assert by_split.loc[sid, "gain_lo"] <= want <= by_split.loc[sid, "gain_hi"]
+    assert lines == ["multisimilarity (5-shot) vs multisimilarity (recall@1): gains on splits 3-4"]
+    empty, none = fewshot_gain(frame(), "recall@1")  # zero-shot series only
+    assert empty.empty and none == []

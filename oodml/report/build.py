@@ -32,7 +32,12 @@ from oodml.fileio import (
 )
 from oodml.report.embedding import embedding_figure
 from oodml.report.html import Section, pivot_html, render_page
-from oodml.report.intervals import interval_methods, interval_table, method_order
+from oodml.report.intervals import (
+    fewshot_gain,
+    interval_methods,
+    interval_table,
+    method_order,
+)
 from oodml.report.ladder import plot_ladder, save_figure
 from oodml.report.progression import progression_figure
 from oodml.report.style import DISTANCE_LABEL, distance_label, metric_name
@@ -440,6 +445,15 @@ def _build(results, out: Path, final: Path, *, splitfile, metrics, rank_metric, 
                                          [text, *lines])
             sections.append(Section("Method order", text, notes=lines, table=order_table,
                                     links=[out / "method_order.csv", out / "method_order.md"]))
+        gain_table, lines = fewshot_gain(df, rank_metric)
+        if lines:
+            text = (f"What few-shot adaptation adds to {rank_metric} on each split: the "
+                    "few-shot value minus the zero-shot one of the model it adapts, paired over "
+                    "the same test classes and seeds, Holm over the splits.")
+            report.files += _write_table(gain_table, out / "fewshot_gain", "Few-shot gain",
+                                         [text, *lines])
+            sections.append(Section("Few-shot gain", text, notes=lines, table=gain_table,
+                                    links=[out / "fewshot_gain.csv", out / "fewshot_gain.md"]))
 
     tick("ladder plot")
     if splitfile is not None:
