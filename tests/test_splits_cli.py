@@ -18,6 +18,11 @@ from oodml_cli import main
 COMMANDS = ("generate", "show", "verify", "import-oodml", "export-oodml", "plot")
 
 
+BOOTSTRAP = 50
+"""Class resamples of the generated ladders: enough to exercise every interval and the paired
+differences (the published files use the default 200, checked in test_removal_policy)."""
+
+
 @pytest.fixture(scope="module")
 def generated(
     omniglot_features, omniglot_features_cache: Path, omniglot_zip: Path, tmp_path_factory
@@ -44,6 +49,8 @@ def generated(
                 "5",
                 "--episodes",
                 "2",
+                "--bootstrap",
+                str(BOOTSTRAP),
                 "--cache",
                 str(omniglot_features_cache),
                 "-o",
@@ -106,6 +113,8 @@ def test_generate_is_deterministic_and_sound(
         "5",
         "--episodes",
         "2",
+        "--bootstrap",
+        BOOTSTRAP,
         "--cache",
         omniglot_features_cache,
         "-o",
