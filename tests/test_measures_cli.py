@@ -3,6 +3,7 @@ the real Omniglot subset (efficientnet-lite0 features)."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -83,3 +84,15 @@ def test_rescore_by_measures_on_the_published_ladder(
     assert res.columns[0].values == pytest.approx(res.distance, rel=1e-9)
     assert res.verdict() in text + err
     assert "solver: w2-classes/efficientnet-lite0: ot.emd2 (exact)" in text + err
+
+    # the committed 8-column table (reports/measure_agreement): its efficientnet-lite0 columns
+    # are what this code computes, its Inception Fréchet column the committed Inception rescoring
+    committed = read_agreement(REPO / "reports" / "measure_agreement"
+                               / "omniglot_efficientnet-lite0_inception.csv")
+    cols = {c.label: c for c in committed.columns}
+    assert len(cols) == 8 and committed.verdict().startswith("order agrees under all 8")
+    for c in res.columns:
+        assert cols[c.label].values == pytest.approx(c.values, rel=1e-5, abs=1e-9), c.label
+    with open(REPO / "reports" / "cpu_study" / "rescore_inception.csv") as fh:
+        inception = [float(r["rescored_distance"]) for r in csv.DictReader(fh)]
+    assert cols["frechet/inception"].values == pytest.approx(inception, rel=1e-6)

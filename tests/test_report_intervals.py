@@ -127,6 +127,14 @@ def test_size_controlled_on_every_test_class_uses_the_full_class_values() -> Non
         df = label_series(validate(pd.DataFrame(base + other)))
         assert interval_table(df, [metric]).empty
         assert interval_methods(df, [metric])["interval"][0].startswith("none:")
+    # few-shot rows that store their draws beside such zero-shot rows: every cell has one
+    doc = {"classes": CLASSES, "n": [5] * 40, "draws": [list(range(40))],
+           "v": [[0.5] * 40]}
+    few = [{**r, "protocol": "fewshot", "shots": 5, "config": '{"fewshot":{}}',
+            "class_values": json.dumps(doc)} for r in sized]
+    df = label_series(validate(pd.DataFrame(base + sized + few)))
+    how = interval_methods(df, ["recall@1/n40"])["interval"][0]
+    assert "gallery draws" in how and "in 2 of 4 cells" in how and "none in" not in how
 
 
 def test_fewshot_gain_pairs_with_its_zero_shot_series() -> None:

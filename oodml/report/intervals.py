@@ -136,25 +136,31 @@ def interval_table(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
 
 def interval_methods(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """One row per metric: how its interval is obtained ("class bootstrap", per gallery draw
-    for size-controlled metrics), or "none: <why>" (NMI; rows without per-class values)."""
+    for size-controlled metrics, or from the full metric's class values where a size-controlled
+    cell's one draw is the whole test set), in how many (series, split) cells it has none, or
+    "none: <why>" (NMI; rows without per-class values)."""
     rows = []
+    cellwise = {"series", "split_id"} <= set(df.columns)
     for metric in metrics:
         sub = df[df["metric"] == metric]
         texts = sub["class_values"] if "class_values" in sub.columns else pd.Series([], dtype=str)
         have = [t for t in texts if isinstance(t, str) and t]
         base, n = parse_metric_name(metric)
-        cells = sub[["series", "split_id"]].drop_duplicates() if "series" in sub else sub[[]]
-        ok = [] if have or n is None else [cell(df, s, metric, int(k)) is not None
-                                           for s, k in cells.itertuples(index=False)]
-        if any(ok):
-            how = (f"class bootstrap, with the seeds (N = {n} is every test class: one draw, "
-                   f"the class values of {base})")
-            if not all(ok):
-                how += f"; none in {ok.count(False)} of {len(ok)} series x split cells"
-        elif have:
+        ok = stored = 0
+        cells = sub[["series", "split_id"]].drop_duplicates() if cellwise else sub[[]]
+        for series, sid in (cells.itertuples(index=False) if cellwise else ()):
+            rows_here = sub[(sub["series"] == series) & (sub["split_id"] == sid)]
+            ok += cell(df, series, metric, int(sid)) is not None
+            stored += all(isinstance(t, str) and t for t in rows_here.get("class_values", []))
+        if (ok if cellwise else have):
             how = ("class bootstrap within the fixed gallery draws, with the seeds"
-                   if '"draws"' in have[0] else "class bootstrap, with the seeds")
-            if len(have) < len(sub):
+                   if have and '"draws"' in have[0] else "class bootstrap, with the seeds")
+            if cellwise and ok > stored:
+                how += (f" (N = {n} is every test class: in {ok - stored} of {len(cells)} cells "
+                        f"one draw, the class values of {base})")
+            if cellwise and ok < len(cells):
+                how += f"; none in {len(cells) - ok} of {len(cells)} series x split cells"
+            elif not cellwise and len(have) < len(sub):
                 how += f" ({len(sub) - len(have)} of {len(sub)} rows hold no per-class values)"
         elif base in NO_INTERVAL:
             how = NO_INTERVAL[base]
