@@ -70,7 +70,8 @@ def test_rows_are_mean_and_std_over_episodes(study, tmp_path):
         if "draws" in doc:
             continue
         n, v = np.asarray(doc["n"], dtype=float), np.asarray(doc["v"])
-        assert sorted(doc["classes"]) == sorted(split.test)
+        # the zero-shot rows' class keys (positions in the sorted test classes), so they pair
+        assert doc["classes"] == [str(i) for i in range(len(split.test))]
         assert (n @ v) / n.sum() == pytest.approx(r["value"], abs=1e-8)
         assert r["ci_low"] <= r["value"] <= r["ci_high"] and r["ci_high"] > r["ci_low"]
 
@@ -104,6 +105,11 @@ def test_fewshot_reuses_the_zeroshot_model_and_resumes(study, tmp_path):
     assert run_path(tmp_path, fewshot_key(spec, 2)).is_file()
     again = run_fewshot(spec, cfg)
     assert [r["value"] for r in first] == [r["value"] for r in again]
+    zero = {r["metric"]: json.loads(r["class_values"])["classes"] for r in run_one(spec)
+            if r["class_values"]}
+    for r in first:  # few-shot class values name the same classes as zero-shot ones: paired
+        if r["class_values"]:
+            assert json.loads(r["class_values"])["classes"] == zero[r["metric"]], r["metric"]
     assert first[0]["n_episodes"] == 2
 
 

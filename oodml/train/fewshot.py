@@ -200,22 +200,7 @@ def _adapt_episode(
         train(model, loss_fn, miner, inputs, sampler, ft_train, device=device)
         emb, q_labels = embed_classes(spec, model, manifest, query, classes)
     _, sf, _, _ = resolve(spec)
-    scores = score_embeddings(spec, sf, emb, q_labels, by_class)
-    if by_class:
-        _name_classes(by_class, classes)
-    return scores
-
-
-def _name_classes(by_class: dict, classes: list[str]) -> None:
-    """Replace the episode's label codes (positions in ``classes``) by the class names in
-    ``by_class``, so few-shot class values pair with zero-shot ones and across splits."""
-    def names(codes: list) -> list[str]:
-        return [classes[int(c)] for c in codes]
-
-    by_class["classes"] = names(by_class["classes"])
-    for doc in by_class.values():
-        if isinstance(doc, dict):
-            doc["classes"] = names(doc["classes"])
+    return score_embeddings(spec, sf, emb, q_labels, by_class)
 
 
 def _finished(spec: RunSpec, cfg: FewshotConfig) -> tuple[list[dict[str, Any]], list[int]]:
