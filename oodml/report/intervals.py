@@ -226,17 +226,14 @@ def fewshot_gain(df: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, list[str]
     support images), Holm over the splits; and one sentence per series saying where the gain
     is significant at 95%."""
     rows, lines = [], []
-    keys = df[["series", "base", "protocol", "shots"]].drop_duplicates("series")
-    keys = keys.set_index("series")
-    trains = (df.drop_duplicates("series").set_index("series")["train"]
-              if "train" in df.columns else None)
+    keys = df.drop_duplicates("series").set_index("series")
     zero = set(keys.index[keys["protocol"] == "zeroshot"])
     sub = df[df["metric"] == metric]
     axis = [int(s) for s in split_axis(sub)["split_id"]] if not sub.empty else []
     for series in series_order(df):
         if keys.loc[series, "protocol"] != "fewshot":
             continue
-        tag = "" if trains is None else train_tag(str(trains.loc[series]))
+        tag = train_tag(str(keys.loc[series, "train"])) if "train" in keys.columns else ""
         base = f"{keys.loc[series, 'base']}{tag}"
         if base not in zero:
             continue
