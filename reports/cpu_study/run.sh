@@ -8,10 +8,8 @@ ROOT=${ROOT:-${OODML_DATA:-../shared/data}/omniglot/images_background_small1.zip
 OUT=${OUT:-reports/cpu_study}
 COMMON=(--root "$ROOT" --head-only --seeds 0,1,2 --epochs 10 --batch-size 64 --m 4 --lr 1e-3
         --no-checkpoints --out "$OUT")
-oodml evaluate "$SPLITS" "${COMMON[@]}" --loss multisimilarity
-oodml evaluate "$SPLITS" "${COMMON[@]}" --loss triplet --loss-args margin=0.2 --miner triplet-semihard
-oodml evaluate "$SPLITS" "${COMMON[@]}" --loss proxyanchor --loss-lr-mult 100
-oodml evaluate "$SPLITS" "${COMMON[@]}" --loss softmax
+source "$(dirname "$0")/losses.sh"
+evaluate_four_losses "$SPLITS" "${COMMON[@]}"
 # the oodml procedure's ladder (two-sided removal: the test set shrinks), where size-controlled
 # metrics matter
 S2=splits/omniglot_small1_efficientnet-lite0_class-means_oodml.json

@@ -13,7 +13,5 @@ R=${R:-2}
 python reports/cpu_study/unpack_runs.py reports/cpu_study/results.parquet "$OUT"
 COMMON=(--root "$ROOT" --head-only --seeds 0,1,2 --epochs 10 --batch-size 64 --m 4 --lr 1e-3
         --no-checkpoints --train-classes min --train-draws "$R" --out "$OUT")
-oodml evaluate "$SPLITS" "${COMMON[@]}" --loss multisimilarity
-oodml evaluate "$SPLITS" "${COMMON[@]}" --loss triplet --loss-args margin=0.2 --miner triplet-semihard
-oodml evaluate "$SPLITS" "${COMMON[@]}" --loss proxyanchor --loss-lr-mult 100
-oodml evaluate "$SPLITS" "${COMMON[@]}" --loss softmax
+source "$(dirname "$0")/losses.sh"
+evaluate_four_losses "$SPLITS" "${COMMON[@]}"

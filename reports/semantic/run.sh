@@ -8,7 +8,5 @@ ROOT=${ROOT:-${OODML_DATA:-../shared/data}/omniglot/images_background_small1.zip
 OUT=${OUT:-reports/semantic/results}
 COMMON=(--root "$ROOT" --head-only --seeds 0,1,2 --epochs 10 --batch-size 64 --m 4 --lr 1e-3
         --no-checkpoints --out "$OUT")
-oodml evaluate "$SPLITS" "${COMMON[@]}" --loss multisimilarity
-oodml evaluate "$SPLITS" "${COMMON[@]}" --loss triplet --loss-args margin=0.2 --miner triplet-semihard
-oodml evaluate "$SPLITS" "${COMMON[@]}" --loss proxyanchor --loss-lr-mult 100
-oodml evaluate "$SPLITS" "${COMMON[@]}" --loss softmax
+source "$(dirname "$0")/../cpu_study/losses.sh"
+evaluate_four_losses "$SPLITS" "${COMMON[@]}"
