@@ -11,6 +11,8 @@ spent waiting for data, and the ratio to the plain loop. Settings are interleave
 - ``oodml``: today's defaults (PIL DataLoader, fp32);
 - ``+cl``: ``--channels-last``;
 - ``+cl+cache``: ``--channels-last --image-cache`` (decode once; tensor augmentation);
+- ``+cl+fold``, ``+cl+cache+fold``: the same with ``--fold-bn`` (frozen BatchNorm folded into
+  its convolutions; both loops run the backbones' frozen BN, so the function is the same);
 - ``+cl+cache+amp``: the same with ``--amp`` (bf16 autocast on CPU).
 
 The decode-once cost (paid once per run, before the first epoch) is printed separately.
@@ -49,6 +51,8 @@ SETTINGS = {
     "oodml": {},
     "+cl": {"channels_last": True},
     "+cl+cache": {"channels_last": True, "image_cache": True},
+    "+cl+fold": {"channels_last": True, "fold_bn": True},
+    "+cl+cache+fold": {"channels_last": True, "image_cache": True, "fold_bn": True},
     "+cl+cache+amp": {"channels_last": True, "image_cache": True, "amp": True},
 }
 

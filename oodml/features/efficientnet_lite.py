@@ -54,15 +54,20 @@ class SameConv2d(nn.Conv2d):
         )
         self.static_padding = static
 
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with the SAME padding the convolution's own zero padding does not cover."""
+        if self.static_padding:
+            return x
+        ih, iw = x.shape[-2:]
+        k, s = self.kernel_size[0], self.stride[0]
+        pad_h = max((math.ceil(ih / s) - 1) * s + k - ih, 0)
+        pad_w = max((math.ceil(iw / s) - 1) * s + k - iw, 0)
+        if pad_h or pad_w:
+            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.static_padding:
-            ih, iw = x.shape[-2:]
-            k, s = self.kernel_size[0], self.stride[0]
-            pad_h = max((math.ceil(ih / s) - 1) * s + k - ih, 0)
-            pad_w = max((math.ceil(iw / s) - 1) * s + k - iw, 0)
-            if pad_h or pad_w:
-                x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
-        return self._conv_forward(x, self.weight, self.bias)
+        return self._conv_forward(self.pad(x), self.weight, self.bias)
 
 
 def _bn(ch: int) -> nn.BatchNorm2d:

@@ -1,5 +1,6 @@
-"""The training loop: optimiser, LR schedule, seeding, AMP and channels-last, per-epoch
-checkpoints (atomic; loaded with ``weights_only=True``) and resume, and batched embedding.
+"""The training loop: optimiser, LR schedule, seeding, AMP, channels-last and frozen-BN
+folding, per-epoch checkpoints (atomic; loaded with ``weights_only=True``) and resume, and
+batched embedding.
 
 Inputs come from an ``Inputs`` object: ``TensorInputs`` (precomputed features, head-only) or
 ``oodml.train.images.ImageInputs`` (decoded, augmented images, full backbone).
@@ -36,6 +37,7 @@ from oodml.errors import ConfigError, OutputError, TrainingError, first_line
 from oodml.features.extractors import read_torch_file
 from oodml.fileio import atomic_write_stream
 from oodml.progress import NO_PROGRESS, Progress
+from oodml.train.foldbn import BatchNormFold
 from oodml.train.samplers import BatchSampler
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -67,6 +69,9 @@ class TrainConfig:
         False, "Mixed precision: bf16 autocast on CPU, fp16 on CUDA (see the README's "
         "throughput table for where it pays).")
     channels_last: bool = _opt(False, "Channels-last memory for the network and its batches.")
+    fold_bn: bool = _opt(
+        False, "Fold frozen BatchNorm into the convolution before it while training (same "
+        "function up to float rounding; resnet50 and efficientnet-lite0 backbones).")
     image_cache: bool = _opt(
         False, "Decode each image once into memory (uint8) and augment batches as tensors "
         "(full backbone only).")
@@ -87,7 +92,7 @@ class TrainConfig:
         check_float("momentum", self.momentum, 0.0)
         check_float("gamma", self.gamma, positive=True)
         check_float("loss_lr_mult", self.loss_lr_mult, positive=True, hi=MAX_LR_MULT)
-        for name in ("amp", "channels_last", "image_cache"):
+        for name in ("amp", "channels_last", "fold_bn", "image_cache"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be true or false")
 
@@ -101,7 +106,7 @@ class TrainConfig:
         return out
 
 
-LATER_FIELDS = {"image_cache": False}
+LATER_FIELDS = {"image_cache": False, "fold_bn": False}
 """TrainConfig fields added after results were first published, with their defaults."""
 
 
@@ -274,21 +279,28 @@ def train(
     description: str = "train",
 ) -> TrainResult:
     """Train ``model`` and ``loss_fn`` for ``cfg.epochs`` epochs, checkpointing each epoch to
-    ``checkpoint`` and resuming from it when its ``tag`` matches."""
-    with cpu_threads_for(inputs, device):
-        return _train(
-            model,
-            loss_fn,
-            miner,
-            inputs,
-            sampler,
-            cfg,
-            device=device,
-            checkpoint=checkpoint,
-            tag=tag,
-            progress=progress,
-            description=description,
-        )
+    ``checkpoint`` and resuming from it when its ``tag`` matches. With ``cfg.fold_bn`` frozen
+    BatchNorm is folded into its convolutions for the duration (``oodml.train.foldbn``)."""
+    fold = BatchNormFold(model) if cfg.fold_bn else None
+    try:
+        with cpu_threads_for(inputs, device):
+            return _train(
+                model,
+                loss_fn,
+                miner,
+                inputs,
+                sampler,
+                cfg,
+                device=device,
+                checkpoint=checkpoint,
+                tag=tag,
+                progress=progress,
+                description=description,
+                fold=fold,
+            )
+    finally:
+        if fold is not None:
+            fold.remove()
 
 
 def _train(
@@ -304,6 +316,7 @@ def _train(
     tag: str,
     progress: Progress,
     description: str,
+    fold: BatchNormFold | None,
 ) -> TrainResult:
     model.to(device)
     loss_fn.to(device)
@@ -346,6 +359,8 @@ def _train(
             images += len(y)
             if cfg.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
+            if fold is not None:
+                fold.install(x[:2])
             with autocast(device, cfg.amp):
                 emb = model(x)
             emb = emb.float()
