@@ -136,19 +136,47 @@ def _sort_rows(vals: torch.Tensor, ids: torch.Tensor) -> tuple[np.ndarray, np.nd
     return np.take_along_axis(v, order, 1), np.take_along_axis(i, order, 1)
 
 
+MERGE_MAX_WIDTH = 512
+"""Widest padded row (k plus one row's candidates) merged row by row; wider goes global."""
+
+
 def _merge_pairs(
     vals: np.ndarray, ids: np.ndarray, rows: np.ndarray, v: np.ndarray, j: np.ndarray
 ) -> None:
     """Merge candidate (row, score, gallery index) triples into the running top-k, in place.
 
-    Only rows that received candidates are touched: their k current entries and the new ones
-    are ordered by (row, score descending, index ascending) in one lexsort, and the first k of
-    each row are written back, so ties resolve by index as in ``_sort_rows``.
+    Only rows that received candidates are touched. Each such row's k current entries and its
+    candidates are laid out in one padded row (padding: score -inf, index int64 max, so it
+    sorts last), each padded row is ordered by (score descending, index ascending) and its
+    first k are written back, so ties resolve by index as in ``_sort_rows``. Sorting many
+    short rows is several times faster than one global sort by (row, score, index), which is
+    kept for blocks where one row receives more than ``MERGE_MAX_WIDTH - k`` candidates.
     """
     k = vals.shape[1]
-    touched = np.zeros(len(vals), dtype=bool)
-    touched[rows] = True
-    urows = np.flatnonzero(touched)
+    order = np.argsort(rows, kind="stable")
+    rows, v, j = rows[order], v[order], j[order]
+    urows, start, counts = np.unique(rows, return_index=True, return_counts=True)
+    width = k + int(counts.max(initial=0))
+    if width > MERGE_MAX_WIDTH:
+        _merge_pairs_global(vals, ids, urows, rows, v, j)
+        return
+    slot = k + np.arange(len(rows)) - np.repeat(start, counts)
+    row = np.repeat(np.arange(len(urows)), counts)
+    pv = np.full((len(urows), width), -np.inf, dtype=vals.dtype)
+    pj = np.full((len(urows), width), np.iinfo(ids.dtype).max, dtype=ids.dtype)
+    pv[:, :k], pj[:, :k] = vals[urows], ids[urows]
+    pv[row, slot], pj[row, slot] = v, j
+    best = np.lexsort((pj, -pv), axis=1)[:, :k]
+    vals[urows] = np.take_along_axis(pv, best, 1)
+    ids[urows] = np.take_along_axis(pj, best, 1)
+
+
+def _merge_pairs_global(
+    vals: np.ndarray, ids: np.ndarray, urows: np.ndarray, rows: np.ndarray, v: np.ndarray,
+    j: np.ndarray,
+) -> None:
+    """``_merge_pairs`` in one lexsort by (row, score descending, index ascending)."""
+    k = vals.shape[1]
     r = np.concatenate([np.repeat(urows, k), rows])
     v = np.concatenate([vals[urows].ravel(), v])
     j = np.concatenate([ids[urows].ravel(), j])
