@@ -18,7 +18,7 @@ import numpy as np
 from oodml.errors import ConfigError
 from oodml.metrics import retrieval
 from oodml.metrics.clustering import kmeans_assign, nmi
-from oodml.metrics.knn import check_device, check_distance, knn, prepare
+from oodml.metrics.knn import CHUNK, check_device, check_distance, knn, prepare
 from oodml.registry import Registry
 
 DEFAULT_METRICS: tuple[str, ...] = (
@@ -160,7 +160,7 @@ def evaluate_query_gallery(
     seed: int = 0,
     exclude: np.ndarray | None = None,
     backend: str = "auto",
-    chunk: int = 4096,
+    chunk: int = CHUNK,
     by_class: dict | None = None,
 ) -> dict[str, float]:
     """Metrics for separate query and gallery sets (few-shot episodes).
@@ -194,7 +194,7 @@ def evaluate_embeddings(
     device: str = "cpu",
     seed: int = 0,
     backend: str = "auto",
-    chunk: int = 4096,
+    chunk: int = CHUNK,
     by_class: dict | None = None,
 ) -> dict[str, float]:
     """Metrics for one embedded test set, keyed by the results-table metric names.

@@ -136,6 +136,11 @@ def _sort_rows(vals: torch.Tensor, ids: torch.Tensor) -> tuple[np.ndarray, np.nd
     return np.take_along_axis(v, order, 1), np.take_along_axis(i, order, 1)
 
 
+CHUNK = 2048
+"""Rows per score block. The self protocol computes n^2/2 + n * CHUNK/2 scores (diagonal blocks
+whole), so smaller blocks waste less; at 20k x 512 2048 took 15% less time than 4096 (the
+pruning thresholds start from fewer rows, but merging their extra candidates is cheap)."""
+
 MERGE_MAX_WIDTH = 512
 """Widest padded row (k plus one row's candidates) merged row by row; wider goes global."""
 
@@ -294,7 +299,7 @@ def knn(
     exclude: np.ndarray | None = None,
     backend: str = "auto",
     device: str = "cpu",
-    chunk: int = 4096,
+    chunk: int = CHUNK,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest gallery rows for every query row; returns (scores, indices), N x k.
 
