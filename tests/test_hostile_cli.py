@@ -45,6 +45,7 @@ def train_args(study, out: Path, *extra: str) -> list[str]:
         (["--head-only", "--backbone-weights", "random"], "weights='random' (--backbone-weights)"),
         (["--head-only", "--backbone-weights", "missing.pth"],
          "weights='missing.pth' (--backbone-weights) is for training a backbone"),
+        (["--head-only", "--fold-bn"], "fold_bn=true (--fold-bn) folds a backbone's frozen"),
     ],
 )
 def test_evaluate_rejects_bad_values_in_one_line(cli, study, tmp_path, extra, names):

@@ -188,7 +188,8 @@ def _adapt_episode(
     if cfg.tune == "head" or spec.head_only:
         head = head_of(model)
         feats = _frozen_features(spec, model, manifest, support, memo)
-        train(head, loss_fn, miner, TensorInputs(feats, y), sampler, ft_train, device=device)
+        head_train = replace(ft_train, fold_bn=False)
+        train(head, loss_fn, miner, TensorInputs(feats, y), sampler, head_train, device=device)
         q_in = TensorInputs(
             _frozen_features(spec, model, manifest, query, memo),
             class_labels(manifest, query, classes),

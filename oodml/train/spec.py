@@ -144,6 +144,11 @@ class RunSpec:
             raise ConfigError(f"metrics={self.metrics!r} must list at least one metric name")
         if not isinstance(self.train, TrainConfig):
             raise ConfigError("train must be a TrainConfig (a [train] table in a sweep)")
+        if self.backbone is None and self.train.fold_bn:
+            raise ConfigError(
+                "fold_bn=true (--fold-bn) folds a backbone's frozen BatchNorm; head-only "
+                "training has none, so give a backbone or drop it"
+            )
         if self.backbone is None and self.weights != "imagenet":
             given = "random" if self.weights is None else self.weights
             raise ConfigError(
