@@ -285,17 +285,8 @@ def train(
     try:
         with cpu_threads_for(inputs, device):
             return _train(
-                model,
-                loss_fn,
-                miner,
-                inputs,
-                sampler,
-                cfg,
-                device=device,
-                checkpoint=checkpoint,
-                tag=tag,
-                progress=progress,
-                description=description,
+                model, loss_fn, miner, inputs, sampler, cfg, device=device,
+                checkpoint=checkpoint, tag=tag, progress=progress, description=description,
                 fold=fold,
             )
     finally:
