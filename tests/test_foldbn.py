@@ -123,6 +123,10 @@ def test_fold_bn_refuses_models_without_frozen_batchnorm():
     with pytest.raises(ConfigError, match="fold_bn=true needs a backbone"):
         BatchNormFold(live).install(x)
     assert torch.equal(live[1].running_mean, before) and live[1].training
+    stateless = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False),
+                              nn.Flatten()).eval()
+    with pytest.raises(ConfigError, match="fold_bn=true needs a backbone"):
+        BatchNormFold(stateless).install(x)
 
 
 class _SharedOutput(nn.Module):

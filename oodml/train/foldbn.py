@@ -17,11 +17,11 @@ reach the same parameters as before (chain rule through s * W) and the function 
 up to float rounding. Parameters, buffers and the state dict are untouched: folding only
 replaces the two modules' forwards for the duration of training.
 
-Pairs are found by watching one forward pass on a probe batch: a BatchNorm in eval mode whose
-input is the output of an ``nn.Conv2d`` (or oodml's ``SameConv2d``) with zero padding. The
-folded model is then checked against the unfolded one on the probe, so a convolution whose
-output also feeds something other than its BatchNorm is caught instead of silently changing
-the network.
+Pairs are found by watching one forward pass on a probe batch: a BatchNorm in eval mode with
+running statistics whose input is the output of an ``nn.Conv2d`` (or oodml's ``SameConv2d``)
+with zero padding. The folded model is then checked against the unfolded one on the probe,
+so a convolution whose output also feeds something other than its BatchNorm is caught
+instead of silently changing the network.
 """
 
 from __future__ import annotations
@@ -82,7 +82,8 @@ def find_pairs(model: nn.Module, probe: torch.Tensor) -> list[tuple[nn.Conv2d, n
     """(conv, bn) pairs where a BatchNorm that is in eval mode now (frozen) takes a foldable
     convolution's output, seen in one forward pass of ``probe`` in eval mode (no gradients,
     so no running statistics move)."""
-    frozen = {id(m) for m in model.modules() if type(m) is nn.BatchNorm2d and not m.training}
+    frozen = {id(m) for m in model.modules()
+              if type(m) is nn.BatchNorm2d and not m.training and m.running_var is not None}
     outputs: dict[int, tuple[torch.Tensor, nn.Conv2d]] = {}
     pairs: list[tuple[nn.Conv2d, nn.BatchNorm2d]] = []
 
