@@ -41,10 +41,11 @@ FOLDABLE_CONVS = (nn.Conv2d, SameConv2d)
 
 def _scale_shift(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     s = torch.rsqrt(bn.running_var + bn.eps)
-    shift = -bn.running_mean * s
     if bn.affine:
         s = s * bn.weight
-        shift = bn.bias - bn.running_mean * s
+    shift = -bn.running_mean * s
+    if bn.affine:
+        shift = shift + bn.bias
     if conv.bias is not None:
         shift = shift + conv.bias * s
     return s, shift
