@@ -8,6 +8,14 @@ its wall time and peak resident memory (ru_maxrss) are its own; the sides altern
 ``--repeats`` rounds (the machine is shared) and the best time of each is compared. Both
 use faiss's k-means procedure with the same seed, so the values should agree.
 
+Both sides spend most of their time in float32 matrix products, and this VM's product speed
+drifts by up to half between minutes. So each child also times a reference product
+(2048 x 512 x 2048, best of 10) just before and after its work, and the report gives, next
+to the plain ratio of best times, the ratio at equal machine speed: the median over each
+side's runs of its time scaled by the run's reference rate (GFLOP/s) relative to the mean
+rate of all runs. The reference is a short sample of a drifting machine, so treat that
+ratio as a cross-check, not a replacement.
+
     .venv/bin/python benchmarks/bench_metrics.py [--sop] [--repeats 1]
 """
 
@@ -43,10 +51,26 @@ def make_data(n_classes: int, per_class: int, dim: int, seed: int) -> tuple[np.n
     return x, labels
 
 
+def gemm_rate() -> float:
+    """GFLOP/s of a 2048 x 512 x 2048 float32 product on this machine now (best of 10)."""
+    import torch
+
+    a, b = torch.rand(2048, 512), torch.rand(512, 2048)
+    best = min(_timed(lambda: a @ b) for _ in range(10))
+    return 2 * 2048 * 512 * 2048 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
 def child(side: str, n_classes: int, per_class: int, dim: int) -> None:
     import torch
 
     x, labels = make_data(n_classes, per_class, dim, seed=0)
+    rate_before = gemm_rate()
     t = time.perf_counter()
     if side == "oodml":
         from oodml.metrics import evaluate_embeddings
@@ -62,7 +86,8 @@ def child(side: str, n_classes: int, per_class: int, dim: int) -> None:
         out = {name: float(ref[pml]) for name, pml in PAIRS.items()}
     seconds = time.perf_counter() - t
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-    print(json.dumps({"seconds": seconds, "rss_gb": rss_gb, "values": out,
+    rate = (rate_before + gemm_rate()) / 2
+    print(json.dumps({"seconds": seconds, "rss_gb": rss_gb, "values": out, "gflops": rate,
                       "threads": torch.get_num_threads(), "n": len(x)}))
 
 
@@ -97,12 +122,18 @@ def main() -> None:
     for name in PAIRS:
         a, b = ours["values"][name], ref["values"][name]
         print(f"{name:12s} oodml {a:.10f}  pml {b:.10f}  diff {abs(a - b):.1e}")
+    every = [r for rs in runs.values() for r in rs]
+    mean_rate = sum(r["gflops"] for r in every) / len(every)
     best = {side: min(r["seconds"] for r in rs) for side, rs in runs.items()}
+    scaled = {side: float(np.median([r["seconds"] * r["gflops"] / mean_rate for r in rs]))
+              for side, rs in runs.items()}
     for side, rs in runs.items():
-        times = ", ".join(f"{r['seconds']:.1f}" for r in rs)
-        print(f"{side:6s} best {best[side]:.1f} s  (runs: {times}), peak memory "
+        times = ", ".join(f"{r['seconds']:.1f} s at {r['gflops']:.0f}" for r in rs)
+        print(f"{side:6s} best {best[side]:.1f} s, at equal speed (median) {scaled[side]:.1f} s  "
+              f"(runs, with reference GFLOP/s: {times}), peak memory "
               f"{max(r['rss_gb'] for r in rs):.2f} GB")
-    print(f"speed-up (pml / oodml, best of {args.repeats}): {best['pml'] / best['oodml']:.2f}x")
+    print(f"speed-up (pml / oodml, best of {args.repeats}): {best['pml'] / best['oodml']:.2f}x; "
+          f"at equal machine speed: {scaled['pml'] / scaled['oodml']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -341,6 +341,27 @@ def test_pruned_self_knn_on_exact_ties() -> None:
         assert row not in nb and len(set(nb.tolist())) == 5
 
 
+def test_neighbour_keys_order_as_score_then_lower_index() -> None:
+    """The int64 keys the pruned merge selects on sort exactly as (score descending, gallery
+    index ascending), with -0.0 tying 0.0 as the float compare does, and decode losslessly."""
+    import importlib
+
+    knn_module = importlib.import_module("oodml.metrics.knn")
+    rng = np.random.default_rng(7)
+    scores = np.concatenate([
+        rng.standard_normal(300).astype(np.float32) * 10,
+        np.array([0.0, -0.0, -np.inf, np.float32(1e-45), -np.float32(1e-45), 3.5, 3.5],
+                 dtype=np.float32),
+    ])
+    ids = rng.permutation(2 * len(scores))[: len(scores)].astype(np.int64)
+    keys = knn_module._keys(scores, ids)
+    by_key = np.argsort(-keys, kind="stable")
+    by_pair = np.lexsort((ids, -scores.astype(np.float64)))
+    np.testing.assert_array_equal(by_key, by_pair)
+    np.testing.assert_array_equal(knn_module._key_scores(keys), scores + np.float32(0))
+    np.testing.assert_array_equal(knn_module._key_ids(keys), ids)
+
+
 def test_row_wise_and_global_candidate_merges_agree(monkeypatch) -> None:
     """Both merges of pruned candidates (padded rows; one global sort for wide rows) give
     the same neighbours, ties by index included."""
@@ -352,8 +373,8 @@ def test_row_wise_and_global_candidate_merges_agree(monkeypatch) -> None:
     rowwise = knn(x, 6, distance="euclidean", chunk=64)
     monkeypatch.setattr(knn_module, "MERGE_MAX_WIDTH", 6)
     calls = []
-    real = knn_module._merge_pairs_global
-    monkeypatch.setattr(knn_module, "_merge_pairs_global",
+    real = knn_module._merge_keys_global
+    monkeypatch.setattr(knn_module, "_merge_keys_global",
                         lambda *a: calls.append(1) or real(*a))
     merged_globally = knn(x, 6, distance="euclidean", chunk=64)
     assert calls

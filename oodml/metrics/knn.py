@@ -50,12 +50,14 @@ def prepare(x: np.ndarray, distance: str) -> np.ndarray:
     return x
 
 
-def _centre(q: np.ndarray, g: np.ndarray, self_mode: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Shift both sets by the gallery mean: distances are unchanged but the float32
-    expansion |a|^2 + |b|^2 - 2ab loses far less precision to cancellation."""
+def _centre(q: np.ndarray, g: np.ndarray, self_mode: bool) -> None:
+    """Shift both sets (``prepare``'s own copies) in place by the gallery mean: distances are
+    unchanged but the float32 expansion |a|^2 + |b|^2 - 2ab loses far less precision to
+    cancellation. Each difference is taken in float64 and rounded once."""
     mu = g.mean(axis=0, dtype=np.float64)
-    gc = (g - mu).astype(np.float32)
-    return (gc, gc) if self_mode else ((q - mu).astype(np.float32), gc)
+    np.subtract(g, mu, out=g, casting="unsafe")
+    if not self_mode:
+        np.subtract(q, mu, out=q, casting="unsafe")
 
 
 def _faiss_gpu_ok(device: str) -> bool:
@@ -148,61 +150,74 @@ products. At 20k x 512, 2048-row blocks took 15% less time than 4096; at SOP siz
 MERGE_MAX_WIDTH = 512
 """Widest padded row (k plus one row's candidates) merged row by row; wider goes global."""
 
+_LOW = np.int64(0xFFFFFFFF)
+_FLIP = np.int32(0x7FFFFFFF)
+_PAD = np.iinfo(np.int64).min
 
-def _merge_pairs(
-    vals: np.ndarray, ids: np.ndarray, rows: np.ndarray, v: np.ndarray, j: np.ndarray
-) -> None:
-    """Merge candidate (row, score, gallery index) triples into the running top-k, in place.
 
-    Only rows that received candidates are touched. Each such row's k current entries and its
-    candidates are laid out in one padded row (padding: score -inf, index int64 max, so it
-    sorts last), each padded row is ordered by (score descending, index ascending) and its
-    first k are written back, so ties resolve by index as in ``_sort_rows``. Sorting many
-    short rows is several times faster than one global sort by (row, score, index), which is
-    kept for blocks where one row receives more than ``MERGE_MAX_WIDTH - k`` candidates.
+def _keys(scores: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """One int64 per (score, gallery index), ordered as (score ascending, index descending).
+
+    The high half is the float32 score's bit pattern made order-preserving as an int32
+    (negative floats have their magnitude bits flipped; -0.0 is first made +0.0 so it ties
+    with 0.0 as the float compare does), the low half is 2^32 - 1 - index. The k largest keys
+    of a row are then its k best neighbours with ties going to the lower index, so one
+    integer selection replaces a two-key sort. Needs fewer than 2^32 rows.
     """
-    k = vals.shape[1]
-    order = np.argsort(rows, kind="stable")
-    rows, v, j = rows[order], v[order], j[order]
-    urows, start, counts = np.unique(rows, return_index=True, return_counts=True)
+    u = np.add(scores, np.float32(0), dtype=np.float32).view(np.int32)
+    high = np.where(u < 0, u ^ _FLIP, u).astype(np.int64)
+    return (high << 32) | (_LOW - ids)
+
+
+def _key_scores(keys: np.ndarray) -> np.ndarray:
+    high = (keys >> 32).astype(np.int32)
+    return np.where(high < 0, high ^ _FLIP, high).view(np.float32)
+
+
+def _key_ids(keys: np.ndarray) -> np.ndarray:
+    return _LOW - (keys & _LOW)
+
+
+def _merge_keys(keys: np.ndarray, tau: np.ndarray, rows: np.ndarray, cand: np.ndarray) -> None:
+    """Merge candidate keys into each touched row's k best keys, in place, and refresh that
+    row's threshold ``tau`` (its k-th best score).
+
+    Each touched row's k keys and its candidates go into one padded row (padding: the
+    smallest int64) and the k largest are selected; keys are unique, so the result does not
+    depend on candidate order. A block where one row receives more than
+    ``MERGE_MAX_WIDTH - k`` candidates (many tied duplicates) is merged by one global sort
+    by (row, key) instead, so the padded array stays small.
+    """
+    k = keys.shape[1]
+    counts = np.bincount(rows, minlength=len(keys))
+    urows = np.flatnonzero(counts)
+    counts = counts[urows]
     width = k + int(counts.max(initial=0))
     if width > MERGE_MAX_WIDTH:
-        _merge_pairs_global(vals, ids, urows, rows, v, j)
-        return
-    slot = k + np.arange(len(rows)) - np.repeat(start, counts)
-    row = np.repeat(np.arange(len(urows)), counts)
-    pv = np.full((len(urows), width), -np.inf, dtype=vals.dtype)
-    pj = np.full((len(urows), width), np.iinfo(ids.dtype).max, dtype=ids.dtype)
-    pv[:, :k], pj[:, :k] = vals[urows], ids[urows]
-    pv[row, slot], pj[row, slot] = v, j
-    best = np.lexsort((pj, -pv), axis=1)[:, :k]
-    vals[urows] = np.take_along_axis(pv, best, 1)
-    ids[urows] = np.take_along_axis(pj, best, 1)
+        _merge_keys_global(keys, urows, rows, cand)
+    else:
+        order = np.argsort(rows)
+        start = np.cumsum(counts) - counts
+        slot = k + np.arange(len(rows)) - np.repeat(start, counts)
+        pad = np.full((len(urows), width), _PAD, dtype=np.int64)
+        pad[:, :k] = keys[urows]
+        pad[np.repeat(np.arange(len(urows)), counts), slot] = cand[order]
+        keys[urows] = np.partition(pad, width - k, axis=1)[:, width - k :]
+    tau[urows] = _key_scores(keys[urows].min(axis=1))
 
 
-def _merge_pairs_global(
-    vals: np.ndarray, ids: np.ndarray, urows: np.ndarray, rows: np.ndarray, v: np.ndarray,
-    j: np.ndarray,
+def _merge_keys_global(
+    keys: np.ndarray, urows: np.ndarray, rows: np.ndarray, cand: np.ndarray
 ) -> None:
-    """``_merge_pairs`` in one lexsort by (row, score descending, index ascending)."""
-    k = vals.shape[1]
+    """``_merge_keys`` by one sort by (row ascending, key descending)."""
+    k = keys.shape[1]
     r = np.concatenate([np.repeat(urows, k), rows])
-    v = np.concatenate([vals[urows].ravel(), v])
-    j = np.concatenate([ids[urows].ravel(), j])
-    order = np.lexsort((j, -v, r))
-    r, v, j = r[order], v[order], j[order]
+    c = np.concatenate([keys[urows].ravel(), cand])
+    order = np.lexsort((-c, r))
+    r, c = r[order], c[order]
     rank = np.arange(len(r)) - np.searchsorted(r, r)
     keep = rank < k
-    vals[r[keep], rank[keep]] = v[keep]
-    ids[r[keep], rank[keep]] = j[keep]
-
-
-def _passing(s: np.ndarray, tau: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows, columns and scores of the entries of ``s`` >= ``tau`` (broadcast), via a flat
-    index (numpy's flat nonzero is several times faster than a 2-d one)."""
-    flat = np.flatnonzero(s >= tau)
-    r, c = np.divmod(flat, s.shape[1])
-    return r, c, s.ravel()[flat]
+    keys[r[keep], rank[keep]] = c[keep]
 
 
 def _scores_sym(
@@ -217,30 +232,54 @@ def _scores_sym(
     return s.sub_(sq[a : a + chunk][:, None])
 
 
-def _knn_torch_self(
-    x: np.ndarray, k: int, distance: str, device: str, chunk: int, prune: bool | None = None
-):
-    """Self-protocol kNN computing each symmetric score block once.
+def _passing(
+    s: torch.Tensor, t_rows: torch.Tensor, t_cols: torch.Tensor | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, columns and scores of the entries of block ``s`` at or above their row's
+    threshold or (when given) their column's: two multi-threaded compares and one flat
+    nonzero (several times faster than a 2-d one)."""
+    mask = torch.ge(s, t_rows[:, None])
+    if t_cols is not None:
+        mask.logical_or_(torch.ge(s, t_cols[None, :]))
+    flat = np.flatnonzero(mask.numpy())
+    r, c = np.divmod(flat, s.shape[1])
+    return r, c, s.numpy().ravel()[flat]
 
-    With ``prune`` (the default on CPU), pass 1 takes each row's top k within its own
-    diagonal block, so every row starts with a k-th best score ``tau`` that can only rise.
-    Pass 2 visits each off-diagonal block pair (a < b) once: score s_ij serves row i (against
-    row i's threshold) and row j (against row j's), and only entries >= the threshold can
-    enter a top k, so a compare pass and a merge of the few survivors replace two top-k
-    passes (one over a transposed copy). Entries equal to a threshold are kept, so ties
-    resolve by index. A block where too many entries pass (many duplicate rows) takes exact
-    top-k both ways instead, which bounds work and memory per block. Without ``prune`` (the
-    default on CUDA, where top-k is cheap) every block takes top-k both ways.
+
+def _top_both_ways(
+    s: torch.Tensor, a: int, b: int, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, gallery index, score) of each row's and each column's exact top k in block
+    ``s`` (rows a.., columns b..)."""
+    rows, ids, vals = [], [], []
+    for blk, lo, off in ((s, a, b), (s.T, b, a)):
+        v, i = torch.topk(blk, min(k, blk.shape[1]), dim=1)
+        rows.append(np.repeat(np.arange(lo, lo + blk.shape[0]), i.shape[1]))
+        ids.append(i.numpy().ravel() + off)
+        vals.append(v.numpy().ravel())
+    return np.concatenate(rows), np.concatenate(ids), np.concatenate(vals)
+
+
+def _self_pruned(x: np.ndarray, k: int, distance: str, chunk: int) -> tuple[np.ndarray, ...]:
+    """Self-protocol kNN on the CPU, computing each symmetric score block once.
+
+    Every row keeps its k best (score, index) pairs as ``_keys`` and its k-th best score
+    ``tau``, which can only rise. Pass 1 takes each row's top k within its own diagonal
+    block. Pass 2 visits each off-diagonal block pair (a < b) once: score s_ij serves row i
+    (against tau_i) and row j (against tau_j), and only entries >= a threshold can enter a
+    top k, so compares and a merge of the few survivors replace two top-k passes (one over a
+    transposed copy). Entries equal to a threshold are kept, so ties resolve by index. A
+    block where too many entries pass (many duplicate rows) contributes its exact top k both
+    ways instead, which bounds work and memory per block.
     """
-    xt = torch.from_numpy(x).to(device)
-    if prune is None:
-        prune = xt.device.type == "cpu"
-    n = len(xt)
+    xt = torch.from_numpy(x)
+    n = len(x)
     chunk = min(chunk, max(1024, -(-n // DIAGONAL_SHARE)))
     sq = None if distance == "cosine" else (xt * xt).sum(1)
-    vals = torch.full((n, k), -torch.inf, device=xt.device)
-    ids = torch.full((n, k), -1, dtype=torch.int64, device=xt.device)
-    vn, idn = (vals.numpy(), ids.numpy()) if prune else (None, None)
+    empty = _keys(np.array([-np.inf], dtype=np.float32), np.array([_LOW]))[0]
+    keys = np.full((n, k), empty, dtype=np.int64)
+    tau = np.full(n, -np.inf, dtype=np.float32)
+    tau_t = torch.from_numpy(tau)
     limit = 4 * k * chunk
     starts = list(range(0, n, chunk))
     for a in starts:
@@ -249,30 +288,66 @@ def _knn_torch_self(
         kk = min(k, s.shape[1] - 1)
         if kk == 0:
             continue
-        v, i = torch.topk(s, kk, dim=1, sorted=False)
-        if not prune:
-            vals[a : a + chunk, :kk], ids[a : a + chunk, :kk] = v, i + a
-            continue
-        ri, cj, sv = _passing(s.numpy(), v.amin(1).numpy()[:, None])
-        _merge_pairs(vn, idn, ri + a, sv, cj + a)
+        t = torch.topk(s, kk, dim=1, sorted=False).values.amin(1)
+        r, c, v = _passing(s, t, None)
+        _merge_keys(keys, tau, r + a, _keys(v, c + a))
     for a in starts:
         for b in starts[starts.index(a) + 1 :]:
             s = _scores_sym(xt, sq, a, b, chunk)
-            if prune:
-                sn = s.numpy()
-                ri, cj, sr = _passing(sn, vn[a : a + chunk].min(1)[:, None])
-                rc, cc, sc = _passing(sn, vn[b : b + chunk].min(1)[None, :])
-                if len(ri) + len(rc) <= limit:
-                    _merge_pairs(
-                        vn, idn, np.concatenate([ri + a, cc + b]), np.concatenate([sr, sc]),
-                        np.concatenate([cj + b, rc + a]),
-                    )
-                    continue
+            ta, tb = tau_t[a : a + len(s)], tau_t[b : b + s.shape[1]]
+            r, c, v = _passing(s, ta, tb)
+            if len(r) > limit:
+                rows, ids, vals = _top_both_ways(s, a, b, k)
+            else:
+                by_row = v >= ta.numpy()[r]
+                by_col = v >= tb.numpy()[c]
+                rows = np.concatenate([r[by_row] + a, c[by_col] + b])
+                ids = np.concatenate([c[by_row] + b, r[by_col] + a])
+                vals = np.concatenate([v[by_row], v[by_col]])
+            _merge_keys(keys, tau, rows, _keys(vals, ids))
+    keys = np.sort(keys, axis=1)[:, ::-1]
+    return _key_scores(keys), _key_ids(keys)
+
+
+def _self_topk(
+    x: np.ndarray, k: int, distance: str, device: str, chunk: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Self-protocol kNN on any device: each symmetric block once, exact top-k both ways
+    (the route for CUDA, where top-k is cheap)."""
+    xt = torch.from_numpy(x).to(device)
+    n = len(xt)
+    chunk = min(chunk, max(1024, -(-n // DIAGONAL_SHARE)))
+    sq = None if distance == "cosine" else (xt * xt).sum(1)
+    vals = torch.full((n, k), -torch.inf, device=xt.device)
+    ids = torch.full((n, k), -1, dtype=torch.int64, device=xt.device)
+    starts = list(range(0, n, chunk))
+    for a in starts:
+        s = _scores_sym(xt, sq, a, a, chunk)
+        s.fill_diagonal_(-torch.inf)
+        kk = min(k, s.shape[1] - 1)
+        if kk:
+            v, i = torch.topk(s, kk, dim=1, sorted=False)
+            vals[a : a + chunk, :kk], ids[a : a + chunk, :kk] = v, i + a
+    for a in starts:
+        for b in starts[starts.index(a) + 1 :]:
+            s = _scores_sym(xt, sq, a, b, chunk)
             for lo, blk, off in ((a, s, b), (b, s.T.contiguous(), a)):
                 v, i = _candidates(blk, off, k)
                 hi = lo + blk.shape[0]
                 vals[lo:hi], ids[lo:hi] = _merge(vals[lo:hi], ids[lo:hi], v, i, k)
     return _sort_rows(vals, ids)
+
+
+def _knn_torch_self(
+    x: np.ndarray, k: int, distance: str, device: str, chunk: int, prune: bool | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Self-protocol kNN: thresholds and merged survivors (``_self_pruned``; the default on
+    the CPU) or exact top-k per block (``_self_topk``; the default elsewhere)."""
+    if prune is None:
+        prune = torch.device(device).type == "cpu"
+    if prune:
+        return _self_pruned(x, k, distance, chunk)
+    return _self_topk(x, k, distance, device, chunk)
 
 
 def _knn_torch(
@@ -326,7 +401,7 @@ def knn(
     if q.shape[1] != g.shape[1]:
         raise ConfigError(f"query dim {q.shape[1]} != gallery dim {g.shape[1]}")
     if distance == "euclidean":
-        q, g = _centre(q, g, self_mode)
+        _centre(q, g, self_mode)
     if self_mode:
         exclude = np.arange(len(q), dtype=np.int64)
     elif exclude is not None:
