@@ -380,3 +380,84 @@ def test_row_wise_and_global_candidate_merges_agree(monkeypatch) -> None:
     assert calls
     np.testing.assert_array_equal(rowwise[0], merged_globally[0])
     np.testing.assert_array_equal(rowwise[1], merged_globally[1])
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_knn_and_nearest_rows_equal_knn_and_brute_force(distance: str) -> None:
+    """The kNN half equals ``knn``; the nearest of the given rows (each row of the set its own
+    nearest) and the squared distance to the second nearest equal a float64 brute force."""
+    import importlib
+
+    knn_module = importlib.import_module("oodml.metrics.knn")
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((700, 10)).astype(np.float32)
+    x[::11] = x[5::11][: len(x[::11])]  # duplicates
+    rows = rng.permutation(len(x))[:90]
+    s, i, nearest, second = knn_module.knn_and_nearest_rows(x, 7, rows, distance=distance,
+                                                            chunk=64)
+    s0, i0 = knn(x, 7, distance=distance, chunk=64)
+    np.testing.assert_allclose(s, s0, atol=1e-5)
+    assert (i == i0).mean() > 0.99
+    p = knn_module.prepare(x, distance).astype(np.float64)
+    d = ((p[:, None, :] - p[rows][None, :, :]) ** 2).sum(-1)
+    best = d.min(1)
+    assert np.allclose(d[np.arange(len(x)), nearest], best, atol=1e-5)
+    assert (best[rows] == 0).all() and np.allclose(d[rows, nearest[rows]], 0)
+    np.testing.assert_allclose(second, np.sort(d, 1)[:, 1], atol=1e-4)
+    with pytest.raises(ConfigError, match="distinct"):
+        knn_module.knn_and_nearest_rows(x, 7, np.array([3, 3]), distance=distance)
+
+
+def test_kmeans_first_assignment_from_knn_changes_nothing() -> None:
+    """Handing k-means its first assignment from the kNN blocks gives the same clustering as
+    computing it, and a malformed one is refused."""
+    import importlib
+
+    knn_module = importlib.import_module("oodml.metrics.knn")
+    from oodml.metrics.clustering import _faiss_init, bounded_start_rows
+
+    rng = np.random.default_rng(9)
+    centres = rng.standard_normal((40, 16)).astype(np.float32)
+    x = np.repeat(centres, 15, axis=0) + 0.7 * rng.standard_normal((600, 16)).astype(np.float32)
+    rows = bounded_start_rows(x, 40, seed=1234, engine="bounded")
+    np.testing.assert_array_equal(x[rows], _faiss_init(x, 40, 1234))
+    assert bounded_start_rows(x, 40, seed=1234) is None  # too small: auto runs faiss itself
+    _, _, nearest, second = knn_module.knn_and_nearest_rows(x, 5, rows, distance="euclidean")
+    plain = kmeans_assign(x, 40, seed=1234, engine="bounded")
+    shared = kmeans_assign(x, 40, seed=1234, engine="bounded", first=(nearest, second))
+    np.testing.assert_array_equal(plain, shared)
+    with pytest.raises(ConfigError, match="first assignment"):
+        kmeans_assign(x, 40, seed=1234, engine="bounded", first=(nearest[:-1], second))
+
+
+def test_shared_first_assignment_matches_pml_on_omniglot_pixels(
+    omniglot_zip: Path, monkeypatch
+) -> None:
+    """With the bounded engine forced on, ``evaluate_embeddings`` takes k-means' first
+    assignment from the kNN blocks, and every metric still equals pytorch-metric-learning's on
+    real Omniglot images."""
+    import importlib
+
+    from oodml.data import load_dataset
+
+    metrics_pkg = importlib.import_module("oodml.metrics")
+    clustering = importlib.import_module("oodml.metrics.clustering")
+    monkeypatch.setattr(clustering, "BOUNDED_MIN_WORK", 0)
+    used = []
+    real = metrics_pkg.knn_and_nearest_rows
+    monkeypatch.setattr(metrics_pkg, "knn_and_nearest_rows",
+                        lambda *a, **kw: used.append(1) or real(*a, **kw))
+    manifest = load_dataset("omniglot", omniglot_zip)
+    rows = manifest.indices_of(manifest.classes[:30])
+    pixels = np.stack([
+        np.asarray(manifest.load_image(int(i)).convert("L").resize((16, 16)), dtype=np.float32)
+        for i in rows
+    ]).reshape(len(rows), -1) / 255.0
+    proj = np.random.default_rng(0).standard_normal((pixels.shape[1], 64)).astype(np.float32)
+    emb = pixels @ proj
+    labels = np.asarray(manifest.labels)[rows]
+    ours = evaluate_embeddings(emb, labels, distance="euclidean", seed=1234)
+    assert used
+    ref = pml_accuracy(emb, np.unique(labels, return_inverse=True)[1])
+    assert_matches_pml(ours, ref)
+    assert ours["nmi"] == pytest.approx(ref["NMI"], abs=1e-9)

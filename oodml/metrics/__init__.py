@@ -5,7 +5,9 @@
 query, so a perfect ranking of a class of n scores (n - 1) / n), kept to compare with it.
 
 One exact kNN search (k = the most any requested metric needs) feeds every retrieval
-metric; NMI clusters the query embeddings with faiss k-means (one cluster per class).
+metric; NMI clusters the query embeddings with faiss k-means (one cluster per class). In the
+usual protocol on the CPU, k-means' first assignment (its initial centroids are rows) comes
+from the kNN's own score blocks (``knn_and_nearest_rows``).
 """
 
 from __future__ import annotations
@@ -17,8 +19,15 @@ import numpy as np
 
 from oodml.errors import ConfigError
 from oodml.metrics import retrieval
-from oodml.metrics.clustering import kmeans_assign, nmi
-from oodml.metrics.knn import CHUNK, check_device, check_distance, knn, prepare
+from oodml.metrics.clustering import bounded_start_rows, kmeans_assign, nmi
+from oodml.metrics.knn import (
+    CHUNK,
+    check_device,
+    check_distance,
+    knn,
+    knn_and_nearest_rows,
+    prepare,
+)
 from oodml.registry import Registry
 
 DEFAULT_METRICS: tuple[str, ...] = (
@@ -96,6 +105,12 @@ def _evaluate(
         n_rel = n_rel - ((exclude >= 0) & (gl[np.maximum(exclude, 0)] == ql))
     out: dict[str, float] = {}
     ret = {n: s for n, s in specs.items() if isinstance(s, RetrievalMetric)}
+    clusters = [n for n, s in specs.items() if isinstance(s, ClusteringMetric)]
+    x = prepare(q, distance) if clusters else None
+    n_clusters = len(np.unique(ql))
+    start = first = None
+    if clusters and ret and g is None and device == "cpu" and backend in ("auto", "torch"):
+        start = bounded_start_rows(x, n_clusters, seed=seed, device=device)
     if ret:
         valid = n_rel > 0
         available = len(gl) - (1 if exclude is not None else 0)
@@ -105,10 +120,15 @@ def _evaluate(
         n_codes = int(max(ql.max(), gl.max())) + 1
         per_class = {name: np.zeros(n_codes) for name in ret}
         if valid.any() and depth > 0:
-            _, idx = knn(
-                q, depth, g, distance=distance, exclude=None if g is None else exclude,
-                backend=backend, device=device, chunk=chunk,
-            )
+            if start is not None:
+                _, idx, *first = knn_and_nearest_rows(
+                    q, depth, start, distance=distance, chunk=chunk
+                )
+            else:
+                _, idx = knn(
+                    q, depth, g, distance=distance, exclude=None if g is None else exclude,
+                    backend=backend, device=device, chunk=chunk,
+                )
             for s in range(0, len(q), chunk):
                 sl = slice(s, s + chunk)
                 keep = valid[sl]
@@ -124,11 +144,10 @@ def _evaluate(
             out[name] = sums[name] / n_valid if n_valid else float("nan")
         if by_class is not None:
             _fill_by_class(by_class, q_names, ql, valid, per_class)
-    for name, spec in specs.items():
-        if isinstance(spec, ClusteringMetric):
-            x = prepare(q, distance)
-            assign = kmeans_assign(x, len(np.unique(ql)), seed=seed, device=device)
-            out[name] = spec.score(ql, assign)
+    for name in clusters:
+        assign = kmeans_assign(x, n_clusters, seed=seed, device=device,
+                               first=tuple(first) if first else None)
+        out[name] = specs[name].score(ql, assign)
     return {name: out[name] for name in metrics}
 
 

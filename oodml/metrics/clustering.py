@@ -149,7 +149,10 @@ def _cluster_sums(x: np.ndarray, assign: np.ndarray, k: int) -> np.ndarray:
     return np.ascontiguousarray(onehot @ x, dtype=np.float32)
 
 
-def _lloyd_bounded(x: np.ndarray, k: int, niter: int, init: np.ndarray) -> np.ndarray:
+def _lloyd_bounded(
+    x: np.ndarray, k: int, niter: int, init: np.ndarray,
+    first: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """faiss's Lloyd iterations (same initial centroids, float32 centroid sums in point
     order, the same empty-cluster splits, stop when the assignment repeats) with the
     assignment step pruned by exact distance bounds (Hamerly 2010).
@@ -162,6 +165,9 @@ def _lloyd_bounded(x: np.ndarray, k: int, niter: int, init: np.ndarray) -> np.nd
     below ``lb`` keeps it; the others are assigned against all centroids. Bounds carry a
     relative slack of 1e-5 of |x|^2 + max|c|^2, far above float32 rounding, so the result
     is faiss's assignment except where two centroids tie within rounding.
+
+    ``first`` (each row's nearest initial centroid and squared distance to the second
+    nearest, computed elsewhere) replaces the first assignment step.
     """
     n = len(x)
     xt = torch.from_numpy(x)
@@ -175,7 +181,11 @@ def _lloyd_bounded(x: np.ndarray, k: int, niter: int, init: np.ndarray) -> np.nd
         csq = (ct * ct).sum(1)
         slack = 1e-5 * (xsq + csq.max())
         if lb is None:
-            assign, _, d2 = _nearest_two(xt, xsq, ct, csq, torch.arange(n))
+            if first is None:
+                assign, _, d2 = _nearest_two(xt, xsq, ct, csq, torch.arange(n))
+            else:
+                assign = torch.from_numpy(np.asarray(first[0], dtype=np.int64).copy())
+                d2 = torch.from_numpy(np.asarray(first[1], dtype=np.float32))
             lb = (d2 - slack).clamp_min(0).sqrt()
         else:
             own = xsq + csq[assign] - 2 * (xt * ct[assign]).sum(1)
@@ -206,6 +216,41 @@ def _lloyd_bounded(x: np.ndarray, k: int, niter: int, init: np.ndarray) -> np.nd
     return prev
 
 
+def _engine(n: int, n_clusters: int, dim: int, device: str, engine: str) -> str:
+    import faiss
+
+    gpu = device.startswith("cuda") and faiss.get_num_gpus() > 0
+    if engine != "auto":
+        return engine
+    big = n * n_clusters * dim >= BOUNDED_MIN_WORK
+    return "bounded" if big and not gpu else "faiss"
+
+
+def bounded_start_rows(
+    x: np.ndarray, n_clusters: int, *, seed: int = 0, device: str = "cpu", engine: str = "auto"
+) -> np.ndarray | None:
+    """Row indices of the initial centroids ``kmeans_assign`` starts from, in centroid order,
+    when it will run the bounded engine from faiss's random initialisation; else None.
+
+    They are the first ``n_clusters`` of faiss's ``rand_perm(n, seed + 1)``, checked against
+    faiss's own initial centroids (None if another faiss version draws them differently).
+    With them a caller that computes all pairwise scores anyway (``knn_and_nearest_rows``)
+    can hand ``kmeans_assign`` its first assignment step (``first=``).
+    """
+    import faiss
+
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n = len(x)
+    if not 1 <= n_clusters < n or (
+        _engine(n, n_clusters, x.shape[1], device, engine) != "bounded"
+    ):
+        return None
+    perm = np.empty(n, dtype=np.int32)
+    faiss.rand_perm(faiss.swig_ptr(perm), n, seed + 1)
+    rows = perm[:n_clusters].astype(np.int64)
+    return rows if np.array_equal(x[rows], _faiss_init(x, n_clusters, seed)) else None
+
+
 def kmeans_assign(
     x: np.ndarray,
     n_clusters: int,
@@ -215,6 +260,7 @@ def kmeans_assign(
     device: str = "cpu",
     init: np.ndarray | None = None,
     engine: str = "auto",
+    first: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Cluster rows of ``x`` with faiss's k-means on every point and return each row's nearest
     centroid.
@@ -231,6 +277,11 @@ def kmeans_assign(
     (``_lloyd_bounded``: same result up to float32 ties, far fewer distance computations once
     clusters settle); ``auto`` is ``bounded`` on the CPU when one assignment step costs at least
     2^30 multiply-adds (below that its per-step overhead outweighs the savings), else ``faiss``.
+
+    ``first``: (nearest, second) for the centroids at ``bounded_start_rows``, each row's
+    nearest initial centroid and squared distance to the second nearest (as
+    ``knn.knn_and_nearest_rows`` returns them); the bounded engine then skips its first
+    assignment step. Ignored by the faiss engine and with ``init``.
     """
     import faiss
 
@@ -248,14 +299,20 @@ def kmeans_assign(
                 f"initial centroids have shape {init.shape}, need {(n_clusters, x.shape[1])}"
             )
     gpu = device.startswith("cuda") and faiss.get_num_gpus() > 0
-    if engine == "auto":
-        big = len(x) * n_clusters * x.shape[1] >= BOUNDED_MIN_WORK
-        engine = "bounded" if big and not gpu else "faiss"
+    engine = _engine(len(x), n_clusters, x.shape[1], device, engine)
     if engine == "bounded":
         if len(x) == n_clusters and init is None:
             return _lloyd_bounded(x, n_clusters, 0, x)
-        start = _faiss_init(x, n_clusters, seed) if init is None else init
-        return _lloyd_bounded(x, n_clusters, niter, start)
+        if init is not None:
+            return _lloyd_bounded(x, n_clusters, niter, init)
+        if first is not None and not (
+            len(first[0]) == len(first[1]) == len(x)
+            and 0 <= int(np.min(first[0])) <= int(np.max(first[0])) < n_clusters
+        ):
+            raise ConfigError(
+                f"first assignment must give {len(x)} centroids in 0..{n_clusters - 1}"
+            )
+        return _lloyd_bounded(x, n_clusters, niter, _faiss_init(x, n_clusters, seed), first)
     km = faiss.Kmeans(
         x.shape[1], n_clusters, niter=niter, seed=seed, gpu=gpu, verbose=False,
         min_points_per_centroid=1, max_points_per_centroid=FULL_DATA_POINTS_PER_CENTROID,

@@ -253,6 +253,17 @@ def _passing(
     return r, c, s.numpy().ravel()[flat]
 
 
+def _fold_best_two(best: np.ndarray, lo: int, sub: torch.Tensor, first: int) -> None:
+    """Fold block scores ``sub`` (rows lo.., one column per probe row, the probe positions
+    first, first + 1, ...) into those rows' two best keys ``best`` (n x 2), in place."""
+    if sub.shape[1] == 0:
+        return
+    v, i = torch.topk(sub, min(2, sub.shape[1]), dim=1)
+    rows = slice(lo, lo + len(sub))
+    both = np.concatenate([best[rows], _keys(v.numpy(), i.numpy() + first)], axis=1)
+    best[rows] = np.sort(both, axis=1)[:, -2:]
+
+
 def _top_both_ways(
     s: torch.Tensor, a: int, b: int, k: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -267,7 +278,10 @@ def _top_both_ways(
     return np.concatenate(rows), np.concatenate(ids), np.concatenate(vals)
 
 
-def _self_pruned(x: np.ndarray, k: int, distance: str, chunk: int) -> tuple[np.ndarray, ...]:
+def _self_pruned(
+    x: np.ndarray, k: int, distance: str, chunk: int, n_probe: int = 0,
+    names: np.ndarray | None = None,
+) -> tuple[np.ndarray, ...]:
     """Self-protocol kNN on the CPU, computing each symmetric score block once.
 
     Every row keeps its k best (score, index) pairs as ``_keys`` and its k-th best score
@@ -278,6 +292,13 @@ def _self_pruned(x: np.ndarray, k: int, distance: str, chunk: int) -> tuple[np.n
     transposed copy). Entries equal to a threshold are kept, so ties resolve by index. A
     block where too many entries pass (many duplicate rows) contributes its exact top k both
     ways instead, which bounds work and memory per block.
+
+    ``names`` gives each row's index in the caller's order (neighbour ids and ties use it;
+    default: the row number). With ``n_probe`` it also returns every row's two best keys
+    against the last n_probe rows, itself included (ids: positions among those rows). They
+    are read from the trailing columns of the blocks that hold them (contiguous in each
+    row); only the few blocks pairing two probe blocks are read transposed. So the nearest
+    of a set of rows costs no extra products.
     """
     left = _left(torch.from_numpy(x), distance)
     n = len(x)
@@ -288,19 +309,32 @@ def _self_pruned(x: np.ndarray, k: int, distance: str, chunk: int) -> tuple[np.n
     tau_t = torch.from_numpy(tau)
     limit = 4 * k * chunk
     starts = list(range(0, n, chunk))
+    name = np.arange(n) if names is None else np.asarray(names, dtype=np.int64)
+    best = np.full((n, 2), empty, dtype=np.int64)
+
+    p0 = n - n_probe
+
+    def fold(s: torch.Tensor, a: int, b: int) -> None:
+        if n_probe and b + s.shape[1] > p0:
+            _fold_best_two(best, a, s[:, max(p0 - b, 0) :], max(b, p0) - p0)
+        if n_probe and a != b and a + len(s) > p0:
+            _fold_best_two(best, b, s[max(p0 - a, 0) :].T, max(a, p0) - p0)
+
     for a in starts:
         s = left[a : a + chunk] @ _right(left, distance, a, chunk).T
+        fold(s, a, a)
         s.fill_diagonal_(-torch.inf)
         kk = min(k, s.shape[1] - 1)
         if kk == 0:
             continue
         t = torch.topk(s, kk, dim=1, sorted=False).values.amin(1)
         r, c, v = _passing(s, t, None)
-        _merge_keys(keys, tau, r + a, _keys(v, c + a))
+        _merge_keys(keys, tau, r + a, _keys(v, name[c + a]))
     for bi, b in enumerate(starts):
         right = _right(left, distance, b, chunk)
         for a in starts[:bi]:
             s = left[a : a + chunk] @ right.T
+            fold(s, a, b)
             ta, tb = tau_t[a : a + len(s)], tau_t[b : b + s.shape[1]]
             r, c, v = _passing(s, ta, tb)
             if len(r) > limit:
@@ -311,9 +345,12 @@ def _self_pruned(x: np.ndarray, k: int, distance: str, chunk: int) -> tuple[np.n
                 rows = np.concatenate([r[by_row] + a, c[by_col] + b])
                 ids = np.concatenate([c[by_row] + b, r[by_col] + a])
                 vals = np.concatenate([v[by_row], v[by_col]])
-            _merge_keys(keys, tau, rows, _keys(vals, ids))
+            _merge_keys(keys, tau, rows, _keys(vals, name[ids]))
     keys = np.sort(keys, axis=1)[:, ::-1]
-    return _key_scores(keys), _key_ids(keys)
+    if not n_probe:
+        return _key_scores(keys), _key_ids(keys)
+    best = best[:, ::-1]
+    return _key_scores(keys), _key_ids(keys), _key_scores(best), _key_ids(best)
 
 
 def _self_topk(
@@ -423,3 +460,44 @@ def knn(
     if self_mode:
         return _knn_torch_self(q, k, distance, device, chunk)
     return _knn_torch(q, g, k, distance, exclude, device, chunk)
+
+
+def knn_and_nearest_rows(
+    x: np.ndarray, k: int, rows: np.ndarray, *, distance: str = "cosine", chunk: int = CHUNK
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``knn(x, k, distance=...)`` on the CPU (the pruned self-protocol route), plus each
+    row's nearest among the rows ``rows`` (distinct indices) and its squared Euclidean
+    distance to the second nearest, taken from the same score blocks.
+
+    Returns (scores, indices, nearest, second): ``nearest[i]`` is a position in ``rows``
+    (a row in ``rows`` is its own nearest), ``second[i]`` a squared distance between the
+    ``prepare``d rows (inf when ``rows`` has one entry). This is k-means' first assignment
+    when its initial centroids are rows of ``x``, at no extra matrix product; see
+    ``clustering.bounded_start_rows``.
+    """
+    check_distance(distance)
+    x = prepare(x, distance)
+    rows = np.asarray(rows, dtype=np.int64)
+    if not 1 <= k <= len(x) - 1:
+        raise ConfigError(f"k={k} neighbours requested but only {len(x) - 1} gallery items exist")
+    if len(np.unique(rows)) != len(rows) or not len(rows) or rows.min() < 0 or (
+        rows.max() >= len(x)
+    ):
+        raise ConfigError("rows must be distinct indices into x")
+    sq = (x * x).sum(1, dtype=np.float32)
+    if distance == "euclidean":
+        _centre(x, x, True)
+    order = np.concatenate([np.setdiff1d(np.arange(len(x)), rows), rows])
+    x = np.ascontiguousarray(x[order])
+    got = _self_pruned(x, k, distance, chunk, n_probe=len(rows), names=order)
+    scores, ids, pv, pi = (np.empty_like(r) for r in got)
+    for out, part in zip((scores, ids, pv, pi), got, strict=True):
+        out[order] = part
+    if distance == "euclidean":
+        second = -pv[:, 1].astype(np.float64)
+    else:
+        second = sq + sq[rows[np.minimum(pi[:, 1], len(rows) - 1)]] - 2 * pv[:, 1].astype(
+            np.float64
+        )
+    second[pv[:, 1] == -np.inf] = np.inf
+    return scores, ids, pi[:, 0], second
