@@ -210,7 +210,10 @@ def test_agrees_with_pytorch_metric_learning_query_gallery_cosine() -> None:
     assert_matches_pml(ours, ref)
 
 
-def test_agrees_with_pytorch_metric_learning_on_omniglot_pixels(omniglot_zip: Path) -> None:
+def _omniglot_pixel_embeddings(omniglot_zip: Path) -> tuple[np.ndarray, np.ndarray]:
+    """30 real Omniglot classes as 16 x 16 pixels under a fixed random projection to 64-d (it
+    breaks the exact distance ties of near-binary pixels, whose order among equals is
+    arbitrary in any kNN implementation), with their labels."""
     from oodml.data import load_dataset
 
     manifest = load_dataset("omniglot", omniglot_zip)
@@ -219,11 +222,12 @@ def test_agrees_with_pytorch_metric_learning_on_omniglot_pixels(omniglot_zip: Pa
         np.asarray(manifest.load_image(int(i)).convert("L").resize((16, 16)), dtype=np.float32)
         for i in rows
     ]).reshape(len(rows), -1) / 255.0
-    # A fixed random projection breaks the exact distance ties of near-binary pixels,
-    # whose order among equals is arbitrary in any kNN implementation.
     proj = np.random.default_rng(0).standard_normal((pixels.shape[1], 64)).astype(np.float32)
-    emb = pixels @ proj
-    labels = np.asarray(manifest.labels)[rows]
+    return pixels @ proj, np.asarray(manifest.labels)[rows]
+
+
+def test_agrees_with_pytorch_metric_learning_on_omniglot_pixels(omniglot_zip: Path) -> None:
+    emb, labels = _omniglot_pixel_embeddings(omniglot_zip)
     ours = evaluate_embeddings(emb, labels, distance="euclidean", seed=1234)
     codes = np.unique(labels, return_inverse=True)[1]
     ref = pml_accuracy(emb, codes)
@@ -438,8 +442,6 @@ def test_shared_first_assignment_matches_pml_on_omniglot_pixels(
     real Omniglot images."""
     import importlib
 
-    from oodml.data import load_dataset
-
     metrics_pkg = importlib.import_module("oodml.metrics")
     clustering = importlib.import_module("oodml.metrics.clustering")
     monkeypatch.setattr(clustering, "BOUNDED_MIN_WORK", 0)
@@ -447,15 +449,7 @@ def test_shared_first_assignment_matches_pml_on_omniglot_pixels(
     real = metrics_pkg.knn_and_nearest_rows
     monkeypatch.setattr(metrics_pkg, "knn_and_nearest_rows",
                         lambda *a, **kw: used.append(1) or real(*a, **kw))
-    manifest = load_dataset("omniglot", omniglot_zip)
-    rows = manifest.indices_of(manifest.classes[:30])
-    pixels = np.stack([
-        np.asarray(manifest.load_image(int(i)).convert("L").resize((16, 16)), dtype=np.float32)
-        for i in rows
-    ]).reshape(len(rows), -1) / 255.0
-    proj = np.random.default_rng(0).standard_normal((pixels.shape[1], 64)).astype(np.float32)
-    emb = pixels @ proj
-    labels = np.asarray(manifest.labels)[rows]
+    emb, labels = _omniglot_pixel_embeddings(omniglot_zip)
     ours = evaluate_embeddings(emb, labels, distance="euclidean", seed=1234)
     assert used
     ref = pml_accuracy(emb, np.unique(labels, return_inverse=True)[1])
