@@ -94,9 +94,10 @@ def test_center_loss_adds_half_weighted_squared_distance_to_centres():
     x, labels = batch()
     loss_fn = CenterLoss(N_CLASSES, DIM, scale=2.0, weight=0.5)
     ce = SoftmaxLoss.forward(loss_fn, x, labels)
-    pull = sum(float((x[i] - loss_fn.centers[labels[i]]).pow(2).sum()) for i in range(len(x)))
-    expected = float(ce) + 0.5 * 0.5 * pull / len(x)
-    assert float(loss_fn(x, labels)) == pytest.approx(expected, rel=1e-5)
+    diff = (x - loss_fn.centers[labels]).detach()
+    pull = float(diff.pow(2).sum())
+    expected = ce.item() + 0.5 * 0.5 * pull / len(x)
+    assert loss_fn(x, labels).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_loss_args_are_parsed_and_checked_against_the_signature():
