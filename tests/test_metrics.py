@@ -345,6 +345,24 @@ def test_pruned_self_knn_on_exact_ties() -> None:
         assert row not in nb and len(set(nb.tolist())) == 5
 
 
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_score_blocks_are_symmetric_to_the_last_bit(distance: str) -> None:
+    """Between blocks of one shape a pair's score does not depend on which side its rows are
+    on, and identical rows tie exactly."""
+    import importlib
+
+    import torch
+
+    knn_module = importlib.import_module("oodml.metrics.knn")
+    x = np.random.default_rng(11).standard_normal((200, 37)).astype(np.float32) * 3 + 1
+    scores = knn_module._Scores(torch.from_numpy(x), distance, 64)
+    for a, b in ((0, 64), (64, 128), (0, 128)):
+        assert torch.equal(scores.block(a, b), scores.block(b, a).T)
+    x[150] = x[10]
+    full = knn_module._Scores(torch.from_numpy(x), distance, 200).block(0, 0)
+    assert torch.equal(full[:, 10], full[:, 150])
+
+
 def test_neighbour_keys_order_as_score_then_lower_index() -> None:
     """The int64 keys the pruned merge selects on sort exactly as (score descending, gallery
     index ascending), with -0.0 tying 0.0 as the float compare does, and decode losslessly."""
@@ -410,6 +428,31 @@ def test_knn_and_nearest_rows_equal_knn_and_brute_force(distance: str) -> None:
     np.testing.assert_allclose(second, np.sort(d, 1)[:, 1], atol=1e-4)
     with pytest.raises(ConfigError, match="distinct"):
         knn_module.knn_and_nearest_rows(x, 7, np.array([3, 3]), distance=distance)
+    if distance == "cosine":
+        x[rows[0]] = 0.0  # its cosine score ties every row, whatever the distance
+        with pytest.raises(ConfigError, match="zero embedding"):
+            knn_module.knn_and_nearest_rows(x, 7, rows, distance=distance)
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_metrics_with_and_without_the_kmeans_hand_over_agree(distance: str, monkeypatch) -> None:
+    """Every metric is the same whether k-means takes its first step from the kNN or not,
+    zero embeddings included (for cosine they switch the hand-over off)."""
+    import importlib
+
+    clustering = importlib.import_module("oodml.metrics.clustering")
+    metrics_pkg = importlib.import_module("oodml.metrics")
+    monkeypatch.setattr(clustering, "BOUNDED_MIN_WORK", 0)
+    rng = np.random.default_rng(10)
+    labels = np.repeat(np.arange(60), 9)
+    x = rng.standard_normal((60, 12)).astype(np.float32)[labels]
+    x += 0.8 * rng.standard_normal(x.shape).astype(np.float32)
+    x[::37] = 0.0
+    shared = evaluate_embeddings(x, labels, distance=distance, seed=3, chunk=128)
+    monkeypatch.setattr(metrics_pkg, "bounded_start_rows", lambda *a, **kw: None)
+    plain = evaluate_embeddings(x, labels, distance=distance, seed=3, chunk=128)
+    assert shared == pytest.approx(plain, abs=1e-12)
+    assert 0.3 < shared["nmi"] < 1.0
 
 
 def test_kmeans_first_assignment_from_knn_changes_nothing() -> None:

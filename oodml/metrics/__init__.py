@@ -111,6 +111,8 @@ def _evaluate(
     start = first = None
     if clusters and ret and g is None and device == "cpu" and backend in ("auto", "torch"):
         start = bounded_start_rows(x, n_clusters, seed=seed, device=device)
+        if start is not None and distance == "cosine" and not x[start].any(axis=1).all():
+            start = None
     if ret:
         valid = n_rel > 0
         available = len(gl) - (1 if exclude is not None else 0)

@@ -220,23 +220,29 @@ def _merge_keys_global(
     keys[r[keep], rank[keep]] = c[keep]
 
 
-def _left(xt: torch.Tensor, distance: str) -> torch.Tensor:
-    """Left factor of the score products: the rows for cosine, [x, |x|^2, 1] for euclidean."""
-    if distance == "cosine":
-        return xt
-    ones = torch.ones(len(xt), 1, dtype=xt.dtype, device=xt.device)
-    return torch.cat([xt, (xt * xt).sum(1, keepdim=True), ones], 1)
+class _Scores:
+    """Score blocks of the self protocol: a.b for cosine, 2 a.b - (|a|^2 + |b|^2) = -|a - b|^2
+    for euclidean.
 
+    Both are symmetric to the last bit between blocks of one shape: the product pairs x_a[k]
+    with x_b[k] (or 2 x_b[k], an exact doubling) in the same order whichever row is on the
+    left, and the two norms are added before they are subtracted. So identical rows score
+    identically against the rows of a full block (their ties resolve by index, and k-means'
+    first step read from the blocks sees the ties it would). A product of another shape (the
+    last, shorter block) may round differently.
+    """
 
-def _right(left: torch.Tensor, distance: str, b: int, chunk: int) -> torch.Tensor:
-    """Right factor for rows b..: the rows for cosine, [2x, -1, -|x|^2] for euclidean, so that
-    one product left_a . right_b gives a.b or 2 a.b - |a|^2 - |b|^2 = -|a - b|^2 (no pass over
-    the block to add the norms: 4% less time at 20k x 512)."""
-    blk = left[b : b + chunk]
-    if distance == "cosine":
-        return blk
-    d = blk.shape[1] - 2
-    return torch.cat([2 * blk[:, :d], -blk[:, d + 1 :], -blk[:, d : d + 1]], 1)
+    def __init__(self, xt: torch.Tensor, distance: str, chunk: int) -> None:
+        self.x, self.chunk = xt, chunk
+        self.right = xt if distance == "cosine" else 2 * xt
+        self.sq = None if distance == "cosine" else (xt * xt).sum(1)
+
+    def block(self, a: int, b: int) -> torch.Tensor:
+        c = self.chunk
+        s = self.x[a : a + c] @ self.right[b : b + c].T
+        if self.sq is not None:
+            s.sub_(self.sq[a : a + c, None] + self.sq[None, b : b + c])
+        return s
 
 
 def _passing(
@@ -253,14 +259,14 @@ def _passing(
     return r, c, s.numpy().ravel()[flat]
 
 
-def _fold_best_two(best: np.ndarray, lo: int, sub: torch.Tensor, first: int) -> None:
-    """Fold block scores ``sub`` (rows lo.., one column per probe row, the probe positions
-    first, first + 1, ...) into those rows' two best keys ``best`` (n x 2), in place."""
+def _fold_best_two(best: np.ndarray, lo: int, sub: torch.Tensor, pos: np.ndarray) -> None:
+    """Fold block scores ``sub`` (rows lo.., one column per probe row, ``pos`` its position in
+    the probe) into those rows' two best keys ``best`` (n x 2), in place."""
     if sub.shape[1] == 0:
         return
     v, i = torch.topk(sub, min(2, sub.shape[1]), dim=1)
     rows = slice(lo, lo + len(sub))
-    both = np.concatenate([best[rows], _keys(v.numpy(), i.numpy() + first)], axis=1)
+    both = np.concatenate([best[rows], _keys(v.numpy(), pos[i.numpy()])], axis=1)
     best[rows] = np.sort(both, axis=1)[:, -2:]
 
 
@@ -279,8 +285,7 @@ def _top_both_ways(
 
 
 def _self_pruned(
-    x: np.ndarray, k: int, distance: str, chunk: int, n_probe: int = 0,
-    names: np.ndarray | None = None,
+    x: np.ndarray, k: int, distance: str, chunk: int, probe: np.ndarray | None = None
 ) -> tuple[np.ndarray, ...]:
     """Self-protocol kNN on the CPU, computing each symmetric score block once.
 
@@ -293,35 +298,36 @@ def _self_pruned(
     block where too many entries pass (many duplicate rows) contributes its exact top k both
     ways instead, which bounds work and memory per block.
 
-    ``names`` gives each row's index in the caller's order (neighbour ids and ties use it;
-    default: the row number). With ``n_probe`` it also returns every row's two best keys
-    against the last n_probe rows, itself included (ids: positions among those rows). They
-    are read from the trailing columns of the blocks that hold them (contiguous in each
-    row); only the few blocks pairing two probe blocks are read transposed. So the nearest
-    of a set of rows costs no extra products.
+    With ``probe`` (distinct row indices) it also returns every row's two best keys against
+    the probe rows, itself included (ids: positions in ``probe``), read from the same blocks
+    (the probe columns of each block, and its probe rows transposed): the nearest of a set
+    of rows costs no extra products, and the neighbours are exactly those without it.
     """
-    left = _left(torch.from_numpy(x), distance)
     n = len(x)
     chunk = min(chunk, max(1024, -(-n // DIAGONAL_SHARE)))
+    scores = _Scores(torch.from_numpy(x), distance, chunk)
     empty = _keys(np.array([-np.inf], dtype=np.float32), np.array([_LOW]))[0]
     keys = np.full((n, k), empty, dtype=np.int64)
     tau = np.full(n, -np.inf, dtype=np.float32)
     tau_t = torch.from_numpy(tau)
     limit = 4 * k * chunk
     starts = list(range(0, n, chunk))
-    name = np.arange(n) if names is None else np.asarray(names, dtype=np.int64)
+    at = np.full(n, -1, dtype=np.int64)
+    if probe is not None:
+        at[probe] = np.arange(len(probe))
     best = np.full((n, 2), empty, dtype=np.int64)
 
-    p0 = n - n_probe
-
     def fold(s: torch.Tensor, a: int, b: int) -> None:
-        if n_probe and b + s.shape[1] > p0:
-            _fold_best_two(best, a, s[:, max(p0 - b, 0) :], max(b, p0) - p0)
-        if n_probe and a != b and a + len(s) > p0:
-            _fold_best_two(best, b, s[max(p0 - a, 0) :].T, max(a, p0) - p0)
+        if probe is None:
+            return
+        cols = np.flatnonzero(at[b : b + s.shape[1]] >= 0)
+        _fold_best_two(best, a, s[:, torch.from_numpy(cols)], at[b + cols])
+        if a != b:
+            rows = np.flatnonzero(at[a : a + len(s)] >= 0)
+            _fold_best_two(best, b, s[torch.from_numpy(rows)].T.contiguous(), at[a + rows])
 
     for a in starts:
-        s = left[a : a + chunk] @ _right(left, distance, a, chunk).T
+        s = scores.block(a, a)
         fold(s, a, a)
         s.fill_diagonal_(-torch.inf)
         kk = min(k, s.shape[1] - 1)
@@ -329,11 +335,10 @@ def _self_pruned(
             continue
         t = torch.topk(s, kk, dim=1, sorted=False).values.amin(1)
         r, c, v = _passing(s, t, None)
-        _merge_keys(keys, tau, r + a, _keys(v, name[c + a]))
+        _merge_keys(keys, tau, r + a, _keys(v, c + a))
     for bi, b in enumerate(starts):
-        right = _right(left, distance, b, chunk)
         for a in starts[:bi]:
-            s = left[a : a + chunk] @ right.T
+            s = scores.block(a, b)
             fold(s, a, b)
             ta, tb = tau_t[a : a + len(s)], tau_t[b : b + s.shape[1]]
             r, c, v = _passing(s, ta, tb)
@@ -345,9 +350,9 @@ def _self_pruned(
                 rows = np.concatenate([r[by_row] + a, c[by_col] + b])
                 ids = np.concatenate([c[by_row] + b, r[by_col] + a])
                 vals = np.concatenate([v[by_row], v[by_col]])
-            _merge_keys(keys, tau, rows, _keys(vals, name[ids]))
+            _merge_keys(keys, tau, rows, _keys(vals, ids))
     keys = np.sort(keys, axis=1)[:, ::-1]
-    if not n_probe:
+    if probe is None:
         return _key_scores(keys), _key_ids(keys)
     best = best[:, ::-1]
     return _key_scores(keys), _key_ids(keys), _key_scores(best), _key_ids(best)
@@ -358,23 +363,23 @@ def _self_topk(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Self-protocol kNN on any device: each symmetric block once, exact top-k both ways
     (the route for CUDA, where top-k is cheap)."""
-    left = _left(torch.from_numpy(x).to(device), distance)
-    n = len(left)
+    xt = torch.from_numpy(x).to(device)
+    n = len(xt)
     chunk = min(chunk, max(1024, -(-n // DIAGONAL_SHARE)))
-    vals = torch.full((n, k), -torch.inf, device=left.device)
-    ids = torch.full((n, k), -1, dtype=torch.int64, device=left.device)
+    scores = _Scores(xt, distance, chunk)
+    vals = torch.full((n, k), -torch.inf, device=xt.device)
+    ids = torch.full((n, k), -1, dtype=torch.int64, device=xt.device)
     starts = list(range(0, n, chunk))
     for a in starts:
-        s = left[a : a + chunk] @ _right(left, distance, a, chunk).T
+        s = scores.block(a, a)
         s.fill_diagonal_(-torch.inf)
         kk = min(k, s.shape[1] - 1)
         if kk:
             v, i = torch.topk(s, kk, dim=1, sorted=False)
             vals[a : a + chunk, :kk], ids[a : a + chunk, :kk] = v, i + a
     for bi, b in enumerate(starts):
-        right = _right(left, distance, b, chunk)
         for a in starts[:bi]:
-            s = left[a : a + chunk] @ right.T
+            s = scores.block(a, b)
             for lo, blk, off in ((a, s, b), (b, s.T.contiguous(), a)):
                 v, i = _candidates(blk, off, k)
                 hi = lo + blk.shape[0]
@@ -473,7 +478,8 @@ def knn_and_nearest_rows(
     (a row in ``rows`` is its own nearest), ``second[i]`` a squared distance between the
     ``prepare``d rows (inf when ``rows`` has one entry). This is k-means' first assignment
     when its initial centroids are rows of ``x``, at no extra matrix product; see
-    ``clustering.bounded_start_rows``.
+    ``clustering.bounded_start_rows``. For cosine the ``rows`` must be non-zero: all other
+    prepared rows have unit length, so the cosine score orders them as the distance does.
     """
     check_distance(distance)
     x = prepare(x, distance)
@@ -485,14 +491,12 @@ def knn_and_nearest_rows(
     ):
         raise ConfigError("rows must be distinct indices into x")
     sq = (x * x).sum(1, dtype=np.float32)
+    if distance == "cosine" and (sq[rows] == 0).any():
+        raise ConfigError("rows include a zero embedding: its cosine score ties every row, "
+                          "so it cannot be ranked by distance; use knn and kmeans_assign")
     if distance == "euclidean":
         _centre(x, x, True)
-    order = np.concatenate([np.setdiff1d(np.arange(len(x)), rows), rows])
-    x = np.ascontiguousarray(x[order])
-    got = _self_pruned(x, k, distance, chunk, n_probe=len(rows), names=order)
-    scores, ids, pv, pi = (np.empty_like(r) for r in got)
-    for out, part in zip((scores, ids, pv, pi), got, strict=True):
-        out[order] = part
+    scores, ids, pv, pi = _self_pruned(x, k, distance, chunk, probe=rows)
     if distance == "euclidean":
         second = -pv[:, 1].astype(np.float64)
     else:
