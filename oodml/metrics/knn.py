@@ -236,12 +236,20 @@ class _Scores:
         self.x, self.chunk = xt, chunk
         self.right = xt if distance == "cosine" else 2 * xt
         self.sq = None if distance == "cosine" else (xt * xt).sum(1)
+        size = min(chunk, len(xt)) ** 2
+        self._out = torch.empty(size, dtype=xt.dtype, device=xt.device)
+        self._norms = None if self.sq is None else torch.empty_like(self._out)
 
     def block(self, a: int, b: int) -> torch.Tensor:
-        c = self.chunk
-        s = self.x[a : a + c] @ self.right[b : b + c].T
-        if self.sq is not None:
-            s.sub_(self.sq[a : a + c, None] + self.sq[None, b : b + c])
+        """Scores of rows a.. against rows b.., written into one reused buffer (fresh memory
+        for every block costs page faults): valid until the next call."""
+        xa, xb = self.x[a : a + self.chunk], self.right[b : b + self.chunk]
+        s = self._out[: len(xa) * len(xb)].view(len(xa), len(xb))
+        torch.mm(xa, xb.T, out=s)
+        if self._norms is not None:
+            norms = self._norms[: s.numel()].view_as(s)
+            torch.add(self.sq[a : a + len(xa), None], self.sq[None, b : b + len(xb)], out=norms)
+            s.sub_(norms)
         return s
 
 
