@@ -216,10 +216,14 @@ def _lloyd_bounded(
     return prev
 
 
-def _engine(n: int, n_clusters: int, dim: int, device: str, engine: str) -> str:
+def _gpu(device: str) -> bool:
     import faiss
 
-    gpu = device.startswith("cuda") and faiss.get_num_gpus() > 0
+    return device.startswith("cuda") and faiss.get_num_gpus() > 0
+
+
+def _engine(n: int, n_clusters: int, dim: int, gpu: bool, engine: str) -> str:
+    """The engine ``auto`` stands for: ``bounded`` on the CPU for big enough work."""
     if engine != "auto":
         return engine
     big = n * n_clusters * dim >= BOUNDED_MIN_WORK
@@ -242,7 +246,7 @@ def bounded_start_rows(
     x = np.ascontiguousarray(x, dtype=np.float32)
     n = len(x)
     if not 1 <= n_clusters < n or (
-        _engine(n, n_clusters, x.shape[1], device, engine) != "bounded"
+        _engine(n, n_clusters, x.shape[1], _gpu(device), engine) != "bounded"
     ):
         return None
     perm = np.empty(n, dtype=np.int32)
@@ -298,8 +302,8 @@ def kmeans_assign(
             raise ConfigError(
                 f"initial centroids have shape {init.shape}, need {(n_clusters, x.shape[1])}"
             )
-    gpu = device.startswith("cuda") and faiss.get_num_gpus() > 0
-    engine = _engine(len(x), n_clusters, x.shape[1], device, engine)
+    gpu = _gpu(device)
+    engine = _engine(len(x), n_clusters, x.shape[1], gpu, engine)
     if engine == "bounded":
         if len(x) == n_clusters and init is None:
             return _lloyd_bounded(x, n_clusters, 0, x)

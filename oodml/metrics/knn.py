@@ -233,7 +233,8 @@ class _Scores:
     """
 
     def __init__(self, xt: torch.Tensor, distance: str, chunk: int) -> None:
-        self.x, self.chunk = xt, chunk
+        self.x = xt
+        self.chunk = chunk = min(chunk, max(1024, -(-len(xt) // DIAGONAL_SHARE)))
         self.right = xt if distance == "cosine" else 2 * xt
         self.sq = None if distance == "cosine" else (xt * xt).sum(1)
         size = min(chunk, len(xt)) ** 2
@@ -312,8 +313,8 @@ def _self_pruned(
     of rows costs no extra products, and the neighbours are exactly those without it.
     """
     n = len(x)
-    chunk = min(chunk, max(1024, -(-n // DIAGONAL_SHARE)))
     scores = _Scores(torch.from_numpy(x), distance, chunk)
+    chunk = scores.chunk
     empty = _keys(np.array([-np.inf], dtype=np.float32), np.array([_LOW]))[0]
     keys = np.full((n, k), empty, dtype=np.int64)
     tau = np.full(n, -np.inf, dtype=np.float32)
@@ -373,8 +374,8 @@ def _self_topk(
     (the route for CUDA, where top-k is cheap)."""
     xt = torch.from_numpy(x).to(device)
     n = len(xt)
-    chunk = min(chunk, max(1024, -(-n // DIAGONAL_SHARE)))
     scores = _Scores(xt, distance, chunk)
+    chunk = scores.chunk
     vals = torch.full((n, k), -torch.inf, device=xt.device)
     ids = torch.full((n, k), -1, dtype=torch.int64, device=xt.device)
     starts = list(range(0, n, chunk))
